@@ -1,0 +1,179 @@
+"""params.yaml -> typed, validated objects. Unknown keys, wrong types and missing values are errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from atelier import paths
+
+
+class ConfigError(ValueError):
+    """params.yaml is not valid; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DemoParams(Section):
+    seed: int
+    per_class: int = Field(gt=0)
+    size: int = Field(ge=32)
+
+
+class Columns(Section):
+    file_name: str = "file_name"
+    title: str = "title"
+    creator: str = "creator"
+    caption: str = "caption"
+    license: str = "license"
+    license_url: str = "license_url"
+    source_url: str = "source_url"
+    noai: str = "noai"
+
+
+class SourceParams(Section):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["folder"]
+    path: str
+    columns: Columns = Columns()
+
+
+class IngestParams(Section):
+    sources: list[SourceParams] = Field(min_length=1)
+
+
+class CleanParams(Section):
+    resolution: int = Field(ge=16)
+    min_size: int = Field(ge=1)
+    max_pixels: int = Field(gt=0)
+    near_duplicate_hamming: int = Field(ge=0, le=64)
+
+
+class PolicyParams(Section):
+    commercial: bool
+    allow_share_alike: bool
+    allow_no_derivatives: bool
+
+
+class LicenseParams(Section):
+    policy: PolicyParams
+
+
+class ClipParams(Section):
+    pretrained: str | None = None
+    seed: int
+    embed_dim: int
+    image_width: int
+    image_layers: int
+    patch_size: int
+    text_width: int
+    text_layers: int
+    context_length: int
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float
+    weight_decay: float
+    holdout_fraction: float = Field(gt=0, lt=1)
+
+
+class AutoencoderParams(Section):
+    seed: int
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float
+    kl_weight: float
+
+
+class DiffusionParams(Section):
+    seed: int
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float
+    warmup_steps: int = Field(ge=0)
+    caption_dropout: float = Field(ge=0, lt=1)
+    min_snr_gamma: float = Field(gt=0)
+    ema_decay: float = Field(gt=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction"]
+    offset_noise: float = Field(ge=0)
+    pooled_scale: float = Field(gt=0)
+
+
+class EvaluateParams(Section):
+    seed: int
+    per_prompt: int = Field(gt=0)
+    sampling_steps: int = Field(gt=0)
+    guidance: list[float] = Field(min_length=1)
+    headline_guidance: float
+    cmmd_sigma: float = Field(gt=0)
+    replication_ratio: float = Field(gt=0, lt=1)
+    replication_phash_hamming: int = Field(ge=0)
+
+
+class PromoteParams(Section):
+    min_clip_score: float
+    min_style_accuracy: float
+    min_palette_accuracy: float
+    max_replication_rate: float
+    margin: float
+
+
+class RegistryParams(Section):
+    model_name: str
+    experiment: str
+
+
+class GenerateParams(Section):
+    prompts: list[str] = Field(min_length=1)
+    seed: int
+    steps: int = Field(gt=0)
+    guidance: float
+    negative_prompt: str = ""
+    output_size: int = Field(ge=256)
+    resampler: Literal["nearest", "bicubic", "lanczos"]
+
+
+class Params(Section):
+    demo: DemoParams
+    ingest: IngestParams
+    clean: CleanParams
+    license: LicenseParams
+    train_clip: ClipParams
+    train_autoencoder: AutoencoderParams
+    train_diffusion: DiffusionParams
+    evaluate: EvaluateParams
+    promote: PromoteParams
+    registry: RegistryParams
+    generate: GenerateParams
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}': remove it or check its spelling"
+    if kind == "missing":
+        return f"missing value for '{key}'"
+    return f"'{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def load_params(path: Path | str = paths.PARAMS) -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found; copy params.yaml from the repository") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None

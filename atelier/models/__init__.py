@@ -1,0 +1,1 @@
+"""Models: the small CLIP (evaluator + text encoder), the latent diffusion backend, the SD-LoRA backend, metrics."""

@@ -1,0 +1,231 @@
+"""A small open_clip model: build, train on image-caption pairs, save/load as a `local-dir:` bundle, encode, zero-shot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from atelier.config import ClipParams
+from atelier.demo import PALETTES, STYLES, caption_for
+
+IMAGE_SIZE = 32
+# Images arrive in [0, 1]; the CLIP sees them mapped to [-1, 1]. Defined once, used in training and evaluation.
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+def progress_disabled() -> bool:
+    """tqdm bars only on an interactive terminal outside CI."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+
+
+def model_config(p: ClipParams) -> dict:
+    """The open_clip `model_cfg` dict for these params (what the bundle's open_clip_config.json holds)."""
+    return {
+        "embed_dim": p.embed_dim,
+        "vision_cfg": {
+            "image_size": IMAGE_SIZE,
+            "layers": p.image_layers,
+            "width": p.image_width,
+            "head_width": max(p.image_width // 4, 1),
+            "patch_size": p.patch_size,
+        },
+        "text_cfg": {
+            "context_length": p.context_length,
+            "vocab_size": 49408,
+            "width": p.text_width,
+            "heads": max(p.text_width // 16, 1),
+            "layers": p.text_layers,
+        },
+    }
+
+
+def _from_config(cfg: dict) -> open_clip.CLIP:
+    vision = open_clip.model.CLIPVisionCfg(**cfg["vision_cfg"])
+    text = open_clip.model.CLIPTextCfg(**cfg["text_cfg"])
+    return open_clip.CLIP(cfg["embed_dim"], vision, text)
+
+
+def build_clip(p: ClipParams) -> open_clip.CLIP:
+    """A freshly initialised small CLIP (seeded by p.seed)."""
+    torch.manual_seed(p.seed)
+    return _from_config(model_config(p))
+
+
+def build_tokenizer(context_length: int) -> open_clip.tokenizer.SimpleTokenizer:
+    """open_clip's bundled BPE tokenizer (works offline)."""
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """[N,3,H,W] in [0,1] -> the CLIP's input normalisation."""
+    mean = torch.tensor(IMAGE_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images shaped [N, 3, H, W], got {tuple(images.shape)}")
+    if images.shape[-1] != IMAGE_SIZE or images.shape[-2] != IMAGE_SIZE:
+        raise ValueError(f"expected {IMAGE_SIZE}x{IMAGE_SIZE} images, got {tuple(images.shape[-2:])}")
+
+
+def train_clip(
+    images: torch.Tensor,
+    captions: list[str],
+    p: ClipParams,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> open_clip.CLIP:
+    """Contrastively train a small CLIP on image-caption pairs (images [N,3,32,32] in [0,1])."""
+    _check_images(images)
+    if len(captions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    model = build_clip(p)
+    model.train()
+    tokenizer = build_tokenizer(p.context_length)
+    tokens = tokenizer(captions)
+    pixels = normalize_images(images.float())
+    loss_fn = ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    g = torch.Generator().manual_seed(p.seed)
+    n = len(images)
+    for step in tqdm(range(p.steps), desc="train clip", disable=progress_disabled()):
+        idx = torch.randperm(n, generator=g)[: p.batch_size]
+        x = pixels[idx]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        img_f, txt_f, scale = model(x, tokens[idx])
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+        if on_step is not None:
+            on_step(step, {"clip_loss": float(loss)})
+    model.eval()
+    return model
+
+
+def save_clip_bundle(model: open_clip.CLIP, p: ClipParams | dict, folder: str | Path) -> str:
+    """Write a `local-dir:` bundle (open_clip_config.json + safetensors), check it loads back, return the weights' sha256."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model_config(p) if isinstance(p, ClipParams) else p
+    config = {
+        "model_cfg": cfg,
+        "preprocess_cfg": {"size": IMAGE_SIZE, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME))
+    loaded = open_clip.create_model(f"local-dir:{folder}", device="cpu")
+    for key, value in loaded.state_dict().items():
+        if not torch.equal(value, state[key]):
+            raise RuntimeError(f"CLIP bundle at {folder} did not load back identically (tensor {key})")
+    return hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
+
+
+def load_clip(spec: str | Path) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
+    """Load (model, tokenizer) from a bundle folder (`local-dir:` prefix optional) or a .safetensors file beside its config."""
+    text = str(spec)
+    path = Path(text.removeprefix("local-dir:"))
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path}: not a CLIP bundle ({CONFIG_NAME} missing)")
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{path}: CLIP bundle has no {WEIGHTS_NAME}; only safetensors weights are loaded")
+        model = open_clip.create_model(f"local-dir:{path}", device="cpu")
+        cfg = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))["model_cfg"]
+    elif path.suffix == ".safetensors" and path.is_file():
+        config_path = path.parent / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{path}: a .safetensors CLIP checkpoint needs {CONFIG_NAME} beside it")
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))["model_cfg"]
+        model = _from_config(cfg)
+        model.load_state_dict(load_file(str(path)))
+    else:
+        raise FileNotFoundError(f"CLIP spec {text!r} is neither a bundle folder nor a .safetensors file")
+    model.eval()
+    return model, build_tokenizer(cfg["text_cfg"]["context_length"])
+
+
+@torch.no_grad()
+def encode_images(model: open_clip.CLIP, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised image embeddings [N,D] for images [N,3,32,32] in [0,1]."""
+    _check_images(images)
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(model.encode_image(normalize_images(images[i : i + batch_size].float()), normalize=True))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(model: open_clip.CLIP, tokenizer, texts: list[str]) -> torch.Tensor:
+    """L2-normalised text embeddings [N,D]."""
+    model.eval()
+    return model.encode_text(tokenizer(texts), normalize=True)
+
+
+@torch.no_grad()
+def text_token_states(model: open_clip.CLIP, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token states [N,L,W] after the final LayerNorm, pooled normalised embedding [N,D]) for conditioning."""
+    model.eval()
+    tokens = tokenizer(texts)
+    x = model.token_embedding(tokens) + model.positional_embedding
+    x = model.transformer(x, attn_mask=model.attn_mask)
+    x = model.ln_final(x)
+    return x, model.encode_text(tokens, normalize=True)
+
+
+def class_captions(kind: str) -> dict[str, list[str]]:
+    """Every caption of each class: style s -> caption_for(s, p) for all palettes, and vice versa."""
+    if kind == "style":
+        return {s: [caption_for(s, pal) for pal in PALETTES] for s in STYLES}
+    if kind == "palette":
+        return {pal: [caption_for(s, pal) for s in STYLES] for pal in PALETTES}
+    raise ValueError(f"zero-shot kind must be 'style' or 'palette', got {kind!r}")
+
+
+def class_embeddings(model: open_clip.CLIP, tokenizer, kind: str) -> tuple[list[str], torch.Tensor]:
+    """(class names, [C,D]) where each row is the normalised mean of its class's caption embeddings."""
+    names, rows = [], []
+    for name, caps in class_captions(kind).items():
+        names.append(name)
+        rows.append(F.normalize(encode_texts(model, tokenizer, caps).mean(0), dim=-1))
+    return names, torch.stack(rows)
+
+
+def zero_shot_from_embeddings(
+    image_emb: torch.Tensor, class_emb: torch.Tensor, names: list[str], labels: list[str]
+) -> tuple[float, list[str]]:
+    """(accuracy, predicted class names): each image takes the class of highest cosine."""
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the classes {names}")
+    pred = [names[i] for i in (image_emb @ class_emb.T).argmax(dim=1).tolist()]
+    acc = sum(a == b for a, b in zip(pred, labels)) / max(len(labels), 1)
+    return acc, pred
+
+
+def zero_shot(
+    model: open_clip.CLIP, tokenizer, images: torch.Tensor, labels: list[str], kind: str
+) -> tuple[float, list[str]]:
+    """Zero-shot (accuracy, predictions) by style or palette; chance is 1/6 for the demo classes."""
+    names, cls = class_embeddings(model, tokenizer, kind)
+    return zero_shot_from_embeddings(encode_images(model, images), cls, names, labels)

@@ -1,0 +1,360 @@
+"""Toy-size latent diffusion (like Stable Diffusion): a small AutoencoderKL, a text-conditional UNet, DDIM + CFG sampling."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from PIL import Image
+from tqdm import tqdm
+
+from atelier.config import AutoencoderParams, DiffusionParams
+from atelier.models.clip import load_clip, progress_disabled, save_clip_bundle, text_token_states
+
+RESOLUTION = 32
+LATENT_CHANNELS = 4
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CONFIG_NAME = "atelier_config.json"
+
+
+# ----------------------------------------------------------------------------------------------------------- autoencoder
+
+
+def build_autoencoder() -> AutoencoderKL:
+    """About 1M parameters: (16, 32, 64) channels, 32 px -> 8x8x4 latents."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=8,
+        sample_size=RESOLUTION,
+    )
+
+
+def _random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(x), generator=g) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def _cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay reaching zero at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - 1 - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train_autoencoder(
+    images: torch.Tensor, p: AutoencoderParams, on_step: Callable[[int, dict], None] | None = None
+) -> tuple[AutoencoderKL, float]:
+    """Train the autoencoder (L1 + kl_weight*KL, flips) on images [N,3,32,32] in [0,1]; return (vae, latent scale)."""
+    if images.ndim != 4 or images.shape[1:] != (3, RESOLUTION, RESOLUTION):
+        raise ValueError(f"expected images [N, 3, {RESOLUTION}, {RESOLUTION}] in [0, 1], got {tuple(images.shape)}")
+    torch.manual_seed(p.seed)
+    vae = build_autoencoder()
+    vae.train()
+    pixels = images.float() * 2 - 1
+    opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
+    g = torch.Generator().manual_seed(p.seed)
+    for step in tqdm(range(p.steps), desc="train autoencoder", disable=progress_disabled()):
+        idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
+        x = _random_flip(pixels[idx], g)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
+        recon = vae.decode(z).sample
+        l1 = (recon - x).abs().mean()
+        kl = posterior.kl().mean()
+        loss = l1 + p.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step, {"ae_l1": float(l1), "ae_kl": float(kl)})
+    vae.eval()
+    raw = encode_latents(vae, images, scale=1.0)
+    scale = 1.0 / float(raw.std())
+    vae.register_to_config(scaling_factor=scale)
+    return vae, scale
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch_size: int = 256) -> torch.Tensor:
+    """Scaled latent means [N,4,8,8] of images [N,3,32,32] in [0,1]."""
+    out = [vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean for i in range(0, len(images), batch_size)]
+    return torch.cat(out) * scale
+
+
+@torch.no_grad()
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scaled latents -> images [N,3,32,32] in [0,1]."""
+    return ((vae.decode(latents / scale).sample.clamp(-1, 1) + 1) / 2).float()
+
+
+# ------------------------------------------------------------------------------------------------------------------ UNet
+
+
+def build_unet(text_width: int, embed_dim: int) -> UNet2DConditionModel:
+    """About 4M parameters on 8x8x4 latents, cross-attending to CLIP token states, pooled embedding as a class input."""
+    return UNet2DConditionModel(
+        sample_size=RESOLUTION // 4,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=text_width,
+        attention_head_dim=8,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=embed_dim,
+    )
+
+
+def build_scheduler(p: DiffusionParams) -> DDPMScheduler:
+    """The training noise schedule: DDPM, 1000 steps, squaredcos_cap_v2, no x0 clipping (latents are not in [-1, 1])."""
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=p.prediction_type,
+        clip_sample=False,
+        timestep_spacing=getattr(p, "timestep_spacing", "trailing"),
+        rescale_betas_zero_snr=getattr(p, "zero_terminal_snr", False),
+    )
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the eps or v objective."""
+    if prediction_type == "epsilon":
+        return torch.where(snr < gamma, torch.ones_like(snr), gamma / snr.clamp(min=1e-12))
+    return torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1)
+
+
+@torch.no_grad()
+def caption_conditioning(
+    clip_model: open_clip.CLIP, tokenizer, captions: list[str]
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(distinct captions with "" first, token states [K,L,W], pooled normalised embeddings [K,D]), computed once."""
+    distinct = [""] + sorted(set(captions) - {""})
+    states, pooled = text_token_states(clip_model, tokenizer, distinct)
+    return distinct, states, pooled
+
+
+def train_unet(
+    latents: torch.Tensor,
+    captions: list[str],
+    clip_model: open_clip.CLIP,
+    tokenizer,
+    p: DiffusionParams,
+    on_step: Callable[[int, dict], None] | None = None,
+    flipped_latents: torch.Tensor | None = None,
+) -> UNet2DConditionModel:
+    """Train the text-conditional UNet on scaled latents [N,4,8,8]; return a UNet holding the EMA weights."""
+    if len(latents) != len(captions):
+        raise ValueError(f"{len(latents)} latents but {len(captions)} captions")
+    torch.manual_seed(p.seed)
+    distinct, states, pooled = caption_conditioning(clip_model, tokenizer, captions)
+    cap_index = torch.tensor([distinct.index(c) for c in captions])
+    pooled_in = pooled * p.pooled_scale
+    unet = build_unet(states.shape[-1], pooled.shape[-1])
+    unet.train()
+    ema = [q.detach().clone() for q in unet.parameters()]
+    sched = build_scheduler(p)
+    alphas_cumprod = sched.alphas_cumprod
+    opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, p.warmup_steps))
+    g = torch.Generator().manual_seed(p.seed)
+    for step in tqdm(range(p.steps), desc="train unet", disable=progress_disabled()):
+        idx = torch.randperm(len(latents), generator=g)[: p.batch_size]
+        x0 = latents[idx]
+        if flipped_latents is not None:
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x0 = torch.where(flip.view(-1, 1, 1, 1), flipped_latents[idx], x0)
+        noise = torch.randn(x0.shape, generator=g)
+        if p.offset_noise > 0:
+            noise = noise + p.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+        xt = sched.add_noise(x0, noise, t)
+        cond = cap_index[idx].clone()
+        cond[torch.rand(len(idx), generator=g) < p.caption_dropout] = 0  # "" is the unconditional input
+        pred = unet(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample
+        target = noise if p.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
+        ac = alphas_cumprod[t]
+        weight = min_snr_weight(ac / (1 - ac), p.min_snr_gamma, p.prediction_type)
+        loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        lr_sched.step()
+        decay = min(p.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, q in zip(ema, unet.parameters()):
+                e.mul_(decay).add_(q.detach(), alpha=1 - decay)
+        if on_step is not None:
+            on_step(step, {"unet_loss": float(loss), "grad_norm": float(grad_norm), "lr": lr_sched.get_last_lr()[0]})
+    with torch.no_grad():
+        for e, q in zip(ema, unet.parameters()):
+            q.copy_(e)
+    unet.eval()
+    return unet
+
+
+# -------------------------------------------------------------------------------------------------------------- pipeline
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The per-image generator seed: depends only on (seed, index), never on the batch."""
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[N,3,H,W] in [0,1] -> RGB PIL images (round to nearest)."""
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a, mode="RGB") for a in arr]
+
+
+def _refuse_pickles(folder: Path) -> None:
+    found = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES)
+    if found:
+        raise ValueError(
+            f"refusing to load {folder}: it contains pickle-format files {found}, which can run arbitrary code when "
+            "loaded; only safetensors weights are accepted. Remove them or re-save the model with safetensors."
+        )
+
+
+class LatentDiffusionPipeline:
+    """vae + unet + noise schedule + frozen CLIP text tower; DDIM sampling with classifier-free guidance."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        scheduler: DDPMScheduler,
+        clip_model: open_clip.CLIP,
+        tokenizer,
+        config: dict,
+    ) -> None:
+        for key in ("latent_scale", "pooled_scale", "resolution", "clip_model_cfg"):
+            if key not in config:
+                raise ValueError(f"pipeline config is missing {key!r}")
+        self.vae, self.unet, self.scheduler = vae.eval(), unet.eval(), scheduler
+        self.clip_model, self.tokenizer, self.config = clip_model.eval(), tokenizer, dict(config)
+
+    def save_pretrained(self, folder: str | Path) -> dict[str, str]:
+        """Write vae/, unet/, scheduler/ (safetensors), clip/ bundle and atelier_config.json; return file sha256s."""
+        import hashlib
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.vae.save_pretrained(folder / "vae", safe_serialization=True)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        save_clip_bundle(self.clip_model, self.config["clip_model_cfg"], folder / "clip")
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
+        return {
+            str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*.safetensors"))
+        }
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "LatentDiffusionPipeline":
+        """Load a folder written by save_pretrained; refuses pickle files, loads safetensors only."""
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{folder}: not an Atelier diffusion model ({CONFIG_NAME} missing)")
+        _refuse_pickles(folder)
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        clip_model, tokenizer = load_clip(folder / "clip")
+        return cls(vae, unet, scheduler, clip_model, tokenizer, config)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: list[str],
+        seed: int,
+        steps: int = 25,
+        guidance: float = 1.5,
+        negative_prompt: str = "",
+        batch_size: int = 1,
+    ) -> list[Image.Image]:
+        """Generate one image per prompt; image i depends only on (prompts[i], seed, i, steps, guidance, negative)."""
+        return to_pil(self.generate_tensor(prompts, seed, steps, guidance, negative_prompt, batch_size))
+
+    @torch.no_grad()
+    def generate_tensor(
+        self,
+        prompts: list[str],
+        seed: int,
+        steps: int = 25,
+        guidance: float = 1.5,
+        negative_prompt: str = "",
+        batch_size: int = 1,
+    ) -> torch.Tensor:
+        """Like __call__ but returns images [N,3,32,32] in [0,1]."""
+        if not prompts:
+            raise ValueError("no prompts given")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        distinct = sorted(set(prompts) | {negative_prompt})
+        states, pooled = text_token_states(self.clip_model, self.tokenizer, distinct)
+        pooled = pooled * self.config["pooled_scale"]
+        ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False, set_alpha_to_one=True)
+        ddim.set_timesteps(steps)
+        latent_shape = (LATENT_CHANNELS, self.config["resolution"] // 4, self.config["resolution"] // 4)
+        neg = distinct.index(negative_prompt)
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(prompts))))
+            x = torch.stack([
+                torch.randn(latent_shape, generator=torch.Generator().manual_seed(image_seed(seed, i))) for i in chunk
+            ]) * ddim.init_noise_sigma
+            pos = torch.tensor([distinct.index(prompts[i]) for i in chunk])
+            cond = torch.cat([torch.full_like(pos, neg), pos])
+            for t in ddim.timesteps:
+                model_in = torch.cat([x, x])
+                pred = self.unet(model_in, t, encoder_hidden_states=states[cond], class_labels=pooled[cond]).sample
+                uncond, text = pred.chunk(2)
+                pred = uncond + guidance * (text - uncond)
+                x = ddim.step(pred, t, x).prev_sample
+            out.append(decode_latents(self.vae, x, self.config["latent_scale"]))
+        return torch.cat(out)
+
+
+def train_diffusion(
+    images: torch.Tensor,
+    captions: list[str],
+    clip_model: open_clip.CLIP,
+    tokenizer,
+    clip_model_cfg: dict,
+    ae: AutoencoderParams,
+    p: DiffusionParams,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> LatentDiffusionPipeline:
+    """Autoencoder, then UNet on its latents (flips cached), assembled into a pipeline."""
+    vae, scale = train_autoencoder(images, ae, on_step)
+    latents = encode_latents(vae, images, scale)
+    flipped = encode_latents(vae, images.flip(-1), scale)
+    unet = train_unet(latents, captions, clip_model, tokenizer, p, on_step, flipped_latents=flipped)
+    config = {
+        "latent_scale": scale,
+        "pooled_scale": p.pooled_scale,
+        "resolution": RESOLUTION,
+        "clip_model_cfg": clip_model_cfg,
+        "backend": "latent-diffusion",
+    }
+    return LatentDiffusionPipeline(vae, unet, build_scheduler(p), clip_model, tokenizer, config)

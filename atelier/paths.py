@@ -1,0 +1,48 @@
+"""Every path the project reads or writes, defined once. dvc.yaml mirrors these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params.yaml"
+OPT_OUT = ROOT / "policy" / "opt_out.csv"
+
+DATA = ROOT / "data"
+DEMO_SOURCE = DATA / "sources" / "demo"
+
+RAW = DATA / "raw"
+RAW_IMAGES = RAW / "images"
+RAW_RECORDS = RAW / "records.parquet"
+
+CLEAN = DATA / "clean"
+CLEAN_IMAGES = CLEAN / "images"
+CLEAN_RECORDS = CLEAN / "records.parquet"
+CLEAN_REJECTS = CLEAN / "rejects.parquet"
+
+LICENSED = DATA / "licensed"
+TRAIN_RECORDS = LICENSED / "train.parquet"
+EXCLUDED_RECORDS = LICENSED / "excluded.parquet"
+ATTRIBUTION = LICENSED / "ATTRIBUTION.md"
+LICENSE_SUMMARY = LICENSED / "summary.json"
+
+MODELS = ROOT / "models"
+CLIP_DIR = MODELS / "clip"
+AUTOENCODER_DIR = MODELS / "autoencoder"
+DIFFUSION_DIR = MODELS / "diffusion"
+CHAMPION = MODELS / "champion.json"
+
+REPORTS = ROOT / "reports"
+TRAIN_CURVES = REPORTS / "curves"
+TRAIN_SUMMARY = REPORTS / "train.json"
+EVAL_REPORT = REPORTS / "eval.json"
+EVAL_GRID = REPORTS / "samples.png"
+PROMOTION = REPORTS / "promotion.json"
+
+ARTWORKS = ROOT / "artworks"
+GALLERY = ARTWORKS / "index.html"
+LEDGER = ROOT / "ledger" / "ledger.sqlite"
+
+MLRUNS = ROOT / "mlruns"
+MLFLOW_DB = ROOT / "mlflow.db"
+SCHEMA = ROOT / "provenance" / "manifest.schema.json"

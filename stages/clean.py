@@ -1,0 +1,136 @@
+"""clean stage: decode, check, normalise and de-duplicate raw records; every rejected record is kept with its reason.
+
+Writes data/clean/images/<record_id>.png (RGB, EXIF orientation applied, all metadata stripped, resized and
+centre-cropped to the training resolution), data/clean/records.parquet and data/clean/rejects.parquet.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import imagehash
+import pandas as pd
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from atelier import paths
+from atelier.config import CleanParams, load_params
+from atelier.io import atomic_dir, write_parquet
+from atelier.progress import progress_enabled
+
+REJECT_COLUMNS = ["reason", "detail"]
+
+
+class Rejected(Exception):
+    """A record cannot be used; `reason` is a short code, `detail` says why in words."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class CleanImage:
+    image: Image.Image  # RGB, resolution x resolution, no metadata
+    width: int
+    height: int
+    format: str
+    phash: str
+
+
+def decode(data: bytes, p: CleanParams) -> CleanImage:
+    """Decode and normalise one image, or raise Rejected with the reason."""
+    if not data:
+        raise Rejected("empty_file", "the file has zero bytes")
+    Image.MAX_IMAGE_PIXELS = p.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated: the first frame is the artwork
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Rejected("decompression_bomb", f"exceeds clean.max_pixels={p.max_pixels}: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise Rejected("undecodable", f"{type(exc).__name__}: {exc}") from None
+    img = ImageOps.exif_transpose(img)
+    width, height = img.size
+    if min(width, height) < p.min_size:
+        raise Rejected("too_small", f"{width}x{height} is below clean.min_size={p.min_size}")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(flat, rgba)
+    if img.mode == "I;16" or img.mode.startswith("I"):
+        img = img.point(lambda v: v / 256).convert("L")
+    rgb = img.convert("RGB")
+    phash = str(imagehash.phash(rgb))
+    scale = p.resolution / min(width, height)
+    resized = rgb.resize((max(p.resolution, round(width * scale)), max(p.resolution, round(height * scale))),
+                         Image.LANCZOS)
+    left = (resized.width - p.resolution) // 2
+    top = (resized.height - p.resolution) // 2
+    cropped = resized.crop((left, top, left + p.resolution, top + p.resolution))
+    stripped = Image.frombytes("RGB", cropped.size, cropped.tobytes())  # a fresh image: no EXIF, GPS, ICC or text
+    return CleanImage(stripped, width, height, fmt, phash)
+
+
+def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw records into (clean, rejects). `load_bytes(record)` returns a record's bytes; `on_image(id, img)` saves."""
+    kept, rejects = [], []
+    seen_ids: dict[str, str] = {}
+    seen_hashes: list[tuple[imagehash.ImageHash, str]] = []
+    for record in tqdm(raw.to_dict("records"), desc="clean", disable=not progress_enabled()):
+        try:
+            if isinstance(record.get("ingest_error"), str):
+                reason, _, detail = record["ingest_error"].partition(": ")
+                raise Rejected(reason, detail)
+            if record["record_id"] in seen_ids:
+                raise Rejected("duplicate_exact", f"same bytes as {seen_ids[record['record_id']]}")
+            img = decode(load_bytes(record), p)
+            h = imagehash.hex_to_hash(img.phash)
+            for other, other_uri in seen_hashes:
+                if h - other <= p.near_duplicate_hamming:
+                    raise Rejected("duplicate_near", f"perceptual hash within {h - other} bits of {other_uri}")
+        except Rejected as r:
+            rejects.append({**record, "reason": r.reason, "detail": r.detail})
+            continue
+        seen_ids[record["record_id"]] = record["source_uri"]
+        seen_hashes.append((h, record["source_uri"]))
+        if on_image is not None:
+            on_image(record["record_id"], img.image)
+        kept.append({**record, "width": img.width, "height": img.height, "format": img.format, "phash": img.phash,
+                     "clean_path": str((paths.CLEAN_IMAGES / f"{record['record_id']}.png").relative_to(paths.ROOT))})
+    clean = pd.DataFrame(kept, columns=[*raw.columns, "width", "height", "format", "phash", "clean_path"])
+    rejected = pd.DataFrame(rejects, columns=[*raw.columns, *REJECT_COLUMNS])
+    return clean, rejected
+
+
+def main() -> dict:
+    """Clean data/raw into data/clean; return counts."""
+    p = load_params().clean
+    raw = pd.read_parquet(paths.RAW_RECORDS)
+    with atomic_dir(paths.CLEAN_IMAGES) as images_dir:
+        clean, rejects = clean_records(
+            raw,
+            load_bytes=lambda r: (paths.ROOT / r["raw_path"]).read_bytes(),
+            p=p,
+            on_image=lambda rid, img: img.save(images_dir / f"{rid}.png", format="PNG"),
+        )
+    write_parquet(paths.CLEAN_RECORDS, clean)
+    write_parquet(paths.CLEAN_REJECTS, rejects)
+    summary = {"clean": len(clean), "rejected": len(rejects),
+               "rejects_per_reason": dict(Counter(rejects["reason"]))}
+    print(f"clean: {len(clean)} kept, {len(rejects)} rejected {summary['rejects_per_reason']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
