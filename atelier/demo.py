@@ -192,12 +192,12 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
 
     originals = [f for f in files if f.file_name.startswith("art_")]
     for i in range(3):
-        src = originals[7 + 31 * i]
+        src = originals[(7 + 31 * i) % len(originals)]
         add(f"copy_{i}.png", src.data, "grid", "red", src.meta["creator"], src.meta["license"], src.meta["license_url"])
         files[-1].meta.update(caption=src.meta["caption"], title=src.meta["title"] + " (copy)")
         expected[f"copy_{i}.png"] = "duplicate_exact"
     for i in range(3):
-        src = originals[11 + 37 * i]
+        src = originals[(11 + 37 * i) % len(originals)]
         img = Image.open(io.BytesIO(src.data)).convert("RGB")
         img.putpixel((1, 1), (0, 0, 0))
         buf = io.BytesIO()

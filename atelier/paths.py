@@ -46,3 +46,15 @@ LEDGER = ROOT / "ledger" / "ledger.sqlite"
 MLRUNS = ROOT / "mlruns"
 MLFLOW_DB = ROOT / "mlflow.db"
 SCHEMA = ROOT / "provenance" / "manifest.schema.json"
+
+
+def relative(path: Path) -> str:
+    """`path` relative to the project root when inside it (as tables store it), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def absolute(stored: str) -> Path:
+    """Inverse of relative(): a stored path back to an absolute one."""
+    path = Path(stored)
+    return path if path.is_absolute() else ROOT / path

@@ -107,7 +107,7 @@ def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) 
         if on_image is not None:
             on_image(record["record_id"], img.image)
         kept.append({**record, "width": img.width, "height": img.height, "format": img.format, "phash": img.phash,
-                     "clean_path": str((paths.CLEAN_IMAGES / f"{record['record_id']}.png").relative_to(paths.ROOT))})
+                     "clean_path": paths.relative(paths.CLEAN_IMAGES / f"{record['record_id']}.png")})
     clean = pd.DataFrame(kept, columns=[*raw.columns, "width", "height", "format", "phash", "clean_path"])
     rejected = pd.DataFrame(rejects, columns=[*raw.columns, *REJECT_COLUMNS])
     return clean, rejected
@@ -120,7 +120,7 @@ def main() -> dict:
     with atomic_dir(paths.CLEAN_IMAGES) as images_dir:
         clean, rejects = clean_records(
             raw,
-            load_bytes=lambda r: (paths.ROOT / r["raw_path"]).read_bytes(),
+            load_bytes=lambda r: paths.absolute(r["raw_path"]).read_bytes(),
             p=p,
             on_image=lambda rid, img: img.save(images_dir / f"{rid}.png", format="PNG"),
         )

@@ -154,7 +154,7 @@ def ingest_row(row: MetadataRow, folder: Path, source: str, columns: Columns, im
     target = images_dir / f"{digest}.{_extension(file_name)}"
     if not target.exists():
         write_bytes(target, data)
-    record.update(record_id=digest, raw_path=str(target.relative_to(paths.ROOT)), bytes=len(data))
+    record.update(record_id=digest, raw_path=paths.relative(target), bytes=len(data))
     return record
 
 
