@@ -1,0 +1,144 @@
+"""Everything MLflow: tracking setup, runs, datasets, the model registry and its aliases. Nothing else imports mlflow."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from atelier import paths
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow"]
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the project's sqlite store (absolute, so DVC temp folders agree)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.MLFLOW_DB}"
+
+
+def client() -> MlflowClient:
+    """A client bound to the project's tracking and registry store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(name: str) -> str:
+    """The experiment's id, creating it with artifacts under the project's mlartifacts/ folder."""
+    c = client()
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (paths.ROOT / "mlartifacts").resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+@dataclass
+class TrainingRecord:
+    """What a training run hands to the registry."""
+    params: dict
+    curves: dict[str, list[float]]  # name -> values per step
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    dataset: pd.DataFrame
+    dataset_digest: str  # the DVC md5 of the training data
+    dataset_source: str
+    pipeline_dir: Path
+    artifacts: list[Path]
+
+
+def log_training(record: TrainingRecord, model_name: str, experiment: str) -> dict:
+    """Log a run (params, curves, metrics, dataset input, tags, artifacts), register the model, alias it challenger."""
+    c = client()
+    with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
+        for name, values in record.curves.items():
+            for step, value in enumerate(values):
+                c.log_metric(run.info.run_id, name, float(value), step=step)
+        mlflow.log_metrics({k: float(v) for k, v in record.metrics.items()})
+        dataset = mlflow.data.from_pandas(record.dataset, source=record.dataset_source, name="licensed-train",
+                                          digest=record.dataset_digest)
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tags(record.tags)
+        for artifact in record.artifacts:
+            mlflow.log_artifact(str(artifact))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"pipeline": str(record.pipeline_dir)},
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    for key, value in record.tags.items():
+        c.set_model_version_tag(model_name, version, key, value)
+    c.set_model_version_tag(model_name, version, "dataset_digest", record.dataset_digest)
+    c.set_registered_model_alias(model_name, CHALLENGER, version)
+    return {"run_id": run.info.run_id, "model_name": model_name, "version": version, "model_uri": info.model_uri}
+
+
+def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str, float],
+                   artifacts: list[Path]) -> None:
+    """Attach evaluation metrics and plots to the training run and the metrics as tags on the model version."""
+    c = client()
+    for key, value in metrics.items():
+        c.log_metric(run_id, key, float(value))
+        c.set_model_version_tag(model_name, version, f"eval.{key}", f"{value:.4f}")
+    for artifact in artifacts:
+        c.log_artifact(run_id, str(artifact), artifact_path="evaluation")
+
+
+def version_by_alias(model_name: str, alias: str) -> dict | None:
+    """The version holding `alias` as a dict (version, run_id, tags), or None when no version holds it."""
+    try:
+        mv = client().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    return _describe(mv, alias)
+
+
+def get_version(model_name: str, version: str) -> dict:
+    """One registered version as a dict; raise LookupError with a clear message if it does not exist."""
+    try:
+        mv = client().get_model_version(model_name, str(version))
+    except MlflowException:
+        raise LookupError(f"model '{model_name}' has no version {version} in {tracking_uri()}") from None
+    return _describe(mv, None)
+
+
+def _describe(mv, alias: str | None) -> dict:
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "alias": alias,
+            "aliases": list(getattr(mv, "aliases", []) or []), "tags": dict(mv.tags or {}), "source": mv.source}
+
+
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version` (this is what a person does in the MLflow UI)."""
+    get_version(model_name, version)
+    client().set_registered_model_alias(model_name, alias, str(version))
+
+
+def tag_version(model_name: str, version: str, key: str, value: str) -> None:
+    """Set one tag on a model version."""
+    client().set_model_version_tag(model_name, str(version), key, value)
+
+
+def download_pipeline(model_name: str, alias: str, dest: Path) -> Path:
+    """Download the pipeline folder of `models:/<name>@<alias>` into `dest`; return its path."""
+    client()
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}@{alias}", dst_path=str(dest))
+    return Path(local) / "artifacts" / "pipeline"
+
+
+def load_pyfunc(model_name: str, alias: str):
+    """Load `models:/<name>@<alias>` as an MLflow pyfunc."""
+    client()
+    return mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")

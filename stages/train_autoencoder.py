@@ -1,0 +1,63 @@
+"""train_autoencoder stage: the small AutoencoderKL whose latent space the diffusion model works in."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pandas as pd
+import torch
+
+from atelier import paths
+from atelier.config import load_params
+from atelier.dataset import labels, load_images, split
+from atelier.io import atomic_dir, write_json
+from atelier.models.clip import load_clip, zero_shot
+from atelier.models.latent_diffusion import decode_latents, encode_latents, train_autoencoder
+from atelier.reports import write_curve
+
+
+def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
+    """Held-out reconstruction MSE (images in [-1, 1]) and the evaluator's zero-shot accuracy on reconstructions."""
+    images = load_images(holdout)
+    recon = decode_latents(vae, encode_latents(vae, images, scale), scale)
+    mse = float(((recon * 2 - 1) - (images * 2 - 1)).pow(2).mean())
+    out = {"holdout_images": len(holdout), "holdout_mse": round(mse, 5), "latent_scale": scale}
+    named = holdout["caption"].map(labels)
+    keep = named.notna().to_numpy()
+    if keep.any():
+        clip, tokenizer = load_clip(paths.CLIP_DIR)
+        styles, palettes = zip(*named[keep])
+        mask = torch.from_numpy(keep)
+        for kind, truth in (("style", styles), ("palette", palettes)):
+            out[f"recon_{kind}_accuracy"] = zero_shot(clip, tokenizer, recon[mask], list(truth), kind)[0]
+            out[f"real_{kind}_accuracy"] = zero_shot(clip, tokenizer, images[mask], list(truth), kind)[0]
+    return out
+
+
+def main() -> dict:
+    """Train the autoencoder on the licensed training split; save it to models/autoencoder."""
+    params = load_params()
+    p = params.train_autoencoder
+    records = pd.read_parquet(paths.TRAIN_RECORDS)
+    train, holdout = split(records, params.train_clip.holdout_fraction)
+    curves: dict[str, list[float]] = defaultdict(list)
+
+    def on_step(step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            curves[key].append(value)
+
+    start = time.time()
+    vae, scale = train_autoencoder(load_images(train), p, on_step=on_step)
+    with atomic_dir(paths.AUTOENCODER_DIR) as tmp:
+        vae.save_pretrained(tmp, safe_serialization=True)
+    summary = {"steps": p.steps, "seconds": round(time.time() - start, 1), "train_images": len(train),
+               **reconstruction_report(vae, scale, holdout)}
+    write_curve(paths.TRAIN_CURVES / "autoencoder.csv", "ae_l1", curves["ae_l1"])
+    write_json(paths.REPORTS / "autoencoder.json", summary)
+    print(f"train_autoencoder: {summary}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""train_diffusion stage: the text-conditional UNet in the autoencoder's latent space, assembled with the VAE and the
+CLIP text tower into one pipeline (models/diffusion), then logged, registered and aliased `challenger` in MLflow."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+
+import pandas as pd
+from diffusers import AutoencoderKL
+
+from atelier import dvc, paths
+from atelier.config import load_params
+from atelier.dataset import load_images, split
+from atelier.hashing import weights_digest
+from atelier.io import atomic_dir, write_json
+from atelier.models.clip import load_clip
+from atelier.models.latent_diffusion import LatentDiffusionPipeline, build_scheduler, encode_latents, train_unet
+from atelier.reports import read_curve, write_curve
+from atelier.version import code_version
+
+
+def main() -> dict:
+    """Train the UNet, save the pipeline, register it; write reports/train.json with the registry coordinates."""
+    from registry.tracking import TrainingRecord, log_training
+
+    params = load_params()
+    p = params.train_diffusion
+    records = pd.read_parquet(paths.TRAIN_RECORDS)
+    train, _ = split(records, params.train_clip.holdout_fraction)
+    clip, tokenizer = load_clip(paths.CLIP_DIR)
+    vae = AutoencoderKL.from_pretrained(paths.AUTOENCODER_DIR, use_safetensors=True).eval()
+    scale = float(vae.config.scaling_factor)
+    images = load_images(train)
+    latents = encode_latents(vae, images, scale)
+    flipped = encode_latents(vae, images.flip(-1), scale)
+    curves: dict[str, list[float]] = defaultdict(list)
+
+    def on_step(step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            curves[key].append(value)
+
+    start = time.time()
+    unet = train_unet(latents, list(train["caption"]), clip, tokenizer, p, on_step=on_step, flipped_latents=flipped)
+    seconds = round(time.time() - start, 1)
+    clip_cfg = json.loads((paths.CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"]
+    config = {"latent_scale": scale, "pooled_scale": p.pooled_scale, "resolution": params.clean.resolution,
+              "clip_model_cfg": clip_cfg, "backend": "latent-diffusion"}
+    pipeline = LatentDiffusionPipeline(vae, unet, build_scheduler(p), clip, tokenizer, config)
+    with atomic_dir(paths.DIFFUSION_DIR) as tmp:
+        weights = pipeline.save_pretrained(tmp)
+    for key, values in curves.items():
+        write_curve(paths.TRAIN_CURVES / f"{key}.csv", key, values)
+
+    licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
+    clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
+    ae_report = json.loads((paths.REPORTS / "autoencoder.json").read_text())
+    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
+    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
+    tags = {
+        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
+        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
+        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
+        "git_commit": code_version(), "weights_sha256": weights_sha256, "backend": "latent-diffusion",
+    }
+    record = TrainingRecord(
+        params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+                **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
+                **{f"diffusion.{k}": v for k, v in p.model_dump().items()}},
+        curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"),
+                "ae_l1": read_curve(paths.TRAIN_CURVES / "autoencoder.csv"), **curves},
+        metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
+                 "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
+                 "ae_holdout_mse": ae_report["holdout_mse"],
+                 "ae_recon_style_accuracy": ae_report.get("recon_style_accuracy", 0.0),
+                 "ae_recon_palette_accuracy": ae_report.get("recon_palette_accuracy", 0.0),
+                 "unet_seconds": seconds},
+        tags=tags,
+        dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
+        dataset_digest=data_md5,
+        dataset_source=str(paths.TRAIN_RECORDS),
+        pipeline_dir=paths.DIFFUSION_DIR,
+        artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
+    )
+    registered = log_training(record, params.registry.model_name, params.registry.experiment)
+    summary = {**registered, "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
+               "train_records": len(records), "unet_steps": p.steps, "unet_seconds": seconds}
+    write_json(paths.TRAIN_SUMMARY, summary)
+    print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
+          f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
