@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import yaml
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -88,11 +89,12 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
 
 def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str, float],
                    artifacts: list[Path]) -> None:
-    """Attach evaluation metrics and plots to the training run and the metrics as tags on the model version."""
+    """Attach evaluation metrics (as `eval_<key>`) and plots to the training run, and the metrics as `eval.<key>`
+    tags on the model version."""
     c = client()
     for key, value in metrics.items():
-        c.log_metric(run_id, key, float(value))
-        c.set_model_version_tag(model_name, version, f"eval.{key}", f"{value:.4f}")
+        c.log_metric(run_id, f"eval_{key}", float(value))
+        c.set_model_version_tag(model_name, version, f"eval.{key}", f"{value:.6g}")
     for artifact in artifacts:
         c.log_artifact(run_id, str(artifact), artifact_path="evaluation")
 
@@ -131,11 +133,21 @@ def tag_version(model_name: str, version: str, key: str, value: str) -> None:
     client().set_model_version_tag(model_name, str(version), key, value)
 
 
-def download_pipeline(model_name: str, alias: str, dest: Path) -> Path:
-    """Download the pipeline folder of `models:/<name>@<alias>` into `dest`; return its path."""
+def download_pipeline(model_name: str, version: str, dest: Path) -> Path:
+    """Download the pipeline folder of `models:/<name>/<version>` into `dest`; return its path."""
     client()
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}@{alias}", dst_path=str(dest))
-    return Path(local) / "artifacts" / "pipeline"
+    dest.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                     dst_path=str(dest)))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    return local / mlmodel["flavors"]["python_function"]["artifacts"]["pipeline"]["path"]
+
+
+def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
+    """Download one artifact file logged on a run; return its local path."""
+    client()
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)))
 
 
 def load_pyfunc(model_name: str, alias: str):

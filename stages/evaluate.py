@@ -147,8 +147,8 @@ def main() -> dict:
     trained = json.loads(paths.TRAIN_SUMMARY.read_text())
     report["model"] = {"name": trained["model_name"], "version": trained["version"], "run_id": trained["run_id"]}
     write_json(paths.EVAL_REPORT, report)
-    metrics = {f"eval_{k}": float(v) for k, v in report["headline"].items()}
-    metrics["eval_cmmd_real_baseline"] = report["cmmd"]["real_vs_real_baseline"]
+    metrics = {k: float(v) for k, v in report["headline"].items()}
+    metrics["cmmd_real_baseline"] = report["cmmd"]["real_vs_real_baseline"]
     log_evaluation(trained["run_id"], trained["model_name"], trained["version"], metrics,
                    [paths.EVAL_REPORT, paths.EVAL_GRID, paths.REPORTS / "clipscore.png"])
     print(f"evaluate: {json.dumps(report['headline'])}")

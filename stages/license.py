@@ -111,6 +111,7 @@ def summarise(train: pd.DataFrame, excluded: pd.DataFrame, policy: PolicyParams)
         "excluded_per_reason": dict(sorted(Counter(excluded["reason"]).items())),
         "opt_outs_honoured": int(excluded["opted_out"].sum()),
         "attribution_required": int(train["requires_attribution"].sum()),
+        "attribution_creators": int(train.loc[train["requires_attribution"], "creator"].nunique()),
         "share_alike": int(train["share_alike"].sum()),
         "non_commercial": int((~train["permits_commercial"]).sum()),
         "policy": policy.model_dump(),

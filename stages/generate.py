@@ -1,0 +1,219 @@
+"""generate stage and `atelier generate`: artworks from the registry's `champion`, each with its provenance manifest.
+
+Every fact in a manifest comes from a record: the registry (name, version, alias, run id, weights digest), the run's
+logged license summary and attribution list, dvc.lock / the DVC cache (the training records by md5), the model's
+evaluation tags, and checks computed here on the champion's own CLIP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from atelier import paths
+from atelier.config import load_params
+from atelier.dataset import load_images
+from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
+from atelier.io import write_bytes, write_json
+from atelier.models.clip import encode_images, encode_texts
+from atelier.models.latent_diffusion import LatentDiffusionPipeline
+from atelier.models.metrics import clip_score, replication
+from atelier.version import code_version
+from provenance.manifest import build_manifest, replication_verdict, validate
+from provenance.png import png_with_manifest
+from stages.license import normalise_name, read_opt_outs
+
+RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+EVALUATOR = "the champion's own CLIP (clip/ in the model folder), 32 px, cosine of normalised embeddings"
+NEAREST_SHOWN = 3
+
+
+class PromptRefused(ValueError):
+    """The prompt may not be generated (it names a creator who opted out)."""
+
+
+class NoChampion(LookupError):
+    """No registered version holds the champion alias."""
+
+
+def opted_out_creators(opt_out_csv: Path) -> list[str]:
+    """Normalised names of the creators on the opt-out list."""
+    return sorted(read_opt_outs(opt_out_csv)["creator"])
+
+
+def check_prompt(prompt: str, opted_out: list[str]) -> None:
+    """Refuse a prompt that names an opted-out creator (full name, or surname as a whole word)."""
+    text = normalise_name(prompt)
+    if not text:
+        raise PromptRefused("the prompt is empty; describe the artwork to generate")
+    for name in opted_out:
+        surname = name.split()[-1]
+        if name in text or (len(surname) >= 4 and re.search(rf"\b{re.escape(surname)}\b", text)):
+            raise PromptRefused(f"prompt refused: it names '{name}', a creator who opted out of AI training "
+                                f"(listed in {paths.OPT_OUT.relative_to(paths.ROOT)}); remove the name and try again")
+
+
+@dataclass
+class Champion:
+    pipeline: LatentDiffusionPipeline
+    info: dict  # name, version, run_id, tags
+    model_dir: Path
+    weights_sha256: str
+    license_summary: dict
+    attribution_path: Path
+    train: pd.DataFrame
+    train_emb: torch.Tensor
+
+
+def training_records(dataset_md5: str) -> pd.DataFrame:
+    """The training records a model saw, found by the md5 DVC recorded: the workspace file or the DVC cache."""
+    if paths.TRAIN_RECORDS.exists():
+        from atelier.dvc import lock_md5
+
+        try:
+            if lock_md5(paths.TRAIN_RECORDS) == dataset_md5:
+                return pd.read_parquet(paths.TRAIN_RECORDS)
+        except LookupError:
+            pass
+    cached = paths.ROOT / ".dvc" / "cache" / "files" / "md5" / dataset_md5[:2] / dataset_md5[2:]
+    if cached.exists():
+        return pd.read_parquet(cached)
+    raise FileNotFoundError(f"training data md5 {dataset_md5} is neither data/licensed/train.parquet nor in the DVC "
+                            "cache; restore it with `dvc checkout` at the commit that trained the model")
+
+
+def load_champion(model_name: str) -> Champion:
+    """Resolve `models:/<name>@champion`, download it, check its weights digest, and gather its recorded facts."""
+    from registry import tracking
+
+    info = tracking.version_by_alias(model_name, tracking.CHAMPION)
+    if info is None:
+        raise NoChampion(f"no version of '{model_name}' holds the alias 'champion'; run the pipeline (its gate "
+                         "promotes a passing model) or move the alias in the MLflow UI / `atelier promote --version N`")
+    cache = paths.MODELS / "registry-cache" / f"v{info['version']}"
+    if cache.exists():
+        shutil.rmtree(cache)
+    model_dir = tracking.download_pipeline(model_name, info["version"], cache)
+    digest = weights_digest(model_dir)
+    if digest != info["tags"].get("weights_sha256"):
+        raise RuntimeError(f"{model_name} version {info['version']}: downloaded weights digest {digest} does not match "
+                           f"the registered {info['tags'].get('weights_sha256')}; refusing to generate")
+    summary = json.loads(tracking.download_run_file(info["run_id"], "summary.json", cache / "run").read_text())
+    attribution = tracking.download_run_file(info["run_id"], "ATTRIBUTION.md", cache / "run")
+    pipeline = LatentDiffusionPipeline.from_pretrained(model_dir)
+    train = training_records(info["tags"]["dataset_md5"])
+    present = train[train["clean_path"].map(lambda p: paths.absolute(p).exists())].reset_index(drop=True)
+    if present.empty:
+        raise FileNotFoundError("none of the champion's training images are in data/clean; run `dvc checkout`")
+    train_emb = encode_images(pipeline.clip_model, load_images(present))
+    return Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb)
+
+
+def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
+    """The model's output enlarged to `size` px with a stated resampler."""
+    return image.resize((size, size), RESAMPLERS[resampler])
+
+
+def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: float, negative_prompt: str,
+                 out_dir: Path) -> dict:
+    """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest."""
+    params = load_params()
+    g, e = params.generate, params.evaluate
+    small = champ.pipeline([prompt], seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
+    big = upscale(small, g.output_size, g.resampler)
+    tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    img_emb = encode_images(champ.pipeline.clip_model, tensor)
+    score = float(clip_score(img_emb, encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt]))[0])
+    rep = replication(img_emb, champ.train_emb, [phash(small)], list(champ.train["phash"]),
+                      ratio=e.replication_ratio, hamming=e.replication_phash_hamming)[0]
+    sims = (img_emb @ champ.train_emb.T)[0]
+    nearest = []
+    for idx in sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist():
+        r = champ.train.iloc[idx]
+        nearest.append({"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
+                        "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
+                        "source": r["source_url"] or r["source_uri"], "similarity": round(float(sims[idx]), 4)})
+    sha = pixels_sha256(big)
+    artwork_id = sha[:16]
+    info, tags = champ.info, champ.info["tags"]
+    attribution_copy = out_dir / "attribution" / f"{info['name']}-v{info['version']}.md"
+    if not attribution_copy.exists():
+        write_bytes(attribution_copy, champ.attribution_path.read_bytes())
+    from registry.tracking import tracking_uri
+
+    manifest = build_manifest(
+        artwork={"id": artwork_id, "file": f"{artwork_id}.png", "sha256_pixels": sha, "width": big.width,
+                 "height": big.height, "model_output_width": small.width, "model_output_height": small.height,
+                 "resampler": g.resampler, "phash": phash(big),
+                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "generator": {"prompt": prompt, "negative_prompt": negative_prompt or None, "seed": seed,
+                               "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
+        model={"name": info["name"], "version": info["version"], "alias": "champion", "run_id": info["run_id"],
+               "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
+               "registry_uri": tracking_uri()},
+        data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
+              "per_license": champ.license_summary["train_per_license"],
+              "excluded_per_reason": champ.license_summary["excluded_per_reason"],
+              "opt_outs_honoured": champ.license_summary["opt_outs_honoured"],
+              "attribution": {"path": paths.relative(attribution_copy), "sha256": file_sha256(attribution_copy),
+                              "works": champ.license_summary["attribution_required"],
+                              "creators": champ.license_summary["attribution_creators"]}},
+        checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "nearest_training_images": nearest,
+                "replication": {"flagged": bool(rep["flagged"]),
+                                "verdict": replication_verdict(rep, e.replication_ratio, e.replication_phash_hamming),
+                                "distance_ratio": round(float(rep["distance_ratio"]), 4),
+                                "phash_distance": int(rep["phash_distance"]),
+                                "ratio_threshold": e.replication_ratio,
+                                "phash_hamming_threshold": e.replication_phash_hamming},
+                "model_evaluation": {k.removeprefix("eval."): float(v) for k, v in tags.items()
+                                     if k.startswith("eval.")}},
+        code_version=code_version(),
+    )
+    validate(manifest)
+    write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
+    write_bytes(out_dir / f"{artwork_id}.png", png_with_manifest(big, manifest))
+    return manifest
+
+
+def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | None = None,
+                      guidance: float | None = None, negative_prompt: str | None = None,
+                      out_dir: Path | None = None) -> list[dict]:
+    """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests."""
+    params = load_params()
+    g = params.generate
+    opted_out = opted_out_creators(paths.OPT_OUT)
+    for prompt in prompts:
+        check_prompt(prompt, opted_out)
+    champ = load_champion(params.registry.model_name)
+    out_dir = out_dir or paths.ARTWORKS
+    manifests = []
+    for prompt in prompts:
+        for j in range(n):
+            manifests.append(make_artwork(champ, prompt, seed + j, steps or g.steps,
+                                          g.guidance if guidance is None else guidance,
+                                          g.negative_prompt if negative_prompt is None else negative_prompt, out_dir))
+    return manifests
+
+
+def main() -> dict:
+    """Generate the artworks of params.yaml's `generate` section."""
+    g = load_params().generate
+    manifests = generate_artworks(g.prompts, seed=g.seed)
+    flagged = sum(m["checks"]["replication"]["flagged"] for m in manifests)
+    print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from "
+          f"{manifests[0]['model']['name']} version {manifests[0]['model']['version']}; {flagged} flagged as possible "
+          "replication")
+    return {"artworks": len(manifests), "flagged": flagged}
+
+
+if __name__ == "__main__":
+    main()
