@@ -1,0 +1,147 @@
+"""The real pipeline end to end at toy size, through `dvc repro`, with MLflow's sqlite registry in a temp folder.
+
+One workspace is shared by the tests of this module, in order: build, inspect, then change the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atelier import dvc
+from tests.conftest import copy_repo, edit_params
+
+pytestmark = pytest.mark.slow
+
+TOY = dict(
+    demo={"per_class": 2},
+    train_clip={"steps": 30, "batch_size": 32},
+    train_autoencoder={"steps": 10, "batch_size": 16},
+    train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
+    evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [1.5]},
+    promote={"min_clip_score": 0.0, "min_style_accuracy": 0.0, "min_palette_accuracy": 0.0,
+             "max_replication_rate": 1.0, "margin": -1.0},
+    generate={"prompts": ["a blue spiral composition", "a red grid composition"], "steps": 2},
+)
+
+
+def atelier(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the CLI of the workspace copy in a fresh process."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "atelier.cli", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def in_workspace(root: Path, code: str) -> str:
+    """Run Python code in the workspace (its own atelier/registry modules and registry store); return stdout."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("e2e"))
+    edit_params(root, **TOY)
+    dvc.repro(root=root)
+    return root
+
+
+def _walk(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def test_artworks_carry_complete_manifests(built):
+    from provenance.png import read_manifest
+
+    sidecars = sorted((built / "artworks").glob("*.provenance.json"))
+    assert len(sidecars) == len(TOY["generate"]["prompts"])
+    for sidecar in sidecars:
+        manifest = json.loads(sidecar.read_text())
+        png = built / "artworks" / manifest["artwork"]["file"]
+        assert read_manifest(png) == manifest
+        for path, value in _walk(manifest):
+            assert value != "" and str(value).lower() != "unknown", path
+        assert manifest["model"]["version"] == "1"
+        assert manifest["data"]["dvc_md5"] == dvc.lock_md5(built / "data/licensed/train.parquet", root=built)
+        assert manifest["checks"]["nearest_training_images"][0]["creator"]
+    eval_report = json.loads((built / "reports/eval.json").read_text())
+    assert {"style_accuracy", "palette_accuracy", "real_style_accuracy", "clip_score", "cmmd"} <= set(
+        eval_report["headline"])
+    assert (built / "reports/samples.png").stat().st_size > 0
+
+
+def test_same_prompt_and_seed_give_the_same_pixels(built):
+    first = atelier(built, "generate", "a golden stripes composition", "--seed", "11", "--steps", "2")
+    second = atelier(built, "generate", "a golden stripes composition", "--seed", "11", "--steps", "2")
+    assert first.returncode == 0, first.stderr
+    name = lambda out: out.stdout.split()[0]  # noqa: E731
+    assert name(first) == name(second)
+    other = atelier(built, "generate", "a golden stripes composition", "--seed", "12", "--steps", "2")
+    assert name(other) != name(first)
+
+
+def test_prompt_naming_opted_out_creator_is_refused(built):
+    result = atelier(built, "generate", "a spiral in the style of Marta Okafor")
+    assert result.returncode == 3
+    assert "opted out of AI training" in result.stderr
+
+
+def test_registry_pyfunc_in_fresh_process_matches_pipeline(built):
+    code = """
+import pandas as pd
+from registry.tracking import load_pyfunc
+model = load_pyfunc("atelier-latent-diffusion", "champion")
+out = model.predict(pd.DataFrame([{"prompt": "a purple grid composition", "seed": 3, "steps": 2, "guidance": 1.5}]))
+print(out["pixels_sha256"][0])
+"""
+    from_registry = in_workspace(built, code).strip().splitlines()[-1]
+    direct = in_workspace(built, """
+import hashlib
+from atelier.models.latent_diffusion import LatentDiffusionPipeline
+img = LatentDiffusionPipeline.from_pretrained("models/diffusion")(["a purple grid composition"], seed=3, steps=2,
+                                                                   guidance=1.5)[0]
+print(hashlib.sha256(img.tobytes()).hexdigest())
+""").strip().splitlines()[-1]
+    assert from_registry == direct
+    tags = json.loads(in_workspace(built, """
+import json
+from registry.tracking import get_version
+print(json.dumps(get_version("atelier-latent-diffusion", "1")["tags"]))
+"""))
+    for key in ("dataset_md5", "train_records", "license_summary", "git_commit", "weights_sha256",
+                "eval.style_accuracy", "eval.palette_accuracy"):
+        assert tags.get(key), key
+
+
+def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
+    edit_params(built, promote={"min_clip_score": 10.0}, train_diffusion={"seed": 1})
+    dvc.repro(root=built)
+    promotion = json.loads((built / "reports/promotion.json").read_text())
+    assert promotion["candidate_version"] == "2" and promotion["decision"] == "stays challenger"
+    assert "min_clip_score 10.0" in promotion["reason"]
+    assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
+
+    moved = atelier(built, "promote", "--version", "2")
+    assert moved.returncode == 0, moved.stderr
+    made = atelier(built, "generate", "a green spiral composition", "--seed", "4", "--steps", "2")
+    assert made.returncode == 0, made.stderr
+    sidecar = Path(made.stdout.split()[0]).with_suffix(".provenance.json")
+    assert json.loads(sidecar.read_text())["model"]["version"] == "2"
+
+    # a person moves the alias back in the registry (as in the MLflow UI): the next run follows the registry
+    in_workspace(built, "from registry.tracking import set_alias; set_alias('atelier-latent-diffusion', 'champion', '1')")
+    dvc.repro(root=built)
+    assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
