@@ -13,6 +13,9 @@ export HF_HUB_OFFLINE := 1
 .PHONY: run test ui bench setup clean-data
 
 $(STAMP): pyproject.toml
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install Debian's chromium package for the gallery browser tests (needs root)"; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
@@ -26,6 +29,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The Prefect UI on http://127.0.0.1:4200 and the MLflow UI on http://127.0.0.1:5000, until Ctrl-C.
+ui: $(STAMP)
+	$(BIN)/atelier ui
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

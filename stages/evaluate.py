@@ -22,6 +22,7 @@ from atelier.models.clip import encode_images, encode_texts, load_clip, zero_sho
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, to_pil
 from atelier.models.metrics import calibrate_replication, clip_score, cmmd, diversity, replication
 from atelier.hashing import phash
+from atelier.plots import plot_clip_scores
 from atelier.reports import image_grid, save_png
 
 EVALUATOR = "atelier CLIP (models/clip), 32 px images, cosine on normalised embeddings"
@@ -105,27 +106,6 @@ def evaluate(pipeline: LatentDiffusionPipeline, clip, tokenizer, train: pd.DataF
                           "cmmd": report["cmmd"]["generated_vs_real"], "diversity": h["diversity"],
                           "replication_rate": report["replication"]["rate"]}
     return report, {"pils": pils, "prompts": prompts, "scores": headline["_scores"], "real_scores": real_scores.tolist()}
-
-
-def plot_clip_scores(generated: list[float], real: list[float], path) -> None:
-    """Histogram of per-image CLIPScore, generated against held-out real."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.hist(real, bins=20, alpha=0.6, label="held-out real", color="#777777")
-    ax.hist(generated, bins=20, alpha=0.6, label="generated", color="#c0392b")
-    ax.set_xlabel("CLIPScore (2.5 * max(cos, 0), evaluator CLIP)")
-    ax.set_ylabel("images")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> dict:

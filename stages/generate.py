@@ -28,6 +28,7 @@ from atelier.models.clip import encode_images, encode_texts
 from atelier.models.latent_diffusion import LatentDiffusionPipeline
 from atelier.models.metrics import clip_score, replication
 from atelier.version import code_version
+from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict, validate
 from provenance.png import png_with_manifest
 from stages.license import normalise_name, read_opt_outs
@@ -35,6 +36,8 @@ from stages.license import normalise_name, read_opt_outs
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 EVALUATOR = "the champion's own CLIP (clip/ in the model folder), 32 px, cosine of normalised embeddings"
 NEAREST_SHOWN = 3
+GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
+                 paths.EVAL_GRID]
 
 
 class PromptRefused(ValueError):
@@ -201,6 +204,7 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
             manifests.append(make_artwork(champ, prompt, seed + j, steps or g.steps,
                                           g.guidance if guidance is None else guidance,
                                           g.negative_prompt if negative_prompt is None else negative_prompt, out_dir))
+    write_gallery(out_dir, GALLERY_PLOTS)
     return manifests
 
 

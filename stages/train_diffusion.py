@@ -17,6 +17,7 @@ from atelier.hashing import weights_digest
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import load_clip
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, build_scheduler, encode_latents, train_unet
+from atelier.plots import plot_license_breakdown, plot_training_curves
 from atelier.reports import read_curve, write_curve
 from atelier.version import code_version
 
@@ -83,6 +84,10 @@ def main() -> dict:
         pipeline_dir=paths.DIFFUSION_DIR,
         artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
     )
+    plot_training_curves(record.curves, paths.REPORTS / "training_loss.png")
+    plot_license_breakdown(licensed["train_per_license"], licensed["excluded_per_reason"],
+                           paths.REPORTS / "licenses.png")
+    record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
     registered = log_training(record, params.registry.model_name, params.registry.experiment)
     summary = {**registered, "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
                "train_records": len(records), "unet_steps": p.steps, "unet_seconds": seconds}
