@@ -1,0 +1,49 @@
+"""`atelier audit --dataset`: the training set's license audit, recomputed from the tables, not trusted from them."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+
+from atelier import paths
+from atelier.config import load_params
+from stages.license import decide, normalise_name, read_opt_outs
+
+
+def audit_dataset() -> dict:
+    """Check train.parquet/excluded.parquet against the policy and opt-outs in force; list every problem found."""
+    policy = load_params().license.policy
+    opt_outs = read_opt_outs(paths.OPT_OUT)
+    train = pd.read_parquet(paths.TRAIN_RECORDS)
+    excluded = pd.read_parquet(paths.EXCLUDED_RECORDS)
+    attribution = paths.ATTRIBUTION.read_text(encoding="utf-8") if paths.ATTRIBUTION.exists() else ""
+    problems: list[str] = []
+    for r in train.to_dict("records"):
+        now = decide(r, policy, opt_outs)
+        if now["decision"] != "train":
+            problems.append(f"record {r['record_id'][:12]} ({r['source_uri']}) is in the training set but the policy "
+                            f"in force says {now['reason']}")
+        if r["requires_attribution"]:
+            missing = [k for k in ("creator", "title") if not str(r.get(k) or "").strip()]
+            if missing:
+                problems.append(f"record {r['record_id'][:12]} requires attribution but has no {', '.join(missing)}")
+            elif str(r["creator"]).replace("|", "\\|") not in attribution:
+                problems.append(f"creator '{r['creator']}' of record {r['record_id'][:12]} is missing from "
+                                "ATTRIBUTION.md")
+    opted_creators = {normalise_name(c) for c in train["creator"]} & opt_outs["creator"]
+    noai_in_train = int(train["noai"].sum())
+    return {
+        "train_records": len(train),
+        "excluded_records": len(excluded),
+        "per_license_and_decision": {f"{lic} / train": n for lic, n in sorted(Counter(train["license_spdx"]).items())}
+        | {f"{lic or 'none'} / exclude": n for lic, n in sorted(Counter(excluded["license_spdx"].fillna("none")).items())},
+        "excluded_per_reason": dict(sorted(Counter(excluded["reason"]).items())),
+        "attribution_required": int(train["requires_attribution"].sum()),
+        "opt_outs_honoured": int(excluded["opted_out"].sum()),
+        "opted_out_creators_in_training_set": sorted(opted_creators),
+        "noai_records_in_training_set": noai_in_train,
+        "policy": policy.model_dump(),
+        "problems": problems + [f"opted-out creator '{c}' has records in the training set" for c in opted_creators]
+        + ([f"{noai_in_train} records flagged noai are in the training set"] if noai_in_train else []),
+    }
