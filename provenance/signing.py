@@ -1,0 +1,161 @@
+"""C2PA content credentials for an artwork PNG, with c2pa-python 0.38 (offline, local certificates).
+
+The signed claim holds three assertions, all listed in `created_assertion_labels` so they are attributed to the
+signer: `c2pa.actions` (one `c2pa.created` action, digital source type `trainedAlgorithmicMedia`),
+`cawg.training-mining` (the artwork's own terms for AI training and data mining) and `org.atelier.provenance` (the
+Atelier provenance manifest). No thumbnail; no remote manifest fetching; verify-after-sign stays on.
+
+Sign last: any change to the file after signing (one pixel) invalidates it, and a re-save strips it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import c2pa
+from PIL import Image
+
+from atelier.hashing import pixels_sha256
+from atelier.io import write_bytes
+from provenance.keys import SigningIdentity
+from provenance.manifest import DIGITAL_SOURCE_TYPE, validate
+
+ATELIER_LABEL = "org.atelier.provenance"
+ACTIONS_LABEL = "c2pa.actions"  # the SDK writes it as c2pa.actions.v2: match labels by prefix
+TRAINING_MINING_LABEL = "cawg.training-mining"
+TRAINING_MINING_ENTRIES = ("cawg.ai_generative_training", "cawg.ai_training", "cawg.data_mining", "cawg.ai_inference")
+USES = ("allowed", "notAllowed", "constrained")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+SIGN_SETTINGS = {
+    "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False, "verify_after_sign": True},
+    "builder": {"thumbnail": {"enabled": False},
+                "created_assertion_labels": [ACTIONS_LABEL, TRAINING_MINING_LABEL, ATELIER_LABEL]},
+}
+
+
+def artwork_terms(manifest: dict) -> dict:
+    """The artwork's own training and mining terms (`cawg.training-mining` entries).
+
+    Training a model (generative or not) on the artwork, or mining it, is `notAllowed`: the artwork inherits the
+    obligations of the licensed works that trained its model (attribution, share-alike, non-commercial), and a
+    training set cannot carry them forward, so allowing it would launder those terms. Inference (using the artwork as
+    a model's input, e.g. captioning or moderation) is `constrained` by the usage terms stated in the manifest.
+    """
+    statement = manifest["rights"]["usage_terms"]["statement"]
+    return {"cawg.ai_generative_training": {"use": "notAllowed"},
+            "cawg.ai_training": {"use": "notAllowed"},
+            "cawg.data_mining": {"use": "notAllowed"},
+            "cawg.ai_inference": {"use": "constrained", "constraint_info": statement}}
+
+
+def manifest_definition(manifest: dict, terms: dict) -> dict:
+    """The C2PA manifest definition (title, claim generator, assertions) for one artwork."""
+    rights = manifest["rights"]
+    model = manifest["model"]
+    agent = {"name": "Atelier", "version": rights["code_version"]}
+    return {
+        "title": manifest["artwork"]["file"],
+        "format": "image/png",
+        "claim_generator_info": [agent],
+        "assertions": [
+            {"label": ACTIONS_LABEL, "data": {"actions": [{
+                "action": "c2pa.created",
+                "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                "softwareAgent": agent,
+                "description": f"{rights['disclosure']} Model: {model['name']} version {model['version']}.",
+            }]}},
+            {"label": TRAINING_MINING_LABEL, "data": {"entries": terms}},
+            {"label": ATELIER_LABEL, "data": manifest},
+        ],
+    }
+
+
+def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict) -> bytes:
+    """PNG bytes with embedded, signed content credentials for `manifest` (which must describe these pixels)."""
+    if not png_bytes.startswith(PNG_SIGNATURE):
+        raise ValueError(f"artwork {manifest.get('id')}: expected PNG bytes to sign")
+    validate(manifest)
+    _check_terms(terms)
+    with Image.open(io.BytesIO(png_bytes)) as img:
+        sha = pixels_sha256(img)
+    if sha != manifest["artwork"]["sha256_pixels"]:
+        raise ValueError(f"artwork {manifest['id']}: the manifest's sha256_pixels does not match the PNG's pixels "
+                         f"({sha}); embed the watermark before hashing, and sign the very pixels described")
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
+                               None)
+    signed = io.BytesIO()
+    with c2pa.Context.from_dict(SIGN_SETTINGS) as context, c2pa.Signer.from_info(info) as signer, \
+            c2pa.Builder(manifest_definition(manifest, terms), context=context) as builder:
+        builder.sign(signer, "image/png", io.BytesIO(png_bytes), signed)
+    return signed.getvalue()
+
+
+def write_signed(path: Path, png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict) -> None:
+    """Sign in memory, then write `path` atomically (temp file + rename); if signing raises, nothing is written."""
+    write_bytes(Path(path), sign_png(png_bytes, manifest, identity, terms))
+
+
+def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = None) -> dict:
+    """What a C2PA reader sees in a file or bytes: validation state, failure codes and the Atelier assertions.
+
+    `state` is "Trusted" (valid and signed under `trust_anchor_pem`), "Valid" (intact, signer not trusted), "Invalid"
+    (tampered or malformed), or None when there is no manifest. `codes` lists the failure codes, e.g.
+    `assertion.dataHash.mismatch` or `signingCredential.untrusted`; `error` holds the SDK's message when the manifest
+    store is too broken to parse (state "Invalid", no codes). Raises ValueError when the file itself is unreadable.
+    The assertions are returned whatever the state: believe them only when the state is "Trusted".
+    """
+    name = str(source) if isinstance(source, (str, Path)) else "<bytes>"
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if trust_anchor_pem:
+        settings["trust"] = {"user_anchors": trust_anchor_pem}
+    result = {"state": None, "codes": [], "atelier": None, "actions": None, "training_mining": None, "signer": None,
+              "manifest_label": None, "error": None}
+    with c2pa.Context.from_dict(settings) as context:
+        try:
+            reader = c2pa.Reader.try_create(_mime_type(data), io.BytesIO(data), None, context)
+        except c2pa.C2paError.Verify as e:  # a manifest is there but its structure is broken
+            return result | {"state": "Invalid", "error": str(e)}
+        except c2pa.C2paError as e:
+            raise ValueError(f"{name}: not a readable asset ({e})") from e
+        if reader is None:
+            return result
+        with reader:
+            store = json.loads(reader.json())
+            active = reader.get_active_manifest() or {}
+            results = (reader.get_validation_results() or {}).get("activeManifest")
+            failures = results.get("failure", []) if results is not None else store.get("validation_status") or []
+            result.update(state=reader.get_validation_state(), codes=sorted({f["code"] for f in failures}),
+                          signer=active.get("signature_info"), manifest_label=store.get("active_manifest"))
+    assertions = active.get("assertions", [])
+    result["atelier"] = _assertion(assertions, ATELIER_LABEL)
+    result["actions"] = (_assertion(assertions, ACTIONS_LABEL) or {}).get("actions")
+    result["training_mining"] = (_assertion(assertions, TRAINING_MINING_LABEL) or {}).get("entries")
+    return result
+
+
+def _assertion(assertions: list[dict], label: str) -> dict | None:
+    """Data of the first assertion whose label is `label`, a versioned `label.vN` or an instance `label__N`."""
+    for a in assertions:
+        if a["label"] == label or a["label"].startswith((f"{label}.", f"{label}__")):
+            return a.get("data")
+    return None
+
+
+def _check_terms(terms: dict) -> None:
+    missing = [e for e in TRAINING_MINING_ENTRIES if e not in terms]
+    bad = {k: v for k, v in terms.items() if not isinstance(v, dict) or v.get("use") not in USES}
+    if missing or bad:
+        raise ValueError(f"training-mining terms must state every entry {list(TRAINING_MINING_ENTRIES)} with a `use` "
+                         f"in {list(USES)}; missing {missing}, malformed {bad}")
+
+
+def _mime_type(data: bytes) -> str | None:
+    if data.startswith(PNG_SIGNATURE):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return None  # let the SDK detect it

@@ -1,0 +1,134 @@
+"""The artwork ledger: watermark ids far apart and stable per source, idempotent upserts, lookups by watermark,
+perceptual hash, pixels and model version, and two processes writing at once."""
+
+import copy
+import io
+import multiprocessing
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from atelier.hashing import phash, pixels_sha256
+from provenance import ledger, watermark
+from provenance.watermark import hamming
+
+BASE = {
+    "schema": "atelier.provenance/1",
+    "model": {"name": "atelier-diffusion", "version": "3"},
+    "artwork": {"phash": "0" * 16, "sha256_pixels": "0" * 64, "created_at": "2026-11-23T20:00:00+00:00"},
+}
+
+
+def manifest(artwork_id: str, version: str = "3", phash_hex: str = "0" * 16, **artwork) -> dict:
+    """The fields the ledger indexes (the rest of a real manifest is stored as is)."""
+    m = copy.deepcopy(BASE)
+    m["id"] = artwork_id
+    m["model"]["version"] = version
+    m["artwork"].update(sha256_pixels=artwork_id.ljust(64, "0"), phash=phash_hex, **artwork)
+    return m
+
+
+def test_watermark_ids_are_stable_per_source_and_at_least_8_bits_apart(tmp_path):
+    conn = ledger.open_ledger(tmp_path / "l.sqlite")
+    ids = [ledger.watermark_id_for(conn, f"source-{i}") for i in range(120)]
+    assert ledger.watermark_id_for(conn, "source-7") == ids[7]
+    assert len(set(ids)) == 120 and all(0 <= i < 2**32 for i in ids)
+    assert min(hamming(a, b) for k, a in enumerate(ids) for b in ids[k + 1:]) >= 8
+    assert all(12 <= i.bit_count() <= 20 for i in ids)  # far from the all-0 / all-1 reads of flat images
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_record_is_an_idempotent_upsert_and_refuses_a_reused_watermark(tmp_path):
+    conn = ledger.open_ledger(tmp_path / "l.sqlite")
+    wm = ledger.watermark_id_for(conn, "s1")
+    ledger.record(conn, manifest("a1"), wm)
+    again = manifest("a1", created_at="2026-11-24T08:00:00+00:00")
+    ledger.record(conn, again, wm)  # the same artwork regenerated
+    assert conn.execute("SELECT COUNT(*) FROM artworks").fetchone()[0] == 1
+    assert ledger.get(conn, "a1")["created_at"] == "2026-11-24T08:00:00+00:00"
+    assert ledger.get(conn, "a1")["manifest"] == again
+    with pytest.raises(ValueError, match="already belongs to artwork a1"):
+        ledger.record(conn, manifest("b2"), wm)
+    ledger.record(conn, manifest("c3"), None)  # an image that could not carry a watermark
+    assert ledger.all_watermark_ids(conn) == [wm]
+    assert ledger.get(conn, "nope") is None
+
+
+def test_lookups_by_watermark_phash_pixels_and_model_version(tmp_path):
+    conn = ledger.open_ledger(tmp_path / "l.sqlite")
+    ids = {}
+    for k, (art, version, ph) in enumerate([("a1", "3", "ffff000000000000"), ("a2", "3", "ffff00000000000f"),
+                                            ("a3", "4", "00000000ffffffff")]):
+        ids[art] = ledger.watermark_id_for(conn, f"s{k}")
+        ledger.record(conn, manifest(art, version, ph), ids[art])
+
+    hit = ledger.by_watermark(conn, ids["a2"] ^ 0b101)  # read back with 2 wrong bits
+    assert hit["id"] == "a2" and hit["match"] == {"distance": 2, "margin": hit["match"]["margin"]}
+    assert hit["match"]["margin"] >= 4
+    assert ledger.by_watermark(conn, ids["a2"] ^ 0b11111) is None  # 5 wrong bits: not a clear match
+
+    near = ledger.by_phash(conn, "ffff000000000001", max_distance=8)
+    assert [(r["id"], r["distance"]) for r in near] == [("a1", 1), ("a2", 3)]
+    assert ledger.by_sha256_pixels(conn, "a3".ljust(64, "0"))["id"] == "a3"
+    assert [r["id"] for r in ledger.by_model_version(conn, "atelier-diffusion", 3)] == ["a1", "a2"]
+    assert len(ledger.by_model_version(conn, "atelier-diffusion")) == 3
+
+
+def _writer(path, worker):
+    conn = ledger.open_ledger(path)
+    for i in range(15):
+        source = "shared" if i == 7 else f"w{worker}-{i}"
+        wm = ledger.watermark_id_for(conn, source)
+        ledger.record(conn, manifest(f"{source}-art"), wm)
+
+
+def test_two_processes_can_write_at_once(tmp_path):
+    path = tmp_path / "l.sqlite"
+    procs = [multiprocessing.get_context("spawn").Process(target=_writer, args=(path, w)) for w in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    conn = ledger.open_ledger(path)
+    assert conn.execute("SELECT COUNT(*) FROM artworks").fetchone()[0] == 29
+    assert conn.execute("SELECT COUNT(*) FROM watermarks").fetchone()[0] == 29
+    ids = ledger.all_watermark_ids(conn)
+    assert len(ids) == len(set(ids)) == 29
+
+
+def composition(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (32, 32), tuple(int(c) for c in rng.integers(60, 200, 3)))
+    draw = ImageDraw.Draw(img)
+    for r in range(14, 0, -3):
+        draw.ellipse([16 - r, 16 - r, 16 + r, 16 + r], fill=tuple(int(c) for c in rng.integers(40, 215, 3)))
+    return img.resize((256, 256), Image.NEAREST)
+
+
+def make(conn, seed: int) -> dict:
+    """The generate stage's order: reserve an id for the unmarked pixels, embed, then hash and record."""
+    unmarked = composition(seed)
+    wm = ledger.watermark_id_for(conn, pixels_sha256(unmarked))
+    marked = watermark.embed(unmarked, wm)
+    sha = pixels_sha256(marked)
+    m = manifest(sha[:16], phash_hex=phash(marked))
+    m["artwork"]["sha256_pixels"] = sha
+    ledger.record(conn, m, wm)
+    return {"manifest": m, "image": marked, "watermark_id": wm}
+
+
+def test_regenerating_is_idempotent_and_a_stripped_copy_is_traced(tmp_path):
+    conn = ledger.open_ledger(tmp_path / "l.sqlite")
+    first, _, third = make(conn, 1), make(conn, 2), make(conn, 3)
+    again = make(conn, 1)  # same model, prompt and seed: same pixels, same id, same row
+    assert again["manifest"]["id"] == first["manifest"]["id"]
+    assert conn.execute("SELECT COUNT(*) FROM artworks").fetchone()[0] == 3
+
+    buf = io.BytesIO()
+    third["image"].save(buf, format="JPEG", quality=75)  # manifest stripped, pixels re-encoded
+    copy_ = Image.open(io.BytesIO(buf.getvalue()))
+    hit = ledger.by_watermark(conn, watermark.decode(copy_))
+    assert hit["id"] == third["manifest"]["id"]
+    assert hit["id"] in [r["id"] for r in ledger.by_phash(conn, phash(copy_), max_distance=6)]  # confirmed
