@@ -30,7 +30,10 @@ from atelier.models.metrics import clip_score, replication
 from atelier.version import code_version
 from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict, validate
+from provenance import ledger, watermark
+from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
+from provenance.signing import artwork_terms, sign_png
 from stages.license import normalise_name, read_opt_outs
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
@@ -145,6 +148,12 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         nearest.append({"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
                         "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
                         "source": r["source_url"] or r["source_uri"], "similarity": round(float(sims[idx]), 4)})
+    conn = ledger.open_ledger(paths.LEDGER)
+    wm_id: int | None = ledger.watermark_id_for(conn, pixels_sha256(big))
+    try:
+        big = watermark.embed(big, wm_id)
+    except watermark.WatermarkError:
+        wm_id = None  # a few saturated images cannot carry the mark; the ledger still finds them by hash
     sha = pixels_sha256(big)
     artwork_id = sha[:16]
     info, tags = champ.info, champ.info["tags"]
@@ -157,6 +166,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         artwork={"id": artwork_id, "file": f"{artwork_id}.png", "sha256_pixels": sha, "width": big.width,
                  "height": big.height, "model_output_width": small.width, "model_output_height": small.height,
                  "resampler": g.resampler, "phash": phash(big),
+                 "watermark": {"method": watermark.METHOD, "id": wm_id},
                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "generator": {"prompt": prompt, "negative_prompt": negative_prompt or None, "seed": seed,
                                "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
@@ -182,8 +192,12 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         code_version=code_version(),
     )
     validate(manifest)
+    # sign in memory first: if signing fails, nothing at all is written
+    signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest))
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
-    write_bytes(out_dir / f"{artwork_id}.png", png_with_manifest(big, manifest))
+    ledger.record(conn, manifest, wm_id)
+    conn.close()
+    write_bytes(out_dir / f"{artwork_id}.png", signed)  # the signed artwork is the last write
     return manifest
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ATELIER_QUIET", "1")
+# signing keys for tests live in a private temp folder, never in the user's ~/.config
+os.environ.setdefault("ATELIER_SIGNING_DIR", str(Path(tempfile.mkdtemp(prefix="atelier-test-keys-")) / "signing"))
 
 
 def copy_repo(dest: Path) -> Path:

@@ -12,6 +12,7 @@ SHA = "a" * 64
 FACTS = dict(
     artwork={"id": SHA[:16], "file": f"{SHA[:16]}.png", "sha256_pixels": SHA, "width": 256, "height": 256,
              "model_output_width": 32, "model_output_height": 32, "resampler": "nearest", "phash": "f" * 16,
+             "watermark": {"method": "dwtDctSvd", "id": 12345},
              "created_at": "2026-11-23T20:00:00+00:00",
              "generator": {"prompt": "a blue spiral composition", "negative_prompt": None, "seed": 1, "steps": 25,
                            "scheduler": "DDIM", "guidance": 1.5}},

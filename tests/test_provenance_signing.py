@@ -37,6 +37,7 @@ def manifest_for(image: Image.Image) -> dict:
     return build_manifest(
         artwork={"id": sha[:16], "file": f"{sha[:16]}.png", "sha256_pixels": sha, "width": 256, "height": 256,
                  "model_output_width": 32, "model_output_height": 32, "resampler": "nearest", "phash": phash(image),
+                 "watermark": {"method": "dwtDctSvd", "id": None},
                  "created_at": "2026-11-23T20:00:00+00:00",
                  "generator": {"prompt": PROMPT, "negative_prompt": None, "seed": 7, "steps": 25, "scheduler": "DDIM",
                                "guidance": 1.5}},
