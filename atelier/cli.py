@@ -8,14 +8,52 @@ import sys
 from atelier.config import ConfigError
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the whole pipeline once and print the summary."""
-    from atelier import dvc
-    from atelier.report import format_summary, pipeline_summary
+def _prefect_env() -> None:
+    """Prefect defaults, set before prefect is imported: state in .prefect/, no analytics, patient server start."""
+    import os
 
-    print(dvc.repro(), end="")
+    from atelier.ui import PREFECT_HOME
+
+    os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline flow once (each DVC stage a Prefect task, in dvc.yaml order) and print the summary."""
+    _prefect_env()
+    from atelier.report import format_summary, pipeline_summary
+    from flows.pipeline import dataset_to_artwork, select, stage_names
+
+    try:
+        select(stage_names(), args.upto)  # before a Prefect server starts: a wrong name or stage order fails fast
+    except ValueError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+    dataset_to_artwork(upto=args.upto)
     print(format_summary(pipeline_summary()))
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the scheduled pipeline deployment (and on-demand generation) against the server at PREFECT_API_URL."""
+    _prefect_env()
+    from flows.serve import ServerUnavailable, serve_deployments
+
+    try:
+        serve_deployments(args.cron, upto=args.upto, name=args.name)
+    except (ServerUnavailable, ValueError) as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the Prefect and MLflow servers, print their URLs, keep them running until Ctrl-C."""
+    from atelier.ui import run_ui
+
+    return run_ui(args.prefect_port, args.mlflow_port)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -59,10 +97,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit artworks (credentials, copies, lineage; recovery by watermark/phash) or, with --dataset, the training set."""
+    import json
+    from pathlib import Path
+
+    from atelier.io import write_text
+
+    if args.dataset:
+        from provenance.dataset_audit import audit_dataset
+
+        report = audit_dataset()
+        print(json.dumps(report, indent=2) if args.json else "\n".join(
+            [f"{k}: {v}" for k, v in report.items() if k != "problems"] +
+            ["problems:"] + [f"  - {p}" for p in report["problems"]] + (["  (none)"] if not report["problems"] else [])))
+        return 0 if not report["problems"] else 1
+    from provenance.audit import audit_paths, format_html, format_table
+
+    if not args.paths:
+        print("atelier: audit needs artwork paths, or --dataset", file=sys.stderr)
+        return 2
+    results = audit_paths([Path(p) for p in args.paths], lineage=not args.no_lineage)
+    print(json.dumps(results, indent=2, default=str) if args.json else format_table(results))
+    if args.html:
+        write_text(Path(args.html), format_html(results))
+    return 0 if all(r["status"] == "verified" for r in results) else 1
+
+
+def cmd_takedown(args: argparse.Namespace) -> int:
+    """Which models and artworks used a work or creator; opt it out; mark the models."""
+    import json
+
+    from provenance.takedown import format_report, takedown
+
+    report = takedown(args.target, reason=args.reason)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Dataset-to-artwork pipeline with provenance.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the pipeline once on the sources in params.yaml").set_defaults(func=cmd_run)
+    p = sub.add_parser("run", help="run the pipeline flow once on the sources in params.yaml")
+    p.add_argument("--upto", metavar="STAGE", help="stop after this dvc.yaml stage (default: run them all)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("serve", help="serve the scheduled pipeline deployment (needs PREFECT_API_URL, see `make ui`)")
+    p.add_argument("--cron", default="0 3 * * *", help="schedule, cron syntax (default: every day at 03:00)")
+    p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+    p.add_argument("--upto", metavar="STAGE", help="scheduled runs stop after this dvc.yaml stage")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("ui", help="start the Prefect and MLflow servers (UIs) until Ctrl-C")
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
     sub.add_parser("summary", help="print the last run's summary").set_defaults(func=cmd_summary)
     p = sub.add_parser("promote", help="gate the challenger, or move the champion alias to --version N")
     p.add_argument("--version", help="registered version to make champion (a person's decision)")
@@ -75,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: params.yaml)")
     p.add_argument("--negative-prompt", default=None)
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("audit", help="verify artworks' provenance, or the training set's licenses (--dataset)")
+    p.add_argument("paths", nargs="*", help="artwork files (PNG, or a stripped copy in any image format)")
+    p.add_argument("--dataset", action="store_true", help="audit the training set's licenses instead")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML report")
+    p.add_argument("--no-lineage", action="store_true", help="skip the registry/DVC lineage checks")
+    p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("takedown", help="which models and artworks used a work or creator; opt it out")
+    p.add_argument("target", help="a record id (sha256) or a creator name")
+    p.add_argument("--reason", default="takedown request")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_takedown)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments: when and how the DVC stages run (orchestration only, no data logic)."""

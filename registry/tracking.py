@@ -154,3 +154,9 @@ def load_pyfunc(model_name: str, alias: str):
     """Load `models:/<name>@<alias>` as an MLflow pyfunc."""
     client()
     return mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+
+
+def all_versions(model_name: str) -> list[dict]:
+    """Every registered version of a model, oldest first."""
+    found = client().search_model_versions(f"name = '{model_name}'")
+    return sorted((_describe(mv, None) for mv in found), key=lambda v: int(v["version"]))

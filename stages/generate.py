@@ -24,6 +24,7 @@ from atelier.config import load_params
 from atelier.dataset import load_images
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
+from atelier.lineage import training_records
 from atelier.models.clip import encode_images, encode_texts
 from atelier.models.latent_diffusion import LatentDiffusionPipeline
 from atelier.models.metrics import clip_score, replication
@@ -80,23 +81,6 @@ class Champion:
     train_emb: torch.Tensor
 
 
-def training_records(dataset_md5: str) -> pd.DataFrame:
-    """The training records a model saw, found by the md5 DVC recorded: the workspace file or the DVC cache."""
-    if paths.TRAIN_RECORDS.exists():
-        from atelier.dvc import lock_md5
-
-        try:
-            if lock_md5(paths.TRAIN_RECORDS) == dataset_md5:
-                return pd.read_parquet(paths.TRAIN_RECORDS)
-        except LookupError:
-            pass
-    cached = paths.ROOT / ".dvc" / "cache" / "files" / "md5" / dataset_md5[:2] / dataset_md5[2:]
-    if cached.exists():
-        return pd.read_parquet(cached)
-    raise FileNotFoundError(f"training data md5 {dataset_md5} is neither data/licensed/train.parquet nor in the DVC "
-                            "cache; restore it with `dvc checkout` at the commit that trained the model")
-
-
 def load_champion(model_name: str) -> Champion:
     """Resolve `models:/<name>@champion`, download it, check its weights digest, and gather its recorded facts."""
     from registry import tracking
@@ -105,6 +89,9 @@ def load_champion(model_name: str) -> Champion:
     if info is None:
         raise NoChampion(f"no version of '{model_name}' holds the alias 'champion'; run the pipeline (its gate "
                          "promotes a passing model) or move the alias in the MLflow UI / `atelier promote --version N`")
+    if info["tags"].get("takedown"):
+        raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
+                         f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
     cache = paths.MODELS / "registry-cache" / f"v{info['version']}"
     if cache.exists():
         shutil.rmtree(cache)

@@ -29,8 +29,9 @@ def judge(model_name: str, version: str) -> dict:
     champion = tracking.version_by_alias(model_name, tracking.CHAMPION)
     if champion and champion["version"] == version:
         return {"candidate_version": version, "decision": "already champion", "reason": "no change"}
-    result = gate(metrics_from_tags(candidate["tags"]), metrics_from_tags(champion["tags"]) if champion else None,
-                  params)
+    # a champion marked by a takedown sets no bar: any candidate passing the thresholds replaces it
+    bar = metrics_from_tags(champion["tags"]) if champion and not champion["tags"].get("takedown") else None
+    result = gate(metrics_from_tags(candidate["tags"]), bar, params)
     if result.passed:
         tracking.set_alias(model_name, tracking.CHAMPION, version)
     decision = "promoted to champion" if result.passed else "stays challenger"
