@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +26,43 @@ def _env() -> dict[str, str]:
     return env
 
 
-def repro(stage: str | None = None, root: Path | None = None, single: bool = False) -> str:
-    """Run `dvc repro [stage]` in `root`; return its output, raise StageFailed naming the stage on failure."""
+def repro(stage: str | None = None, root: Path | None = None, single: bool = False,
+          timeout: float | None = None) -> str:
+    """Run `dvc repro [stage]` in `root`; return its output, raise StageFailed naming the stage on failure.
+
+    DVC runs in its own process group; if we are interrupted or time out, the whole group (DVC and the stage's
+    Python process) is stopped, so no orphaned stage keeps writing."""
     root = root or paths.ROOT
     cmd = [sys.executable, "-m", "dvc", "repro"]
     if single:
         cmd.append("--single-item")
     if stage:
         cmd.append(stage)
-    proc = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True)
-    output = proc.stdout + proc.stderr
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        _stop_group(proc)
+        raise
     if proc.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-25:])
         raise StageFailed(f"stage '{stage or 'pipeline'}' failed (dvc repro exited {proc.returncode}):\n{tail}")
     return output
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited within 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def lock_md5(out_path: Path, root: Path | None = None) -> str:

@@ -43,7 +43,7 @@ ARTWORKS = ROOT / "artworks"
 GALLERY = ARTWORKS / "index.html"
 LEDGER = ROOT / "ledger" / "ledger.sqlite"
 
-MLRUNS = ROOT / "mlruns"
+MLARTIFACTS = ROOT / "mlartifacts"
 MLFLOW_DB = ROOT / "mlflow.db"
 SCHEMA = ROOT / "provenance" / "manifest.schema.json"
 

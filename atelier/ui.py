@@ -21,7 +21,7 @@ HOST = "127.0.0.1"
 PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
 PREFECT_HOME = paths.ROOT / ".prefect"
-MLARTIFACTS = paths.ROOT / "mlartifacts"  # where registry/ puts run artifacts
+MLARTIFACTS = paths.MLARTIFACTS  # where registry/ puts run artifacts
 
 
 @dataclass

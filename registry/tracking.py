@@ -39,7 +39,7 @@ def experiment_id(name: str) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (paths.ROOT / "mlartifacts").resolve().as_uri()
+    location = paths.MLARTIFACTS.resolve().as_uri()
     return c.create_experiment(name, artifact_location=location)
 
 

@@ -7,6 +7,7 @@ centre-cropped to the training resolution), data/clean/records.parquet and data/
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise Rejected("decompression_bomb", f"exceeds clean.max_pixels={p.max_pixels}: {exc}") from None
     except Exception as exc:  # Pillow raises many types for broken files
-        raise Rejected("undecodable", f"{type(exc).__name__}: {exc}") from None
+        message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the file", str(exc))
+        raise Rejected("undecodable", f"{type(exc).__name__}: {message}") from None
     img = ImageOps.exif_transpose(img)
     width, height = img.size
     if min(width, height) < p.min_size:

@@ -214,6 +214,10 @@ def main() -> dict:
     g = load_params().generate
     manifests = generate_artworks(g.prompts, seed=g.seed)
     flagged = sum(m["checks"]["replication"]["flagged"] for m in manifests)
+    write_json(paths.REPORTS / "generate.json", {
+        "model": {k: manifests[0]["model"][k] for k in ("name", "version", "run_id")},
+        "artworks": [{"id": m["id"], "prompt": m["artwork"]["generator"]["prompt"],
+                      "flagged": m["checks"]["replication"]["flagged"]} for m in manifests]})
     print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from "
           f"{manifests[0]['model']['name']} version {manifests[0]['model']['version']}; {flagged} flagged as possible "
           "replication")

@@ -142,9 +142,9 @@ def ingest_row(row: MetadataRow, folder: Path, source: str, columns: Columns, im
     if record["ingest_error"] is None:
         path = resolve_inside(folder, file_name)
         if path is None:
-            record["ingest_error"] = f"path_outside_source: '{file_name}' points outside {folder}; refused"
+            record["ingest_error"] = f"path_outside_source: '{file_name}' points outside source '{source}'; refused"
         elif not path.is_file():
-            record["ingest_error"] = f"file_missing: '{file_name}' (line {row.line}) does not exist in {folder}"
+            record["ingest_error"] = f"file_missing: '{file_name}' (line {row.line}) does not exist in source '{source}'"
     if record["ingest_error"] is not None:
         key = f"{source}\0{record['source_uri']}\0{row.line}".encode()
         record["record_id"] = "missing-" + hashlib.sha256(key).hexdigest()[:56]

@@ -116,7 +116,7 @@ def train_clip(
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
         if on_step is not None:
-            on_step(step, {"clip_loss": float(loss)})
+            on_step(step, {"clip_loss": loss.item()})
     model.eval()
     return model
 

@@ -22,6 +22,7 @@ RESOLUTION = 32
 LATENT_CHANNELS = 4
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CONFIG_NAME = "atelier_config.json"
+AE_WARMUP_STEPS = 20
 
 
 # ----------------------------------------------------------------------------------------------------------- autoencoder
@@ -58,7 +59,7 @@ def _cosine_lr(step: int, total: int, warmup: int) -> float:
 def train_autoencoder(
     images: torch.Tensor, p: AutoencoderParams, on_step: Callable[[int, dict], None] | None = None
 ) -> tuple[AutoencoderKL, float]:
-    """Train the autoencoder (L1 + kl_weight*KL, flips) on images [N,3,32,32] in [0,1]; return (vae, latent scale)."""
+    """Train the autoencoder (L1 + kl_weight*KL, flips, cosine LR decay) on images [N,3,32,32] in [0,1]; return (vae, latent scale)."""
     if images.ndim != 4 or images.shape[1:] != (3, RESOLUTION, RESOLUTION):
         raise ValueError(f"expected images [N, 3, {RESOLUTION}, {RESOLUTION}] in [0, 1], got {tuple(images.shape)}")
     torch.manual_seed(p.seed)
@@ -66,6 +67,7 @@ def train_autoencoder(
     vae.train()
     pixels = images.float() * 2 - 1
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, AE_WARMUP_STEPS))
     g = torch.Generator().manual_seed(p.seed)
     for step in tqdm(range(p.steps), desc="train autoencoder", disable=progress_disabled()):
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
@@ -79,8 +81,9 @@ def train_autoencoder(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        lr_sched.step()
         if on_step is not None:
-            on_step(step, {"ae_l1": float(l1), "ae_kl": float(kl)})
+            on_step(step, {"ae_l1": l1.item(), "ae_kl": kl.item()})
     vae.eval()
     raw = encode_latents(vae, images, scale=1.0)
     scale = 1.0 / float(raw.std())
@@ -134,11 +137,17 @@ def build_scheduler(p: DiffusionParams) -> DDPMScheduler:
     )
 
 
-def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023) for the eps or v objective."""
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str, plus_one: bool = False) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the eps or v objective.
+
+    In x0 terms the v loss equals (snr + 1) * x0 loss, so the paper's v weight min(snr, gamma) / (snr + 1) gives the
+    high-noise steps (where the global colour is decided) almost no weight. plus_one=True uses
+    min(snr + 1, gamma) / (snr + 1) instead: plain v loss at high noise, min-SNR clipping at low noise.
+    """
     if prediction_type == "epsilon":
         return torch.where(snr < gamma, torch.ones_like(snr), gamma / snr.clamp(min=1e-12))
-    return torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1)
+    clipped = snr + 1 if plus_one else snr
+    return torch.minimum(clipped, torch.full_like(snr, gamma)) / (snr + 1)
 
 
 @torch.no_grad()
@@ -172,6 +181,7 @@ def train_unet(
     ema = [q.detach().clone() for q in unet.parameters()]
     sched = build_scheduler(p)
     alphas_cumprod = sched.alphas_cumprod
+    snr_plus_one = getattr(p, "loss_weighting", "min_snr") == "min_snr_plus_one"
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, p.warmup_steps))
     g = torch.Generator().manual_seed(p.seed)
@@ -191,7 +201,7 @@ def train_unet(
         pred = unet(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample
         target = noise if p.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
         ac = alphas_cumprod[t]
-        weight = min_snr_weight(ac / (1 - ac), p.min_snr_gamma, p.prediction_type)
+        weight = min_snr_weight(ac / (1 - ac), p.min_snr_gamma, p.prediction_type, snr_plus_one)
         loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,7 +213,7 @@ def train_unet(
             for e, q in zip(ema, unet.parameters()):
                 e.mul_(decay).add_(q.detach(), alpha=1 - decay)
         if on_step is not None:
-            on_step(step, {"unet_loss": float(loss), "grad_norm": float(grad_norm), "lr": lr_sched.get_last_lr()[0]})
+            on_step(step, {"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
     with torch.no_grad():
         for e, q in zip(ema, unet.parameters()):
             q.copy_(e)
