@@ -187,14 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from atelier.dvc import StageFailed
+        from atelier.lock import WorkspaceBusy
         from stages.generate import NoChampion, PromptRefused
 
-        if isinstance(exc, (StageFailed, NoChampion, LookupError)):
-            print(f"atelier: {exc}", file=sys.stderr)
-            return 1
         if isinstance(exc, PromptRefused):
             print(f"atelier: {exc}", file=sys.stderr)
             return 3
+        if isinstance(exc, (StageFailed, NoChampion, LookupError, WorkspaceBusy, FileNotFoundError)):
+            print(f"atelier: {exc}", file=sys.stderr)
+            return 1
         raise
 
 

@@ -16,6 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from atelier import dvc, paths
+from atelier.lock import workspace_lock
 
 # Orchestration policy, per stage. Training gets 30 minutes, everything else 10 (the demo trains in about 11).
 DEFAULT_TIMEOUT_S = 10 * 60
@@ -143,8 +144,9 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
     """Run dvc.yaml's stages in order, one task each, up to `upto`; publish the summary; return DVC output per stage."""
     where = Path(root).resolve() if root else paths.ROOT
     outputs: dict[str, str] = {}
-    for stage in select(stage_names(where), upto):  # strictly one at a time: DVC allows one command per workspace
-        outputs[stage] = stage_task(stage)(stage, str(where))
+    with workspace_lock(where, "pipeline run"):  # a second run at once refuses instead of interleaving stages
+        for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace
+            outputs[stage] = stage_task(stage)(stage, str(where))
     publish_summary(str(where))
     return outputs
 

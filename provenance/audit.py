@@ -16,6 +16,7 @@ from PIL import Image
 from atelier import paths
 from atelier.config import load_params
 from atelier.hashing import phash, pixels_sha256
+from atelier.models.metrics import phash_distance
 from atelier.lineage import training_records, where_md5_is_recorded
 from provenance import ledger, watermark
 from provenance.keys import ensure_signing_identity
@@ -77,9 +78,9 @@ def _recover(image: Image.Image, conn) -> tuple[dict | None, str]:
     if min(image.size) >= 256:
         found = ledger.by_watermark(conn, watermark.decode(image.convert("RGB")))
         if found is not None:
-            distance = ledger._phash_distance(h, found["phash"])
+            distance = phash_distance(h, found["phash"])
             if distance <= PHASH_CONFIRM_BITS:
-                return found, (f"watermark id {found['watermark_id']} ({found['match'].distance} bits off), confirmed "
+                return found, (f"watermark id {found['watermark_id']} ({found['match']['distance']} bits off), confirmed "
                                f"by perceptual hash ({distance} bits)")
     close = ledger.by_phash(conn, h, max_distance=PHASH_ONLY_BITS)
     if len(close) == 1 or (len(close) > 1 and close[0]["distance"] < close[1]["distance"]):
@@ -110,7 +111,7 @@ def audit_artwork(path: Path, conn, ca_pem: str, lineage: bool = True) -> dict:
         if lineage:
             checks += _lineage_checks(found["manifest"])
         return {"path": str(path), "status": "recovered", "manifest": found["manifest"],
-                "summary": f"RECOVERED, not verified: {how}", "checks": [asdict(c) for c in checks]}
+                "summary": f"not verified; provenance recovered from the ledger by {how}", "checks": [asdict(c) for c in checks]}
 
     state_ok = creds["state"] == "Trusted"
     codes = ", ".join(creds["codes"]) or creds.get("error") or "no failure codes"

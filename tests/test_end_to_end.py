@@ -126,6 +126,80 @@ print(json.dumps(get_version("atelier-latent-diffusion", "1")["tags"]))
         assert tags.get(key), key
 
 
+def _audit(root: Path, *files: Path) -> tuple[int, list[dict]]:
+    result = atelier(root, "audit", "--json", *map(str, files))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_every_artwork_audits_clean_and_trusted(built):
+    pngs = sorted((built / "artworks").glob("*.png"))
+    code, results = _audit(built, *pngs)
+    assert code == 0, results
+    for r in results:
+        assert r["status"] == "verified"
+        detail = {c["name"]: c["detail"] for c in r["checks"]}
+        assert detail["C2PA signature and trust chain"].startswith("Trusted")
+
+
+def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from provenance.keys import create_signing_identity
+    from provenance.signing import artwork_terms, sign_png
+    from tests.test_provenance_signing import assemble, chunks
+
+    original = sorted((built / "artworks").glob("*.png"))[0]
+    png = original.read_bytes()
+    manifest = json.loads(original.with_suffix(".provenance.json").read_text())
+    folder = tmp_path / "tampered"
+    folder.mkdir()
+
+    def audited(name: str, data: bytes, sidecar: dict | None = manifest) -> dict:
+        path = folder / name
+        path.write_bytes(data)
+        sidecar_path = folder / f"{manifest['id']}.provenance.json"
+        sidecar_path.unlink(missing_ok=True)
+        if sidecar is not None:
+            sidecar_path.write_text(json.dumps(sidecar))
+        code, [result] = _audit(built, path)
+        assert code != 0
+        return result
+
+    pixels = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
+    pixels[10, 10, 0] ^= 1
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    idat = [c for c in chunks(buf.getvalue()) if c[0] == b"IDAT"]
+    rest = [c for c in chunks(png) if c[0] != b"IDAT"]
+    r = audited("pixel.png", assemble(rest[:-1] + idat + rest[-1:]))
+    assert r["status"] == "failed" and "assertion.dataHash.mismatch" in r["summary"] + json.dumps(r["checks"])
+
+    prompt = manifest["artwork"]["generator"]["prompt"].encode()
+    edited = [(k, d.replace(prompt, prompt.upper()) if k == b"caBX" else d) for k, d in chunks(png)]
+    r = audited("manifest.png", assemble(edited))
+    assert r["status"] == "failed" and "Invalid" in json.dumps(r["checks"])
+
+    r = audited("sidecar.png", png, sidecar={**manifest, "id": manifest["id"], "model": {**manifest["model"],
+                                                                                          "version": "99"}})
+    assert r["status"] == "failed" and any(c["name"] == "sidecar copy" and not c["ok"] for c in r["checks"])
+
+    stranger = create_signing_identity(tmp_path / "stranger", "Someone Else")
+    plain = Image.open(io.BytesIO(png)).convert("RGB")
+    buf = io.BytesIO()
+    plain.save(buf, format="PNG")
+    r = audited("other-key.png", sign_png(buf.getvalue(), manifest, stranger, artwork_terms(manifest)))
+    assert r["status"] == "failed" and "signingCredential.untrusted" in json.dumps(r["checks"])
+
+    buf = io.BytesIO()
+    plain.save(buf, format="JPEG", quality=85)
+    r = audited("stripped.jpg", buf.getvalue(), sidecar=None)
+    assert r["status"] == "recovered" and r["manifest"]["id"] == manifest["id"]
+    assert "not verified" in r["summary"]
+
+
 def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
     edit_params(built, promote={"min_clip_score": 10.0}, train_diffusion={"seed": 1})
     dvc.repro(root=built)
@@ -145,3 +219,27 @@ def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
     in_workspace(built, "from registry.tracking import set_alias; set_alias('atelier-latent-diffusion', 'champion', '1')")
     dvc.repro(root=built)
     assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
+
+
+def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(built):
+    import pandas as pd
+
+    creator = pd.read_parquet(built / "data/licensed/train.parquet")["creator"].value_counts().index[0]
+    made_before = {json.loads(p.read_text())["id"] for p in (built / "artworks").glob("*.provenance.json")
+                   if json.loads(p.read_text())["model"]["version"] == "1"}
+    result = atelier(built, "takedown", creator, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {v["version"] for v in report["versions"]} == {"1", "2"}
+    assert {a["id"] for a in report["artworks"] if a["model_version"] == "1"} == made_before
+    assert creator in (built / "policy/opt_out.csv").read_text()
+
+    edit_params(built, promote={"min_clip_score": 0.0})
+    dvc.repro(root=built)
+    train = pd.read_parquet(built / "data/licensed/train.parquet")
+    assert creator not in set(train["creator"])
+    champion = json.loads((built / "models/champion.json").read_text())
+    assert champion["version"] == "3"
+    newest = [json.loads(p.read_text()) for p in (built / "artworks").glob("*.provenance.json")]
+    newest = [m for m in newest if m["model"]["version"] == "3"]
+    assert newest and newest[0]["data"]["excluded_per_reason"]["opted_out:creator"] > 4
