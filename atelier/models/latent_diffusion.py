@@ -7,10 +7,8 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
 from tqdm import tqdm
@@ -132,7 +130,7 @@ def build_scheduler(p: DiffusionParams) -> DDPMScheduler:
         beta_schedule="squaredcos_cap_v2",
         prediction_type=p.prediction_type,
         clip_sample=False,
-        timestep_spacing=getattr(p, "timestep_spacing", "trailing"),
+        timestep_spacing=getattr(p, "timestep_spacing", "leading"),
         rescale_betas_zero_snr=getattr(p, "zero_terminal_snr", False),
     )
 
@@ -302,7 +300,11 @@ class LatentDiffusionPipeline:
         negative_prompt: str = "",
         batch_size: int = 1,
     ) -> list[Image.Image]:
-        """Generate one image per prompt; image i depends only on (prompts[i], seed, i, steps, guidance, negative)."""
+        """Generate one image per prompt; image i depends only on (prompts[i], seed, i, steps, guidance, negative).
+
+        With batch_size 1 (the default) pixels are bit-identical whatever else is in `prompts`; larger batches are
+        faster for evaluation but may differ in the last float bits (CPU kernels round differently per batch size).
+        """
         return to_pil(self.generate_tensor(prompts, seed, steps, guidance, negative_prompt, batch_size))
 
     @torch.no_grad()
@@ -321,7 +323,11 @@ class LatentDiffusionPipeline:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         distinct = sorted(set(prompts) | {negative_prompt})
-        states, pooled = text_token_states(self.clip_model, self.tokenizer, distinct)
+        # One text at a time: batched matmuls may round differently with batch composition, and we promise that
+        # image i depends only on its own prompt, seed and index.
+        encoded = [text_token_states(self.clip_model, self.tokenizer, [text]) for text in distinct]
+        states = torch.cat([e[0] for e in encoded])
+        pooled = torch.cat([e[1] for e in encoded])
         pooled = pooled * self.config["pooled_scale"]
         ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False, set_alpha_to_one=True)
         ddim.set_timesteps(steps)

@@ -1,0 +1,244 @@
+"""Toy-size tests for atelier.models: CLIP bundle, zero-shot, metrics, latent diffusion determinism and I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from atelier.config import AutoencoderParams, ClipParams, DiffusionParams
+from atelier.demo import PALETTES, STYLES, build_demo, caption_for
+from atelier.models import clip as C
+from atelier.models import latent_diffusion as L
+from atelier.models import metrics as M
+
+CLIP_P = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
+                    context_length=16, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
+AE_P = AutoencoderParams(seed=0, steps=2, batch_size=8, lr=1e-3, kl_weight=1e-6)
+DIFF_P = DiffusionParams(seed=0, steps=3, batch_size=8, lr=1e-3, warmup_steps=1, caption_dropout=0.1,
+                         min_snr_gamma=5.0, ema_decay=0.99, prediction_type="v_prediction", offset_noise=0.05,
+                         pooled_scale=8.0)
+
+
+def _pixels_sha(images: list[Image.Image]) -> list[str]:
+    return [hashlib.sha256(np.asarray(im).tobytes()).hexdigest() for im in images]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, list[str]]:
+    files, _, _ = build_demo(seed=7, per_class=1, size=64)
+    images, captions = [], []
+    for f in files:
+        if f.file_name.startswith("art_") and len(images) < 16:
+            im = Image.open(io.BytesIO(f.data)).convert("RGB").resize((32, 32), Image.LANCZOS)
+            images.append(torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255)
+            captions.append(f.meta["caption"])
+    return torch.stack(images), captions
+
+
+@pytest.fixture(scope="module")
+def clip_bundle(data, tmp_path_factory):
+    images, captions = data
+    model = C.train_clip(images, captions, CLIP_P)
+    folder = tmp_path_factory.mktemp("clip")
+    sha = C.save_clip_bundle(model, CLIP_P, folder)
+    return model, folder, sha
+
+
+@pytest.fixture(scope="module")
+def pipeline(data, clip_bundle):
+    images, captions = data
+    model, _, _ = clip_bundle
+    tok = C.build_tokenizer(CLIP_P.context_length)
+    return L.train_diffusion(images, captions, model, tok, C.model_config(CLIP_P), AE_P, DIFF_P)
+
+
+# ------------------------------------------------------------------------------------------------------------------ CLIP
+
+
+def test_clip_bundle_round_trip(data, clip_bundle):
+    images, captions = data
+    model, folder, sha = clip_bundle
+    assert sha == hashlib.sha256((folder / C.WEIGHTS_NAME).read_bytes()).hexdigest()
+    tok = C.build_tokenizer(CLIP_P.context_length)
+    want_img, want_txt = C.encode_images(model, images), C.encode_texts(model, tok, captions)
+    for spec in (folder, f"local-dir:{folder}", folder / C.WEIGHTS_NAME):
+        loaded, tokenizer = C.load_clip(spec)
+        assert torch.equal(C.encode_images(loaded, images), want_img)
+        assert torch.equal(C.encode_texts(loaded, tokenizer, captions), want_txt)
+    own, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    assert torch.allclose(own.encode_image(C.normalize_images(images), normalize=True), want_img, atol=1e-6)
+    assert want_img.shape == (16, CLIP_P.embed_dim)
+    assert torch.allclose(want_img.norm(dim=-1), torch.ones(16), atol=1e-5)
+
+
+def test_load_clip_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a bundle folder"):
+        C.load_clip(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
+        C.load_clip(tmp_path)
+
+
+def test_zero_shot_on_orthogonal_embeddings():
+    names = ["a", "b", "c"]
+    classes = torch.eye(3, 8)
+    images = torch.eye(3, 8)[[2, 0, 1, 1]]
+    acc, pred = C.zero_shot_from_embeddings(images, classes, names, ["c", "a", "b", "a"])
+    assert pred == ["c", "a", "b", "b"] and acc == 0.75
+    with pytest.raises(ValueError, match="not among the classes"):
+        C.zero_shot_from_embeddings(images, classes, names, ["z"] * 4)
+
+
+def test_class_captions_cover_every_caption():
+    styles, palettes = C.class_captions("style"), C.class_captions("palette")
+    assert list(styles) == STYLES and list(palettes) == list(PALETTES)
+    assert styles["grid"] == [caption_for("grid", p) for p in PALETTES]
+    with pytest.raises(ValueError):
+        C.class_captions("mood")
+
+
+# --------------------------------------------------------------------------------------------------------------- metrics
+
+
+def test_clip_score_formula():
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])
+    txt = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
+    assert torch.allclose(M.clip_score(img, txt), torch.tensor([2.5, 0.0, 1.5]))
+
+
+def test_cmmd():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(50, 8, generator=g) + 3, dim=-1)
+    assert M.cmmd(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert M.cmmd(x, y, sigma=1.0) > M.cmmd(x, x[torch.randperm(50, generator=g)], sigma=1.0) + 1.0
+
+
+def test_diversity():
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    assert M.diversity(e) == pytest.approx(0.0)
+    assert M.diversity(torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1.0)
+
+
+def test_replication_flags_exact_copy():
+    g = torch.Generator().manual_seed(0)
+    train = torch.nn.functional.normalize(torch.randn(20, 16, generator=g), dim=-1)
+    gen = torch.stack([train[3], torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)])
+    rows = M.replication(gen, train, ratio=1 / 3, hamming=4)
+    assert rows[0]["flagged"] and rows[0]["nearest"][0] == 3 and rows[0]["distance_ratio"] == pytest.approx(0, abs=1e-6)
+    assert not rows[1]["flagged"]
+    hashed = M.replication(gen, train, ["ff00ff00ff00ff00", "0"], ["0f00ff00ff00ff00", "0000000000000000"] + ["ffffffffffffffff"] * 18)
+    assert hashed[0]["phash_distance"] == 4 and hashed[1]["phash_distance"] == 0 and hashed[1]["flagged"]
+    assert hashed[1]["phash_nearest"] == 1
+    cal = M.calibrate_replication(train)
+    assert cal["n"] == 20 and 0 <= cal["fraction_below_ratio"] <= 1
+
+
+# ------------------------------------------------------------------------------------------------------------- diffusion
+
+
+def test_generation_is_deterministic(pipeline):
+    prompts = [caption_for("grid", "red"), caption_for("spiral", "blue")]
+    a = pipeline(prompts, seed=3, steps=2, guidance=1.5)
+    b = pipeline(prompts, seed=3, steps=2, guidance=1.5)
+    assert _pixels_sha(a) == _pixels_sha(b)
+    assert a[0].size == (32, 32) and a[0].mode == "RGB"
+    other = pipeline([prompts[0], caption_for("stripes", "green")], seed=3, steps=2, guidance=1.5)
+    assert _pixels_sha(other)[0] == _pixels_sha(a)[0]  # the batch's other prompts do not change image 0
+    assert _pixels_sha(pipeline(prompts[:1], seed=4, steps=2, guidance=1.5))[0] != _pixels_sha(a)[0]
+
+
+def test_save_load_round_trip(pipeline, tmp_path):
+    hashes = pipeline.save_pretrained(tmp_path)
+    assert {"vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+            "clip/open_clip_model.safetensors"} <= set(hashes)
+    assert json.loads((tmp_path / L.CONFIG_NAME).read_text())["latent_scale"] == pipeline.config["latent_scale"]
+    loaded = L.LatentDiffusionPipeline.from_pretrained(tmp_path)
+    prompts = [caption_for("sunset landscape", "golden")]
+    assert _pixels_sha(loaded(prompts, seed=1, steps=2, guidance=2.0)) == _pixels_sha(
+        pipeline(prompts, seed=1, steps=2, guidance=2.0))
+
+
+def test_pickle_files_are_refused(pipeline, tmp_path):
+    pipeline.save_pretrained(tmp_path)
+    torch.save({"x": 1}, tmp_path / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickle"):
+        L.LatentDiffusionPipeline.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="atelier_config.json"):
+        L.LatentDiffusionPipeline.from_pretrained(tmp_path / "unet")
+
+
+def test_training_rejects_bad_input(data):
+    images, captions = data
+    with pytest.raises(ValueError, match="captions"):
+        C.train_clip(images, captions[:3], CLIP_P)
+    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
+        L.train_autoencoder(images[:, :, :16, :16], AE_P)
+
+
+# ------------------------------------------------------------------------------------------------------ LoRA SD backend
+
+
+def _clip_tokenizer_from_open_clip(folder):
+    """A transformers CLIPTokenizer built offline from open_clip's bundled BPE merges."""
+    import gzip
+    import importlib.resources
+
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    bpe = importlib.resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(str(bpe)).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    tokenizer = _clip_tokenizer_from_open_clip(tmp_path_factory.mktemp("tok"))
+    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=2, attention_head_dim=2)
+    vae = AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=2)
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32,
+                                        intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                        vocab_size=49408))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_lora_backend_trains_saves_and_generates(tiny_sd, data, tmp_path):
+    from atelier.models import lora_sd
+
+    images, captions = data
+    assert "composition" in _clip_tokenizer_from_open_clip(tmp_path).decode(
+        _clip_tokenizer_from_open_clip(tmp_path)("a red grid composition").input_ids, skip_special_tokens=True)
+    p = lora_sd.LoraParams(seed=0, steps=2, batch_size=2, lr=1e-3, rank=2, device="cpu")
+    sha = lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, tmp_path / "lora")
+    assert (tmp_path / "lora" / lora_sd.LORA_WEIGHTS).is_file() and len(sha) == 64
+    assert not list((tmp_path / "lora").glob("*.bin"))
+    a = lora_sd.generate(tiny_sd, tmp_path / "lora", captions[:1], seed=5, steps=2, guidance=2.0)
+    b = lora_sd.generate(tiny_sd, tmp_path / "lora", captions[:1], seed=5, steps=2, guidance=2.0)
+    assert a[0].size == (32, 32) and _pixels_sha(a) == _pixels_sha(b)
