@@ -74,14 +74,16 @@ def draw_artwork(style: str, palette: str, size: int, rng: random.Random) -> Ima
             ri = r * (1 - i / k)
             d.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=colours[i % len(colours)] if i % 2 else pick())
     elif style == "stripes":
-        n = rng.randint(4, 8)
+        n = rng.randint(3, 6)
         angle = rng.uniform(-0.6, 0.6) + (math.pi / 2 if rng.random() < 0.5 else 0)
-        base = img.copy()
-        d2 = ImageDraw.Draw(base)
-        w = 2 * s / n
-        for i in range(-n, 2 * n):
-            d2.rectangle([i * w / 2, -s, i * w / 2 + w / 2, 2 * s], fill=colours[i % len(colours)] if i % 3 else pick())
-        img = base.rotate(math.degrees(angle), resample=Image.BILINEAR, fillcolor=background)
+        big = Image.new("RGB", (2 * s, 2 * s), background)  # drawn large, rotated, centre-cropped: no empty corners
+        d2 = ImageDraw.Draw(big)
+        w, x = s / n, rng.uniform(0, s / n)
+        for i in range(2 * n + 1):
+            band = w * rng.uniform(0.3, 0.7)
+            d2.rectangle([x, 0, x + band, 2 * s], fill=colours[i % len(colours)] if i % 3 else pick())
+            x += w * rng.uniform(0.8, 1.2)
+        img = big.rotate(math.degrees(angle), resample=Image.BILINEAR).crop((s // 2, s // 2, s // 2 + s, s // 2 + s))
     elif style == "sunset landscape":
         horizon = s * rng.uniform(0.4, 0.75)
         for y in range(int(horizon)):
@@ -97,17 +99,17 @@ def draw_artwork(style: str, palette: str, size: int, rng: random.Random) -> Ima
             d.polygon([(hx - hw, horizon + 1), (hx, horizon - s * rng.uniform(0.08, 0.35)), (hx + hw, horizon + 1)],
                       fill=_jitter(rng, colours[2], 30))
     elif style == "scattered blobs":
-        for _ in range(rng.randint(6, 12)):
-            r = s * rng.uniform(0.05, 0.14)
+        for _ in range(rng.randint(14, 24)):
+            r = s * rng.uniform(0.035, 0.075)
             x, y = rng.uniform(0, s), rng.uniform(0, s)
-            d.ellipse([x - r, y - r * rng.uniform(0.6, 1.4), x + r, y + r], fill=pick())
+            d.ellipse([x - r, y - r * rng.uniform(0.7, 1.3), x + r, y + r], fill=pick())
     elif style == "spiral":
         cx, cy = s * rng.uniform(0.3, 0.7), s * rng.uniform(0.3, 0.7)
         turns = rng.uniform(1.8, 4.5)
         phase = rng.uniform(0, 2 * math.pi)
         direction = rng.choice([-1, 1])
         reach = s * rng.uniform(0.35, 0.6)
-        width = max(2, int(s * rng.uniform(0.04, 0.1)))
+        width = max(2, int(s * rng.uniform(0.07, 0.11)))
         colour = pick()
         points = []
         for i in range(240):
