@@ -1,7 +1,14 @@
-"""Atomic writes: every output is written to a temporary sibling, then renamed into place."""
+"""Atomic writes: every output is written to a temporary sibling, then renamed into place.
+
+A temporary is named `.<name>.<pid>.<random>` so that one left by a writer that was killed (SIGKILL, power loss) can be
+told from one that is being written: atomic_dir and write_parquet remove the leftovers of dead writers before they
+start; a live writer's temporaries are never touched. A reader never mistakes a temporary for an output (hidden name,
+and every reader opens the final path).
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -13,10 +20,39 @@ from typing import Iterator
 import pandas as pd
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporaries of `path` whose writer process no longer exists; return what was deleted."""
+    removed = []
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        pid = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -39,12 +75,15 @@ def write_json(path: Path, obj: object) -> None:
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    """Write a DataFrame as Parquet atomically."""
+    """Write a DataFrame as Parquet atomically (fsync before the rename, so a crash leaves the old or the new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -53,9 +92,12 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` whole, on failure it is removed."""
+    """Yield a temporary folder beside `path`; on success it replaces `path` whole, on failure it is removed.
+
+    A crash leaves `path` as it was, or (killed between the two renames) absent: never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
     except BaseException:

@@ -2,7 +2,9 @@
 
 The table is explicit on purpose: a license that is not in it fails closed (decision `license_unknown`).
 SPDX expressions are handled: `A OR B` takes the most permissive known choice (the licensee may choose),
-`A AND B` must satisfy every part (the most restrictive terms win).
+`A AND B` must satisfy every part (the most restrictive terms win), AND binds tighter than OR and parentheses group.
+An expression that does not parse (unbalanced parentheses, a dangling operator) is unknown, and so is a URL with
+other text around it: "... we do NOT grant https://creativecommons.org/licenses/by/4.0" is not CC BY.
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ _ALIASES = {
     "copyright": "LicenseRef-All-Rights-Reserved", "licenseref-all-rights-reserved": "LicenseRef-All-Rights-Reserved",
     "mit": "MIT", "apache-2.0": "Apache-2.0",
 }
-_CC_URL = re.compile(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)")
+# the whole token must be the URL (a deed or legal code page, optionally with a language or query)
+_CC_URL = re.compile(r"(?:https?://)?(?:www\.)?creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)"
+                     r"(?:/[a-z0-9._-]*)*/?(?:[?#]\S*)?")
 
 
 def _one(token: str) -> str | None:
     """Normalise one license token (no OR/AND) to an SPDX id in TERMS, or None if unknown."""
-    t = token.strip().strip("()").strip()
-    m = _CC_URL.search(t.lower())
+    t = token.strip()
+    m = _CC_URL.fullmatch(t.lower())
     if m:
         kind, code, version = m.groups()
         if kind == "publicdomain":
@@ -89,27 +93,96 @@ def _rank(t: Terms) -> tuple:
             not t.requires_attribution)
 
 
+class _Unparsable(ValueError):
+    """The expression is not well formed (unbalanced parentheses, an operator without an operand)."""
+
+
+def _tokens(text: str) -> list[str]:
+    """Split an expression into '(', ')', 'or', 'and' and license tokens (runs of other words, e.g. `CC BY 4.0`)."""
+    out: list[str] = []
+    words: list[str] = []
+    for word in text.replace("(", " ( ").replace(")", " ) ").split():
+        if word in ("(", ")") or word.lower() in ("or", "and"):
+            if words:
+                out.append(" ".join(words))
+                words = []
+            out.append(word if word in ("(", ")") else word.lower())
+        else:
+            words.append(word)
+    if words:
+        out.append(" ".join(words))
+    return out
+
+
+Options = dict[Terms, str]  # each choice the expression allows: its terms -> its SPDX ids (joined by AND)
+
+
+def _parse(tokens: list[str]) -> Options:
+    """Recursive descent over `expr := term (OR term)*`, `term := factor (AND factor)*`, `factor := (expr) | id`.
+
+    An unknown id has no options, so it poisons the conjunction it is in and drops out of a disjunction."""
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str | None:
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1] if pos <= len(tokens) else None
+
+    def expr() -> Options:
+        options = dict(term())
+        while peek() == "or":
+            take()
+            for terms, spdx in term().items():
+                options.setdefault(terms, spdx)
+        return options
+
+    def term() -> Options:
+        options = factor()
+        while peek() == "and":
+            take()
+            right = factor()
+            combined: Options = {}
+            for a, a_spdx in options.items():
+                for b, b_spdx in right.items():
+                    combined.setdefault(_strictest(a, b), f"{a_spdx} AND {b_spdx}")
+            options = combined  # at most 32 distinct Terms: no blow-up however long the expression
+        return options
+
+    def factor() -> Options:
+        token = take()
+        if token == "(":
+            options = expr()
+            if take() != ")":
+                raise _Unparsable("unbalanced parentheses")
+            return options
+        if token is None or token in (")", "or", "and"):
+            raise _Unparsable(f"expected a license, got {token!r}")
+        spdx = _one(token)
+        return {TERMS[spdx]: spdx} if spdx else {}
+
+    options = expr()
+    if pos != len(tokens):
+        raise _Unparsable(f"unexpected {tokens[pos]!r}")
+    return options
+
+
 def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Terms | None, str]:
     """Return (spdx_expression, terms, status) with status one of `ok`, `missing`, `unknown`."""
-    text = (raw or "").strip()
-    if not text and (url or "").strip():
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text and isinstance(url, str) and url.strip():
         text = url.strip()
     if not text:
         return None, None, "missing"
     if len(text) > 200:
         return None, None, "unknown"
-    alternatives = re.split(r"\s+or\s+", text, flags=re.IGNORECASE)
-    options: list[tuple[str, Terms]] = []
-    for alt in alternatives:
-        parts = re.split(r"\s+and\s+", alt, flags=re.IGNORECASE)
-        ids = [_one(p) for p in parts]
-        if any(i is None for i in ids):
-            continue  # an unknown alternative cannot be chosen; an unknown conjunct poisons its alternative
-        terms = TERMS[ids[0]]
-        for i in ids[1:]:
-            terms = _strictest(terms, TERMS[i])
-        options.append((" AND ".join(ids), terms))
+    try:
+        options = _parse(_tokens(text))
+    except (_Unparsable, RecursionError):
+        return None, None, "unknown"
     if not options:
         return None, None, "unknown"
-    spdx, terms = max(options, key=lambda o: _rank(o[1]))
-    return spdx, terms, "ok"
+    terms = max(options, key=_rank)
+    return options[terms], terms, "ok"

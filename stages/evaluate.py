@@ -20,7 +20,8 @@ from atelier.dataset import labels, load_images, split
 from atelier.io import write_json
 from atelier.models.clip import encode_images, encode_texts, load_clip, zero_shot
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, to_pil
-from atelier.models.metrics import calibrate_replication, clip_score, cmmd, diversity, replication
+from atelier.models.metrics import (calibrate_replication, calibrated_thresholds, clip_score, cmmd, diversity,
+                                    replication)
 from atelier.hashing import phash
 from atelier.plots import plot_clip_scores
 from atelier.reports import image_grid, save_png
@@ -88,14 +89,18 @@ def evaluate(pipeline: LatentDiffusionPipeline, clip, tokenizer, train: pd.DataF
     train_emb = encode_images(clip, train_images)
     half = len(train_emb) // 2
     pils = to_pil(headline["images"])
+    calibration = calibrate_replication(train_emb, p.replication_ratio)
+    thresholds = calibrated_thresholds(calibration, p.replication_ratio)
     rep = replication(headline["_emb"], train_emb, [phash(im) for im in pils], list(train["phash"]),
-                      ratio=p.replication_ratio, hamming=p.replication_phash_hamming)
+                      ratio=thresholds["ratio"], hamming=p.replication_phash_hamming,
+                      min_similarity=thresholds["min_similarity"])
     flagged = [r for r in rep if r["flagged"]]
     report["cmmd"] = {"generated_vs_real": cmmd(headline["_emb"], real_emb, p.cmmd_sigma),
                       "real_vs_real_baseline": cmmd(train_emb[:half], real_emb, p.cmmd_sigma), "sigma": p.cmmd_sigma}
     report["replication"] = {"rate": len(flagged) / len(rep), "flagged": len(flagged), "checked": len(rep),
-                             "ratio_threshold": p.replication_ratio, "phash_hamming": p.replication_phash_hamming,
-                             "calibration": calibrate_replication(train_emb, p.replication_ratio),
+                             "configured_ratio": p.replication_ratio, "ratio_threshold": thresholds["ratio"],
+                             "similarity_floor": thresholds["min_similarity"],
+                             "phash_hamming": p.replication_phash_hamming, "calibration": calibration,
                              "min_distance_ratio": min(r["distance_ratio"] for r in rep)}
     h = report["per_guidance"][str(p.headline_guidance)]
     report["headline"] = {"guidance": p.headline_guidance, "clip_score": h["clip_score"],
@@ -104,7 +109,9 @@ def evaluate(pipeline: LatentDiffusionPipeline, clip, tokenizer, train: pd.DataF
                           "real_style_accuracy": report["real"].get("style_accuracy", 0.0),
                           "real_palette_accuracy": report["real"].get("palette_accuracy", 0.0),
                           "cmmd": report["cmmd"]["generated_vs_real"], "diversity": h["diversity"],
-                          "replication_rate": report["replication"]["rate"]}
+                          "replication_rate": report["replication"]["rate"],
+                          "replication_ratio_threshold": thresholds["ratio"],
+                          "replication_similarity_floor": thresholds["min_similarity"]}
     return report, {"pils": pils, "prompts": prompts, "scores": headline["_scores"], "real_scores": real_scores.tolist()}
 
 

@@ -126,8 +126,10 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     img_emb = encode_images(champ.pipeline.clip_model, tensor)
     score = float(clip_score(img_emb, encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt]))[0])
+    ratio = float(tags.get("eval.replication_ratio_threshold", e.replication_ratio))  # calibrated by evaluate
+    floor = float(tags.get("eval.replication_similarity_floor", -1.0))
     rep = replication(img_emb, champ.train_emb, [phash(small)], list(champ.train["phash"]),
-                      ratio=e.replication_ratio, hamming=e.replication_phash_hamming)[0]
+                      ratio=ratio, hamming=e.replication_phash_hamming, min_similarity=floor)[0]
     sims = (img_emb @ champ.train_emb.T)[0]
     nearest = []
     for idx in sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist():
@@ -169,10 +171,10 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                               "creators": champ.license_summary["attribution_creators"]}},
         checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "nearest_training_images": nearest,
                 "replication": {"flagged": bool(rep["flagged"]),
-                                "verdict": replication_verdict(rep, e.replication_ratio, e.replication_phash_hamming),
+                                "verdict": replication_verdict(rep, ratio, e.replication_phash_hamming),
                                 "distance_ratio": round(float(rep["distance_ratio"]), 4),
                                 "phash_distance": int(rep["phash_distance"]),
-                                "ratio_threshold": e.replication_ratio,
+                                "ratio_threshold": round(ratio, 4),
                                 "phash_hamming_threshold": e.replication_phash_hamming},
                 "model_evaluation": {k.removeprefix("eval."): float(v) for k, v in tags.items()
                                      if k.startswith("eval.")}},

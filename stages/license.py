@@ -79,14 +79,27 @@ def license_records(clean: pd.DataFrame, policy: PolicyParams, opt_outs: dict[st
     """Split clean records into (train, excluded), adding the license columns to each."""
     rows = [{**r, **decide(r, policy, opt_outs)} for r in clean.to_dict("records")]
     frame = pd.DataFrame(rows, columns=[*clean.columns, *LICENSE_COLUMNS])
+    # bool even when empty: an empty object column used as a mask selects columns, not rows (no record may train)
+    frame = frame.astype({c: bool for c in ("permits_training", "permits_commercial", "requires_attribution",
+                                            "share_alike", "no_derivatives", "opted_out")})
     train = frame[frame["decision"] == "train"].reset_index(drop=True)
     excluded = frame[frame["decision"] == "exclude"].reset_index(drop=True)
     return train, excluded
 
 
+_INVISIBLE = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])  # controls, bidi
+
+
 def _md(text: str) -> str:
-    """Escape text from metadata for a Markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    """Escape text from metadata for a Markdown table cell: no HTML, links, images, line breaks or bidi tricks; a
+    leading = + - @ (a formula once the table is pasted into a spreadsheet) is neutralised with an apostrophe."""
+    text = " ".join(str(text).split()).translate(_INVISIBLE)
+    if text[:1] in ("=", "+", "-", "@"):
+        text = "'" + text
+    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("[", "\\["),
+                          ("]", "\\]"), ("`", "\\`")):
+        text = text.replace(char, escaped)
+    return text
 
 
 def attribution_markdown(train: pd.DataFrame) -> str:

@@ -64,11 +64,13 @@ def replication(
     train_phash: list[str] | None = None,
     ratio: float = 1 / 3,
     hamming: int = 4,
+    min_similarity: float = -1.0,
 ) -> list[dict]:
     """Per generation: two nearest training images in CLIP space, distance ratio d1/d2 (cosine distance), pHash match.
 
-    Flagged when d1/d2 < ratio (much closer to one training image than to any other) or when a training image's
-    perceptual hash is within `hamming` bits. An exact copy has d1 = 0, so ratio 0, and is always flagged.
+    Flagged when d1/d2 < ratio (much closer to one training image than to any other) while the nearest similarity is
+    at least `min_similarity`, or when a training image's perceptual hash is within `hamming` bits. An exact copy has
+    d1 = 0, so ratio 0 and similarity 1, and is always flagged.
     """
     sims, idx = _two_nearest(gen_emb, train_emb)
     out = []
@@ -87,7 +89,8 @@ def replication(
             dists = [phash_distance(gen_phash[i], h) for h in train_phash]
             j = min(range(len(dists)), key=dists.__getitem__)
             row["phash_nearest"], row["phash_distance"] = j, dists[j]
-        row["flagged"] = r < ratio or (row["phash_distance"] is not None and row["phash_distance"] <= hamming)
+        close_to_one = r < ratio and row["similarity"][0] >= min_similarity
+        row["flagged"] = close_to_one or (row["phash_distance"] is not None and row["phash_distance"] <= hamming)
         out.append(row)
     return out
 
@@ -105,3 +108,13 @@ def calibrate_replication(train_emb: torch.Tensor, ratio: float = 1 / 3, quantil
         "fraction_below_ratio": float((r < ratio).double().mean()),
         "ratio": ratio,
     }
+
+
+def calibrated_thresholds(calibration: dict, ratio: float) -> dict:
+    """Replication thresholds fitted to the training set's own nearest-neighbour statistics.
+
+    A generation is only as suspicious as it is unusual among the training images themselves: the ratio threshold is
+    the smaller of the configured one and the 1% quantile of the training set's leave-one-out ratios, and the
+    nearest similarity must reach the training set's median nearest-neighbour similarity."""
+    return {"ratio": min(ratio, calibration["distance_ratio_quantiles"]["q0.01"]),
+            "min_similarity": calibration["nn_similarity_quantiles"]["q0.5"]}
