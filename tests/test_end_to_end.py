@@ -126,6 +126,29 @@ print(json.dumps(get_version("atelier-latent-diffusion", "1")["tags"]))
         assert tags.get(key), key
 
 
+def test_replication_check_flags_a_training_image_fed_in_as_a_generation(built):
+    out = in_workspace(built, """
+import json
+import pandas as pd
+from atelier.dataset import load_images, split
+from atelier.hashing import phash
+from atelier.models.clip import encode_images, load_clip
+from atelier.models.latent_diffusion import to_pil
+from atelier.models.metrics import replication
+report = json.loads(open("reports/eval.json").read())["replication"]
+train, _ = split(pd.read_parquet("data/licensed/train.parquet"), 0.1)
+clip, _ = load_clip("models/clip")
+images = load_images(train)
+emb = encode_images(clip, images)
+fake = images[:3]
+rows = replication(encode_images(clip, fake), emb, [phash(p) for p in to_pil(fake)], list(train["phash"]),
+                   ratio=report["ratio_threshold"], hamming=report["phash_hamming"],
+                   min_similarity=report["similarity_floor"])
+print(json.dumps([r["flagged"] for r in rows]))
+""")
+    assert json.loads(out.strip().splitlines()[-1]) == [True, True, True]
+
+
 def _audit(root: Path, *files: Path) -> tuple[int, list[dict]]:
     result = atelier(root, "audit", "--json", *map(str, files))
     return result.returncode, json.loads(result.stdout)
@@ -243,3 +266,12 @@ def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(buil
     newest = [json.loads(p.read_text()) for p in (built / "artworks").glob("*.provenance.json")]
     newest = [m for m in newest if m["model"]["version"] == "3"]
     assert newest and newest[0]["data"]["excluded_per_reason"]["opted_out:creator"] > 4
+
+
+def test_no_private_key_material_in_any_output(built):
+    from provenance.keys import ensure_signing_identity
+    from tests.test_secrets import assert_no_key_material
+
+    identity = ensure_signing_identity()  # the one the pipeline's subprocesses used (ATELIER_SIGNING_DIR)
+    assert list((built / "artworks").glob("*.png"))
+    assert_no_key_material(built, identity)  # artworks, sidecars, ledger, mlflow.db, mlartifacts, dvc.lock, reports
