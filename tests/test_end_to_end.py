@@ -275,3 +275,16 @@ def test_no_private_key_material_in_any_output(built):
     identity = ensure_signing_identity()  # the one the pipeline's subprocesses used (ATELIER_SIGNING_DIR)
     assert list((built / "artworks").glob("*.png"))
     assert_no_key_material(built, identity)  # artworks, sidecars, ledger, mlflow.db, mlartifacts, dvc.lock, reports
+
+
+def test_gallery_shows_every_artwork_with_its_card(built):
+    from tests.browser import dump_dom, screenshot
+
+    sidecars = list((built / "artworks").glob("*.provenance.json"))
+    dom = dump_dom(built / "artworks" / "index.html")
+    assert dom.count('class="art"') == len(sidecars) >= 2
+    for sidecar in sidecars:
+        manifest = json.loads(sidecar.read_text())
+        assert f'data-artwork-id="{manifest["id"]}"' in dom
+    assert dom.count('class="ai"') == len(sidecars) and dom.count('class="clipscore"') == len(sidecars)
+    screenshot(built / "artworks" / "index.html", "gallery-end-to-end.png")
