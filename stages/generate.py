@@ -126,6 +126,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     img_emb = encode_images(champ.pipeline.clip_model, tensor)
     score = float(clip_score(img_emb, encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt]))[0])
+    info, tags = champ.info, champ.info["tags"]
     ratio = float(tags.get("eval.replication_ratio_threshold", e.replication_ratio))  # calibrated by evaluate
     floor = float(tags.get("eval.replication_similarity_floor", -1.0))
     rep = replication(img_emb, champ.train_emb, [phash(small)], list(champ.train["phash"]),
@@ -145,7 +146,6 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         wm_id = None  # a few saturated images cannot carry the mark; the ledger still finds them by hash
     sha = pixels_sha256(big)
     artwork_id = sha[:16]
-    info, tags = champ.info, champ.info["tags"]
     attribution_copy = out_dir / "attribution" / f"{info['name']}-v{info['version']}.md"
     if not attribution_copy.exists():
         write_bytes(attribution_copy, champ.attribution_path.read_bytes())
