@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atelier import paths
 
@@ -112,6 +112,12 @@ class EvaluateParams(Section):
     cmmd_sigma: float = Field(gt=0)
     replication_ratio: float = Field(gt=0, lt=1)
     replication_phash_hamming: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _headline_is_evaluated(self) -> "EvaluateParams":
+        if self.headline_guidance not in self.guidance:
+            raise ValueError(f"headline_guidance {self.headline_guidance} must be one of guidance {self.guidance}")
+        return self
 
 
 class PromoteParams(Section):

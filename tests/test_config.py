@@ -46,3 +46,9 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("clean: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_cross_field_rule_names_the_section(tmp_path):
+    path = _write(tmp_path, lambda d: d["evaluate"].update(headline_guidance=9.0))
+    with pytest.raises(ConfigError, match=r"'evaluate'.*headline_guidance 9.0 must be one of guidance"):
+        load_params(path)

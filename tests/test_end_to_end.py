@@ -23,7 +23,7 @@ TOY = dict(
     train_clip={"steps": 30, "batch_size": 32},
     train_autoencoder={"steps": 10, "batch_size": 16},
     train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
-    evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [1.5]},
+    evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0},
     promote={"min_clip_score": 0.0, "min_style_accuracy": 0.0, "min_palette_accuracy": 0.0,
              "max_replication_rate": 1.0, "margin": -1.0},
     generate={"prompts": ["a blue spiral composition", "a red grid composition"], "steps": 2},
