@@ -42,7 +42,8 @@ def pipeline_summary() -> dict:
 def _table(title: str, counts: dict) -> list[str]:
     lines = [title]
     width = max((len(str(k)) for k in counts), default=0)
-    lines += [f"  {str(k).ljust(width)}  {v}" for k, v in counts.items()] or ["  (none)"]
+    lines += [f"  {str(k).ljust(width)}  {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in counts.items()]
+    lines = lines if counts else lines + ["  (none)"]
     return lines
 
 
