@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from atelier import paths
+from atelier.progress import FORCE, progress_enabled
 
 
 class StageFailed(RuntimeError):
@@ -38,10 +40,12 @@ def repro(stage: str | None = None, root: Path | None = None, single: bool = Fal
         cmd.append("--single-item")
     if stage:
         cmd.append(stage)
-    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    watching = progress_enabled()
+    env = _env() | {FORCE: "1" if watching else "0"}
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        output = _collect(proc, echo=watching, timeout=timeout)
     except BaseException:
         _stop_group(proc)
         raise
@@ -49,6 +53,24 @@ def repro(stage: str | None = None, root: Path | None = None, single: bool = Fal
         tail = "\n".join(output.strip().splitlines()[-25:])
         raise StageFailed(f"stage '{stage or 'pipeline'}' failed (dvc repro exited {proc.returncode}):\n{tail}")
     return output
+
+
+def _collect(proc: subprocess.Popen, echo: bool, timeout: float | None) -> str:
+    """Read the process's output to the end (echoing it live to a watching terminal); return it as text."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks = []
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        block = os.read(proc.stdout.fileno(), 4096)
+        if not block:
+            break
+        chunks.append(block)
+        if echo:
+            sys.stderr.buffer.write(block)
+            sys.stderr.flush()
+    proc.wait()
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +14,7 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from atelier.progress import progress_enabled
 from atelier.config import ClipParams
 from atelier.demo import PALETTES, STYLES, caption_for
 
@@ -28,8 +27,8 @@ WEIGHTS_NAME = "open_clip_model.safetensors"
 
 
 def progress_disabled() -> bool:
-    """tqdm bars only on an interactive terminal outside CI."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+    """tqdm bars only when atelier.progress says someone is watching."""
+    return not progress_enabled()
 
 
 def model_config(p: ClipParams) -> dict:
