@@ -16,6 +16,7 @@ def _prefect_env() -> None:
 
     os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # the client-side usage data, too
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
