@@ -170,7 +170,10 @@ def _parse(tokens: list[str]) -> Options:
 
 
 def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Terms | None, str]:
-    """Return (spdx_expression, terms, status) with status one of `ok`, `missing`, `unknown`."""
+    """Return (spdx_expression, terms, status) with status one of `ok`, `missing`, `unknown`, `conflict`.
+
+    `conflict`: the license text and a recognisable license URL name different licenses (say "CC-BY-4.0" with a
+    BY-NC link). Which one the rights holder meant cannot be known, so the record fails closed."""
     text = raw.strip() if isinstance(raw, str) else ""
     if not text and isinstance(url, str) and url.strip():
         text = url.strip()
@@ -185,4 +188,12 @@ def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Term
     if not options:
         return None, None, "unknown"
     terms = max(options, key=_rank)
+    if text != (url or "").strip() and isinstance(url, str) and url.strip():
+        try:
+            linked = _parse(_tokens(url.strip()))
+        except (_Unparsable, RecursionError):
+            linked = {}
+        named = set(options[terms].split(" AND "))
+        if linked and not any(set(spdx.split(" AND ")) <= named for spdx in linked.values()):
+            return None, None, "conflict"
     return options[terms], terms, "ok"

@@ -60,6 +60,8 @@ def decide(record: dict, policy: PolicyParams, opt_outs: dict[str, set[str]]) ->
         reason = "license_missing"
     elif status == "unknown":
         reason = "license_unknown"
+    elif status == "conflict":
+        reason = "license_conflict"
     elif not out["permits_training"]:
         reason = "license_forbids:training"
     elif policy.commercial and not out["permits_commercial"]:

@@ -71,3 +71,19 @@ def test_opt_out_file(tmp_path):
     path.write_text("kind,value\nplanet,Mars\n")
     with pytest.raises(ValueError, match="line 2"):
         read_opt_outs(path)
+
+
+@pytest.mark.parametrize("raw,url,status", [
+    ("CC-BY-4.0", "https://creativecommons.org/licenses/by-nc/4.0/", "conflict"),
+    ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/", "ok"),
+    ("CC BY 4.0", "https://example.org/about-our-licensing", "ok"),  # not a license URL: no claim to compare
+    ("", "https://creativecommons.org/licenses/by-nc/4.0/", "ok"),   # the URL alone is the license statement
+])
+def test_license_text_and_url_must_agree(raw, url, status):
+    assert normalise(raw, url)[2] == status
+
+
+def test_conflicting_text_and_url_fail_closed():
+    d = decide(_rec(license_raw="CC-BY-4.0", license_url="https://creativecommons.org/licenses/by-nc/4.0/"),
+               POLICY, NO_OPT_OUTS)
+    assert d["decision"] == "exclude" and d["reason"] == "license_conflict"
