@@ -5,13 +5,13 @@ import copy
 import io
 import multiprocessing
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from atelier.hashing import phash, pixels_sha256
 from provenance import ledger, watermark
 from provenance.watermark import hamming
+from tests.test_watermark import artwork
 
 BASE = {
     "schema": "atelier.provenance/1",
@@ -98,18 +98,9 @@ def test_two_processes_can_write_at_once(tmp_path):
     assert len(ids) == len(set(ids)) == 29
 
 
-def composition(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (32, 32), tuple(int(c) for c in rng.integers(60, 200, 3)))
-    draw = ImageDraw.Draw(img)
-    for r in range(14, 0, -3):
-        draw.ellipse([16 - r, 16 - r, 16 + r, 16 + r], fill=tuple(int(c) for c in rng.integers(40, 215, 3)))
-    return img.resize((256, 256), Image.NEAREST)
-
-
 def make(conn, seed: int) -> dict:
     """The generate stage's order: reserve an id for the unmarked pixels, embed, then hash and record."""
-    unmarked = composition(seed)
+    unmarked = artwork(seed)
     wm = ledger.watermark_id_for(conn, pixels_sha256(unmarked))
     marked = watermark.embed(unmarked, wm)
     sha = pixels_sha256(marked)
