@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,6 +26,7 @@ class DemoParams(Section):
 
 
 class Columns(Section):
+    """Which metadata field holds what, as the source spells it."""
     file_name: str = "file_name"
     title: str = "title"
     creator: str = "creator"
@@ -34,17 +35,75 @@ class Columns(Section):
     license_url: str = "license_url"
     source_url: str = "source_url"
     noai: str = "noai"
+    url: str = "url"            # url sources: the column with the image URL
 
 
-class SourceParams(Section):
+class FolderSourceParams(Section):
+    """A folder with metadata.jsonl or metadata.csv naming one image file per row (the imagefolder convention)."""
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
     kind: Literal["folder"]
     path: str
     columns: Columns = Columns()
 
 
+class ShardSourceParams(Section):
+    """WebDataset / img2dataset tar shards: KEY.jpg|png|webp beside KEY.json (metadata) and KEY.txt (caption)."""
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["webdataset"]
+    path: str                   # a folder of .tar shards, or a glob such as data/sources/laion/{00000..00009}.tar
+    columns: Columns = Columns()
+
+
+class ParquetSourceParams(Section):
+    """Parquet files in the Hugging Face datasets layout: an image column of {bytes, path} plus metadata columns."""
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["parquet"]
+    path: str                   # a .parquet file, a folder of them, or a glob
+    image_column: str = "image"
+    columns: Columns = Columns()
+
+
+class HttpParams(Section):
+    """The polite HTTP client of url sources."""
+    user_agent: str = Field(default="AtelierBot/0.1", min_length=1)  # also the agent looked up in robots.txt
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=2, ge=0)            # extra attempts after a timeout, a connection error or a 5xx/429
+    backoff_s: float = Field(default=0.5, ge=0)      # wait before retry n: backoff_s * 2**(n-1)
+    per_host_concurrency: int = Field(default=2, ge=1)
+    max_connections: int = Field(default=8, ge=1)
+
+
+class UrlSourceParams(Section):
+    """A list of image URLs (metadata.csv or .jsonl with a url column), fetched honouring opt-out signals."""
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["urls"]
+    path: str                   # the CSV or JSON Lines file
+    columns: Columns = Columns()
+    http: HttpParams = HttpParams()
+
+
+SourceParams = Annotated[FolderSourceParams | ShardSourceParams | ParquetSourceParams | UrlSourceParams,
+                         Field(discriminator="kind")]
+
+
 class IngestParams(Section):
     sources: list[SourceParams] = Field(min_length=1)
+    max_file_bytes: int = Field(default=256 * 2**20, gt=0)  # a bigger image is refused (file_too_large) unread
+    max_field_chars: int = Field(default=10_000, gt=0)      # a longer metadata field is refused, never cut
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "IngestParams":
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+
+class EngineParams(Section):
+    """Where ingest and clean run their chunks. Results do not depend on it, so no stage lists it as a DVC param."""
+    workers: int = Field(default=2, ge=1)       # local process pool size (1: run in the stage's own process)
+    chunk_size: int = Field(default=128, ge=1)  # records per task
+    dask_scheduler: str | None = None           # e.g. tcp://10.0.0.5:8786: run the chunks on that Dask cluster
 
 
 class CleanParams(Section):
@@ -146,6 +205,7 @@ class GenerateParams(Section):
 class Params(Section):
     demo: DemoParams
     ingest: IngestParams
+    engine: EngineParams = EngineParams()
     clean: CleanParams
     license: LicenseParams
     train_clip: ClipParams

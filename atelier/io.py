@@ -109,3 +109,37 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class ParquetStream:
+    """Write a Parquet file batch by batch, atomically: rows go to a temporary sibling that replaces `path` on close.
+
+    Memory stays at one batch whatever the number of rows. Leaving the `with` block by an exception removes the
+    temporary and leaves `path` as it was."""
+
+    def __init__(self, path: Path, schema):
+        self.path, self.schema, self.rows = path, schema, 0
+
+    def __enter__(self) -> "ParquetStream":
+        import pyarrow.parquet as pq
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
+        fd, self._tmp = tempfile.mkstemp(prefix=_temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        return self
+
+    def write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.rows += len(rows)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._writer.close()
+        if exc_type is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+            return
+        with open(self._tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self._tmp, self.path)

@@ -19,6 +19,7 @@ CLEAN = DATA / "clean"
 CLEAN_IMAGES = CLEAN / "images"
 CLEAN_RECORDS = CLEAN / "records.parquet"
 CLEAN_REJECTS = CLEAN / "rejects.parquet"
+CLEAN_DECODED = CLEAN / "decoded.parquet"
 
 LICENSED = DATA / "licensed"
 TRAIN_RECORDS = LICENSED / "train.parquet"

@@ -1,28 +1,47 @@
 """clean stage: decode, check, normalise and de-duplicate raw records; every rejected record is kept with its reason.
 
 Writes data/clean/images/<record_id>.png (RGB, EXIF orientation applied, all metadata stripped, resized and
-centre-cropped to the training resolution), data/clean/records.parquet and data/clean/rejects.parquet.
+centre-cropped to the training resolution), data/clean/records.parquet, data/clean/rejects.parquet and
+data/clean/decoded.parquet (each decode result with its params: the next run's cache).
+
+Map and reduce: decoding (the expensive, independent part) runs in chunks on the engine (local processes or Dask);
+the reducer then decides duplicates in table order in this process, so the output is the same on any engine.
+Streaming: the raw table is read in batches and the outputs written in batches; memory holds a window of chunks,
+the kept perceptual hashes (8 bytes each) and the seen record ids. Incremental: a record decoded by the last run
+with the same decode params is not decoded again; its image is linked from the previous data/clean (`persist`).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import imagehash
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from atelier import paths
 from atelier.config import CleanParams, load_params
-from atelier.io import atomic_dir, write_parquet
-from atelier.progress import progress_enabled
+from atelier.io import ParquetStream, atomic_dir, write_bytes
+from atelier.parallel import Engine
 
-REJECT_COLUMNS = ["reason", "detail"]
+KEPT_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.string()), ("phash", pa.string()),
+               ("clean_path", pa.string())]
+REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
+KEPT_COLUMNS = [name for name, _ in KEPT_FIELDS]
+REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
+# data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
+DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *KEPT_FIELDS[:4], *REJECT_FIELDS])
+DECODED_EMPTY = {"width": None, "height": None, "format": None, "phash": None, "reason": None, "detail": None}
 # Only these Pillow decoders ever see a file: never EPS (it runs Ghostscript on the file), PSD, ICO and the rest.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes camera MPO files
 NOT_IMAGES = [(b"PK\x03\x04", "a ZIP archive (or a document packed as one)"), (b"%PDF", "a PDF document"),
@@ -130,61 +149,218 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     return CleanImage(stripped, width, height, fmt, phash)
 
 
-def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw records into (clean, rejects). `load_bytes(record)` returns a record's bytes; `on_image(id, img)` saves."""
-    kept, rejects = [], []
-    seen_ids: dict[str, str] = {}
-    seen_hashes: list[tuple[imagehash.ImageHash, str]] = []
-    for record in tqdm(raw.to_dict("records"), desc="clean", disable=not progress_enabled()):
+def decode_record(data: bytes, p: CleanParams) -> tuple[dict, Image.Image | None]:
+    """The decode result of one record's bytes ({width, height, format, phash} or {reason, detail}) and its image."""
+    try:
+        img = decode(data, p)
+    except Rejected as r:
+        return {"reason": r.reason, "detail": r.detail}, None
+    return {"width": img.width, "height": img.height, "format": img.format, "phash": img.phash}, img.image
+
+
+def decode_chunk(todo: list[tuple[str, str]], p: dict, images_dir: str) -> dict[str, dict]:
+    """A worker's task: decode (record_id, raw file) pairs, save each usable image as images_dir/<record_id>.png.
+
+    Arguments are plain data, so the task runs on any engine; it depends on nothing but its arguments."""
+    params = CleanParams(**p)
+    out = {}
+    for record_id, raw_file in todo:
         try:
-            if isinstance(record.get("ingest_error"), str):
-                reason, _, detail = record["ingest_error"].partition(": ")
-                raise Rejected(reason, detail)
-            if record["record_id"] in seen_ids:
-                raise Rejected("duplicate_exact", f"same bytes as {seen_ids[record['record_id']]}")
-            try:
-                data = load_bytes(record)
-            except OSError as exc:  # the raw copy vanished or cannot be read: say so, keep the record
-                raise Rejected("file_unreadable", f"raw copy {record.get('raw_path')}: {exc.strerror or exc}") from None
-            img = decode(data, p)
-            h = imagehash.hex_to_hash(img.phash)
-            for other, other_uri in seen_hashes:
-                if h - other <= p.near_duplicate_hamming:
-                    raise Rejected("duplicate_near", f"perceptual hash within {h - other} bits of {other_uri}")
-        except Rejected as r:
-            rejects.append({**record, "reason": r.reason, "detail": r.detail})
+            data = Path(raw_file).read_bytes()
+        except OSError as exc:  # the raw copy vanished or cannot be read: say so, keep the record
+            out[record_id] = {"reason": "file_unreadable", "detail": f"raw copy {raw_file}: {exc.strerror or exc}"}
             continue
-        seen_ids[record["record_id"]] = record["source_uri"]
-        seen_hashes.append((h, record["source_uri"]))
-        if on_image is not None:
-            on_image(record["record_id"], img.image)
-        kept.append({**record, "width": img.width, "height": img.height, "format": img.format, "phash": img.phash,
-                     "clean_path": paths.relative(paths.CLEAN_IMAGES / f"{record['record_id']}.png")})
-    clean = pd.DataFrame(kept, columns=[*raw.columns, "width", "height", "format", "phash", "clean_path"])
+        result, image = decode_record(data, params)
+        if image is not None:
+            write_png(Path(images_dir) / f"{record_id}.png", image)
+        out[record_id] = result
+    return out
+
+
+def write_png(path: Path, image: Image.Image) -> None:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+class Reducer:
+    """Decides, record by record in table order, what is kept: the part of cleaning that needs the records before.
+
+    Exact duplicates (same record id as a kept record) and near duplicates (perceptual hash within
+    clean.near_duplicate_hamming bits of a kept image) are rejected here, so the outcome depends only on the order
+    of the table, never on which worker finished first. The near-duplicate search is one vectorised pass over the
+    kept hashes (64-bit popcount), not a Python loop."""
+
+    def __init__(self, p: CleanParams):
+        self.p = p
+        self.kept_ids: dict[str, str] = {}
+        self.hashes = np.zeros(1024, dtype=np.uint64)
+        self.hash_uris: list[str] = []
+
+    def decide(self, record: dict, result: dict | None) -> tuple[dict | None, dict | None]:
+        """(clean row, None) or (None, reject row) for one raw record and its decode result."""
+        if isinstance(record.get("ingest_error"), str):
+            reason, _, detail = record["ingest_error"].partition(": ")
+            return None, {**record, "reason": reason, "detail": detail}
+        if record["record_id"] in self.kept_ids:
+            return None, {**record, "reason": "duplicate_exact",
+                          "detail": f"same bytes as {self.kept_ids[record['record_id']]}"}
+        if "reason" in result:
+            return None, {**record, "reason": result["reason"], "detail": result["detail"]}
+        h = np.uint64(int(result["phash"], 16))
+        n = len(self.hash_uris)
+        if n:
+            distance = np.bitwise_count(self.hashes[:n] ^ h)
+            close = np.flatnonzero(distance <= self.p.near_duplicate_hamming)
+            if close.size:
+                first = int(close[0])
+                return None, {**record, "reason": "duplicate_near",
+                              "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}"}
+        if n == len(self.hashes):
+            self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
+        self.hashes[n] = h
+        self.hash_uris.append(record["source_uri"])
+        self.kept_ids[record["record_id"]] = record["source_uri"]
+        return {**record, **result, "clean_path": paths.relative(paths.CLEAN_IMAGES / f"{record['record_id']}.png")
+                }, None
+
+
+def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw records into (clean, rejects) in memory: the reference the streaming stage must agree with.
+
+    `load_bytes(record)` returns a record's bytes; `on_image(id, img)` saves a kept image."""
+    reducer, kept, rejects = Reducer(p), [], []
+    for record in raw.to_dict("records"):
+        result, image = None, None
+        if not isinstance(record.get("ingest_error"), str) and record["record_id"] not in reducer.kept_ids:
+            try:
+                result, image = decode_record(load_bytes(record), p)
+            except OSError as exc:
+                result = {"reason": "file_unreadable", "detail": f"raw copy {record.get('raw_path')}: "
+                                                                   f"{exc.strerror or exc}"}
+        row, reject = reducer.decide(record, result)
+        if row is not None:
+            kept.append(row)
+            if on_image is not None:
+                on_image(record["record_id"], image)
+        else:
+            rejects.append(reject)
+    clean = pd.DataFrame(kept, columns=[*raw.columns, *KEPT_COLUMNS])
     rejected = pd.DataFrame(rejects, columns=[*raw.columns, *REJECT_COLUMNS])
     return clean, rejected
 
 
+def _extend(schema: pa.Schema, fields: list) -> pa.Schema:
+    for name, kind in fields:
+        schema = schema.append(pa.field(name, kind))
+    return schema
+
+
+def decode_key(p: CleanParams) -> str:
+    """The params a decode result depends on (not the near-duplicate threshold, which only the reducer uses)."""
+    return f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels}"
+
+
+def previous_decodes(key: str) -> dict[str, dict]:
+    """record_id -> decode result of the last run with the same decode params, when still usable: a reject, or an
+    image whose PNG is still in data/clean/images."""
+    if not paths.CLEAN_DECODED.exists():
+        return {}
+    try:
+        old = pd.read_parquet(paths.CLEAN_DECODED, filters=[("key", "==", key)])
+    except (ValueError, KeyError, OSError):
+        return {}
+    out = {}
+    for row in old.to_dict("records"):
+        if isinstance(row["reason"], str):
+            out[row["record_id"]] = {"reason": row["reason"], "detail": row["detail"]}
+        elif (paths.CLEAN_IMAGES / f"{row['record_id']}.png").exists():
+            out[row["record_id"]] = {"width": int(row["width"]), "height": int(row["height"]),
+                                     "format": row["format"], "phash": row["phash"]}
+    return out
+
+
+def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[str, dict]):
+    """Yield (raw records chunk, decode results of the record ids first seen in it) in table order. Decoding runs on
+    the engine, a window of chunks ahead; results cached from the last run are reused (their images linked)."""
+    chunks: deque[tuple[list[dict], dict[str, dict]]] = deque()
+    dispatched: set[str] = set()
+
+    def tasks():
+        for batch in pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=engine.p.chunk_size):
+            records, reused, todo = batch.to_pylist(), {}, []
+            for r in records:
+                rid = r["record_id"]
+                if r["ingest_error"] is not None or rid in dispatched:
+                    continue
+                dispatched.add(rid)
+                if rid in cached:
+                    if "phash" in cached[rid]:
+                        _link(paths.CLEAN_IMAGES / f"{rid}.png", images_dir / f"{rid}.png")
+                    reused[rid] = cached[rid]
+                else:
+                    todo.append((rid, str(paths.absolute(r["raw_path"]))))
+            chunks.append((records, reused))
+            yield todo, p.model_dump(), str(images_dir)
+
+    for results in engine.imap(decode_chunk, tasks()):
+        records, reused = chunks.popleft()
+        yield records, results, reused
+
+
+def _link(old: Path, new: Path) -> None:
+    """Reuse an unchanged clean image: a hard link when the filesystem allows, else a copy."""
+    try:
+        os.link(old, new)
+    except OSError:
+        shutil.copyfile(old, new)
+
+
 def main() -> dict:
-    """Clean data/raw into data/clean; return counts."""
-    p = load_params().clean
-    raw = pd.read_parquet(paths.RAW_RECORDS)
-    # One commit point: the images and both tables replace data/clean together, so a run killed part way leaves the
+    """Clean data/raw into data/clean, streaming, in parallel and incrementally; return counts."""
+    params = load_params()
+    p = params.clean
+    key = decode_key(p)
+    cached = previous_decodes(key)
+    raw_schema = pq.read_schema(paths.RAW_RECORDS).remove_metadata()
+    counts: Counter = Counter()
+    n_reused = 0
+    rejected_results: dict[str, dict] = {}  # decode results of rejected records, for later records with the same bytes
+    # One commit point: the images and all tables replace data/clean together, so a run killed part way leaves the
     # previous data/clean (or none), never new images beside old tables.
-    with atomic_dir(paths.CLEAN) as tmp:
+    with atomic_dir(paths.CLEAN) as tmp, Engine(params.engine) as engine:
         images_dir = tmp / paths.CLEAN_IMAGES.relative_to(paths.CLEAN)
         images_dir.mkdir()
-        clean, rejects = clean_records(
-            raw,
-            load_bytes=lambda r: paths.absolute(r["raw_path"]).read_bytes(),
-            p=p,
-            on_image=lambda rid, img: img.save(images_dir / f"{rid}.png", format="PNG"),
-        )
-        write_parquet(tmp / paths.CLEAN_RECORDS.relative_to(paths.CLEAN), clean)
-        write_parquet(tmp / paths.CLEAN_REJECTS.relative_to(paths.CLEAN), rejects)
-    summary = {"clean": len(clean), "rejected": len(rejects),
-               "rejects_per_reason": dict(Counter(rejects["reason"]))}
-    print(f"clean: {len(clean)} kept, {len(rejects)} rejected {summary['rejects_per_reason']}")
+        inside = lambda path: tmp / path.relative_to(paths.CLEAN)  # noqa: E731
+        reducer = Reducer(p)
+        with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, KEPT_FIELDS)) as clean_out, \
+                ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, REJECT_FIELDS)) as reject_out, \
+                ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out:
+            for records, results, reused in _stream_raw(engine, p, images_dir, cached):
+                results.update(reused)
+                n_reused += len(reused)
+                kept, rejects = [], []
+                for record in records:
+                    rid = record["record_id"]
+                    result = results.get(rid) or rejected_results.get(rid)
+                    row, reject = reducer.decide(record, result)
+                    if row is not None:
+                        kept.append(row)
+                        continue
+                    rejects.append(reject)
+                    counts[reject["reason"]] += 1
+                    if result is not None:
+                        rejected_results[rid] = result
+                    if reject["reason"] == "duplicate_near":
+                        (images_dir / f"{rid}.png").unlink(missing_ok=True)
+                clean_out.write(kept)
+                reject_out.write(rejects)
+                decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key} for rid, r in results.items()])
+            where = engine.describe()
+    summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
+               "decodes_reused": n_reused, "engine": where}
+    print(f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "
+          f"{n_reused} decodes reused from the last run")
     return summary
 
 

@@ -4,7 +4,7 @@ Every file and metadata row below is built by this test. Each one must end eithe
 with a specific reason; none may crash a stage or disappear: rows in = clean + rejects, clean = train + excluded.
 The tables are written to Parquet on the way, as the stages do (a lone surrogate once crashed that write).
 
-Decisions recorded here: a field longer than stages.ingest.MAX_FIELD_CHARS (the 1 MB caption) is refused as
+Decisions recorded here: a field longer than ingest.max_field_chars (the 1 MB caption) is refused as
 `metadata_malformed`, not cut; a second row naming the same file is `duplicate_exact`; bytes that are not UTF-8 refuse
 their row (never silently replaced); a `noai` value that is not an explicit no opts the work out (fail closed).
 """
@@ -33,10 +33,12 @@ import pytest
 from PIL import Image
 
 from atelier import dvc, paths
-from atelier.config import SourceParams, load_params
+from atelier.config import FolderSourceParams as SourceParams, IngestParams, load_params
 from atelier.io import atomic_dir, write_parquet
 from stages.clean import clean_records
-from stages.ingest import MAX_FILE_BYTES, RAW_COLUMNS, ingest_source
+from stages.ingest import RAW_COLUMNS, ingest_source
+
+MAX_FILE_BYTES = IngestParams.model_fields["max_file_bytes"].default
 from stages.license import attribution_markdown, license_records, read_opt_outs, summarise
 from tests.conftest import copy_repo, edit_params
 
@@ -173,7 +175,7 @@ JSONL_CASES = [
     Case("symlink loop", row("loop_a.png"), "file_unreadable", "loop"),
     Case("symlink to a file outside the source", row("escape_link.png"), "path_outside_source"),
     Case("named pipe (reading would hang)", row("pipe.png"), "file_unreadable", "not a regular file"),
-    Case("sparse file over MAX_FILE_BYTES", row("sparse.png"), "file_too_large"),
+    Case("sparse file over ingest.max_file_bytes", row("sparse.png"), "file_too_large"),
     Case("file_name of 300 characters", row("n" * 300 + ".png"), "file_unreadable", "too long"),
     Case("absolute file_name", row("/etc/passwd"), "path_outside_source"),
     # metadata

@@ -3,8 +3,9 @@ import json
 
 from PIL import Image
 
-from atelier.config import Columns, SourceParams
-from stages.ingest import ingest_source, parse_csv, parse_jsonl
+from atelier.config import Columns, FolderSourceParams as SourceParams
+from atelier.sources.metadata import parse_csv, parse_jsonl
+from stages.ingest import ingest_source
 
 
 def _png(colour=(10, 20, 30), size=40) -> bytes:

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from atelier.config import Columns, PolicyParams
 from atelier.licenses import TERMS, normalise
-from stages.ingest import MetadataRow, ingest_row, parse_csv, parse_jsonl
+from atelier.sources.folder import folder_item
+from atelier.sources.metadata import MetadataRow, parse_csv, parse_jsonl
+from stages.ingest import ingest_item
 from stages.license import _md, decide, normalise_name
 
 # No .hypothesis/ folder in the repository (it is not git-ignored, and workspaces copy untracked files): no example
@@ -147,7 +149,8 @@ FIELD = st.one_of(st.text(max_size=30), st.none(), st.integers(), st.floats(), s
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(list(Columns().model_dump().values())), FIELD, max_size=8))
 def test_ingest_row_never_crashes_and_its_record_can_be_stored(folder, fields):
-    record = ingest_row(MetadataRow(1, fields), folder / "src", "p", Columns(), folder / "raw")
+    item = folder_item(MetadataRow(1, fields), folder / "src", "p", Columns(), max_file_bytes=2**20)
+    record = ingest_item(item, "p", Columns(), folder / "raw", limits=(2**20, 10_000))
     assert (record["ingest_error"] is None) == (record["raw_path"] is not None)
     if record["ingest_error"] is not None:
         assert re.match(r"^[a-z_]+: ", record["ingest_error"]), record["ingest_error"]

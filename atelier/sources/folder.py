@@ -1,0 +1,72 @@
+"""Folder sources: metadata.jsonl or metadata.csv beside the image files it names (the imagefolder convention)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from atelier.sources import Item, source_root
+from atelier.sources.metadata import MetadataRow, iter_folder_metadata
+
+
+def resolve_inside(folder: Path, file_name: str) -> Path | None:
+    """The file's path if `file_name` stays inside `folder` (symlinks resolved), else None."""
+    if not file_name or Path(file_name).is_absolute():
+        return None
+    root = folder.resolve()
+    target = (root / file_name).resolve()
+    return target if target.is_relative_to(root) else None
+
+
+def locate(folder: Path, file_name: str, source: str, line: int, max_file_bytes: int
+           ) -> tuple[Path | None, os.stat_result | None, str | None]:
+    """The regular file that `file_name` names inside `folder` and its stat, or None and why not (an ingest error)."""
+    where = f"'{file_name}' (line {line})"
+    try:
+        path = resolve_inside(folder, file_name)
+        if path is None:
+            return None, None, f"path_outside_source: '{file_name}' points outside source '{source}'; refused"
+        if not path.exists():
+            if os.path.lexists(folder / file_name):
+                return None, None, f"file_missing: {where} is a link to nothing in source '{source}'"
+            return None, None, f"file_missing: {where} does not exist in source '{source}'"
+        if path.is_dir():
+            return None, None, f"file_unreadable: {where} is a folder, not a file"
+        if not path.is_file():
+            return None, None, f"file_unreadable: {where} is not a regular file (a pipe, socket or device); refused"
+        stat = path.stat()
+    except RuntimeError:  # pathlib's symlink loop
+        return None, None, f"file_unreadable: {where} is a loop of symbolic links"
+    except OSError as exc:
+        return None, None, f"file_unreadable: {where} cannot be opened: {exc.strerror or exc}"
+    if stat.st_size > max_file_bytes:
+        return None, None, (f"file_too_large: {where} has {stat.st_size} bytes, over ingest.max_file_bytes="
+                            f"{max_file_bytes} for one image")
+    return path, stat, None
+
+
+def folder_item(row: MetadataRow, folder: Path, source: str, columns, max_file_bytes: int) -> Item:
+    """The item of one metadata row: its file located (not read: the ingest worker reads it), or why not."""
+    raw_name = row.fields.get(columns.file_name)
+    file_name = "" if raw_name is None else str(raw_name).replace("\x00", "").strip()
+    item = Item(row=row.line, uri=file_name or f"<line {row.line}>", fields=row.fields, error=row.error)
+    if item.error is None and isinstance(raw_name, str) and "\x00" in raw_name:
+        item.error = f"metadata_malformed: line {row.line} field '{columns.file_name}' contains a NUL byte"
+    if item.error is None and not file_name:
+        item.error = f"metadata_malformed: line {row.line} has no '{columns.file_name}' value"
+    if item.error is None:
+        path, stat, item.error = locate(folder, file_name, source, row.line, max_file_bytes)
+        if path is not None:
+            item.path = str(path)
+            item.fingerprint = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return item
+
+
+def iter_folder(source, max_file_bytes: int) -> Iterator[Item]:
+    """One item per metadata row, in file order."""
+    folder = source_root(source.path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"source '{source.name}': folder {folder} does not exist (params.yaml ingest.sources)")
+    for row in iter_folder_metadata(folder):
+        yield folder_item(row, folder, source.name, source.columns, max_file_bytes)
