@@ -49,15 +49,19 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
+
+    `durable=False` skips the fsync, for the thousands of image files a data stage writes: still atomic (a killed
+    process leaves the old file or the new one), and the stage calls os.sync() once before its commit point."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

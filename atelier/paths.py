@@ -44,6 +44,10 @@ ARTWORKS = ROOT / "artworks"
 GALLERY = ARTWORKS / "index.html"
 LEDGER = ROOT / "ledger" / "ledger.sqlite"
 
+# Resumable-training state (atelier/checkpoint.py), one folder per stage. Deliberately outside the DVC outputs, which
+# DVC deletes before it runs a stage; git- and dvc-ignored.
+CHECKPOINTS = ROOT / ".atelier" / "checkpoints"
+
 MLARTIFACTS = ROOT / "mlartifacts"
 MLFLOW_DB = ROOT / "mlflow.db"
 SCHEMA = ROOT / "provenance" / "manifest.schema.json"
@@ -51,7 +55,9 @@ SCHEMA = ROOT / "provenance" / "manifest.schema.json"
 
 def relative(path: Path) -> str:
     """`path` relative to the project root when inside it (as tables store it), else absolute."""
-    path = Path(path).resolve()
+    path = Path(path)
+    if not (path.is_absolute() and ".." not in path.parts and path.is_relative_to(ROOT)):
+        path = path.resolve()  # relative, or with "..": resolve (slower, so not for the paths we build ourselves)
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 

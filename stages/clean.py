@@ -38,6 +38,10 @@ KEPT_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.stri
                ("clean_path", pa.string())]
 REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
 KEPT_COLUMNS = [name for name, _ in KEPT_FIELDS]
+ORIENTATION = 0x0112  # the EXIF tag
+# A JPEG is decoded at reduced scale down to this side, never smaller: the perceptual hash (32x32 DCT) of a
+# 128 px or larger image does not depend on the decode scale, so near duplicates match across formats and sizes.
+DRAFT_MIN_SIDE = 128
 REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
 # data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
 DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *KEPT_FIELDS[:4], *REJECT_FIELDS])
@@ -110,6 +114,10 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
             # hostile file can hold millions).
             img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             fmt = img.format or "unknown"
+            width, height = img.size
+            if fmt == "JPEG":  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers what we need
+                side = max(p.resolution, DRAFT_MIN_SIDE)
+                img.draft("RGB", (side, side))
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise Rejected("decompression_bomb", f"exceeds clean.max_pixels={p.max_pixels}: {exc}") from None
@@ -128,8 +136,9 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
     try:
+        if img.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # stored sideways: the artwork is height x width
+            width, height = height, width
         img = ImageOps.exif_transpose(img)
-        width, height = img.size
         if min(width, height) < p.min_size:
             raise Rejected("too_small", f"{width}x{height} is below clean.min_size={p.min_size}")
         rgb = _to_rgb(img)
@@ -139,8 +148,8 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
         raise Rejected("undecodable", f"{fmt} {img.mode} image cannot be converted to RGB: {type(exc).__name__}: "
                                       f"{exc}") from None
     phash = str(imagehash.phash(rgb))
-    scale = p.resolution / min(width, height)
-    resized = rgb.resize((max(p.resolution, round(width * scale)), max(p.resolution, round(height * scale))),
+    scale = p.resolution / min(rgb.size)
+    resized = rgb.resize((max(p.resolution, round(rgb.width * scale)), max(p.resolution, round(rgb.height * scale))),
                          Image.LANCZOS)
     left = (resized.width - p.resolution) // 2
     top = (resized.height - p.resolution) // 2
@@ -180,7 +189,7 @@ def decode_chunk(todo: list[tuple[str, str]], p: dict, images_dir: str) -> dict[
 def write_png(path: Path, image: Image.Image) -> None:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), durable=False)  # main() syncs once before data/clean is committed
 
 
 class Reducer:
@@ -357,6 +366,7 @@ def main() -> dict:
                 reject_out.write(rejects)
                 decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key} for rid, r in results.items()])
             where = engine.describe()
+        os.sync()  # every image is on disk before data/clean is swapped in
     summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
                "decodes_reused": n_reused, "engine": where}
     print(f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "

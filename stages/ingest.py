@@ -132,7 +132,7 @@ def ingest_item(item: Item, source: str, columns: Columns, images_dir: Path, lim
     digest = hashlib.sha256(data).hexdigest()
     target = images_dir / f"{digest}.{_extension(data)}"
     if not target.exists():
-        write_bytes(target, data)
+        write_bytes(target, data, durable=False)  # main() syncs once before the table is committed
     record.update(record_id=digest, raw_path=paths.relative(target), bytes=len(data))
     return record
 
@@ -208,6 +208,7 @@ def main() -> dict:
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out:
         reused = ingest_all(p, engine, paths.RAW_IMAGES, out, previous)
         where = engine.describe()
+        os.sync()  # every copy is on disk before the table that names it
     removed = prune(paths.RAW_IMAGES, paths.RAW_RECORDS)
     table = pd.read_parquet(paths.RAW_RECORDS, columns=["source", "ingest_error"])
     errors = Counter(e.split(":")[0] for e in table["ingest_error"].dropna())

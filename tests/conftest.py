@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
+
+from atelier.workspace import copy_project, edit_params  # noqa: F401 (tests import edit_params from here)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,26 +22,8 @@ os.environ.setdefault("ATELIER_SIGNING_DIR", str(Path(tempfile.mkdtemp(prefix="a
 
 
 def copy_repo(dest: Path) -> Path:
-    """Copy the project's tracked source files (not data, models or the venv) into `dest` and git-init it."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def edit_params(root: Path, **sections: dict) -> None:
-    """Update params.yaml sections in a workspace copy (shallow merge per section)."""
-    path = root / "params.yaml"
-    data = yaml.safe_load(path.read_text())
-    for name, values in sections.items():
-        data[name].update(values)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    """Copy the project's source files (not data, models or the venv) into `dest` and git-init it."""
+    return copy_project(dest)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,16 @@ from atelier.sources import Item, source_root
 from atelier.sources.metadata import MetadataRow, iter_folder_metadata
 
 
+@lru_cache(maxsize=64)
+def _resolved(folder: Path) -> Path:
+    return folder.resolve()  # once per source, not once per row
+
+
 def resolve_inside(folder: Path, file_name: str) -> Path | None:
     """The file's path if `file_name` stays inside `folder` (symlinks resolved), else None."""
     if not file_name or Path(file_name).is_absolute():
         return None
-    root = folder.resolve()
+    root = _resolved(folder)
     target = (root / file_name).resolve()
     return target if target.is_relative_to(root) else None
 
