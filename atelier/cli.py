@@ -87,13 +87,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate artworks for one prompt from the champion, each with its provenance manifest."""
+    from pathlib import Path
+
     from atelier import paths
     from stages.generate import generate_artworks
 
+    out_dir = Path(args.out).resolve() if args.out else paths.ARTWORKS
     manifests = generate_artworks([args.prompt], seed=args.seed, n=args.n, steps=args.steps, guidance=args.guidance,
-                                  negative_prompt=args.negative_prompt)
+                                  negative_prompt=args.negative_prompt, out_dir=out_dir)
     for m in manifests:
-        print(f"{paths.ARTWORKS / m['artwork']['file']}  model v{m['model']['version']}  "
+        print(f"{out_dir / m['artwork']['file']}  model v{m['model']['version']}  "
               f"CLIPScore {m['checks']['clip_score']:.3f}  {m['checks']['replication']['verdict']}")
     return 0
 
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: params.yaml generate.steps)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: params.yaml)")
     p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--out", default=None, help="folder for the artworks and their gallery (default: artworks/)")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("audit", help="verify artworks' provenance, or the training set's licenses (--dataset)")
     p.add_argument("paths", nargs="*", help="artwork files (PNG, or a stripped copy in any image format)")

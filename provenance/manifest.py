@@ -72,6 +72,11 @@ def schema() -> dict:
     return json.loads(paths.SCHEMA.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
 def validate(manifest: dict) -> None:
     """Raise jsonschema.ValidationError (with the failing path) when the manifest does not match the schema."""
-    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    _validator().validate(manifest)

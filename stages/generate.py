@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from atelier import paths
-from atelier.config import load_params
+from atelier.config import Params, load_params
 from atelier.dataset import load_images
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
@@ -117,9 +118,11 @@ def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
 
 
 def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: float, negative_prompt: str,
-                 out_dir: Path) -> dict:
-    """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest."""
-    params = load_params()
+                 out_dir: Path, params: Params | None = None, conn: sqlite3.Connection | None = None) -> dict:
+    """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest.
+
+    A caller making many artworks passes `params` and an open ledger `conn` once, instead of one per artwork."""
+    params = params or load_params()
     g, e = params.generate, params.evaluate
     small = champ.pipeline([prompt], seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
     big = upscale(small, g.output_size, g.resampler)
@@ -138,7 +141,8 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         nearest.append({"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
                         "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
                         "source": r["source_url"] or r["source_uri"], "similarity": round(float(sims[idx]), 4)})
-    conn = ledger.open_ledger(paths.LEDGER)
+    own_conn = conn is None
+    conn = conn or ledger.open_ledger(paths.LEDGER)
     wm_id: int | None = ledger.watermark_id_for(conn, pixels_sha256(big))
     try:
         big = watermark.embed(big, wm_id)
@@ -185,7 +189,8 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest))
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
     ledger.record(conn, manifest, wm_id)
-    conn.close()
+    if own_conn:
+        conn.close()
     write_bytes(out_dir / f"{artwork_id}.png", signed)  # the signed artwork is the last write
     return manifest
 
@@ -202,13 +207,27 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
     champ = load_champion(params.registry.model_name)
     out_dir = out_dir or paths.ARTWORKS
     manifests = []
-    for prompt in prompts:
-        for j in range(n):
-            manifests.append(make_artwork(champ, prompt, seed + j, steps or g.steps,
-                                          g.guidance if guidance is None else guidance,
-                                          g.negative_prompt if negative_prompt is None else negative_prompt, out_dir))
+    conn = ledger.open_ledger(paths.LEDGER)
+    try:
+        for prompt in prompts:
+            for j in range(n):
+                manifest = make_artwork(champ, prompt, seed + j, steps or g.steps,
+                                        g.guidance if guidance is None else guidance,
+                                        g.negative_prompt if negative_prompt is None else negative_prompt, out_dir,
+                                        params=params, conn=conn)
+                manifests.append(summarise(manifest))
+    finally:
+        conn.close()
     write_gallery(out_dir, GALLERY_PLOTS)
     return manifests
+
+
+def summarise(manifest: dict) -> dict:
+    """What a caller needs of a manifest (the full one is on disk): memory stays flat over thousands of artworks."""
+    return {"id": manifest["id"], "file": manifest["artwork"]["file"], "artwork": {
+                "file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
+            "model": manifest["model"], "checks": {"clip_score": manifest["checks"]["clip_score"],
+                                                   "replication": manifest["checks"]["replication"]}}
 
 
 def main() -> dict:

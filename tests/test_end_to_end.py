@@ -288,3 +288,37 @@ def test_gallery_shows_every_artwork_with_its_card(built):
         assert f'data-artwork-id="{manifest["id"]}"' in dom
     assert dom.count('class="ai"') == len(sidecars) and dom.count('class="clipscore"') == len(sidecars)
     screenshot(built / "artworks" / "index.html", "gallery-end-to-end.png")
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+def test_a_thousand_artworks_in_one_run_keep_memory_flat(built, tmp_path):
+    """Load (reliability issue): 1,000 artworks from one `atelier generate`, its resident memory sampled as it goes.
+    Runs last: it adds 1,000 entries to the workspace's ledger."""
+    import time
+
+    out = tmp_path / "load"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, "-m", "atelier.cli", "generate", "a red grid composition", "--n", "1000",
+                             "--steps", "2", "--seed", "5000", "--out", str(out)], cwd=built, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[int, float]] = []  # (artworks written so far, RSS MiB)
+    start = time.monotonic()
+    while proc.poll() is None and time.monotonic() - start < 900:
+        rss = _rss_mib(proc.pid)
+        if rss is not None:
+            samples.append((len(list(out.glob("*.png"))) if out.exists() else 0, rss))
+        time.sleep(0.5)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    assert len(list(out.glob("*.png"))) == 1000 and len(list(out.glob("*.provenance.json"))) == 1000
+    warm = max(rss for n, rss in samples if 100 <= n <= 200)   # after the first hundred: model, caches, imports
+    peak = max(rss for n, rss in samples if n >= 100)          # to the end, the gallery of 1,000 included
+    print(f"RSS at 100-200 artworks {warm:.0f} MiB; peak to 1,000 {peak:.0f} MiB; "
+          f"{time.monotonic() - start:.0f} s for 1,000 artworks")
+    assert peak <= warm * 1.10, f"memory grew from {warm:.0f} MiB to {peak:.0f} MiB over 900 artworks"

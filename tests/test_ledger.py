@@ -123,3 +123,42 @@ def test_regenerating_is_idempotent_and_a_stripped_copy_is_traced(tmp_path):
     hit = ledger.by_watermark(conn, watermark.decode(copy_))
     assert hit["id"] == third["manifest"]["id"]
     assert hit["id"] in [r["id"] for r in ledger.by_phash(conn, phash(copy_), max_distance=6)]  # confirmed
+
+
+@pytest.mark.slow
+def test_auditing_against_ten_thousand_ledger_entries(tmp_path):
+    """Load (reliability issue): a ledger of 10,000 artworks. Every entry is found by id and by pixel hash, and a
+    stripped, re-encoded copy of one of them is recovered by its watermark and confirmed by perceptual hash.
+    The figures are printed for the closing note (bench/ledger_audit.py measures them against bare sqlite)."""
+    import time
+
+    conn = ledger.open_ledger(tmp_path / "l.sqlite")
+    image = artwork(7)
+    start = time.perf_counter()
+    ids = []
+    for i in range(10_000):
+        wm = ledger.watermark_id_for(conn, f"source-{i}")
+        ledger.record(conn, manifest(f"{i:016x}", phash_hex=f"{(i * 2654435761) % 2**64:016x}"), wm)
+        ids.append(wm)
+    fill = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for i in range(10_000):
+        assert ledger.get(conn, f"{i:016x}")["manifest"]["id"] == f"{i:016x}"
+        assert ledger.by_sha256_pixels(conn, f"{i:016x}".ljust(64, "0"))["id"] == f"{i:016x}"
+    lookups = time.perf_counter() - start
+
+    target = f"{7777:016x}"
+    marked = watermark.embed(image, ids[7777])
+    ledger.record(conn, manifest(target, phash_hex=phash(marked)), ids[7777])  # its real perceptual hash
+    buf = io.BytesIO()
+    marked.save(buf, format="JPEG", quality=90)  # credentials stripped: a re-encoded copy
+    copy_ = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    start = time.perf_counter()
+    found = ledger.by_watermark(conn, watermark.decode(copy_))
+    near = ledger.by_phash(conn, phash(copy_), max_distance=10)
+    recover = time.perf_counter() - start
+    assert found is not None and found["id"] == target
+    assert target in {row["id"] for row in near}
+    print(f"ledger of 10,000: filled in {fill:.1f} s; 20,000 lookups in {lookups:.2f} s; "
+          f"stripped copy recovered in {recover:.2f} s")

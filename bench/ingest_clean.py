@@ -1,0 +1,113 @@
+"""Ingest + clean throughput on a generated set of images, against a single-process Pillow loop doing the same
+read, hash, decode, perceptual hash, resize and PNG write; peak memory at two sizes; an incremental run.
+
+Runs the real stage processes (`python -m stages.ingest`, `python -m stages.clean`) in a scratch copy of the
+project, on the engine params.yaml names (2 local processes by default). Sizes: ATELIER_BENCH_IMAGES (10,000) and
+ATELIER_BENCH_IMAGES_LARGE (50,000, for the memory comparison).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imagehash
+from PIL import Image, ImageDraw
+
+from atelier.workspace import copy_project, edit_params
+
+SIZE = 256         # generated images for throughput: 256x256 JPEG (a small web image), a few coloured shapes each
+SMALL = 48         # for the memory comparison at 10,000 and 50,000 records: tiny images, the records are what count
+RESOLUTION = 32    # the training resolution clean writes
+
+
+def make_images(folder: Path, n: int, start: int = 0, size: int = SIZE) -> None:
+    """n distinct JPEGs and their metadata.jsonl rows (appended) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "metadata.jsonl").open("a") as meta:
+        for i in range(start, start + n):
+            rng = random.Random(i)
+            img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+            draw = ImageDraw.Draw(img)
+            for _ in range(6):
+                x, y = rng.randrange(size), rng.randrange(size)
+                draw.ellipse((x, y, x + rng.randrange(size // 16, size // 4), y + rng.randrange(size // 16, size // 4)),
+                             fill=tuple(rng.randrange(256) for _ in range(3)))
+            name = f"img_{i:06d}.jpg"
+            img.save(folder / name, quality=90)
+            meta.write(json.dumps({"file_name": name, "title": f"Bench {i}", "creator": f"Artist {i % 97}",
+                                   "caption": "a bench composition", "license": "CC0-1.0"}) + "\n")
+
+
+def pillow_baseline(folder: Path, out: Path) -> float:
+    """Seconds for a plain single-process loop over the same files: read, sha256, decode, phash, resize, save."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for line in (folder / "metadata.jsonl").open():
+        data = (folder / json.loads(line)["file_name"]).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        imagehash.phash(img)
+        scale = RESOLUTION / min(img.size)
+        img = img.resize((max(RESOLUTION, round(img.width * scale)), max(RESOLUTION, round(img.height * scale))),
+                         Image.LANCZOS)
+        img.crop((0, 0, RESOLUTION, RESOLUTION)).save(out / f"{digest}.png")
+    return time.perf_counter() - start
+
+
+def run_stages(root: Path) -> tuple[float, int]:
+    """Wall seconds of ingest then clean in `root`, and the peak RSS (MiB) of any one of their processes."""
+    probe = ("import resource, subprocess, sys\n"
+             "for s in ('ingest', 'clean'):\n"
+             "    subprocess.run([sys.executable, '-m', f'stages.{s}'], check=True, stdout=subprocess.DEVNULL)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
+                          env={**os.environ, "ATELIER_QUIET": "1"})
+    return time.perf_counter() - start, int(done.stdout.split()[-1]) // 1024
+
+
+def workspace(tmp: Path, name: str, n: int, size: int = SIZE) -> Path:
+    root = copy_project(tmp / name)
+    source = root / "data/sources/bench"
+    make_images(source, n, size=size)
+    edit_params(root, ingest={"sources": [{"name": "bench", "kind": "folder", "path": "data/sources/bench"}]})
+    return root
+
+
+def main() -> dict:
+    n = int(os.environ.get("ATELIER_BENCH_IMAGES", 10_000))
+    n_large = int(os.environ.get("ATELIER_BENCH_IMAGES_LARGE", 50_000))
+    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp:
+        root = workspace(Path(tmp), "small", n)
+        base = pillow_baseline(root / "data/sources/bench", Path(tmp) / "baseline")
+        full, _ = run_stages(root)
+        make_images(root / "data/sources/bench", n // 100, start=n)  # 1% new images
+        incremental, _ = run_stages(root)
+        results = {"images": n, "baseline_images_per_s": n / base, "atelier_images_per_s": n / full,
+                   "ratio": base / full, "incremental_s": incremental, "full_s": full,
+                   "incremental_fraction": incremental / full}
+        print(f"ingest+clean of {n:,} images: {n / full:,.0f} images/s ({full:.1f} s); single-process Pillow loop "
+              f"{n / base:,.0f} images/s ({base:.1f} s); ratio {base / full:.2f}")
+        print(f"incremental run with 1% new images: {incremental:.1f} s = {incremental / full:.1%} of the full run")
+        small = workspace(Path(tmp), "memory-small", n, size=SMALL)
+        _, peak = run_stages(small)
+        large = workspace(Path(tmp), "memory-large", n_large, size=SMALL)
+        _, peak_large = run_stages(large)
+        results.update(peak_rss_mib=peak, images_large=n_large, peak_rss_large_mib=peak_large, memory_ratio=peak_large / peak)
+        print(f"peak memory (largest process): {peak} MiB at {n:,} records, {peak_large} MiB at {n_large:,} "
+              f"records; ratio {peak_large / peak:.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
