@@ -41,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean-data:
-	rm -rf data models reports artworks
+	rm -rf data models reports artworks .atelier/checkpoints

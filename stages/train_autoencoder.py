@@ -8,7 +8,7 @@ from collections import defaultdict
 import pandas as pd
 import torch
 
-from atelier import paths
+from atelier import checkpoint, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
@@ -48,13 +48,15 @@ def main() -> dict:
             curves[key].append(value)
 
     start = time.time()
-    vae, scale = train_autoencoder(load_images(train), p, on_step=on_step)
+    resumable = checkpoint.for_stage("train_autoencoder")  # a killed run resumes from its last checkpoint
+    vae, scale = train_autoencoder(load_images(train), p, on_step=on_step, checkpoint=resumable)
     with atomic_dir(paths.AUTOENCODER_DIR) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
     summary = {"steps": p.steps, "seconds": round(time.time() - start, 1), "train_images": len(train),
                **reconstruction_report(vae, scale, holdout)}
     write_curve(paths.TRAIN_CURVES / "autoencoder.csv", "ae_l1", curves["ae_l1"])
     write_json(paths.REPORTS / "autoencoder.json", summary)
+    resumable.clear()  # every output is written: nothing left to resume
     print(f"train_autoencoder: {summary}")
     return summary
 

@@ -7,7 +7,7 @@ import time
 
 import pandas as pd
 
-from atelier import paths
+from atelier import checkpoint, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
@@ -36,12 +36,14 @@ def main() -> dict:
     train, holdout = split(records, p.holdout_fraction)
     start = time.time()
     curve: list[float] = []
+    resumable = None
     if p.pretrained:
         model, tokenizer = load_clip(p.pretrained)
         source = f"pretrained:{p.pretrained}"
     else:
+        resumable = checkpoint.for_stage("train_clip")  # a killed run resumes from its last checkpoint
         model = train_clip(load_images(train), list(train["caption"]), p,
-                           on_step=lambda step, m: curve.append(m["clip_loss"]))
+                           on_step=lambda step, m: curve.append(m["clip_loss"]), checkpoint=resumable)
         _, tokenizer = None, None
         source = "trained"
     with atomic_dir(paths.CLIP_DIR) as tmp:
@@ -51,6 +53,8 @@ def main() -> dict:
                "seconds": round(time.time() - start, 1), **holdout_accuracy(model, tokenizer, holdout)}
     write_curve(paths.TRAIN_CURVES / "clip.csv", "clip_loss", curve)
     write_json(paths.REPORTS / "clip.json", summary)
+    if resumable is not None:
+        resumable.clear()  # every output is written: nothing left to resume
     print(f"train_clip: {summary}")
     return summary
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 import pandas as pd
 from diffusers import AutoencoderKL
 
-from atelier import dvc, paths
+from atelier import checkpoint, dvc, paths
 from atelier.config import load_params
 from atelier.dataset import load_images, split
 from atelier.hashing import weights_digest
@@ -43,7 +43,9 @@ def main() -> dict:
             curves[key].append(value)
 
     start = time.time()
-    unet = train_unet(latents, list(train["caption"]), clip, tokenizer, p, on_step=on_step, flipped_latents=flipped)
+    resumable = checkpoint.for_stage("train_diffusion", label="train_unet")  # a killed run resumes from its last one
+    unet = train_unet(latents, list(train["caption"]), clip, tokenizer, p, on_step=on_step, flipped_latents=flipped,
+                      checkpoint=resumable)
     seconds = round(time.time() - start, 1)
     clip_cfg = json.loads((paths.CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"]
     config = {"latent_scale": scale, "pooled_scale": p.pooled_scale, "resolution": params.clean.resolution,
@@ -92,6 +94,7 @@ def main() -> dict:
     summary = {**registered, "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
                "train_records": len(records), "unet_steps": p.steps, "unet_seconds": seconds}
     write_json(paths.TRAIN_SUMMARY, summary)
+    resumable.clear()  # every output is written and the model registered: nothing left to resume
     print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
           f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
     return summary

@@ -14,6 +14,7 @@ from open_clip.loss import ClipLoss
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from atelier.checkpoint import Checkpointer, TrainState
 from atelier.progress import progress_enabled
 from atelier.config import ClipParams
 from atelier.demo import PALETTES, STYLES, caption_for
@@ -88,8 +89,12 @@ def train_clip(
     captions: list[str],
     p: ClipParams,
     on_step: Callable[[int, dict], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> open_clip.CLIP:
-    """Contrastively train a small CLIP on image-caption pairs (images [N,3,32,32] in [0,1])."""
+    """Contrastively train a small CLIP on image-caption pairs (images [N,3,32,32] in [0,1]).
+
+    With a `checkpoint`, the loop resumes from its last checkpoint (replaying the earlier steps' metrics through
+    on_step) and saves one periodically; the result is bitwise the same as an uninterrupted run's."""
     _check_images(images)
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -101,8 +106,12 @@ def train_clip(
     loss_fn = ClipLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     g = torch.Generator().manual_seed(p.seed)
+    state = TrainState(p.steps, modules={"clip": model}, optimizer=opt, generators={"batches": g},
+                       checkpoint=checkpoint, on_step=on_step)
+    state.resume()
     n = len(images)
-    for step in tqdm(range(p.steps), desc="train clip", disable=progress_disabled()):
+    for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train clip",
+                  disable=progress_disabled()):
         idx = torch.randperm(n, generator=g)[: p.batch_size]
         x = pixels[idx]
         flip = torch.rand(len(idx), generator=g) < 0.5
@@ -114,8 +123,7 @@ def train_clip(
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
-        if on_step is not None:
-            on_step(step, {"clip_loss": loss.item()})
+        state.record({"clip_loss": loss.item()})
     model.eval()
     return model
 

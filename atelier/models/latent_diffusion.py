@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from PIL import Image
 from tqdm import tqdm
 
+from atelier.checkpoint import Checkpointer, TrainState
 from atelier.config import AutoencoderParams, DiffusionParams
 from atelier.models.clip import load_clip, progress_disabled, save_clip_bundle, text_token_states
 
@@ -55,9 +56,14 @@ def _cosine_lr(step: int, total: int, warmup: int) -> float:
 
 
 def train_autoencoder(
-    images: torch.Tensor, p: AutoencoderParams, on_step: Callable[[int, dict], None] | None = None
+    images: torch.Tensor,
+    p: AutoencoderParams,
+    on_step: Callable[[int, dict], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> tuple[AutoencoderKL, float]:
-    """Train the autoencoder (L1 + kl_weight*KL, flips, cosine LR decay) on images [N,3,32,32] in [0,1]; return (vae, latent scale)."""
+    """Train the autoencoder (L1 + kl_weight*KL, flips, cosine LR decay) on images [N,3,32,32] in [0,1]; return (vae, latent scale).
+
+    With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
     if images.ndim != 4 or images.shape[1:] != (3, RESOLUTION, RESOLUTION):
         raise ValueError(f"expected images [N, 3, {RESOLUTION}, {RESOLUTION}] in [0, 1], got {tuple(images.shape)}")
     torch.manual_seed(p.seed)
@@ -67,7 +73,11 @@ def train_autoencoder(
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, AE_WARMUP_STEPS))
     g = torch.Generator().manual_seed(p.seed)
-    for step in tqdm(range(p.steps), desc="train autoencoder", disable=progress_disabled()):
+    state = TrainState(p.steps, modules={"vae": vae}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
+                       checkpoint=checkpoint, on_step=on_step)
+    state.resume()
+    for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train autoencoder",
+                  disable=progress_disabled()):
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
         x = _random_flip(pixels[idx], g)
         posterior = vae.encode(x).latent_dist
@@ -80,8 +90,7 @@ def train_autoencoder(
         loss.backward()
         opt.step()
         lr_sched.step()
-        if on_step is not None:
-            on_step(step, {"ae_l1": l1.item(), "ae_kl": kl.item()})
+        state.record({"ae_l1": l1.item(), "ae_kl": kl.item()})
     vae.eval()
     raw = encode_latents(vae, images, scale=1.0)
     scale = 1.0 / float(raw.std())
@@ -166,8 +175,11 @@ def train_unet(
     p: DiffusionParams,
     on_step: Callable[[int, dict], None] | None = None,
     flipped_latents: torch.Tensor | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> UNet2DConditionModel:
-    """Train the text-conditional UNet on scaled latents [N,4,8,8]; return a UNet holding the EMA weights."""
+    """Train the text-conditional UNet on scaled latents [N,4,8,8]; return a UNet holding the EMA weights.
+
+    With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
     if len(latents) != len(captions):
         raise ValueError(f"{len(latents)} latents but {len(captions)} captions")
     torch.manual_seed(p.seed)
@@ -183,7 +195,11 @@ def train_unet(
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, p.warmup_steps))
     g = torch.Generator().manual_seed(p.seed)
-    for step in tqdm(range(p.steps), desc="train unet", disable=progress_disabled()):
+    state = TrainState(p.steps, modules={"unet": unet}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
+                       tensors={"ema": ema}, checkpoint=checkpoint, on_step=on_step)
+    state.resume()
+    for step in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train unet",
+                     disable=progress_disabled()):
         idx = torch.randperm(len(latents), generator=g)[: p.batch_size]
         x0 = latents[idx]
         if flipped_latents is not None:
@@ -210,8 +226,7 @@ def train_unet(
         with torch.no_grad():
             for e, q in zip(ema, unet.parameters()):
                 e.mul_(decay).add_(q.detach(), alpha=1 - decay)
-        if on_step is not None:
-            on_step(step, {"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
+        state.record({"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
     with torch.no_grad():
         for e, q in zip(ema, unet.parameters()):
             q.copy_(e)
