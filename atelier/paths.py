@@ -47,6 +47,9 @@ LEDGER = ROOT / "ledger" / "ledger.sqlite"
 # Resumable-training state (atelier/checkpoint.py), one folder per stage. Deliberately outside the DVC outputs, which
 # DVC deletes before it runs a stage; git- and dvc-ignored.
 CHECKPOINTS = ROOT / ".atelier" / "checkpoints"
+# The ingest stage's incremental index (fingerprint -> raw copy): outside data/raw, whose hash must not depend on
+# file paths and times.
+INGEST_INDEX = ROOT / ".atelier" / "ingest-index.parquet"
 
 MLARTIFACTS = ROOT / "mlartifacts"
 MLFLOW_DB = ROOT / "mlflow.db"

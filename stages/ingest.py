@@ -11,8 +11,8 @@ ingest.max_file_bytes. A `noai` value fails closed: anything but an explicit no 
 At scale: sources stream their items; chunks of items are read, hashed and copied by the engine's workers (a local
 process pool, or Dask when engine.dask_scheduler is set) and written to Parquet chunk by chunk, so memory does not
 grow with the number of records. Incremental: an item whose fingerprint (path, size and mtime; URL; shard member)
-was ingested before, and whose copy is still in data/raw/images, is not read again (`dvc.yaml` marks data/raw
-`persist`). Copies no current record refers to are removed at the end, so data/raw is a function of the sources.
+was ingested before (.atelier/ingest-index.parquet), and whose copy is still in data/raw/images, is not read
+again (`dvc.yaml` marks data/raw `persist`). Copies no current record refers to are removed at the end, so data/raw is a function of the sources.
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ RAW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
     ("title", pa.string()), ("creator", pa.string()), ("caption", pa.string()), ("license_raw", pa.string()),
     ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()), ("raw_path", pa.string()),
-    ("bytes", pa.int64()), ("ingest_error", pa.string()), ("fingerprint", pa.string()),
+    ("bytes", pa.int64()), ("ingest_error", pa.string()),
 ])
 RAW_COLUMNS = RAW_SCHEMA.names
+# The incremental index (paths.INGEST_INDEX): which fingerprint gave which copy. Kept out of data/raw on purpose:
+# fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
+INDEX_SCHEMA = pa.schema([("fingerprint", pa.string()), ("record_id", pa.string()), ("raw_path", pa.string()),
+                          ("bytes", pa.int64())])
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
 # Magic bytes -> the extension of the raw copy (the name a source gave the file may lie).
@@ -145,23 +149,23 @@ def ingest_chunk(items: list[Item], source: str, columns: dict, images_dir: str,
             for item in items]
 
 
-def previous_copies(records_path: Path) -> dict[str, dict]:
+def previous_copies(index_path: Path) -> dict[str, dict]:
     """fingerprint -> {record_id, raw_path, bytes} of the last run's records whose raw copy still exists."""
-    if not records_path.exists():
+    if not index_path.exists():
         return {}
     try:
-        old = pd.read_parquet(records_path, columns=["fingerprint", "record_id", "raw_path", "bytes", "ingest_error"])
-    except (ValueError, KeyError, OSError):  # an older table without fingerprints: ingest everything again
+        old = pd.read_parquet(index_path)
+    except (ValueError, KeyError, OSError):  # unreadable: ingest everything again
         return {}
-    old = old[old["ingest_error"].isna() & (old["fingerprint"] != "") & old["raw_path"].notna()]
     return {fp: {"record_id": rid, "raw_path": rp, "bytes": int(n)}
             for fp, rid, rp, n in zip(old["fingerprint"], old["record_id"], old["raw_path"], old["bytes"])
             if paths.absolute(rp).exists()}
 
 
-def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetStream,
+def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetStream, index: ParquetStream,
                previous: dict[str, dict]) -> Counter:
-    """Stream every source's items through the engine into `out`; return how many were reused per source."""
+    """Stream every source's items through the engine into `out` (and their fingerprints into `index`); return how
+    many were reused per source."""
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
@@ -173,6 +177,7 @@ def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetSt
         for records in engine.imap(ingest_chunk, tasks):
             reused[source.name] += sum(r["fingerprint"] in previous and r["ingest_error"] is None for r in records)
             out.write(records)
+            index.write([r for r in records if r["fingerprint"] and r["ingest_error"] is None])
             bar.update(len(records))
         bar.close()
     return reused
@@ -203,10 +208,11 @@ def main() -> dict:
     """Ingest all sources into data/raw; return counts per source and errors per reason."""
     params = load_params()
     p = params.ingest
-    previous = previous_copies(paths.RAW_RECORDS)
+    previous = previous_copies(paths.INGEST_INDEX)
     paths.RAW_IMAGES.mkdir(parents=True, exist_ok=True)
-    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out:
-        reused = ingest_all(p, engine, paths.RAW_IMAGES, out, previous)
+    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
+            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
+        reused = ingest_all(p, engine, paths.RAW_IMAGES, out, index, previous)
         where = engine.describe()
         os.sync()  # every copy is on disk before the table that names it
     removed = prune(paths.RAW_IMAGES, paths.RAW_RECORDS)
