@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
 
 
 def _temp_prefix(path: Path) -> str:
@@ -78,7 +77,7 @@ def write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+def write_parquet(path: Path, frame: "pd.DataFrame") -> None:
     """Write a DataFrame as Parquet atomically (fsync before the rename, so a crash leaves the old or the new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)

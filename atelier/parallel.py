@@ -18,6 +18,7 @@ from typing import TypeVar
 from atelier.config import EngineParams
 
 T = TypeVar("T")
+INLINE_HEAVY = 2  # heavy tasks run in the stage's own process before local workers are started
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -25,6 +26,16 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+class _Done:
+    """A task run in this process, queued behind the workers' so that results keep their order."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 class Engine:
@@ -44,8 +55,6 @@ class Engine:
                 raise ConnectionError(f"engine.dask_scheduler={self.p.dask_scheduler}: cannot reach the Dask "
                                       f"scheduler ({exc}); start it, or set engine.dask_scheduler: null to run "
                                       "on local processes") from None
-        elif self.p.workers > 1:
-            self._pool = ProcessPoolExecutor(self.p.workers, mp_context=multiprocessing.get_context("spawn"))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,7 +66,9 @@ class Engine:
     def describe(self) -> str:
         if self._client is not None:
             return f"dask {self.p.dask_scheduler} ({len(self._client.scheduler_info()['workers'])} workers)"
-        return f"{self.p.workers} local process(es)" if self._pool is not None else "in process"
+        if self._pool is not None:
+            return f"{self.p.workers} local processes"
+        return "this process" + (" (too little work to start workers)" if self.p.workers > 1 else "")
 
     @property
     def window(self) -> int:
@@ -65,17 +76,28 @@ class Engine:
             return 2 * max(1, len(self._client.scheduler_info()["workers"]))
         return 2 * self.p.workers
 
-    def imap(self, fn: Callable[..., T], tasks: Iterable[tuple]) -> Iterator[T]:
-        """fn(*task) for each task, in order; a task's exception is raised here, in the stage."""
-        if self._pool is None and self._client is None:
-            for task in tasks:
-                yield fn(*task)
-            return
-        submit = (self._pool.submit if self._pool is not None
-                  else lambda f, *a: self._client.submit(f, *a, pure=False))
+    def _submit(self, fn, task):
+        if self._client is not None:
+            return self._client.submit(fn, *task, pure=False)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.p.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool.submit(fn, *task)
+
+    def imap(self, fn: Callable[..., T], tasks: Iterable[tuple], light: Callable[[tuple], bool] = lambda t: False
+             ) -> Iterator[T]:
+        """fn(*task) for each task, in order; a task's exception is raised here, in the stage.
+
+        `light(task)` says a task has (almost) nothing to do, e.g. every record in it was done by the last run: it
+        runs here, not on a worker. Local workers start only at the INLINE_HEAVY+1-th heavy task, so an incremental
+        run with a few new records does not pay for starting processes."""
+        parallel = self._client is not None or self.p.workers > 1
+        heavy_seen = 0
         pending: deque = deque()
         for task in tasks:
-            pending.append(submit(fn, *task))
+            inline = not parallel or light(task) or (self._client is None and self._pool is None
+                                                      and heavy_seen < INLINE_HEAVY)
+            heavy_seen += not light(task)
+            pending.append(_Done(fn(*task)) if inline else self._submit(fn, task))
             if len(pending) >= self.window:
                 yield pending.popleft().result()
         while pending:

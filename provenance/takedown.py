@@ -14,7 +14,7 @@ from atelier.config import load_params
 from atelier.io import write_text
 from atelier.lineage import training_records
 from provenance import ledger
-from stages.license import normalise_name, read_opt_outs
+from stages.license import csv_cell, normalise_name, read_opt_outs
 
 
 def target_kind(target: str) -> str:
@@ -60,7 +60,8 @@ def add_opt_out(kind: str, value: str, reason: str) -> bool:
         return False
     text = paths.OPT_OUT.read_text(encoding="utf-8") if paths.OPT_OUT.exists() else "kind,value,reason,added\n"
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([kind, value.strip(), reason, date.today().isoformat()])
+    csv.writer(buf, lineterminator="\n").writerow([kind, csv_cell(value.strip()), csv_cell(reason),
+                                                    date.today().isoformat()])
     write_text(paths.OPT_OUT, text.rstrip("\n") + "\n" + buf.getvalue())
     return True
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
@@ -238,6 +237,8 @@ def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) 
     """Split raw records into (clean, rejects) in memory: the reference the streaming stage must agree with.
 
     `load_bytes(record)` returns a record's bytes; `on_image(id, img)` saves a kept image."""
+    import pandas as pd  # only here: the stage itself streams with pyarrow and starts faster without pandas
+
     reducer, kept, rejects = Reducer(p), [], []
     for record in raw.to_dict("records"):
         result, image = None, None
@@ -276,11 +277,11 @@ def previous_decodes(key: str) -> dict[str, dict]:
     if not paths.CLEAN_DECODED.exists():
         return {}
     try:
-        old = pd.read_parquet(paths.CLEAN_DECODED, filters=[("key", "==", key)])
-    except (ValueError, KeyError, OSError):
+        old = pq.read_table(paths.CLEAN_DECODED, filters=[("key", "==", key)]).to_pylist()
+    except (pa.ArrowException, OSError):
         return {}
     out = {}
-    for row in old.to_dict("records"):
+    for row in old:
         if isinstance(row["reason"], str):
             out[row["record_id"]] = {"reason": row["reason"], "detail": row["detail"]}
         elif (paths.CLEAN_IMAGES / f"{row['record_id']}.png").exists():
@@ -312,7 +313,7 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[s
             chunks.append((records, reused))
             yield todo, p.model_dump(), str(images_dir)
 
-    for results in engine.imap(decode_chunk, tasks()):
+    for results in engine.imap(decode_chunk, tasks(), light=lambda task: not task[0]):
         records, reused = chunks.popleft()
         yield records, results, reused
 

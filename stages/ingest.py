@@ -22,8 +22,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from atelier import paths
@@ -154,10 +154,10 @@ def previous_copies(index_path: Path) -> dict[str, dict]:
     if not index_path.exists():
         return {}
     try:
-        old = pd.read_parquet(index_path)
-    except (ValueError, KeyError, OSError):  # unreadable: ingest everything again
+        old = pq.read_table(index_path).to_pydict()
+    except (pa.ArrowException, OSError):  # unreadable: ingest everything again
         return {}
-    return {fp: {"record_id": rid, "raw_path": rp, "bytes": int(n)}
+    return {fp: {"record_id": rid, "raw_path": rp, "bytes": n}
             for fp, rid, rp, n in zip(old["fingerprint"], old["record_id"], old["raw_path"], old["bytes"])
             if paths.absolute(rp).exists()}
 
@@ -170,11 +170,12 @@ def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetSt
     reused: Counter = Counter()
     for source in p.sources:
         items = iter_items(source, known=previous.keys(), max_file_bytes=p.max_file_bytes)
+        light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
         tasks = ((chunk, source.name, source.columns.model_dump(), str(images_dir), limits,
                   {i.fingerprint: previous[i.fingerprint] for i in chunk if i.fingerprint in previous})
                  for chunk in chunked(items, engine.p.chunk_size))
         bar = tqdm(desc=f"ingest {source.name}", unit="rec", disable=not progress_enabled())
-        for records in engine.imap(ingest_chunk, tasks):
+        for records in engine.imap(ingest_chunk, tasks, light=light):
             reused[source.name] += sum(r["fingerprint"] in previous and r["ingest_error"] is None for r in records)
             out.write(records)
             index.write([r for r in records if r["fingerprint"] and r["ingest_error"] is None])
@@ -195,7 +196,7 @@ def prune(images_dir: Path, records_path: Path) -> int:
     """Delete raw copies that no record refers to any more (a source dropped an image); return how many."""
     if not images_dir.exists():
         return 0
-    keep = {Path(p).name for p in pd.read_parquet(records_path, columns=["raw_path"])["raw_path"].dropna()}
+    keep = {Path(p).name for p in pq.read_table(records_path, columns=["raw_path"])["raw_path"].to_pylist() if p}
     removed = 0
     for entry in os.scandir(images_dir):
         if entry.name not in keep and not entry.name.startswith("."):
@@ -216,11 +217,11 @@ def main() -> dict:
         where = engine.describe()
         os.sync()  # every copy is on disk before the table that names it
     removed = prune(paths.RAW_IMAGES, paths.RAW_RECORDS)
-    table = pd.read_parquet(paths.RAW_RECORDS, columns=["source", "ingest_error"])
-    errors = Counter(e.split(":")[0] for e in table["ingest_error"].dropna())
-    summary = {"records_per_source": table["source"].value_counts().to_dict(), "ingest_errors": dict(errors),
+    table = pq.read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
+    errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
+    summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
                "reused_per_source": dict(reused), "raw_copies_removed": removed, "engine": where}
-    print(f"ingest: {len(table)} records {summary['records_per_source']} on {where}; "
+    print(f"ingest: {len(table['source'])} records {summary['records_per_source']} on {where}; "
           f"{sum(reused.values())} unchanged since the last run; errors {dict(errors)}")
     return summary
 

@@ -26,6 +26,19 @@ def normalise_name(name: str) -> str:
     return " ".join(str(name).split()).casefold()
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with one of these
+
+
+def csv_cell(text: str) -> str:
+    """A value as written to a CSV people open in spreadsheets: a leading formula character gets a `'` prefix."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def from_csv_cell(text: str) -> str:
+    """Inverse of csv_cell: the `'` that csv_cell added is dropped (a name that merely starts with `'` is kept)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
+
+
 def read_opt_outs(path: Path) -> dict[str, set[str]]:
     """Read the opt-out list (columns kind,value,reason,added): {'creator': {...}, 'record_id': {...}}."""
     out: dict[str, set[str]] = {"creator": set(), "record_id": set()}
@@ -33,7 +46,7 @@ def read_opt_outs(path: Path) -> dict[str, set[str]]:
         return out
     with path.open(newline="", encoding="utf-8-sig") as fh:
         for n, row in enumerate(csv.DictReader(fh), start=2):
-            kind, value = (row.get("kind") or "").strip(), (row.get("value") or "").strip()
+            kind, value = (row.get("kind") or "").strip(), from_csv_cell((row.get("value") or "").strip())
             if kind not in out or not value:
                 raise ValueError(f"{path}: line {n}: kind must be 'creator' or 'record_id' with a value, got {row}")
             out[kind].add(normalise_name(value) if kind == "creator" else value)

@@ -87,3 +87,19 @@ def test_conflicting_text_and_url_fail_closed():
     d = decide(_rec(license_raw="CC-BY-4.0", license_url="https://creativecommons.org/licenses/by-nc/4.0/"),
                POLICY, NO_OPT_OUTS)
     assert d["decision"] == "exclude" and d["reason"] == "license_conflict"
+
+
+def test_takedown_writes_formula_looking_names_safely_and_still_matches_them(tmp_path, monkeypatch):
+    from atelier import paths
+    from provenance.takedown import add_opt_out
+
+    path = tmp_path / "opt_out.csv"
+    path.write_text("kind,value,reason,added\ncreator,'Abdul Karim,asked,2026-11-01\n")
+    monkeypatch.setattr(paths, "OPT_OUT", path)
+    name = '=HYPERLINK("http://evil.example","x")'
+    assert add_opt_out("creator", name, "-2+3 reasons") is True
+    lines = path.read_text().splitlines()
+    assert lines[-1].startswith("creator,\"'=HYPERLINK(") and ",'-2+3 reasons," in lines[-1]  # inert in a sheet
+    listed = read_opt_outs(path)["creator"]
+    assert name.casefold() in listed and "'abdul karim" in listed  # a name that merely starts with ' is kept as is
+    assert add_opt_out("creator", name, "again") is False  # matched: not added twice
