@@ -12,7 +12,7 @@ DATA = ROOT / "data"
 DEMO_SOURCE = DATA / "sources" / "demo"
 
 RAW = DATA / "raw"
-RAW_IMAGES = RAW / "images"
+RAW_PACKS = RAW / "packs"  # the raw store (atelier/rawstore.py)
 RAW_RECORDS = RAW / "records.parquet"
 
 CLEAN = DATA / "clean"

@@ -1,4 +1,5 @@
-"""ingest stage: read every source in params.yaml, copy each image content-addressed, write data/raw/records.parquet.
+"""ingest stage: read every source in params.yaml, store each image's bytes unmodified in the raw store
+(data/raw/packs/, atelier/rawstore.py), write data/raw/records.parquet.
 
 Nothing vanishes: a missing file, a malformed metadata row, a refused download or a path outside the source stays
 in the table with `ingest_error` set, and the clean stage turns it into a reject with that reason.
@@ -11,8 +12,8 @@ ingest.max_file_bytes. A `noai` value fails closed: anything but an explicit no 
 At scale: sources stream their items; chunks of items are read, hashed and copied by the engine's workers (a local
 process pool, or Dask when engine.dask_scheduler is set) and written to Parquet chunk by chunk, so memory does not
 grow with the number of records. Incremental: an item whose fingerprint (path, size and mtime; URL; shard member)
-was ingested before (.atelier/ingest-index.parquet), and whose copy is still in data/raw/images, is not read
-again (`dvc.yaml` marks data/raw `persist`). Copies no current record refers to are removed at the end, so data/raw is a function of the sources.
+was ingested before (.atelier/ingest-index.parquet), and whose pack is still in data/raw/packs, is not read
+again (`dvc.yaml` marks data/raw `persist`). Bytes no current record refers to are removed at the end.
 """
 
 from __future__ import annotations
@@ -28,29 +29,25 @@ from tqdm import tqdm
 
 from atelier import paths
 from atelier.config import Columns, IngestParams, load_params
-from atelier.io import ParquetStream, write_bytes
+from atelier.io import ParquetStream, remove_stale_temps_in
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
+from atelier.rawstore import compact, write_pack
 from atelier.sources import Item, iter_items
 
 RAW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
     ("title", pa.string()), ("creator", pa.string()), ("caption", pa.string()), ("license_raw", pa.string()),
-    ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()), ("raw_path", pa.string()),
+    ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()), ("raw_pack", pa.string()),
     ("bytes", pa.int64()), ("ingest_error", pa.string()),
 ])
 RAW_COLUMNS = RAW_SCHEMA.names
 # The incremental index (paths.INGEST_INDEX): which fingerprint gave which copy. Kept out of data/raw on purpose:
 # fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
-INDEX_SCHEMA = pa.schema([("fingerprint", pa.string()), ("record_id", pa.string()), ("raw_path", pa.string()),
+INDEX_SCHEMA = pa.schema([("fingerprint", pa.string()), ("record_id", pa.string()), ("raw_pack", pa.string()),
                           ("bytes", pa.int64())])
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
-# Magic bytes -> the extension of the raw copy (the name a source gave the file may lie).
-MAGIC = [(b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-         (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif")]
-
-
 def _text(value: object, max_chars: int) -> str:
     """A metadata value as text: NUL bytes dropped, stripped, at most `max_chars` (longer rows are refused)."""
     if value is None:
@@ -81,13 +78,6 @@ def _field_problem(fields: dict, columns: Columns, max_chars: int) -> str | None
     return None
 
 
-def _extension(data: bytes) -> str:
-    """The raw copy's extension, from the content: what the bytes are, not what the file was called."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((ext for magic, ext in MAGIC if data.startswith(magic)), "bin")
-
-
 def _read(item: Item, max_file_bytes: int) -> tuple[bytes | None, str | None]:
     """The item's bytes, or None and why not."""
     if item.data is not None:
@@ -103,12 +93,10 @@ def _read(item: Item, max_file_bytes: int) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def ingest_item(item: Item, source: str, columns: Columns, images_dir: Path, limits: tuple[int, int],
-                previous: dict | None = None) -> dict:
-    """One item -> one raw record, its bytes copied content-addressed into `images_dir` (or `previous`'s copy reused).
-
-    `limits` is (max_file_bytes, max_field_chars); `previous` holds record_id, raw_path and bytes of an earlier run's
-    copy of the same fingerprint."""
+def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, int], previous: dict | None = None
+                ) -> tuple[dict, bytes | None]:
+    """One item -> (its raw record, the bytes to store), or the record of `previous` (an earlier run's copy of the
+    same fingerprint: record_id, raw_pack, bytes) and None. `limits` is (max_file_bytes, max_field_chars)."""
     max_file_bytes, max_chars = limits
     f = item.fields
     error = item.error
@@ -121,57 +109,62 @@ def ingest_item(item: Item, source: str, columns: Columns, images_dir: Path, lim
         "caption": _text(f.get(columns.caption), max_chars), "license_raw": _text(f.get(columns.license), max_chars),
         "license_url": _text(f.get(columns.license_url), max_chars),
         "source_url": _text(f.get(columns.source_url), max_chars), "noai": _flag(f.get(columns.noai)),
-        "raw_path": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
+        "raw_pack": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
     }
     if error is None and previous is not None:
         record.update(previous)
-        return record
+        return record, None
     data = None
     if error is None:
         data, record["ingest_error"] = _read(item, max_file_bytes)
     if data is None:
         key = f"{source}\0{item.uri}\0{item.row}".encode()
         record["record_id"] = "missing-" + hashlib.sha256(key).hexdigest()[:56]
-        return record
-    digest = hashlib.sha256(data).hexdigest()
-    target = images_dir / f"{digest}.{_extension(data)}"
-    if not target.exists():
-        write_bytes(target, data, durable=False)  # main() syncs once before the table is committed
-    record.update(record_id=digest, raw_path=paths.relative(target), bytes=len(data))
-    return record
+        return record, None
+    record.update(record_id=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    return record, data
 
 
-def ingest_chunk(items: list[Item], source: str, columns: dict, images_dir: str, limits: tuple[int, int],
+def ingest_chunk(items: list[Item], source: str, columns: dict, packs_dir: str, limits: tuple[int, int],
                  previous: dict[str, dict]) -> list[dict]:
-    """A worker's task: ingest a chunk of items (arguments are plain data, so it runs on any engine)."""
+    """A worker's task: ingest a chunk of items, their new bytes into one pack (arguments are plain data, so it
+    runs on any engine)."""
     cols = Columns(**columns)
-    return [ingest_item(item, source, cols, Path(images_dir), limits, previous.get(item.fingerprint))
-            for item in items]
+    done = [ingest_item(item, source, cols, limits, previous.get(item.fingerprint)) for item in items]
+    new = [(record["record_id"], data) for record, data in done if data is not None]
+    if new:
+        pack = paths.relative(write_pack(Path(packs_dir), new))
+        for record, data in done:
+            if data is not None:
+                record["raw_pack"] = pack
+    return [record for record, _ in done]
 
 
 def previous_copies(index_path: Path) -> dict[str, dict]:
-    """fingerprint -> {record_id, raw_path, bytes} of the last run's records whose raw copy still exists."""
+    """fingerprint -> {record_id, raw_pack, bytes} of the last run's records whose pack still exists."""
     if not index_path.exists():
         return {}
     try:
         old = pq.read_table(index_path).to_pydict()
     except (pa.ArrowException, OSError):  # unreadable: ingest everything again
         return {}
-    return {fp: {"record_id": rid, "raw_path": rp, "bytes": n}
-            for fp, rid, rp, n in zip(old["fingerprint"], old["record_id"], old["raw_path"], old["bytes"])
-            if paths.absolute(rp).exists()}
+    packs = {p for p in set(old["raw_pack"]) if paths.absolute(p).exists()}
+    return {fp: {"record_id": rid, "raw_pack": rp, "bytes": n}
+            for fp, rid, rp, n in zip(old["fingerprint"], old["record_id"], old["raw_pack"], old["bytes"])
+            if rp in packs}
 
 
-def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: dict[str, dict]) -> Counter:
+def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
+               previous: dict[str, dict]) -> tuple[Counter, dict[str, set[str]]]:
     """Stream every source's items through the engine into `out` (and their fingerprints into `index`); return how
-    many were reused per source."""
+    many were reused per source, and the record ids each pack must hold."""
+    live: dict[str, set[str]] = {}
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
         items = iter_items(source, known=previous.keys(), max_file_bytes=p.max_file_bytes)
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
-        tasks = ((chunk, source.name, source.columns.model_dump(), str(images_dir), limits,
+        tasks = ((chunk, source.name, source.columns.model_dump(), str(packs_dir), limits,
                   {i.fingerprint: previous[i.fingerprint] for i in chunk if i.fingerprint in previous})
                  for chunk in chunked(items, engine.p.chunk_size))
         bar = tqdm(desc=f"ingest {source.name}", unit="rec", disable=not progress_enabled())
@@ -179,30 +172,19 @@ def ingest_all(p: IngestParams, engine: Engine, images_dir: Path, out: ParquetSt
             reused[source.name] += sum(r["fingerprint"] in previous and r["ingest_error"] is None for r in records)
             out.write(records)
             index.write([r for r in records if r["fingerprint"] and r["ingest_error"] is None])
+            for r in records:
+                if r["raw_pack"] is not None:
+                    live.setdefault(r["raw_pack"], set()).add(r["record_id"])
             bar.update(len(records))
         bar.close()
-    return reused
+    return reused, live
 
 
-def ingest_source(source, images_dir: Path, p: IngestParams | None = None) -> list[dict]:
-    """All records of one source, in process (tests and small sources)."""
+def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> list[dict]:
+    """All records of one source, in this process (tests and small sources)."""
     p = p or IngestParams(sources=[source])
-    limits = (p.max_file_bytes, p.max_field_chars)
-    return [ingest_item(item, source.name, source.columns, images_dir, limits)
-            for item in iter_items(source, max_file_bytes=p.max_file_bytes)]
-
-
-def prune(images_dir: Path, records_path: Path) -> int:
-    """Delete raw copies that no record refers to any more (a source dropped an image); return how many."""
-    if not images_dir.exists():
-        return 0
-    keep = {Path(p).name for p in pq.read_table(records_path, columns=["raw_path"])["raw_path"].to_pylist() if p}
-    removed = 0
-    for entry in os.scandir(images_dir):
-        if entry.name not in keep and not entry.name.startswith("."):
-            os.unlink(entry.path)
-            removed += 1
-    return removed
+    return ingest_chunk(list(iter_items(source, max_file_bytes=p.max_file_bytes)), source.name,
+                        source.columns.model_dump(), str(packs_dir), (p.max_file_bytes, p.max_field_chars), {})
 
 
 def main() -> dict:
@@ -210,17 +192,19 @@ def main() -> dict:
     params = load_params()
     p = params.ingest
     previous = previous_copies(paths.INGEST_INDEX)
-    paths.RAW_IMAGES.mkdir(parents=True, exist_ok=True)
+    paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
             ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
-        reused = ingest_all(p, engine, paths.RAW_IMAGES, out, index, previous)
+        reused, live = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
         where = engine.describe()
-        os.sync()  # every copy is on disk before the table that names it
-    removed = prune(paths.RAW_IMAGES, paths.RAW_RECORDS)
+        os.sync()  # every pack is on disk before the table that names it
+    deleted, rewritten = compact(paths.RAW_PACKS, live)
     table = pq.read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
     errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
     summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
-               "reused_per_source": dict(reused), "raw_copies_removed": removed, "engine": where}
+               "reused_per_source": dict(reused), "packs_deleted": deleted, "packs_rewritten": rewritten,
+               "engine": where}
     print(f"ingest: {len(table['source'])} records {summary['records_per_source']} on {where}; "
           f"{sum(reused.values())} unchanged since the last run; errors {dict(errors)}")
     return summary

@@ -35,6 +35,7 @@ from PIL import Image
 from atelier import dvc, paths
 from atelier.config import FolderSourceParams as SourceParams, IngestParams, load_params
 from atelier.io import atomic_dir, write_parquet
+from atelier.rawstore import read_bytes, read_pack
 from stages.clean import clean_records
 from stages.ingest import RAW_COLUMNS, ingest_source
 
@@ -281,7 +282,7 @@ def run(tmp_path_factory) -> dict:
                + ingest_source(SourceParams(name="csv", kind="folder", path=str(csv_src)), raw_images))
     raw = _round_trip(tmp / "raw.parquet", pd.DataFrame(records, columns=RAW_COLUMNS))
     saved: dict[str, Image.Image] = {}
-    clean, rejects = clean_records(raw, load_bytes=lambda r: paths.absolute(r["raw_path"]).read_bytes(),
+    clean, rejects = clean_records(raw, load_bytes=read_bytes,
                                    p=PARAMS.clean, on_image=saved.__setitem__)
     clean = _round_trip(tmp / "clean.parquet", clean)
     rejects = _round_trip(tmp / "rejects.parquet", rejects)
@@ -362,13 +363,15 @@ def test_metadata_text_is_kept_but_made_harmless(run):
 
 
 def test_raw_copies_hold_only_what_was_accepted(run):
-    """Refused files (folders, pipes, links, oversize files) were never copied; the raw copies are exactly the
-    ingested records' bytes, content-addressed."""
+    """Refused files (folders, pipes, links, oversize files) were never stored; the raw store holds exactly the
+    ingested records' bytes, unmodified (each record id is the sha256 of its stored bytes)."""
     raw = run["raw"]
-    copied = {p.name for p in run["raw_images"].iterdir()}
-    expected = {Path(p).name for p in raw["raw_path"].dropna()}
-    assert copied == expected
-    assert raw.loc[raw["ingest_error"].notna(), "raw_path"].isna().all()
+    stored = {}
+    for pack in run["raw_images"].iterdir():
+        stored.update(read_pack(pack))
+    assert set(stored) == set(raw.loc[raw["ingest_error"].isna(), "record_id"])
+    assert all(hashlib.sha256(data).hexdigest() == rid for rid, data in stored.items())
+    assert raw.loc[raw["ingest_error"].notna(), "raw_pack"].isna().all()
 
 
 def test_a_source_where_nothing_may_train_still_gets_its_tables(tmp_path):
@@ -515,15 +518,15 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
 
     raw = data / "raw"
     shutil.rmtree(raw)
-    ended = _run_and_kill(workspace, "ingest", lambda start: len(list((raw / "images").glob("*.*"))) >= 10)
+    ended = _run_and_kill(workspace, "ingest", lambda start: len(list((raw / "packs").glob("*.parquet"))) >= 1)
     records = raw / "records.parquet"
     reference_raw = pd.read_parquet(reference_root / "data" / "raw" / "records.parquet")
     assert not records.exists() or pd.read_parquet(records).equals(reference_raw)
-    for path in (raw / "images").iterdir():  # every visible copy is whole: its name is its content's sha256
+    for path in (raw / "packs").iterdir():  # every visible pack is whole: each record id is its bytes' sha256
         if not path.name.startswith("."):
-            assert path.name.split(".")[0] == hashlib.sha256(path.read_bytes()).hexdigest(), path.name
-    log.append(f"ingest with 10 images copied: {ended}; records.parquet {'present' if records.exists() else 'absent'}; "
-               "every visible copy whole")
+            assert all(hashlib.sha256(b).hexdigest() == rid for rid, b in read_pack(path).items()), path.name
+    log.append(f"ingest with a pack written: {ended}; records.parquet {'present' if records.exists() else 'absent'}; "
+               "every visible pack whole")
 
     out = dvc.repro("clean", root=workspace)
     assert "Running stage 'clean'" in out  # ingest too, or DVC restores data/raw from its cache

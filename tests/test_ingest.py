@@ -5,6 +5,7 @@ from PIL import Image
 
 from atelier.config import Columns, FolderSourceParams as SourceParams
 from atelier.sources.metadata import parse_csv, parse_jsonl
+from atelier.rawstore import read_bytes
 from stages.ingest import ingest_source
 
 
@@ -33,12 +34,12 @@ def test_folder_source_keeps_bad_rows_with_reasons(tmp_path):
     assert len(records) == 5
     assert by_uri["a.png"]["ingest_error"] is None and by_uri["b.png"]["ingest_error"] is None
     assert by_uri["b.png"]["noai"] is True
-    assert (tmp_path / "raw" / f"{by_uri['a.png']['record_id']}.png").read_bytes() == (folder / "a.png").read_bytes()
+    assert read_bytes(by_uri["a.png"]) == (folder / "a.png").read_bytes()
     assert by_uri["<line 2>"]["ingest_error"].startswith("metadata_malformed")
     assert by_uri["../../etc/passwd"]["ingest_error"].startswith("path_outside_source")
     assert by_uri["gone.png"]["ingest_error"].startswith("file_missing")
     assert len({r["record_id"] for r in records}) == 5
-    assert not (tmp_path / "raw" / "passwd").exists()
+    assert [p.suffix for p in (tmp_path / "raw").iterdir()] == [".parquet"]  # one pack, nothing else written
 
 
 def test_custom_column_names_and_csv_with_bom(tmp_path):

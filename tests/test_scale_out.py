@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from atelier.rawstore import read_pack
 from stages.clean import clean_records
 from atelier.config import load_params
 from tests.conftest import copy_repo, edit_params
@@ -66,7 +67,7 @@ def test_clean_on_a_dask_cluster_equals_the_process_pool_and_one_process(ingeste
     # ...and the streaming stage agrees with the in-memory reference implementation
     raw = pd.read_parquet(ingested / "data/raw/records.parquet")
     p = load_params(ingested / "params.yaml").clean
-    ref_clean, ref_rejects = clean_records(raw, lambda r: (ingested / r["raw_path"]).read_bytes(), p)
+    ref_clean, ref_rejects = clean_records(raw, lambda r: read_pack(ingested / r["raw_pack"])[r["record_id"]], p)
     got = outputs["pool"]
     assert [r["record_id"] for r in got["records"]] == ref_clean["record_id"].tolist()
     assert [(r["source_uri"], r["reason"], r["detail"]) for r in got["rejects"]] == list(
@@ -109,7 +110,10 @@ def test_incremental_runs_process_only_what_changed(tmp_path):
     third = stage(root, "ingest") + stage(root, "clean")
     assert f"{reused - 1} unchanged since the last run" in third
     assert f"{decodes_reused - 1} decodes reused" in third  # the 3 new images were decoded, nothing else
-    assert not (root / removed["raw_path"]).exists()       # the dropped image's raw copy is gone
+    stored = set()
+    for pack in (root / "data/raw/packs").iterdir():
+        stored |= set(read_pack(pack))
+    assert removed["record_id"] not in stored               # the dropped image's bytes are gone from the raw store
     incremental = snapshot(root)
     assert {r["source_uri"] for r in incremental["records"]} >= set(added)
     assert removed["source_uri"] not in {r["source_uri"] for r in incremental["records"]}
