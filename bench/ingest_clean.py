@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 
 from atelier.workspace import copy_project, edit_params
 
-SIZE = 256         # generated images for throughput: 256x256 JPEG (a small web image), a few coloured shapes each
+SIZE = int(os.environ.get("ATELIER_BENCH_SIZE", 512))  # generated images for throughput: SIZExSIZE JPEG, q90
+
 SMALL = 48         # for the memory comparison at 10,000 and 50,000 records: tiny images, the records are what count
 RESOLUTION = 32    # the training resolution clean writes
 
