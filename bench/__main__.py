@@ -1,16 +1,29 @@
-"""`make bench`: run every benchmark after `make run` (they use the trained models in models/)."""
+"""`make bench`: every benchmark, each against a plain-library baseline measured in the same run, then a summary.
+
+Run after `make run` (clip_embedding, provenance_overhead, noop_repro and ledger_audit use the trained models and the
+artworks). `python -m bench NAME...` runs only the named ones."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 
-from bench import clip_embedding, ledger_audit, noop_repro, provenance_overhead
+from atelier import paths
+from atelier.io import write_json
+from bench import clip_embedding, ingest_clean, ledger_audit, noop_repro, provenance_overhead, training
 
-BENCHMARKS = {"clip_embedding": clip_embedding.main, "provenance_overhead": provenance_overhead.main,
-              "noop_repro": noop_repro.main, "ledger_audit": ledger_audit.main}
+BENCHMARKS = {"ingest_clean": ingest_clean.main, "training": training.main, "clip_embedding": clip_embedding.main,
+              "provenance_overhead": provenance_overhead.main, "noop_repro": noop_repro.main,
+              "ledger_audit": ledger_audit.main}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)
+    results, start = {}, time.perf_counter()
     for name in chosen:
-        print(f"\n== {name}")
-        BENCHMARKS[name]()
+        print(f"\n== {name}", flush=True)
+        began = time.perf_counter()
+        results[name] = {**BENCHMARKS[name](), "wall_s": round(time.perf_counter() - began, 1)}
+    write_json(paths.REPORTS / "bench.json", results)
+    print(f"\nall benchmarks: {time.perf_counter() - start:.0f} s; figures in {paths.relative(paths.REPORTS)}/bench.json")
+    print(json.dumps(results, indent=1, default=str))

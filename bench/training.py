@@ -59,7 +59,7 @@ def main() -> dict:
             bare_loop(latents, captions, clip, tokenizer, p)
             bare.append(time.perf_counter() - start)
             start = time.perf_counter()
-            checkpointer = ckpt.Checkpointer(Path(tmp) / "ckpt", key="bench") if hasattr(ckpt, "Checkpointer") else None
+            checkpointer = ckpt.Checkpointer(Path(tmp) / "ckpt", key="bench", label="bench")  # as the stage does
             train_unet(latents, captions, clip, tokenizer, p, checkpoint=checkpointer)
             ours.append(time.perf_counter() - start)
     rate = lambda seconds: STEPS * p.batch_size / min(seconds)  # noqa: E731

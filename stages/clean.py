@@ -20,9 +20,9 @@ import shutil
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,7 +42,8 @@ ORIENTATION = 0x0112  # the EXIF tag
 # A JPEG is decoded at reduced scale down to this side, never smaller: the perceptual hash (32x32 DCT) of a
 # 128 px or larger image does not depend on the decode scale, so near duplicates match across formats and sizes.
 DRAFT_MIN_SIDE = 128
-PHASH_FROM = 64  # the perceptual hash is computed from a copy box-reduced to at least this side
+PHASH_FROM = 64
+CLEAN_IMAGES_REL = paths.relative(paths.CLEAN_IMAGES)  # as stored in clean_path  # the perceptual hash is computed from a copy box-reduced to at least this side
 REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
 # data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
 DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *KEPT_FIELDS[:4], *REJECT_FIELDS])
@@ -148,6 +149,8 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     except Exception as exc:  # a mode or an EXIF block that Pillow decodes but cannot convert
         raise Rejected("undecodable", f"{fmt} {img.mode} image cannot be converted to RGB: {type(exc).__name__}: "
                                       f"{exc}") from None
+    import imagehash  # here, not at the top: an incremental run that decodes nothing does not pay for scipy
+
     factor = min(rgb.size) // PHASH_FROM  # the hash looks at 32x32: a box-reduced copy gives the same hash, faster
     phash = str(imagehash.phash(rgb.reduce(factor) if factor >= 2 else rgb))
     scale = p.resolution / min(rgb.size)
@@ -240,8 +243,7 @@ class Reducer:
         self.hashes[n] = h
         self.hash_uris.append(record["source_uri"])
         self.kept_ids[record["record_id"]] = record["source_uri"]
-        return {**record, **result, "clean_path": paths.relative(paths.CLEAN_IMAGES / f"{record['record_id']}.png")
-                }, None
+        return {**record, **result, "clean_path": f"{CLEAN_IMAGES_REL}/{record['record_id']}.png"}, None
 
 
 def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -283,29 +285,31 @@ def decode_key(p: CleanParams) -> str:
 
 
 def previous_decodes(key: str) -> dict[str, dict]:
-    """record_id -> decode result of the last run with the same decode params, when still usable: a reject, or an
-    image whose PNG is still in data/clean/images."""
+    """record_id -> decode result of the last run with the same decode params. A near duplicate's PNG was not kept:
+    should it be kept this time (its twin left the sources), the stage makes its PNG again."""
     if not paths.CLEAN_DECODED.exists():
         return {}
     try:
-        old = pq.read_table(paths.CLEAN_DECODED, filters=[("key", "==", key)]).to_pylist()
+        old = pq.read_table(paths.CLEAN_DECODED).to_pylist()  # (no `filters=`: it imports pyarrow.dataset, 0.3 s)
     except (pa.ArrowException, OSError):
         return {}
     out = {}
-    for row in old:
+    for row in (r for r in old if r["key"] == key):
         if isinstance(row["reason"], str):
             out[row["record_id"]] = {"reason": row["reason"], "detail": row["detail"]}
-        elif (paths.CLEAN_IMAGES / f"{row['record_id']}.png").exists():
+        else:
             out[row["record_id"]] = {"width": int(row["width"]), "height": int(row["height"]),
                                      "format": row["format"], "phash": row["phash"]}
     return out
 
 
-def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[str, dict]):
+def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[str, dict], no_png: dict[str, str]):
     """Yield (raw records chunk, decode results of the record ids first seen in it) in table order. Decoding runs on
     the engine, a window of chunks ahead; results cached from the last run are reused (their images linked)."""
     chunks: deque[tuple[list[dict], dict[str, dict]]] = deque()
     dispatched: set[str] = set()
+    old_images = str(paths.CLEAN_IMAGES)
+    pack_path = lru_cache(maxsize=4096)(lambda stored: str(paths.absolute(stored)))
 
     def tasks():
         for batch in pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=engine.p.chunk_size):
@@ -316,11 +320,11 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[s
                     continue
                 dispatched.add(rid)
                 if rid in cached:
-                    if "phash" in cached[rid]:
-                        _link(paths.CLEAN_IMAGES / f"{rid}.png", images_dir / f"{rid}.png")
+                    if "phash" in cached[rid] and not _link(f"{old_images}/{rid}.png", f"{images_dir}/{rid}.png"):
+                        no_png[rid] = pack_path(r["raw_pack"])
                     reused[rid] = cached[rid]
                 else:
-                    todo.append((rid, str(paths.absolute(r["raw_pack"]))))
+                    todo.append((rid, pack_path(r["raw_pack"])))
             chunks.append((records, reused))
             yield todo, p.model_dump(), str(images_dir)
 
@@ -329,12 +333,15 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[s
         yield records, results, reused
 
 
-def _link(old: Path, new: Path) -> None:
-    """Reuse an unchanged clean image: a hard link when the filesystem allows, else a copy."""
+def _link(old: str, new: str) -> bool:
+    """Reuse an unchanged clean image: a hard link when the filesystem allows, else a copy. False if there is none."""
     try:
         os.link(old, new)
+    except FileNotFoundError:
+        return False
     except OSError:
         shutil.copyfile(old, new)
+    return True
 
 
 def main() -> dict:
@@ -349,6 +356,8 @@ def main() -> dict:
     counts: Counter = Counter()
     n_reused = 0
     rejected_results: dict[str, dict] = {}  # decode results of rejected records, for later records with the same bytes
+    no_png: dict[str, str] = {}  # cached records whose PNG is not there (near duplicates last time): id -> raw pack
+    late: list[tuple[str, str]] = []  # ...of those, the ones kept this time: their PNG is made at the end
     # One commit point: the images and all tables replace data/clean together, so a run killed part way leaves the
     # previous data/clean (or none), never new images beside old tables.
     with atomic_dir(paths.CLEAN) as tmp, Engine(params.engine) as engine:
@@ -359,7 +368,7 @@ def main() -> dict:
         with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, KEPT_FIELDS)) as clean_out, \
                 ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, REJECT_FIELDS)) as reject_out, \
                 ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out:
-            for records, results, reused in _stream_raw(engine, p, images_dir, cached):
+            for records, results, reused in _stream_raw(engine, p, images_dir, cached, no_png):
                 results.update(reused)
                 n_reused += len(reused)
                 kept, rejects = [], []
@@ -369,6 +378,8 @@ def main() -> dict:
                     row, reject = reducer.decide(record, result)
                     if row is not None:
                         kept.append(row)
+                        if rid in no_png:
+                            late.append((rid, no_png[rid]))
                         continue
                     rejects.append(reject)
                     counts[reject["reason"]] += 1
@@ -380,6 +391,7 @@ def main() -> dict:
                 reject_out.write(rejects)
                 decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key} for rid, r in results.items()])
             where = engine.describe()
+        decode_chunk(late, p.model_dump(), str(images_dir))  # the same decode, so the same PNG as a full run
         os.sync()  # every image is on disk before data/clean is swapped in
     summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
                "decodes_reused": n_reused, "engine": where}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from functools import lru_cache
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +18,31 @@ def _resolved(folder: Path) -> Path:
     return folder.resolve()  # once per source, not once per row
 
 
+def _plain(root: Path, file_name: str) -> Path | None:
+    """root/file_name when no part of it under `root` is a link or `..` (checked with one lstat per part, the
+    common case, much cheaper than resolving the whole path); None when it needs the full resolution."""
+    parts = file_name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    current = str(root)
+    for part in parts:
+        current = f"{current}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return None
+        except (OSError, ValueError):
+            return None
+    return Path(current)
+
+
 def resolve_inside(folder: Path, file_name: str) -> Path | None:
     """The file's path if `file_name` stays inside `folder` (symlinks resolved), else None."""
     if not file_name or Path(file_name).is_absolute():
         return None
     root = _resolved(folder)
+    plain = _plain(root, file_name)
+    if plain is not None:
+        return plain
     target = (root / file_name).resolve()
     return target if target.is_relative_to(root) else None
 
@@ -33,23 +55,28 @@ def locate(folder: Path, file_name: str, source: str, line: int, max_file_bytes:
         path = resolve_inside(folder, file_name)
         if path is None:
             return None, None, f"path_outside_source: '{file_name}' points outside source '{source}'; refused"
-        if not path.exists():
+        try:
+            info = os.stat(path)  # one system call answers exists, folder, regular file and size
+        except FileNotFoundError:
             if os.path.lexists(folder / file_name):
                 return None, None, f"file_missing: {where} is a link to nothing in source '{source}'"
             return None, None, f"file_missing: {where} does not exist in source '{source}'"
-        if path.is_dir():
+        if stat.S_ISDIR(info.st_mode):
             return None, None, f"file_unreadable: {where} is a folder, not a file"
-        if not path.is_file():
+        if not stat.S_ISREG(info.st_mode):
             return None, None, f"file_unreadable: {where} is not a regular file (a pipe, socket or device); refused"
-        stat = path.stat()
+    except ValueError:  # a NUL byte in the name
+        return None, None, f"file_unreadable: {where} is not a valid file name"
     except RuntimeError:  # pathlib's symlink loop
         return None, None, f"file_unreadable: {where} is a loop of symbolic links"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, None, f"file_unreadable: {where} is a loop of symbolic links"
         return None, None, f"file_unreadable: {where} cannot be opened: {exc.strerror or exc}"
-    if stat.st_size > max_file_bytes:
-        return None, None, (f"file_too_large: {where} has {stat.st_size} bytes, over ingest.max_file_bytes="
+    if info.st_size > max_file_bytes:
+        return None, None, (f"file_too_large: {where} has {info.st_size} bytes, over ingest.max_file_bytes="
                             f"{max_file_bytes} for one image")
-    return path, stat, None
+    return path, info, None
 
 
 def folder_item(row: MetadataRow, folder: Path, source: str, columns, max_file_bytes: int) -> Item:
@@ -62,10 +89,10 @@ def folder_item(row: MetadataRow, folder: Path, source: str, columns, max_file_b
     if item.error is None and not file_name:
         item.error = f"metadata_malformed: line {row.line} has no '{columns.file_name}' value"
     if item.error is None:
-        path, stat, item.error = locate(folder, file_name, source, row.line, max_file_bytes)
+        path, info, item.error = locate(folder, file_name, source, row.line, max_file_bytes)
         if path is not None:
             item.path = str(path)
-            item.fingerprint = f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+            item.fingerprint = f"file:{path}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
     return item
 
 
