@@ -188,7 +188,8 @@ def train_unet(
     pooled_in = pooled * p.pooled_scale
     unet = build_unet(states.shape[-1], pooled.shape[-1])
     unet.train()
-    ema = [q.detach().clone() for q in unet.parameters()]
+    weights = list(unet.parameters())
+    ema = [q.detach().clone() for q in weights]
     sched = build_scheduler(p)
     alphas_cumprod = sched.alphas_cumprod
     snr_plus_one = getattr(p, "loss_weighting", "min_snr") == "min_snr_plus_one"
@@ -223,9 +224,9 @@ def train_unet(
         opt.step()
         lr_sched.step()
         decay = min(p.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, q in zip(ema, unet.parameters()):
-                e.mul_(decay).add_(q.detach(), alpha=1 - decay)
+        with torch.no_grad():  # one fused call per op over all tensors (as diffusers' EMAModel); same arithmetic
+            torch._foreach_mul_(ema, decay)
+            torch._foreach_add_(ema, weights, alpha=1 - decay)
         state.record({"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
     with torch.no_grad():
         for e, q in zip(ema, unet.parameters()):
