@@ -442,6 +442,15 @@ def _written(data: Path, pattern: str, at_least: int = 1):
 
 
 def _count_new(data: Path, pattern: str, start: float) -> int:
+    for _ in range(10):  # a temporary folder renamed away while rglob walks it: look again
+        try:
+            return _count_new_once(data, pattern, start)
+        except FileNotFoundError:
+            continue
+    return 0
+
+
+def _count_new_once(data: Path, pattern: str, start: float) -> int:
     found = 0
     for path in data.rglob(pattern):
         if path.relative_to(data).parts[0] in ("raw", "sources"):
