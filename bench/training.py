@@ -19,7 +19,7 @@ from atelier.config import load_params
 from atelier.models.clip import build_clip, build_tokenizer
 from atelier.models.latent_diffusion import build_scheduler, build_unet, caption_conditioning, train_unet
 
-N, STEPS, ROUNDS = 512, int(os.environ.get("ATELIER_BENCH_TRAIN_STEPS", 100)), 2
+N, STEPS, ROUNDS = 512, int(os.environ.get("ATELIER_BENCH_TRAIN_STEPS", 100)), 3
 
 
 def bare_loop(latents, captions, clip, tokenizer, p) -> None:

@@ -125,9 +125,16 @@ def _from_bits(bits) -> int:
 
 # The dwtDctSvd method, vectorised (see the module docstring). cv2 and pywt are imported when first needed.
 
+
+def _cv2():
+    import cv2
+
+    cv2.setNumThreads(1)  # 4x4 blocks are tiny: OpenCV's worker threads would only take the cores from torch
+    return cv2
+
 def _encode(bgr: np.ndarray, bits: list[int]) -> np.ndarray:
     """`bits` embedded in the uint8 BGR image, as imwatermark's EmbedDwtDctSvd.encode with SCALES."""
-    import cv2
+    cv2 = _cv2()
     import pywt
 
     rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
@@ -150,7 +157,7 @@ def _encode(bgr: np.ndarray, bits: list[int]) -> np.ndarray:
 
 def _decode(bgr: np.ndarray, n_bits: int) -> np.ndarray:
     """The `n_bits` booleans read from the uint8 BGR image, as imwatermark's EmbedDwtDctSvd.decode with SCALES."""
-    import cv2
+    cv2 = _cv2()
     import pywt
 
     rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
@@ -184,7 +191,7 @@ def _from_blocks(band: np.ndarray, blocks: np.ndarray) -> None:
 
 def _dct(blocks: np.ndarray, inverse: bool = False) -> np.ndarray:
     """cv2.dct (or cv2.idct) of every 4x4 block, bit-identical: a 1-D DCT of every row, then of every column."""
-    import cv2
+    cv2 = _cv2()
 
     flags = cv2.DCT_ROWS | (cv2.DCT_INVERSE if inverse else 0)
     rows_done = cv2.dct(np.ascontiguousarray(blocks).reshape(-1, 4), flags=flags).reshape(-1, 4, 4)

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from atelier.models.latent_diffusion import LatentDiffusionPipeline
 from atelier.models.metrics import clip_score, replication
 from atelier.version import code_version
 from provenance.gallery import write_gallery
-from provenance.manifest import build_manifest, replication_verdict, validate
+from provenance.manifest import build_manifest, replication_verdict
 from provenance import ledger, watermark
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
@@ -80,6 +80,7 @@ class Champion:
     attribution_path: Path
     train: pd.DataFrame
     train_emb: torch.Tensor
+    text_embeddings: dict = field(default_factory=dict)  # prompt -> CLIP text embedding, filled as prompts come
 
 
 def load_champion(model_name: str) -> Champion:
@@ -128,7 +129,9 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     big = upscale(small, g.output_size, g.resampler)
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     img_emb = encode_images(champ.pipeline.clip_model, tensor)
-    score = float(clip_score(img_emb, encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt]))[0])
+    if prompt not in champ.text_embeddings:  # many artworks share a prompt: its embedding is computed once
+        champ.text_embeddings[prompt] = encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt])
+    score = float(clip_score(img_emb, champ.text_embeddings[prompt])[0])
     info, tags = champ.info, champ.info["tags"]
     ratio = float(tags.get("eval.replication_ratio_threshold", e.replication_ratio))  # calibrated by evaluate
     floor = float(tags.get("eval.replication_similarity_floor", -1.0))
@@ -184,8 +187,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                                      if k.startswith("eval.")}},
         code_version=code_version(),
     )
-    validate(manifest)
-    # sign in memory first: if signing fails, nothing at all is written
+    # sign in memory first (sign_png validates the manifest against the schema): if either fails, nothing is written
     signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest))
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
     ledger.record(conn, manifest, wm_id)

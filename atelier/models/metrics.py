@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,7 +74,7 @@ def replication(
     d1 = 0, so ratio 0 and similarity 1, and is always flagged.
     """
     sims, idx = _two_nearest(gen_emb, train_emb)
-    out = []
+    out, bank = [], None
     for i in range(len(gen_emb)):
         d1, d2 = 1 - float(sims[i, 0]), 1 - float(sims[i, 1])
         r = d1 / d2 if d2 > 1e-12 else (0.0 if d1 <= 1e-12 else float("inf"))
@@ -86,9 +87,12 @@ def replication(
             "phash_distance": None,
         }
         if gen_phash is not None and train_phash is not None:
-            dists = [phash_distance(gen_phash[i], h) for h in train_phash]
-            j = min(range(len(dists)), key=dists.__getitem__)
-            row["phash_nearest"], row["phash_distance"] = j, dists[j]
+            if bank is None:  # once per call: 64-bit ints, compared in one vectorised popcount per generation
+                bank = np.array([int(h, 16) if isinstance(h, str) else int(h) for h in train_phash], dtype=np.uint64)
+            q = gen_phash[i]
+            dists = np.bitwise_count(bank ^ np.uint64(int(q, 16) if isinstance(q, str) else int(q)))
+            j = int(np.argmin(dists))  # the first of the nearest, as before
+            row["phash_nearest"], row["phash_distance"] = j, int(dists[j])
         close_to_one = r < ratio and row["similarity"][0] >= min_similarity
         row["flagged"] = close_to_one or (row["phash_distance"] is not None and row["phash_distance"] <= hamming)
         out.append(row)
