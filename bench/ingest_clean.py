@@ -100,6 +100,8 @@ def main() -> dict:
         print(f"ingest+clean of {n:,} images: {n / full:,.0f} images/s ({full:.1f} s); single-process Pillow loop "
               f"{n / base:,.0f} images/s ({base:.1f} s); ratio {base / full:.2f}")
         print(f"incremental run with 1% new images: {incremental:.1f} s = {incremental / full:.1%} of the full run")
+        if not n_large:  # ATELIER_BENCH_IMAGES_LARGE=0: throughput and incremental only
+            return results
         small = workspace(Path(tmp), "memory-small", n, size=SMALL)
         _, peak = run_stages(small)
         large = workspace(Path(tmp), "memory-large", n_large, size=SMALL)
