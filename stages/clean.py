@@ -110,12 +110,13 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     try:                                                                         # set it for this decode only
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as probe:
-                probe.verify()
             # An animated GIF, WebP or PNG opens at its first frame, the artwork; frames are never counted (a
             # hostile file can hold millions).
             img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             fmt = img.format or "unknown"
+            if fmt == "PNG":  # verify() checks every chunk's CRC; Pillow implements it for PNG only
+                with Image.open(io.BytesIO(data), formats=("PNG",)) as probe:
+                    probe.verify()
             width, height = img.size
             if fmt == "JPEG":  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers what we need
                 side = max(p.resolution, DRAFT_MIN_SIDE)
