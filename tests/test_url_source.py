@@ -255,6 +255,9 @@ def test_every_signal_refuses_its_image_and_the_rest_is_fetched_in_order(tmp_pat
     elapsed = time.monotonic() - started
 
     assert [i.row for i in items] == list(range(2, len(expected) + 3))
+    by_url = {i.uri: i for i in items}
+    assert "declares Content-Length" in by_url[f"{a.url}/big.png"].error  # refused before the body was read
+    assert "reading stopped" in by_url[f"{a.url}/big-stream.png"].error
     assert [i.uri for i in items[:-2]] == [u for u, _ in expected[:-1]]
     for item, (url, want) in zip(items, expected):
         if isinstance(want, bytes):

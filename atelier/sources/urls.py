@@ -114,6 +114,10 @@ def pattern_regex(pattern: str) -> re.Pattern:
 
 # --- HTTP --------------------------------------------------------------------------------------------------------
 
+READ_CHUNK = 1 << 16
+READ_DEADLINE_FACTOR = 10  # a body must arrive within 10 x http.timeout_s in all
+
+
 @dataclass
 class Response:
     """One HTTP answer; `body` holds at most `limit` + 1 bytes (empty for errors and redirects)."""
@@ -122,6 +126,7 @@ class Response:
     reason: str
     headers: HTTPMessage
     body: bytes = b""
+    declared_too_large: bool = False  # Content-Length over the limit: the body was not read
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -170,7 +175,11 @@ class Client:
             except ValueError as exc:  # http.client.InvalidURL and the like
                 raise Refused(f"url_invalid: '{url}' cannot be requested ({exc})") from exc
             with response:
-                return Response(url, response.status, response.reason, response.headers, response.read(limit + 1))
+                declared = (response.headers.get("Content-Length") or "").strip()
+                if declared.isdigit() and int(declared) > limit:
+                    return Response(url, response.status, response.reason, response.headers, declared_too_large=True)
+                return Response(url, response.status, response.reason, response.headers,
+                                _read_within(response, limit + 1, READ_DEADLINE_FACTOR * self.http.timeout_s, url))
 
     def _slot(self, host: str) -> threading.BoundedSemaphore:
         with self.lock:
@@ -183,6 +192,21 @@ class Client:
         if isinstance(exc, HTTPException):
             return f"http_error: broken response from {url} ({type(exc).__name__}: {exc})"
         return f"http_unreachable: {url} ({cause})"
+
+
+def _read_within(response, limit: int, seconds: float, url: str) -> bytes:
+    """At most `limit` bytes of the body, in chunks; a server trickling bytes past `seconds` is a timeout (the socket
+    timeout alone applies to each read, so a slow trickle could hold a connection for ever)."""
+    deadline, chunks, size = time.monotonic() + seconds, [], 0
+    while size < limit:
+        chunk = response.read(min(READ_CHUNK, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}: body not read within {seconds:.0f} s")
+    return b"".join(chunks)
 
 
 def retry_after(headers: HTTPMessage) -> float | None:
@@ -378,7 +402,10 @@ class Fetcher:
 
     def _checked(self, response: Response) -> bytes:
         error = header_opt_out(response, self.product)
-        if error is None and len(response.body) > self.max_file_bytes:
+        if error is None and response.declared_too_large:
+            error = (f"file_too_large: {response.url} declares Content-Length {response.headers['Content-Length']}, "
+                     f"over ingest.max_file_bytes={self.max_file_bytes}; not downloaded")
+        elif error is None and len(response.body) > self.max_file_bytes:
             error = (f"file_too_large: {response.url} has more than ingest.max_file_bytes={self.max_file_bytes} "
                      "bytes; reading stopped there")
         error = error or c2pa_opt_out(response.body, response.url)
