@@ -15,23 +15,24 @@ left the sources is rewritten without them (an image removed from a source leave
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atelier import paths
+from atelier.io import write_bytes
 
 PACK_SCHEMA = pa.schema([("record_id", pa.string()), ("data", pa.binary())])
 
 
 def _write(path: Path, rows: dict[str, bytes]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # see atelier.io
+    buf = io.BytesIO()
     table = pa.table({"record_id": list(rows), "data": list(rows.values())}, schema=PACK_SCHEMA)
-    pq.write_table(table, tmp, compression="none")  # images are compressed already
-    os.replace(tmp, path)
+    pq.write_table(table, buf, compression="none")  # images are compressed already
+    write_bytes(path, buf.getvalue(), durable=False)  # atomic; the ingest stage syncs once before its commit
 
 
 def write_pack(folder: Path, rows: list[tuple[str, bytes]]) -> Path:

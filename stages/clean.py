@@ -22,6 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,9 @@ from atelier.config import CleanParams, load_params
 from atelier.io import ParquetStream, atomic_dir
 from atelier.parallel import Engine
 from atelier.rawstore import read_pack
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEPT_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.string()), ("phash", pa.string()),
                ("clean_path", pa.string())]

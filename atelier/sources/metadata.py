@@ -19,7 +19,7 @@ class MetadataRow:
     error: str | None = None
 
 
-def _not_text(text: str) -> str | None:
+def not_text(text: str) -> str | None:
     """Why `text` cannot be stored (bytes that were not UTF-8, or a JSON escape of a lone surrogate), or None."""
     try:
         text.encode("utf-8")
@@ -39,7 +39,7 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[MetadataRow]:
         line = raw.decode("utf-8", errors="surrogateescape").rstrip("\n")
         if not line.strip():
             continue
-        problem = _not_text(line)
+        problem = not_text(line)
         if problem:
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} {problem}")
             continue
@@ -55,7 +55,7 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[MetadataRow]:
         if not isinstance(obj, dict):
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} is not a JSON object")
             continue
-        problem = _not_text(json.dumps(obj, ensure_ascii=False))
+        problem = not_text(json.dumps(obj, ensure_ascii=False))
         if problem:
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} {problem}")
             continue
@@ -76,7 +76,7 @@ def iter_csv(text: Iterable[str]) -> Iterator[MetadataRow]:
         except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131072 characters)
             values, problem = None, f"cannot be read as CSV ({exc})"
         else:
-            problem = _not_text("".join(values))
+            problem = not_text("".join(values))
         n = reader.line_num
         if header is None:
             header = [h.replace("\x00", "").strip() for h in values or []]

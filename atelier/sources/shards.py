@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atelier.sources import Item, source_root
-from atelier.sources.metadata import _not_text
+from atelier.sources.metadata import not_text
 
 IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
 MAX_METADATA_BYTES = 4 * 2**20  # a bigger KEY.json or KEY.txt is refused (metadata_malformed) unread
@@ -101,7 +101,7 @@ def resolve_files(path: str, suffixes: tuple[str, ...]) -> list[tuple[Path, bool
 def _text_problem(raw: bytes) -> tuple[str, str | None]:
     """`raw` as text (a leading BOM dropped) and why it is not storable text, or None."""
     text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
-    return text, _not_text(text)
+    return text, not_text(text)
 
 
 def parse_json_member(raw: bytes, name: str) -> tuple[dict, str | None]:
@@ -118,7 +118,7 @@ def parse_json_member(raw: bytes, name: str) -> tuple[dict, str | None]:
         return {}, f"metadata_malformed: {name} {why}"
     if not isinstance(obj, dict):
         return {}, f"metadata_malformed: {name} is not a JSON object"
-    problem = _not_text(json.dumps(obj, ensure_ascii=False))
+    problem = not_text(json.dumps(obj, ensure_ascii=False))
     if problem:
         return {}, f"metadata_malformed: {name} {problem}"
     return obj, None
