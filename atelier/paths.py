@@ -20,6 +20,7 @@ CLEAN_IMAGES = CLEAN / "images"
 CLEAN_RECORDS = CLEAN / "records.parquet"
 CLEAN_REJECTS = CLEAN / "rejects.parquet"
 CLEAN_DECODED = CLEAN / "decoded.parquet"
+CLEAN_CHUNKS = CLEAN / "chunks.parquet"
 
 LICENSED = DATA / "licensed"
 TRAIN_RECORDS = LICENSED / "train.parquet"
@@ -50,6 +51,7 @@ CHECKPOINTS = ROOT / ".atelier" / "checkpoints"
 # The ingest stage's incremental index (fingerprint -> raw copy): outside data/raw, whose hash must not depend on
 # file paths and times.
 INGEST_INDEX = ROOT / ".atelier" / "ingest-index.parquet"
+INGEST_COMPACTED = ROOT / ".atelier" / "ingest-index.compacted"  # written once the raw store matches the index
 
 MLARTIFACTS = ROOT / "mlartifacts"
 MLFLOW_DB = ROOT / "mlflow.db"

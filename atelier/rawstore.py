@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atelier import paths
-from atelier.io import write_bytes
+from atelier.io import read_table, write_bytes
 
 PACK_SCHEMA = pa.schema([("record_id", pa.string()), ("data", pa.binary())])
 
@@ -49,8 +49,11 @@ def write_pack(folder: Path, rows: list[tuple[str, bytes]]) -> Path:
 
 def read_pack(path: Path, ids: set[str] | None = None) -> dict[str, bytes]:
     """record_id -> bytes of a pack's rows (only `ids`, when given)."""
-    table = pq.read_table(path, filters=[("record_id", "in", list(ids))] if ids else None)
-    return dict(zip(table["record_id"].to_pylist(), table["data"].to_pylist()))
+    table = read_table(path)
+    if ids is None:
+        return dict(zip(table["record_id"].to_pylist(), table["data"].to_pylist()))
+    rows = table["record_id"].to_pylist()
+    return {rid: table["data"][i].as_py() for i, rid in enumerate(rows) if rid in ids}
 
 
 def read_bytes(record: dict) -> bytes:
@@ -61,8 +64,11 @@ def read_bytes(record: dict) -> bytes:
     return data
 
 
-def compact(folder: Path, live: dict[str, set[str]]) -> tuple[int, int]:
-    """Make `folder` hold exactly the `live` {pack path (as stored) -> record ids}; return (deleted, rewritten)."""
+def compact(folder: Path, live: dict[str, set[str]], held: dict[str, set[str]] | None = None) -> tuple[int, int]:
+    """Make `folder` hold exactly the `live` {pack path (as stored) -> record ids}; return (deleted, rewritten).
+
+    `held` {pack name -> ids}: what each pack is known to hold (the last finished compaction); a pack that holds
+    nothing but live ids is not opened. Packs not in `held` are read."""
     deleted = rewritten = 0
     if not folder.exists():
         return 0, 0
@@ -75,7 +81,10 @@ def compact(folder: Path, live: dict[str, set[str]]) -> tuple[int, int]:
             os.unlink(entry.path)
             deleted += 1
             continue
-        stored = pq.read_table(entry.path, columns=["record_id"])["record_id"].to_pylist()
+        known = held.get(entry.name) if held is not None else None
+        if known is not None and known <= ids:
+            continue
+        stored = read_table(Path(entry.path), columns=["record_id"])["record_id"].to_pylist()
         if set(stored) - ids:
             _write(Path(entry.path), read_pack(Path(entry.path), ids))
             rewritten += 1

@@ -13,13 +13,14 @@ with the same decode params is not decoded again; its image is linked from the p
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import shutil
 import warnings
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +32,7 @@ from PIL import Image, ImageOps
 
 from atelier import paths
 from atelier.config import CleanParams, load_params
-from atelier.io import ParquetStream, atomic_dir
+from atelier.io import ParquetStream, atomic_dir, read_table
 from atelier.parallel import Engine
 from atelier.rawstore import read_pack
 
@@ -181,6 +182,8 @@ def decode_chunk(todo: list[tuple[str, str]], p: dict, images_dir: str) -> dict[
     """A worker's task: decode (record_id, raw pack) pairs, save each usable image as images_dir/<record_id>.png.
 
     Arguments are plain data, so the task runs on any engine; it depends on nothing but its arguments."""
+    if not todo:
+        return {}
     params = CleanParams(**p)
     wanted: dict[str, set[str]] = {}
     for record_id, pack in todo:
@@ -243,12 +246,17 @@ class Reducer:
                 first = int(close[0])
                 return None, {**record, "reason": "duplicate_near",
                               "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}"}
+        self.keep(record["record_id"], record["source_uri"], result["phash"])
+        return {**record, **result, "clean_path": f"{CLEAN_IMAGES_REL}/{record['record_id']}.png"}, None
+
+    def keep(self, record_id: str, uri: str, phash: str) -> None:
+        """Count a record as kept: later records are compared with it."""
+        n = len(self.hash_uris)
         if n == len(self.hashes):
             self.hashes = np.concatenate([self.hashes, np.zeros_like(self.hashes)])
-        self.hashes[n] = h
-        self.hash_uris.append(record["source_uri"])
-        self.kept_ids[record["record_id"]] = record["source_uri"]
-        return {**record, **result, "clean_path": f"{CLEAN_IMAGES_REL}/{record['record_id']}.png"}, None
+        self.hashes[n] = np.uint64(int(phash, 16))
+        self.hash_uris.append(uri)
+        self.kept_ids[record_id] = uri
 
 
 def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -289,37 +297,109 @@ def decode_key(p: CleanParams) -> str:
     return f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels}"
 
 
+def _result(row: dict) -> dict:
+    """A decode result as the reducer takes it, from a decoded.parquet row."""
+    if isinstance(row["reason"], str):
+        return {"reason": row["reason"], "detail": row["detail"]}
+    return {"width": int(row["width"]), "height": int(row["height"]), "format": row["format"], "phash": row["phash"]}
+
+
 def previous_decodes(key: str) -> dict[str, dict]:
     """record_id -> decode result of the last run with the same decode params. A near duplicate's PNG was not kept:
     should it be kept this time (its twin left the sources), the stage makes its PNG again."""
-    if not paths.CLEAN_DECODED.exists():
-        return {}
     try:
-        old = pq.read_table(paths.CLEAN_DECODED).to_pylist()  # (no `filters=`: it imports pyarrow.dataset, 0.3 s)
-    except (pa.ArrowException, OSError):
+        old = read_table(paths.CLEAN_DECODED).to_pylist()
+    except (pa.ArrowException, OSError):  # none, or unreadable: decode everything
         return {}
-    out = {}
-    for row in (r for r in old if r["key"] == key):
-        if isinstance(row["reason"], str):
-            out[row["record_id"]] = {"reason": row["reason"], "detail": row["detail"]}
-        else:
-            out[row["record_id"]] = {"width": int(row["width"]), "height": int(row["height"]),
-                                     "format": row["format"], "phash": row["phash"]}
-    return out
+    return {row["record_id"]: _result(row) for row in old if row["key"] == key}
 
 
-def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[str, dict], no_png: dict[str, str]):
-    """Yield (raw records chunk, decode results of the record ids first seen in it) in table order. Decoding runs on
-    the engine, a window of chunks ahead; results cached from the last run are reused (their images linked)."""
-    chunks: deque[tuple[list[dict], dict[str, dict]]] = deque()
+# data/clean/chunks.parquet: each chunk of the raw table (engine.chunk_size rows) with its key and how many rows it
+# gave to each table, in order. A chunk's key chains the keys before it, so equal keys mean an equal prefix of the
+# raw table under the same params: the last run's rows for that prefix are carried over as they are.
+CHUNKS_SCHEMA = pa.schema([("key", pa.string()), ("clean", pa.int64()), ("rejected", pa.int64()),
+                           ("decoded", pa.int64())])
+CHUNKS_VERSION = "clean-chunks 1"  # part of every chunk key: change it when the stage's output changes
+
+
+@dataclass
+class PreviousRun:
+    """The last run's data/clean, chunk by chunk."""
+    keys: list[str]
+    counts: list[tuple[int, int, int]]  # rows in records, rejects, decoded, per chunk
+    starts: list[tuple[int, int, int]]  # the chunk's first row in each
+    tables: tuple[pa.Table, pa.Table, pa.Table]  # records, rejects, decoded
+
+    @classmethod
+    def load(cls) -> "PreviousRun | None":
+        """The last run, or None when it is absent or unreadable."""
+        try:
+            chunks = read_table(paths.CLEAN_CHUNKS).to_pydict()
+            tables = tuple(read_table(path) for path in (paths.CLEAN_RECORDS, paths.CLEAN_REJECTS,
+                                                         paths.CLEAN_DECODED))
+        except (pa.ArrowException, OSError, KeyError):
+            return None
+        counts = list(zip(chunks["clean"], chunks["rejected"], chunks["decoded"]))
+        starts, at = [], (0, 0, 0)
+        for n in counts:
+            starts.append(at)
+            at = tuple(a + b for a, b in zip(at, n))
+        if at != tuple(t.num_rows for t in tables):  # not the tables the chunks describe
+            return None
+        return cls(chunks["key"], counts, starts, tables)
+
+    def rows(self, first: int, last: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The rows chunks first..last (inclusive) gave to records, rejects and decoded."""
+        return tuple(table.slice(self.starts[first][k], sum(n[k] for n in self.counts[first:last + 1]))
+                     for k, table in enumerate(self.tables))
+
+
+def _chain(key: str, batch: pa.RecordBatch) -> str:
+    """The key of a raw chunk: the key before it and the chunk's content (Arrow IPC bytes), raw_pack left out."""
+    batch = batch.select([name for name in batch.schema.names if name != "raw_pack"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return hashlib.sha256(key.encode() + sink.getvalue().to_pybytes()).hexdigest()
+
+
+@dataclass
+class Chunk:
+    """One chunk of the raw table as _stream_raw yields it: carried over from the last run (`carried` is its index
+    there), or its records with the decode results of the record ids first seen in it."""
+    key: str
+    carried: int | None = None
+    records: list[dict] = field(default_factory=list)
+    results: dict[str, dict] = field(default_factory=dict)
+    reused: int = 0  # results that came from the last run's decodes
+
+
+def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, first_key: str, previous: PreviousRun | None,
+                no_png: dict[str, str]):
+    """Yield the raw table's Chunks in order. While the table's prefix equals the last run's, chunks are carried
+    over; after that, decoding runs on the engine, a window of chunks ahead, and results cached from the last run
+    are reused (their images linked)."""
+    pending: deque[Chunk] = deque()
     dispatched: set[str] = set()
     old_images = str(paths.CLEAN_IMAGES)
     pack_path = lru_cache(maxsize=4096)(lambda stored: str(paths.absolute(stored)))
+    cached: dict[str, dict] | None = None
 
     def tasks():
-        for batch in pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=engine.p.chunk_size):
-            records, reused, todo = batch.to_pylist(), {}, []
-            for r in records:
+        nonlocal cached
+        key, carrying, params = first_key, previous is not None, p.model_dump()
+        for i, batch in enumerate(pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=engine.p.chunk_size)):
+            key = _chain(key, batch)
+            if carrying and i < len(previous.keys) and previous.keys[i] == key:
+                dispatched.update(previous.rows(i, i)[2]["record_id"].to_pylist())
+                pending.append(Chunk(key, carried=i))
+                yield [], params, str(images_dir)  # nothing to do: runs here, in order with the others
+                continue
+            carrying = False
+            if cached is None:
+                cached = previous_decodes(decode_key(p))
+            chunk, todo = Chunk(key, records=batch.to_pylist()), []
+            for r in chunk.records:
                 rid = r["record_id"]
                 if r["ingest_error"] is not None or rid in dispatched:
                     continue
@@ -327,15 +407,17 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, cached: dict[s
                 if rid in cached:
                     if "phash" in cached[rid] and not _link(f"{old_images}/{rid}.png", f"{images_dir}/{rid}.png"):
                         no_png[rid] = pack_path(r["raw_pack"])
-                    reused[rid] = cached[rid]
+                    chunk.results[rid] = cached[rid]
+                    chunk.reused += 1
                 else:
                     todo.append((rid, pack_path(r["raw_pack"])))
-            chunks.append((records, reused))
-            yield todo, p.model_dump(), str(images_dir)
+            pending.append(chunk)
+            yield todo, params, str(images_dir)
 
     for results in engine.imap(decode_chunk, tasks(), light=lambda task: not task[0]):
-        records, reused = chunks.popleft()
-        yield records, results, reused
+        chunk = pending.popleft()
+        chunk.results.update(results)
+        yield chunk
 
 
 def _link(old: str, new: str) -> bool:
@@ -354,10 +436,11 @@ def main() -> dict:
     params = load_params()
     p = params.clean
     key = decode_key(p)
-    cached = previous_decodes(key)
     raw_schema = pq.read_schema(paths.RAW_RECORDS).remove_metadata()
     # where the bytes sit in the raw store depends on how ingest chunked them, not on the data: not carried on
     raw_schema = raw_schema.remove(raw_schema.get_field_index("raw_pack"))
+    first_key = hashlib.sha256(f"{CHUNKS_VERSION}\x1f{p.model_dump_json()}\x1f{raw_schema}".encode()).hexdigest()
+    previous = PreviousRun.load()
     counts: Counter = Counter()
     n_reused = 0
     rejected_results: dict[str, dict] = {}  # decode results of rejected records, for later records with the same bytes
@@ -372,14 +455,40 @@ def main() -> dict:
         reducer = Reducer(p)
         with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, KEPT_FIELDS)) as clean_out, \
                 ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, REJECT_FIELDS)) as reject_out, \
-                ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out:
-            for records, results, reused in _stream_raw(engine, p, images_dir, cached, no_png):
-                results.update(reused)
-                n_reused += len(reused)
+                ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out, \
+                ParquetStream(inside(paths.CLEAN_CHUNKS), CHUNKS_SCHEMA) as chunks_out:
+            carry: list[int] = []  # consecutive carried chunks, copied over in one go
+
+            def copy_carried() -> None:
+                nonlocal n_reused
+                if not carry:
+                    return
+                kept, rejects, decoded = previous.rows(carry[0], carry[-1])
+                for out, rows in ((clean_out, kept), (reject_out, rejects), (decoded_out, decoded)):
+                    out.write_table(rows)
+                chunks_out.write([{"key": previous.keys[i], "clean": n[0], "rejected": n[1], "decoded": n[2]}
+                                  for i in carry for n in [previous.counts[i]]])
+                for rid, uri, phash in zip(*(kept[c].to_pylist() for c in ("record_id", "source_uri", "phash"))):
+                    _link(f"{paths.CLEAN_IMAGES}/{rid}.png", f"{images_dir}/{rid}.png")
+                    reducer.keep(rid, uri, phash)
+                kept_ids = reducer.kept_ids
+                for row in decoded.to_pylist():
+                    if row["record_id"] not in kept_ids:  # rejected: a later record with the same bytes needs it
+                        rejected_results[row["record_id"]] = _result(row)
+                counts.update(rejects["reason"].to_pylist())
+                n_reused += decoded.num_rows
+                carry.clear()
+
+            for chunk in _stream_raw(engine, p, images_dir, first_key, previous, no_png):
+                if chunk.carried is not None:
+                    carry.append(chunk.carried)
+                    continue
+                copy_carried()
+                n_reused += chunk.reused
                 kept, rejects = [], []
-                for record in records:
+                for record in chunk.records:
                     rid = record["record_id"]
-                    result = results.get(rid) or rejected_results.get(rid)
+                    result = chunk.results.get(rid) or rejected_results.get(rid)
                     row, reject = reducer.decide(record, result)
                     if row is not None:
                         kept.append(row)
@@ -394,7 +503,11 @@ def main() -> dict:
                         (images_dir / f"{rid}.png").unlink(missing_ok=True)
                 clean_out.write(kept)
                 reject_out.write(rejects)
-                decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key} for rid, r in results.items()])
+                decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key}
+                                   for rid, r in chunk.results.items()])
+                chunks_out.write([{"key": chunk.key, "clean": len(kept), "rejected": len(rejects),
+                                   "decoded": len(chunk.results)}])
+            copy_carried()
             where = engine.describe()
         decode_chunk(late, p.model_dump(), str(images_dir))  # the same decode, so the same PNG as a full run
         os.sync()  # every image is on disk before data/clean is swapped in

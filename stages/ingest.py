@@ -19,17 +19,18 @@ again (`dvc.yaml` marks data/raw `persist`). Bytes no current record refers to a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from atelier import paths
 from atelier.config import Columns, IngestParams, load_params
-from atelier.io import ParquetStream, remove_stale_temps_in
+from atelier.io import ParquetStream, read_table, remove_stale_temps_in, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.rawstore import compact, write_pack
@@ -42,10 +43,11 @@ RAW_SCHEMA = pa.schema([
     ("bytes", pa.int64()), ("ingest_error", pa.string()),
 ])
 RAW_COLUMNS = RAW_SCHEMA.names
-# The incremental index (paths.INGEST_INDEX): which fingerprint gave which copy. Kept out of data/raw on purpose:
-# fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
-INDEX_SCHEMA = pa.schema([("fingerprint", pa.string()), ("record_id", pa.string()), ("raw_pack", pa.string()),
-                          ("bytes", pa.int64())])
+# The incremental index (paths.INGEST_INDEX): the last run's records, by chunk and by fingerprint. Kept out of
+# data/raw on purpose: fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
+# Every record, with its fingerprint and its chunk's key (see chunk_key; empty when the chunk has none).
+INDEX_SCHEMA = RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
+INDEX_VERSION = "ingest-index 2"  # part of every chunk key: change it when ingest_item's output changes
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
 def _text(value: object, max_chars: int) -> str:
@@ -140,42 +142,125 @@ def ingest_chunk(items: list[Item], source: str, columns: dict, packs_dir: str, 
     return [record for record, _ in done]
 
 
-def previous_copies(index_path: Path) -> dict[str, dict]:
-    """fingerprint -> {record_id, raw_pack, bytes} of the last run's records whose pack still exists."""
-    if not index_path.exists():
-        return {}
+@dataclass
+class Previous:
+    """What the last run ingested, from its index (paths.INGEST_INDEX)."""
+    table: pa.Table | None = None  # its rows (INDEX_SCHEMA), in output order
+    chunks: dict[str, tuple[int, int]] = field(default_factory=dict)  # chunk key -> (first row, rows): whole chunks
+    copies: dict[str, dict] = field(default_factory=dict)  # fingerprint -> {record_id, raw_pack, bytes}
+    packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, known when its compaction finished
+
+
+def _index_stamp(index_path: Path) -> str:
+    info = index_path.stat()
+    return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+
+
+def load_previous(index_path: Path, compacted: Path) -> Previous:
+    """The last run's index; only chunks and copies whose packs are still in the raw store."""
     try:
-        old = pq.read_table(index_path).to_pydict()
-    except (pa.ArrowException, OSError):  # unreadable: ingest everything again
-        return {}
-    packs = {p for p in set(old["raw_pack"]) if paths.absolute(p).exists()}
-    return {fp: {"record_id": rid, "raw_pack": rp, "bytes": n}
-            for fp, rid, rp, n in zip(old["fingerprint"], old["record_id"], old["raw_pack"], old["bytes"])
-            if rp in packs}
+        table = read_table(index_path)
+    except (pa.ArrowException, OSError):  # none, or unreadable: ingest everything again
+        return Previous()
+    if table.schema.remove_metadata() != INDEX_SCHEMA:  # an index of an older version of this stage
+        return Previous()
+    cols = table.select(["chunk", "fingerprint", "record_id", "raw_pack", "bytes", "ingest_error"]).to_pydict()
+    present = {pack for pack in set(cols["raw_pack"]) if pack is not None and paths.absolute(pack).exists()}
+    prev, held = Previous(table), {}
+    start, whole = 0, True
+    keys = cols["chunk"]
+    for i, (key, fp, rid, pack, size, error) in enumerate(zip(*cols.values())):
+        if pack is not None:
+            held.setdefault(pack.rsplit("/", 1)[-1], set()).add(rid)
+            whole = whole and pack in present
+            if fp and error is None and pack in present:
+                prev.copies[fp] = {"record_id": rid, "raw_pack": pack, "bytes": size}
+        if i + 1 == len(keys) or keys[i + 1] != key:  # the last row of a run of rows with this chunk key
+            if key and whole:
+                prev.chunks[key] = (start, i + 1 - start)
+            start, whole = i + 1, True
+    try:  # the raw store holds exactly `held` only when the run that wrote this index finished its compaction
+        if compacted.read_text() == _index_stamp(index_path):
+            prev.packs = held
+    except OSError:
+        pass
+    return prev
+
+
+def chunk_key(source, limits: tuple[int, int], items: list[Item]) -> str | None:
+    """The identity of a chunk of items: an equal key means equal records, so the last run's are reused whole.
+    None when an item's outcome could change while its metadata does not (a file missing today may be there
+    tomorrow), or an item has no cheap identity."""
+    h = hashlib.sha256(f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}".encode())
+    for item in items:
+        if not item.fingerprint or item.error is not None:
+            return None
+        text = item.text or json.dumps(item.fields, sort_keys=True, ensure_ascii=False, default=str)
+        h.update(f"\x1e{item.row}\x1f{item.uri}\x1f{item.fingerprint}\x1f{text}".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: dict[str, dict]) -> tuple[Counter, dict[str, set[str]]]:
-    """Stream every source's items through the engine into `out` (and their fingerprints into `index`); return how
-    many were reused per source, and the record ids each pack must hold."""
+               previous: Previous) -> tuple[Counter, dict[str, set[str]]]:
+    """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
+    many records were reused per source, and the record ids each pack must hold.
+
+    A chunk whose key the last run saw is not sent anywhere: its rows are copied from the last run's index as they
+    are. In a chunk that changed, an item whose fingerprint the last run saw is not read again."""
     live: dict[str, set[str]] = {}
+
+    def add_live(packs: list, ids: list) -> None:
+        for pack, rid in zip(packs, ids):
+            if pack is not None:
+                live.setdefault(pack, set()).add(rid)
+
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
-        items = iter_items(source, known=previous.keys(), max_file_bytes=p.max_file_bytes)
+        items = iter_items(source, known=previous.copies.keys(), max_file_bytes=p.max_file_bytes)
+        keys: deque[tuple[str | None, tuple[int, int] | None]] = deque()
+
+        def tasks():
+            for chunk in chunked(items, engine.p.chunk_size):
+                key = chunk_key(source, limits, chunk)
+                span = previous.chunks.get(key) if key else None
+                keys.append((key, span))
+                copies = {} if span else {i.fingerprint: previous.copies[i.fingerprint]
+                                          for i in chunk if i.fingerprint in previous.copies}
+                yield [] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies
+
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
-        tasks = ((chunk, source.name, source.columns.model_dump(), str(packs_dir), limits,
-                  {i.fingerprint: previous[i.fingerprint] for i in chunk if i.fingerprint in previous})
-                 for chunk in chunked(items, engine.p.chunk_size))
         bar = tqdm(desc=f"ingest {source.name}", unit="rec", disable=not progress_enabled())
-        for records in engine.imap(ingest_chunk, tasks, light=light):
-            reused[source.name] += sum(r["fingerprint"] in previous and r["ingest_error"] is None for r in records)
+        run: list[int] = []  # [first row, rows] of consecutive reused chunks, copied in one write
+
+        def copy_run() -> None:
+            if run:
+                rows = previous.table.slice(*run)
+                out.write_table(rows)
+                index.write_table(rows)
+                ids, packs, errors = (rows[c].to_pylist() for c in ("record_id", "raw_pack", "ingest_error"))
+                reused[source.name] += errors.count(None)
+                add_live(packs, ids)
+                run.clear()
+
+        for records in engine.imap(ingest_chunk, tasks(), light=light):
+            key, span = keys.popleft()
+            if span is not None:
+                if run and run[0] + run[1] == span[0]:
+                    run[1] += span[1]
+                else:
+                    copy_run()
+                    run.extend(span)
+                bar.update(span[1])
+                continue
+            copy_run()
             out.write(records)
-            index.write([r for r in records if r["fingerprint"] and r["ingest_error"] is None])
-            for r in records:
-                if r["raw_pack"] is not None:
-                    live.setdefault(r["raw_pack"], set()).add(r["record_id"])
+            index.write([{**r, "chunk": key or ""} for r in records])
+            reused[source.name] += sum(r["fingerprint"] in previous.copies and r["ingest_error"] is None
+                                       for r in records)
+            add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
             bar.update(len(records))
+        copy_run()
         bar.close()
     return reused, live
 
@@ -191,7 +276,7 @@ def main() -> dict:
     """Ingest all sources into data/raw; return counts per source and errors per reason."""
     params = load_params()
     p = params.ingest
-    previous = previous_copies(paths.INGEST_INDEX)
+    previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
@@ -199,8 +284,9 @@ def main() -> dict:
         reused, live = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
         where = engine.describe()
         os.sync()  # every pack is on disk before the table that names it
-    deleted, rewritten = compact(paths.RAW_PACKS, live)
-    table = pq.read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
+    deleted, rewritten = compact(paths.RAW_PACKS, live, previous.packs)
+    write_text(paths.INGEST_COMPACTED, _index_stamp(paths.INGEST_INDEX))
+    table = read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
     errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
     summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
                "reused_per_source": dict(reused), "packs_deleted": deleted, "packs_rewritten": rewritten,

@@ -23,6 +23,7 @@ class Item:
     path: str | None = None     # the bytes are in this file (folder sources); read by the worker
     data: bytes | None = None   # the bytes themselves (shards, parquet, downloads)
     error: str | None = None    # why the bytes cannot be had, as "reason: detail"
+    text: str = ""              # the metadata row as written, when the source has it (else `fields` stand for it)
 
 
 def source_root(path: str) -> Path:

@@ -18,21 +18,24 @@ def _resolved(folder: Path) -> Path:
     return folder.resolve()  # once per source, not once per row
 
 
-def _plain(root: Path, file_name: str) -> Path | None:
-    """root/file_name when no part of it under `root` is a link or `..` (checked with one lstat per part, the
-    common case, much cheaper than resolving the whole path); None when it needs the full resolution."""
+def _plain(root: Path, file_name: str) -> tuple[str, os.stat_result] | None:
+    """root/file_name and its lstat when it is a regular file and no part of it under `root` is a link or `..`
+    (one lstat per part: the common case, much cheaper than resolving the whole path); None when it needs the full
+    resolution (a link, a folder, a missing file...)."""
     parts = file_name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return None
     current = str(root)
-    for part in parts:
-        current = f"{current}/{part}"
-        try:
+    try:
+        for part in parts[:-1]:
+            current = f"{current}/{part}"
             if stat.S_ISLNK(os.lstat(current).st_mode):
                 return None
-        except (OSError, ValueError):
-            return None
-    return Path(current)
+        current = f"{current}/{parts[-1]}"
+        info = os.lstat(current)
+    except (OSError, ValueError):
+        return None
+    return (current, info) if stat.S_ISREG(info.st_mode) else None
 
 
 def resolve_inside(folder: Path, file_name: str) -> Path | None:
@@ -40,16 +43,17 @@ def resolve_inside(folder: Path, file_name: str) -> Path | None:
     if not file_name or Path(file_name).is_absolute():
         return None
     root = _resolved(folder)
-    plain = _plain(root, file_name)
-    if plain is not None:
-        return plain
     target = (root / file_name).resolve()
     return target if target.is_relative_to(root) else None
 
 
 def locate(folder: Path, file_name: str, source: str, line: int, max_file_bytes: int
-           ) -> tuple[Path | None, os.stat_result | None, str | None]:
+           ) -> tuple[str | Path | None, os.stat_result | None, str | None]:
     """The regular file that `file_name` names inside `folder` and its stat, or None and why not (an ingest error)."""
+    if not file_name.startswith("/") and (plain := _plain(_resolved(folder), file_name)) is not None:
+        path, info = plain  # the common case: a plain regular file, one lstat per part of its name
+        if info.st_size <= max_file_bytes:
+            return path, info, None
     where = f"'{file_name}' (line {line})"
     try:
         path = resolve_inside(folder, file_name)
@@ -83,7 +87,7 @@ def folder_item(row: MetadataRow, folder: Path, source: str, columns, max_file_b
     """The item of one metadata row: its file located (not read: the ingest worker reads it), or why not."""
     raw_name = row.fields.get(columns.file_name)
     file_name = "" if raw_name is None else str(raw_name).replace("\x00", "").strip()
-    item = Item(row=row.line, uri=file_name or f"<line {row.line}>", fields=row.fields, error=row.error)
+    item = Item(row=row.line, uri=file_name or f"<line {row.line}>", fields=row.fields, error=row.error, text=row.text)
     if item.error is None and isinstance(raw_name, str) and "\x00" in raw_name:
         item.error = f"metadata_malformed: line {row.line} field '{columns.file_name}' contains a NUL byte"
     if item.error is None and not file_name:

@@ -17,6 +17,7 @@ class MetadataRow:
     line: int
     fields: dict
     error: str | None = None
+    text: str = ""  # the row as written (a JSON line; CSV values joined): what ingest's chunk key hashes
 
 
 def not_text(text: str) -> str | None:
@@ -55,11 +56,12 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[MetadataRow]:
         if not isinstance(obj, dict):
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} is not a JSON object")
             continue
-        problem = not_text(json.dumps(obj, ensure_ascii=False))
+        # a lone surrogate can only come from a \\u escape (raw ones were refused above): look only then
+        problem = not_text(json.dumps(obj, ensure_ascii=False)) if "\\u" in line else None
         if problem:
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} {problem}")
             continue
-        yield MetadataRow(n, obj)
+        yield MetadataRow(n, obj, text=line)
 
 
 def iter_csv(text: Iterable[str]) -> Iterator[MetadataRow]:
@@ -80,6 +82,7 @@ def iter_csv(text: Iterable[str]) -> Iterator[MetadataRow]:
         n = reader.line_num
         if header is None:
             header = [h.replace("\x00", "").strip() for h in values or []]
+            header_text = "\x1f".join(header)  # the columns are part of each row's meaning
             duplicated = sorted({h for h in header if header.count(h) > 1})
             header_problem = problem or (f"names column(s) {duplicated} twice" if duplicated else None)
             continue
@@ -92,7 +95,7 @@ def iter_csv(text: Iterable[str]) -> Iterator[MetadataRow]:
         elif len(values) != len(header):
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} has {len(values)} fields, header has {len(header)}")
         else:
-            yield MetadataRow(n, dict(zip(header, values)))
+            yield MetadataRow(n, dict(zip(header, values)), text=header_text + "\x1e" + "\x1f".join(values))
 
 
 def parse_jsonl(data: bytes) -> list[MetadataRow]:
