@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from atelier import paths
 from atelier.demo import PALETTES, STYLES
+from atelier.rawstore import read_pack
 
 _CAPTION = re.compile(rf"^a ({'|'.join(PALETTES)}) ({'|'.join(STYLES)}) composition$")
 
@@ -29,9 +31,17 @@ def split(records: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.Data
 
 
 def load_images(records: pd.DataFrame) -> torch.Tensor:
-    """The records' clean images as a float tensor [N, 3, H, W] in [0, 1]."""
-    arrays = [np.asarray(Image.open(paths.absolute(p)).convert("RGB"), dtype=np.float32) / 255.0
-              for p in records["clean_path"]]
+    """The records' clean images (PNGs in the packs their clean_path names) as a float tensor [N, 3, H, W] in
+    [0, 1], in the records' order."""
+    pngs: dict[str, bytes] = {}
+    for pack, ids in records.groupby("clean_path", sort=False)["record_id"]:
+        pngs.update(read_pack(paths.absolute(pack), set(ids)))
+    missing = [rid for rid in records["record_id"] if rid not in pngs]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} clean images are not in their packs (first: {missing[0]}); "
+                                "run `dvc repro clean` or `dvc checkout data/clean`")
+    arrays = [np.asarray(Image.open(io.BytesIO(pngs[rid])).convert("RGB"), dtype=np.float32) / 255.0
+              for rid in records["record_id"]]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

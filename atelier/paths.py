@@ -16,7 +16,7 @@ RAW_PACKS = RAW / "packs"  # the raw store (atelier/rawstore.py)
 RAW_RECORDS = RAW / "records.parquet"
 
 CLEAN = DATA / "clean"
-CLEAN_IMAGES = CLEAN / "images"
+CLEAN_PACKS = CLEAN / "packs"  # the clean images, one Parquet pack per chunk (stages/clean.py)
 CLEAN_RECORDS = CLEAN / "records.parquet"
 CLEAN_REJECTS = CLEAN / "rejects.parquet"
 CLEAN_DECODED = CLEAN / "decoded.parquet"

@@ -35,12 +35,13 @@ def _write(path: Path, rows: dict[str, bytes]) -> None:
     write_bytes(path, buf.getvalue(), durable=False)  # atomic; the ingest stage syncs once before its commit
 
 
-def write_pack(folder: Path, rows: list[tuple[str, bytes]]) -> Path:
-    """Store (record_id, bytes) rows in one pack (an id given twice is stored once); return the pack's path."""
+def write_pack(folder: Path, rows: list[tuple[str, bytes]], name: str | None = None) -> Path:
+    """Store (record_id, bytes) rows in one pack (an id given twice is stored once); return the pack's path. The
+    pack is named `name`, or after its ids: a name must always stand for the same rows."""
     unique: dict[str, bytes] = {}
     for rid, data in rows:
         unique.setdefault(rid, data)  # all occurrences of an id have the same bytes
-    path = folder / f"{hashlib.sha256(chr(10).join(unique).encode()).hexdigest()[:32]}.parquet"
+    path = folder / (name or f"{hashlib.sha256(chr(10).join(unique).encode()).hexdigest()[:32]}.parquet")
     folder.mkdir(parents=True, exist_ok=True)
     if not path.exists():  # the same ids hold the same bytes: an existing pack of that name is this pack
         _write(path, unique)

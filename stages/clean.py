@@ -1,14 +1,18 @@
 """clean stage: decode, check, normalise and de-duplicate raw records; every rejected record is kept with its reason.
 
-Writes data/clean/images/<record_id>.png (RGB, EXIF orientation applied, all metadata stripped, resized and
-centre-cropped to the training resolution), data/clean/records.parquet, data/clean/rejects.parquet and
-data/clean/decoded.parquet (each decode result with its params: the next run's cache).
+Writes the clean images (PNG: RGB, EXIF orientation applied, all metadata stripped, resized and centre-cropped to
+the training resolution) into data/clean/packs/ (one Parquet pack of (record_id, PNG bytes) per chunk of the raw
+table, named in each record's `clean_path`; atelier.dataset.load_images reads them), data/clean/records.parquet,
+data/clean/rejects.parquet, data/clean/decoded.parquet (each decode result with its params) and
+data/clean/chunks.parquet (each chunk's key and row counts): the last two are the next run's cache.
 
 Map and reduce: decoding (the expensive, independent part) runs in chunks on the engine (local processes or Dask);
 the reducer then decides duplicates in table order in this process, so the output is the same on any engine.
 Streaming: the raw table is read in batches and the outputs written in batches; memory holds a window of chunks,
-the kept perceptual hashes (8 bytes each) and the seen record ids. Incremental: a record decoded by the last run
-with the same decode params is not decoded again; its image is linked from the previous data/clean (`persist`).
+the kept perceptual hashes (8 bytes each) and the seen record ids. Incremental (data/clean is `persist`): while
+the raw table's chunks equal the last run's (same content, same params, same chunks before them), their rows and
+packs are carried over whole; after the first change, a record decoded by the last run with the same decode
+params is not decoded again, and its PNG comes from the last run's pack.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from atelier import paths
 from atelier.config import CleanParams, load_params
 from atelier.io import ParquetStream, atomic_dir, read_table
 from atelier.parallel import Engine
-from atelier.rawstore import read_pack
+from atelier.rawstore import read_pack, write_pack
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,8 +51,7 @@ ORIENTATION = 0x0112  # the EXIF tag
 # A JPEG is decoded at reduced scale down to this side, never smaller: the perceptual hash (32x32 DCT) of a
 # 128 px or larger image does not depend on the decode scale, so near duplicates match across formats and sizes.
 DRAFT_MIN_SIDE = 128
-PHASH_FROM = 64
-CLEAN_IMAGES_REL = paths.relative(paths.CLEAN_IMAGES)  # as stored in clean_path  # the perceptual hash is computed from a copy box-reduced to at least this side
+PHASH_FROM = 64  # the perceptual hash is computed from a copy box-reduced to at least this side
 REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
 # data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
 DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *KEPT_FIELDS[:4], *REJECT_FIELDS])
@@ -178,8 +181,8 @@ def decode_record(data: bytes, p: CleanParams) -> tuple[dict, Image.Image | None
     return {"width": img.width, "height": img.height, "format": img.format, "phash": img.phash}, img.image
 
 
-def decode_chunk(todo: list[tuple[str, str]], p: dict, images_dir: str) -> dict[str, dict]:
-    """A worker's task: decode (record_id, raw pack) pairs, save each usable image as images_dir/<record_id>.png.
+def decode_chunk(todo: list[tuple[str, str]], p: dict) -> dict[str, dict]:
+    """A worker's task: decode (record_id, raw pack) pairs; a usable image's result carries its PNG bytes ("png").
 
     Arguments are plain data, so the task runs on any engine; it depends on nothing but its arguments."""
     if not todo:
@@ -202,15 +205,11 @@ def decode_chunk(todo: list[tuple[str, str]], p: dict, images_dir: str) -> dict[
             continue
         result, image = decode_record(stored.pop(record_id), params)
         if image is not None:
-            write_png(Path(images_dir) / f"{record_id}.png", image)
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            result["png"] = buf.getvalue()
         out[record_id] = result
     return out
-
-
-def write_png(path: Path, image: Image.Image) -> None:
-    """A plain write: `path` is inside the temporary folder that replaces data/clean whole (atomic_dir), so a file
-    cut short by a crash is never seen; main() syncs once before that swap."""
-    image.save(path, format="PNG")
 
 
 class Reducer:
@@ -227,8 +226,9 @@ class Reducer:
         self.hashes = np.zeros(1024, dtype=np.uint64)
         self.hash_uris: list[str] = []
 
-    def decide(self, record: dict, result: dict | None) -> tuple[dict | None, dict | None]:
-        """(clean row, None) or (None, reject row) for one raw record and its decode result."""
+    def decide(self, record: dict, result: dict | None, clean_path: str = "") -> tuple[dict | None, dict | None]:
+        """(clean row, None) or (None, reject row) for one raw record and its decode result; a kept record's image
+        is stored at `clean_path`."""
         if isinstance(record.get("ingest_error"), str):
             reason, _, detail = record["ingest_error"].partition(": ")
             return None, {**record, "reason": reason, "detail": detail}
@@ -247,7 +247,7 @@ class Reducer:
                 return None, {**record, "reason": "duplicate_near",
                               "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}"}
         self.keep(record["record_id"], record["source_uri"], result["phash"])
-        return {**record, **result, "clean_path": f"{CLEAN_IMAGES_REL}/{record['record_id']}.png"}, None
+        return {**record, **result, "clean_path": clean_path}, None
 
     def keep(self, record_id: str, uri: str, phash: str) -> None:
         """Count a record as kept: later records are compared with it."""
@@ -319,7 +319,7 @@ def previous_decodes(key: str) -> dict[str, dict]:
 # raw table under the same params: the last run's rows for that prefix are carried over as they are.
 CHUNKS_SCHEMA = pa.schema([("key", pa.string()), ("clean", pa.int64()), ("rejected", pa.int64()),
                            ("decoded", pa.int64())])
-CHUNKS_VERSION = "clean-chunks 1"  # part of every chunk key: change it when the stage's output changes
+CHUNKS_VERSION = "clean-chunks 2"  # part of every chunk key: change it when the stage's output changes
 
 
 @dataclass
@@ -374,14 +374,17 @@ class Chunk:
     reused: int = 0  # results that came from the last run's decodes
 
 
-def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, first_key: str, previous: PreviousRun | None,
-                no_png: dict[str, str]):
+def pack_name(key: str) -> str:
+    """A chunk's image pack: named by the chunk's key, so an equal prefix of the raw table gives equal packs."""
+    return f"{key[:32]}.parquet"
+
+
+def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: PreviousRun | None):
     """Yield the raw table's Chunks in order. While the table's prefix equals the last run's, chunks are carried
-    over; after that, decoding runs on the engine, a window of chunks ahead, and results cached from the last run
-    are reused (their images linked)."""
+    over; after that, decoding runs on the engine, a window of chunks ahead, and results the last run decoded with
+    the same params are reused (without their PNG when the last run kept none: a near duplicate then)."""
     pending: deque[Chunk] = deque()
     dispatched: set[str] = set()
-    old_images = str(paths.CLEAN_IMAGES)
     pack_path = lru_cache(maxsize=4096)(lambda stored: str(paths.absolute(stored)))
     cached: dict[str, dict] | None = None
 
@@ -393,7 +396,7 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, first_key: str
             if carrying and i < len(previous.keys) and previous.keys[i] == key:
                 dispatched.update(previous.rows(i, i)[2]["record_id"].to_pylist())
                 pending.append(Chunk(key, carried=i))
-                yield [], params, str(images_dir)  # nothing to do: runs here, in order with the others
+                yield [], params  # nothing to do: runs here, in order with the others
                 continue
             carrying = False
             if cached is None:
@@ -405,14 +408,12 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, first_key: str
                     continue
                 dispatched.add(rid)
                 if rid in cached:
-                    if "phash" in cached[rid] and not _link(f"{old_images}/{rid}.png", f"{images_dir}/{rid}.png"):
-                        no_png[rid] = pack_path(r["raw_pack"])
-                    chunk.results[rid] = cached[rid]
+                    chunk.results[rid] = {**cached[rid], "raw_pack": pack_path(r["raw_pack"])}
                     chunk.reused += 1
                 else:
                     todo.append((rid, pack_path(r["raw_pack"])))
             pending.append(chunk)
-            yield todo, params, str(images_dir)
+            yield todo, params
 
     for results in engine.imap(decode_chunk, tasks(), light=lambda task: not task[0]):
         chunk = pending.popleft()
@@ -420,15 +421,32 @@ def _stream_raw(engine: Engine, p: CleanParams, images_dir: Path, first_key: str
         yield chunk
 
 
-def _link(old: str, new: str) -> bool:
-    """Reuse an unchanged clean image: a hard link when the filesystem allows, else a copy. False if there is none."""
-    try:
-        os.link(old, new)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        shutil.copyfile(old, new)
-    return True
+class ImageSource:
+    """The PNG of a kept record whose decode result was reused: from the last run's pack, or decoded again (the
+    last run kept no PNG of a near duplicate)."""
+
+    def __init__(self, previous: PreviousRun | None, p: CleanParams):
+        self.p = p
+        self.where: dict[str, str] | None = None  # record_id -> the last run's pack
+        self.previous = previous
+
+    def pngs(self, wanted: dict[str, str]) -> dict[str, bytes]:
+        """{record_id: PNG bytes} for {record_id: raw pack path}."""
+        if self.where is None:
+            kept = self.previous.tables[0] if self.previous is not None else None
+            self.where = {} if kept is None else dict(zip(kept["record_id"].to_pylist(), kept["clean_path"].to_pylist()))
+        out, by_pack = {}, {}
+        for rid in wanted:
+            if rid in self.where:
+                by_pack.setdefault(self.where[rid], set()).add(rid)
+        for pack, ids in by_pack.items():
+            try:
+                out.update(read_pack(paths.absolute(pack), ids))
+            except (OSError, pa.ArrowException):  # gone or damaged: decoded again below
+                pass
+        again = [(rid, raw) for rid, raw in wanted.items() if rid not in out]
+        out.update({rid: r["png"] for rid, r in decode_chunk(again, self.p.model_dump()).items() if "png" in r})
+        return out
 
 
 def main() -> dict:
@@ -441,17 +459,16 @@ def main() -> dict:
     raw_schema = raw_schema.remove(raw_schema.get_field_index("raw_pack"))
     first_key = hashlib.sha256(f"{CHUNKS_VERSION}\x1f{p.model_dump_json()}\x1f{raw_schema}".encode()).hexdigest()
     previous = PreviousRun.load()
+    earlier = ImageSource(previous, p)
     counts: Counter = Counter()
     n_reused = 0
     rejected_results: dict[str, dict] = {}  # decode results of rejected records, for later records with the same bytes
-    no_png: dict[str, str] = {}  # cached records whose PNG is not there (near duplicates last time): id -> raw pack
-    late: list[tuple[str, str]] = []  # ...of those, the ones kept this time: their PNG is made at the end
-    # One commit point: the images and all tables replace data/clean together, so a run killed part way leaves the
+    # One commit point: the packs and all tables replace data/clean together, so a run killed part way leaves the
     # previous data/clean (or none), never new images beside old tables.
     with atomic_dir(paths.CLEAN) as tmp, Engine(params.engine) as engine:
-        images_dir = tmp / paths.CLEAN_IMAGES.relative_to(paths.CLEAN)
-        images_dir.mkdir()
         inside = lambda path: tmp / path.relative_to(paths.CLEAN)  # noqa: E731
+        packs = inside(paths.CLEAN_PACKS)
+        packs.mkdir()
         reducer = Reducer(p)
         with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, KEPT_FIELDS)) as clean_out, \
                 ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, REJECT_FIELDS)) as reject_out, \
@@ -468,8 +485,10 @@ def main() -> dict:
                     out.write_table(rows)
                 chunks_out.write([{"key": previous.keys[i], "clean": n[0], "rejected": n[1], "decoded": n[2]}
                                   for i in carry for n in [previous.counts[i]]])
+                for i in carry:
+                    if previous.counts[i][0]:  # a chunk that kept nothing has no pack
+                        _link(paths.CLEAN_PACKS / pack_name(previous.keys[i]), packs / pack_name(previous.keys[i]))
                 for rid, uri, phash in zip(*(kept[c].to_pylist() for c in ("record_id", "source_uri", "phash"))):
-                    _link(f"{paths.CLEAN_IMAGES}/{rid}.png", f"{images_dir}/{rid}.png")
                     reducer.keep(rid, uri, phash)
                 kept_ids = reducer.kept_ids
                 for row in decoded.to_pylist():
@@ -479,28 +498,33 @@ def main() -> dict:
                 n_reused += decoded.num_rows
                 carry.clear()
 
-            for chunk in _stream_raw(engine, p, images_dir, first_key, previous, no_png):
+            for chunk in _stream_raw(engine, p, first_key, previous):
                 if chunk.carried is not None:
                     carry.append(chunk.carried)
                     continue
                 copy_carried()
                 n_reused += chunk.reused
+                name = pack_name(chunk.key)
+                clean_path = paths.relative(paths.CLEAN_PACKS / name)
+                pngs = {rid: r.pop("png") for rid, r in chunk.results.items() if "png" in r}
+                raw_packs = {rid: r.pop("raw_pack") for rid, r in chunk.results.items() if "raw_pack" in r}
                 kept, rejects = [], []
                 for record in chunk.records:
                     rid = record["record_id"]
                     result = chunk.results.get(rid) or rejected_results.get(rid)
-                    row, reject = reducer.decide(record, result)
+                    row, reject = reducer.decide(record, result, clean_path)
                     if row is not None:
                         kept.append(row)
-                        if rid in no_png:
-                            late.append((rid, no_png[rid]))
                         continue
                     rejects.append(reject)
                     counts[reject["reason"]] += 1
                     if result is not None:
                         rejected_results[rid] = result
-                    if reject["reason"] == "duplicate_near":
-                        (images_dir / f"{rid}.png").unlink(missing_ok=True)
+                missing = {r["record_id"]: raw_packs[r["record_id"]] for r in kept if r["record_id"] not in pngs}
+                if missing:
+                    pngs.update(earlier.pngs(missing))
+                if kept:
+                    write_pack(packs, [(r["record_id"], pngs[r["record_id"]]) for r in kept], name=name)
                 clean_out.write(kept)
                 reject_out.write(rejects)
                 decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key}
@@ -509,13 +533,20 @@ def main() -> dict:
                                    "decoded": len(chunk.results)}])
             copy_carried()
             where = engine.describe()
-        decode_chunk(late, p.model_dump(), str(images_dir))  # the same decode, so the same PNG as a full run
-        os.sync()  # every image is on disk before data/clean is swapped in
+        os.sync()  # every pack is on disk before data/clean is swapped in
     summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
                "decodes_reused": n_reused, "engine": where}
     print(f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "
           f"{n_reused} decodes reused from the last run")
     return summary
+
+
+def _link(old: Path, new: Path) -> None:
+    """Reuse an unchanged pack: a hard link when the filesystem allows, else a copy."""
+    try:
+        os.link(old, new)
+    except OSError:
+        shutil.copyfile(old, new)
 
 
 if __name__ == "__main__":

@@ -465,7 +465,8 @@ def _count_new_once(data: Path, pattern: str, start: float) -> int:
 def _clean_outputs(root: Path) -> dict:
     clean = root / "data" / "clean"
     return {"records": pd.read_parquet(clean / "records.parquet"), "rejects": pd.read_parquet(clean / "rejects.parquet"),
-            "images": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (clean / "images").iterdir()}}
+            "images": {rid: hashlib.sha256(png).hexdigest() for p in (clean / "packs").iterdir()
+                       for rid, png in read_pack(p).items()}}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -494,7 +495,10 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
     Two parameter settings make two distinguishable runs: A (near_duplicate_hamming 4) and B (0: near duplicates kept),
     so a mixture of an old and a new run cannot pass for either."""
     reference_root = copy_repo(tmp_path / "reference")
-    edit_params(reference_root, demo={"per_class": 2})
+    # small chunks: clean writes several image packs, so a kill can land between them (the packs' names, and so
+    # clean_path, depend on the chunking: the reference uses the same)
+    edit_params(reference_root, demo={"per_class": 2}, engine={"chunk_size": 16})
+    edit_params(workspace, engine={"chunk_size": 16})
     dvc.repro("clean", root=reference_root)
     references = {"A": _clean_outputs(reference_root)}
     edit_params(reference_root, clean={"near_duplicate_hamming": 0})
@@ -507,10 +511,10 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
     rng = random.Random(20261123)
     random_points = [rng.uniform(0.9, 2.0)]
     plan = [("A", "after 0.3 s", _after(0.3)), ("A", "after 0.8 s", _after(0.8)),
-            ("A", "with 5 images written", _written(data, "*.png", 5)),
+            ("A", "with an image pack written", _written(data, "packs/*.parquet", 1)),
             ("A", "never (runs to the end)", lambda start: False),
             # from here on a complete run A exists and the params say B: a killed run must leave A whole, or B
-            ("B", "with 5 images written over run A", _written(data, "*.png", 5)),
+            ("B", "with an image pack written over run A", _written(data, "packs/*.parquet", 1)),
             ("B", "once a records table is being written", _written(data, "*records.parquet*")),
             *(("B", f"after {s:.2f} s", _after(s)) for s in random_points)]
     log = []

@@ -36,7 +36,9 @@ def snapshot(root: Path) -> dict:
     return {
         "records": pq.read_table(clean / "records.parquet").to_pylist(),  # nulls as None (NaN != NaN)
         "rejects": pq.read_table(clean / "rejects.parquet").to_pylist(),
-        "images": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((clean / "images").iterdir())},
+        "packs": sorted(p.name for p in (clean / "packs").iterdir()),
+        "images": {rid: hashlib.sha256(png).hexdigest() for p in sorted((clean / "packs").iterdir())
+                   for rid, png in read_pack(p).items()},
     }
 
 
