@@ -231,7 +231,8 @@ def load_params(path: Path | str = paths.PARAMS) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the file and every bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader when PyYAML has it (the same safe subset, ten times faster than the pure-Python one)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found; copy params.yaml from the repository") from exc
     except yaml.YAMLError as exc:

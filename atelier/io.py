@@ -72,8 +72,8 @@ def remove_stale_temps_in(folder: Path) -> list[Path]:
 def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
 
-    `durable=False` skips the fsync, for the thousands of image files a data stage writes: still atomic (a killed
-    process leaves the old file or the new one), and the stage calls os.sync() once before its commit point.
+    `durable=False` skips the fsync, for the many packs a data stage writes: still atomic (a killed process leaves
+    the old file or the new one), and the stage calls sync_files() once before its commit point.
     The temporary's name is made from the pid and a counter (unique within this host's live processes), not by
     tempfile.mkstemp, which costs several times more per file on a busy folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +89,20 @@ def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_files(files: list[Path], many: int = 16) -> None:
+    """Make `files` (written with durable=False) durable before a commit point: an fsync each when they are few (an
+    incremental run), one os.sync() when there are many (cheaper than an fsync per file; it flushes everything)."""
+    if len(files) > many:
+        os.sync()
+        return
+    for path in files:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -7,9 +7,12 @@ each file separately: a million-image source becomes a million inodes in the wor
 keep the bytes unmodified and content-addressed (record_id is their sha256), in one file per chunk.
 
 A pack's name is derived from the record ids it was written with, so a run from scratch is reproducible. Packs are
-written without fsync; the ingest stage syncs once before it commits records.parquet. `compact` keeps the store
-equal to what the records need: packs no record refers to are deleted, and a pack holding bytes of records that
-left the sources is rewritten without them (an image removed from a source leaves nothing behind).
+written without fsync; the stage syncs them (atelier.io.sync_files) before it commits its tables. `compact` keeps
+the store equal to what the records need: packs no record refers to are deleted, and a pack holding bytes of
+records that left the sources is rewritten without them (an image removed from a source leaves nothing behind).
+
+The clean stage stores its PNGs with the same functions, in data/clean/packs/, one pack per chunk named by the
+chunk's key.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _write(path: Path, rows: dict[str, bytes]) -> None:
     buf = io.BytesIO()
     table = pa.table({"record_id": list(rows), "data": list(rows.values())}, schema=PACK_SCHEMA)
     pq.write_table(table, buf, compression="none")  # images are compressed already
-    write_bytes(path, buf.getvalue(), durable=False)  # atomic; the ingest stage syncs once before its commit
+    write_bytes(path, buf.getvalue(), durable=False)  # atomic; the stage syncs (sync_files) before its commit
 
 
 def write_pack(folder: Path, rows: list[tuple[str, bytes]], name: str | None = None) -> Path:

@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 
 from atelier import paths
 from atelier.config import CleanParams, load_params
-from atelier.io import ParquetStream, atomic_dir, read_table
+from atelier.io import ParquetStream, atomic_dir, read_table, sync_files
 from atelier.parallel import Engine
 from atelier.rawstore import read_pack, write_pack
 
@@ -304,14 +304,25 @@ def _result(row: dict) -> dict:
     return {"width": int(row["width"]), "height": int(row["height"]), "format": row["format"], "phash": row["phash"]}
 
 
-def previous_decodes(key: str) -> dict[str, dict]:
-    """record_id -> decode result of the last run with the same decode params. A near duplicate's PNG was not kept:
-    should it be kept this time (its twin left the sources), the stage makes its PNG again."""
-    try:
-        old = read_table(paths.CLEAN_DECODED).to_pylist()
-    except (pa.ArrowException, OSError):  # none, or unreadable: decode everything
-        return {}
-    return {row["record_id"]: _result(row) for row in old if row["key"] == key}
+class CachedDecodes:
+    """record_id -> decode result of the last run with the same decode params (data/clean/decoded.parquet), looked
+    up one by one: a run that carries most chunks over asks for few. A near duplicate's PNG was not kept: should it
+    be kept this time (its twin left the sources), the stage makes its PNG again."""
+
+    def __init__(self, key: str):
+        try:
+            self.table = read_table(paths.CLEAN_DECODED)
+        except (pa.ArrowException, OSError):  # none, or unreadable: decode everything
+            self.table, self.rows = None, {}
+            return
+        keys = self.table["key"].to_pylist()
+        self.rows = {rid: i for i, rid in enumerate(self.table["record_id"].to_pylist()) if keys[i] == key}
+
+    def __contains__(self, record_id: str) -> bool:
+        return record_id in self.rows
+
+    def __getitem__(self, record_id: str) -> dict:
+        return _result(self.table.slice(self.rows[record_id], 1).to_pylist()[0])
 
 
 # data/clean/chunks.parquet: each chunk of the raw table (engine.chunk_size rows) with its key and how many rows it
@@ -386,7 +397,7 @@ def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: Previo
     pending: deque[Chunk] = deque()
     dispatched: set[str] = set()
     pack_path = lru_cache(maxsize=4096)(lambda stored: str(paths.absolute(stored)))
-    cached: dict[str, dict] | None = None
+    cached: CachedDecodes | None = None
 
     def tasks():
         nonlocal cached
@@ -400,7 +411,7 @@ def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: Previo
                 continue
             carrying = False
             if cached is None:
-                cached = previous_decodes(decode_key(p))
+                cached = CachedDecodes(decode_key(p))
             chunk, todo = Chunk(key, records=batch.to_pylist()), []
             for r in chunk.records:
                 rid = r["record_id"]
@@ -475,6 +486,7 @@ def main() -> dict:
                 ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out, \
                 ParquetStream(inside(paths.CLEAN_CHUNKS), CHUNKS_SCHEMA) as chunks_out:
             carry: list[int] = []  # consecutive carried chunks, copied over in one go
+            written: list[Path] = []  # packs made by this run (carried ones are links to durable files)
 
             def copy_carried() -> None:
                 nonlocal n_reused
@@ -524,7 +536,7 @@ def main() -> dict:
                 if missing:
                     pngs.update(earlier.pngs(missing))
                 if kept:
-                    write_pack(packs, [(r["record_id"], pngs[r["record_id"]]) for r in kept], name=name)
+                    written.append(write_pack(packs, [(r["record_id"], pngs[r["record_id"]]) for r in kept], name=name))
                 clean_out.write(kept)
                 reject_out.write(rejects)
                 decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key}
@@ -533,7 +545,7 @@ def main() -> dict:
                                    "decoded": len(chunk.results)}])
             copy_carried()
             where = engine.describe()
-        os.sync()  # every pack is on disk before data/clean is swapped in
+        sync_files(written)  # every pack this run wrote is on disk before data/clean is swapped in
     summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
                "decodes_reused": n_reused, "engine": where}
     print(f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from atelier import paths
 from atelier.config import Columns, IngestParams, load_params
-from atelier.io import ParquetStream, read_table, remove_stale_temps_in, write_text
+from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.rawstore import compact, write_pack
@@ -201,13 +201,14 @@ def chunk_key(source, limits: tuple[int, int], items: list[Item]) -> str | None:
 
 
 def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: Previous) -> tuple[Counter, dict[str, set[str]]]:
+               previous: Previous) -> tuple[Counter, dict[str, set[str]], set[str]]:
     """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
-    many records were reused per source, and the record ids each pack must hold.
+    many records were reused per source, the record ids each pack must hold, and the packs written by this run.
 
     A chunk whose key the last run saw is not sent anywhere: its rows are copied from the last run's index as they
     are. In a chunk that changed, an item whose fingerprint the last run saw is not read again."""
     live: dict[str, set[str]] = {}
+    written: set[str] = set()
 
     def add_live(packs: list, ids: list) -> None:
         for pack, rid in zip(packs, ids):
@@ -259,10 +260,12 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
             reused[source.name] += sum(r["fingerprint"] in previous.copies and r["ingest_error"] is None
                                        for r in records)
             add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
+            written.update(r["raw_pack"] for r in records
+                           if r["raw_pack"] is not None and r["fingerprint"] not in previous.copies)
             bar.update(len(records))
         copy_run()
         bar.close()
-    return reused, live
+    return reused, live, written
 
 
 def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> list[dict]:
@@ -281,9 +284,9 @@ def main() -> dict:
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
             ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
-        reused, live = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
+        reused, live, written = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
         where = engine.describe()
-        os.sync()  # every pack is on disk before the table that names it
+        sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them
     deleted, rewritten = compact(paths.RAW_PACKS, live, previous.packs)
     write_text(paths.INGEST_COMPACTED, _index_stamp(paths.INGEST_INDEX))
     table = read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()

@@ -37,10 +37,13 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[MetadataRow]:
     for n, raw in enumerate(lines, start=1):
         if n == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
-        line = raw.decode("utf-8", errors="surrogateescape").rstrip("\n")
+        try:  # strict UTF-8 cannot hold a lone surrogate: only a line that fails here needs a closer look
+            line, problem = raw.decode("utf-8").rstrip("\n"), None
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", errors="surrogateescape").rstrip("\n")
+            problem = not_text(line)
         if not line.strip():
             continue
-        problem = not_text(line)
         if problem:
             yield MetadataRow(n, {}, f"metadata_malformed: line {n} {problem}")
             continue
