@@ -166,8 +166,8 @@ class ParquetStream:
     Memory stays at one batch whatever the number of rows. Leaving the `with` block by an exception removes the
     temporary and leaves `path` as it was."""
 
-    def __init__(self, path: Path, schema):
-        self.path, self.schema, self.rows = path, schema, 0
+    def __init__(self, path: Path, schema, **options):
+        self.path, self.schema, self.rows, self.options = path, schema, 0, options  # options: for ParquetWriter
 
     def __enter__(self) -> "ParquetStream":
         import pyarrow.parquet as pq
@@ -175,7 +175,7 @@ class ParquetStream:
         remove_stale_temps(self.path)
         fd, self._tmp = tempfile.mkstemp(prefix=_temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
         os.close(fd)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, **self.options)
         return self
 
     def write(self, rows: list[dict]) -> None:

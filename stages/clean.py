@@ -249,6 +249,16 @@ class Reducer:
         self.keep(record["record_id"], record["source_uri"], result["phash"])
         return {**record, **result, "clean_path": clean_path}, None
 
+    def keep_all(self, record_ids: list[str], uris: list[str], phashes: list[str]) -> None:
+        """keep() each of many records (a chunk carried over from the last run), in one go."""
+        n, new = len(self.hash_uris), np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+        if n + len(new) > len(self.hashes):
+            self.hashes = np.concatenate([self.hashes[:n], new, np.zeros(n + len(new), dtype=np.uint64)])
+        else:
+            self.hashes[n:n + len(new)] = new
+        self.hash_uris.extend(uris)
+        self.kept_ids.update(zip(record_ids, uris))
+
     def keep(self, record_id: str, uri: str, phash: str) -> None:
         """Count a record as kept: later records are compared with it."""
         n = len(self.hash_uris)
@@ -500,12 +510,11 @@ def main() -> dict:
                 for i in carry:
                     if previous.counts[i][0]:  # a chunk that kept nothing has no pack
                         _link(paths.CLEAN_PACKS / pack_name(previous.keys[i]), packs / pack_name(previous.keys[i]))
-                for rid, uri, phash in zip(*(kept[c].to_pylist() for c in ("record_id", "source_uri", "phash"))):
-                    reducer.keep(rid, uri, phash)
+                reducer.keep_all(*(kept[c].to_pylist() for c in ("record_id", "source_uri", "phash")))
                 kept_ids = reducer.kept_ids
-                for row in decoded.to_pylist():
-                    if row["record_id"] not in kept_ids:  # rejected: a later record with the same bytes needs it
-                        rejected_results[row["record_id"]] = _result(row)
+                for i, rid in enumerate(decoded["record_id"].to_pylist()):
+                    if rid not in kept_ids:  # rejected: a later record with the same bytes needs its result
+                        rejected_results[rid] = _result(decoded.slice(i, 1).to_pylist()[0])
                 counts.update(rejects["reason"].to_pylist())
                 n_reused += decoded.num_rows
                 carry.clear()

@@ -22,7 +22,9 @@ import hashlib
 import json
 import os
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +37,7 @@ from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.rawstore import compact, write_pack
 from atelier.sources import Item, iter_items
+from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
 
 RAW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
@@ -45,9 +48,11 @@ RAW_SCHEMA = pa.schema([
 RAW_COLUMNS = RAW_SCHEMA.names
 # The incremental index (paths.INGEST_INDEX): the last run's records, by chunk and by fingerprint. Kept out of
 # data/raw on purpose: fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
-# Every record, with its fingerprint and its chunk's key (see chunk_key; empty when the chunk has none).
-INDEX_SCHEMA = RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
-INDEX_VERSION = "ingest-index 2"  # part of every chunk key: change it when ingest_item's output changes
+# Every record, with its fingerprint, its chunk's key (see chunk_key; empty when the chunk has none) and, for a
+# keyed chunk of a metadata.jsonl, the key of its lines as written (see lines_key).
+INDEX_SCHEMA = (RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
+                .append(pa.field("lines_key", pa.string())))
+INDEX_VERSION = "ingest-index 3"  # part of every chunk key: change it when ingest_item's output changes
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
 def _text(value: object, max_chars: int) -> str:
@@ -142,13 +147,26 @@ def ingest_chunk(items: list[Item], source: str, columns: dict, packs_dir: str, 
     return [record for record, _ in done]
 
 
-@dataclass
 class Previous:
-    """What the last run ingested, from its index (paths.INGEST_INDEX)."""
-    table: pa.Table | None = None  # its rows (INDEX_SCHEMA), in output order
-    chunks: dict[str, tuple[int, int]] = field(default_factory=dict)  # chunk key -> (first row, rows): whole chunks
-    copies: dict[str, dict] = field(default_factory=dict)  # fingerprint -> {record_id, raw_pack, bytes}
-    packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, known when its compaction finished
+    """What the last run ingested, from its index (paths.INGEST_INDEX): its rows (INDEX_SCHEMA) in output order."""
+
+    def __init__(self, table: pa.Table | None = None, present: set[str] = frozenset()):
+        self.table = table
+        self.present = present  # the packs still in the raw store
+        self.chunks: dict[str, tuple[int, int]] = {}  # chunk key -> (first row, rows): whole chunks to reuse
+        self.lines: dict[str, tuple[int, int]] = {}  # lines key -> (first row, rows): the same, by lines
+        self.packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, when its compaction finished
+
+    @cached_property
+    def copies(self) -> dict[str, dict]:
+        """fingerprint -> {record_id, raw_pack, bytes} of every copy still in the raw store (built when a chunk
+        changed: a run that reuses every chunk never needs it)."""
+        if self.table is None:
+            return {}
+        cols = self.table.select(["fingerprint", "record_id", "raw_pack", "bytes", "ingest_error"]).to_pydict()
+        return {fp: {"record_id": rid, "raw_pack": pack, "bytes": size}
+                for fp, rid, pack, size, error in zip(*cols.values())
+                if fp and error is None and pack in self.present}
 
 
 def _index_stamp(index_path: Path) -> str:
@@ -164,23 +182,23 @@ def load_previous(index_path: Path, compacted: Path) -> Previous:
         return Previous()
     if table.schema.remove_metadata() != INDEX_SCHEMA:  # an index of an older version of this stage
         return Previous()
-    cols = table.select(["chunk", "fingerprint", "record_id", "raw_pack", "bytes", "ingest_error"]).to_pydict()
-    present = {pack for pack in set(cols["raw_pack"]) if pack is not None and paths.absolute(pack).exists()}
-    prev, held = Previous(table), {}
-    start, whole = 0, True
-    keys = cols["chunk"]
-    for i, (key, fp, rid, pack, size, error) in enumerate(zip(*cols.values())):
-        if pack is not None:
-            held.setdefault(pack.rsplit("/", 1)[-1], set()).add(rid)
-            whole = whole and pack in present
-            if fp and error is None and pack in present:
-                prev.copies[fp] = {"record_id": rid, "raw_pack": pack, "bytes": size}
-        if i + 1 == len(keys) or keys[i + 1] != key:  # the last row of a run of rows with this chunk key
-            if key and whole:
-                prev.chunks[key] = (start, i + 1 - start)
-            start, whole = i + 1, True
-    try:  # the raw store holds exactly `held` only when the run that wrote this index finished its compaction
+    cols = table.select(["chunk", "lines_key", "raw_pack", "record_id"]).to_pydict()
+    packs = cols["raw_pack"]
+    prev = Previous(table, {pack for pack in set(packs) if pack is not None and paths.absolute(pack).exists()})
+    start = 0
+    for key, run in groupby(cols["chunk"]):  # a chunk's rows are consecutive
+        n = sum(1 for _ in run)
+        if key and all(pack in prev.present for pack in packs[start:start + n] if pack is not None):
+            prev.chunks[key] = (start, n)
+            if cols["lines_key"][start]:
+                prev.lines[cols["lines_key"][start]] = (start, n)
+        start += n
+    try:  # the raw store holds exactly these ids only when the run that wrote this index finished its compaction
         if compacted.read_text() == _index_stamp(index_path):
+            held: dict[str, set[str]] = {}
+            for pack, rows in groupby(zip(packs, cols["record_id"]), key=itemgetter(0)):
+                if pack is not None:
+                    held.setdefault(pack.rsplit("/", 1)[-1], set()).update(map(itemgetter(1), rows))
             prev.packs = held
     except OSError:
         pass
@@ -200,6 +218,36 @@ def chunk_key(source, limits: tuple[int, int], items: list[Item]) -> str | None:
     return h.hexdigest()
 
 
+def lines_key(source, limits: tuple[int, int], block: Block) -> str:
+    """The key of a block of metadata.jsonl lines as written (with their line numbers and the source's settings).
+    With the files its rows name unchanged (folder.unchanged), an equal key means the chunk's records are the last
+    run's: checked with one lstat per row, without parsing anything."""
+    h = hashlib.sha256(f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}\x1f"
+                       f"{block.first_line}\x1f".encode())
+    for line in block.lines:
+        h.update(line)
+    return h.hexdigest()
+
+
+def source_chunks(source, p: IngestParams, previous: Previous, size: int):
+    """(lines key or None, items, span) per chunk of a source. `span` is set, and `items` is None, when the chunk is
+    the last run's unchanged: found by its lines key (a metadata.jsonl block whose files are unchanged)."""
+    limits = (p.max_file_bytes, p.max_field_chars)
+    blocks = folder_blocks(source, size) if source.kind == "folder" else None
+    if blocks is None:
+        items = iter_items(source, known=previous.copies.keys(), max_file_bytes=p.max_file_bytes)
+        for chunk in chunked(items, size):
+            yield None, chunk, None
+        return
+    for block in blocks:
+        key = lines_key(source, limits, block)
+        span = previous.lines.get(key)
+        if span is not None and all(map(unchanged, previous.table["fingerprint"].slice(*span).to_pylist())):
+            yield key, None, span
+        else:
+            yield key, block_items(block, source, p.max_file_bytes), None
+
+
 def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
                previous: Previous) -> tuple[Counter, dict[str, set[str]], set[str]]:
     """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
@@ -211,21 +259,22 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
     written: set[str] = set()
 
     def add_live(packs: list, ids: list) -> None:
-        for pack, rid in zip(packs, ids):
+        for pack, rows in groupby(zip(packs, ids), key=itemgetter(0)):  # a pack's rows are consecutive
             if pack is not None:
-                live.setdefault(pack, set()).add(rid)
+                live.setdefault(pack, set()).update(map(itemgetter(1), rows))
 
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
-        items = iter_items(source, known=previous.copies.keys(), max_file_bytes=p.max_file_bytes)
-        keys: deque[tuple[str | None, tuple[int, int] | None]] = deque()
+        keys: deque[tuple[str | None, str | None, tuple[int, int] | None]] = deque()
 
         def tasks():
-            for chunk in chunked(items, engine.p.chunk_size):
-                key = chunk_key(source, limits, chunk)
-                span = previous.chunks.get(key) if key else None
-                keys.append((key, span))
+            for by_lines, chunk, span in source_chunks(source, p, previous, engine.p.chunk_size):
+                key = None
+                if span is None:
+                    key = chunk_key(source, limits, chunk)
+                    span = previous.chunks.get(key) if key else None
+                keys.append((key, by_lines, span))
                 copies = {} if span else {i.fingerprint: previous.copies[i.fingerprint]
                                           for i in chunk if i.fingerprint in previous.copies}
                 yield [] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies
@@ -245,7 +294,7 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                 run.clear()
 
         for records in engine.imap(ingest_chunk, tasks(), light=light):
-            key, span = keys.popleft()
+            key, by_lines, span = keys.popleft()
             if span is not None:
                 if run and run[0] + run[1] == span[0]:
                     run[1] += span[1]
@@ -256,7 +305,7 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                 continue
             copy_run()
             out.write(records)
-            index.write([{**r, "chunk": key or ""} for r in records])
+            index.write([{**r, "chunk": key or "", "lines_key": by_lines if key else ""} for r in records])
             reused[source.name] += sum(r["fingerprint"] in previous.copies and r["ingest_error"] is None
                                        for r in records)
             add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
@@ -282,8 +331,9 @@ def main() -> dict:
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
-    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
-            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
+    # no dictionary encoding: ids, paths and fingerprints are all distinct, and it halves the time to write
+    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA, use_dictionary=False) as out, \
+            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA, use_dictionary=False) as index:
         reused, live, written = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
         where = engine.describe()
         sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them

@@ -126,3 +126,24 @@ def test_incremental_runs_process_only_what_changed(tmp_path):
     stage(root, "ingest")
     stage(root, "clean")
     assert snapshot(root) == incremental
+
+
+def test_an_unchanged_metadata_line_does_not_hide_a_changed_file(tmp_path):
+    """Ingest skips a chunk whose metadata lines are as before only when every file they name is the same file
+    (inode, size, mtime): an image rewritten in place under the same name is read again."""
+    root = copy_repo(tmp_path / "ws")
+    edit_params(root, demo={"per_class": 2}, engine={"chunk_size": 16})
+    stage(root, "demo")
+    stage(root, "ingest")
+    before = pd.read_parquet(root / "data/raw/records.parquet")
+    again = stage(root, "ingest")
+    assert f"{before['ingest_error'].isna().sum()} unchanged since the last run" in again
+    row = before[before["ingest_error"].isna()].iloc[len(before) // 2]
+    image = root / "data/sources/demo" / row["source_uri"]
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(image, format=Image.open(image).format)  # same name, new content
+    stage(root, "ingest")
+    after = pd.read_parquet(root / "data/raw/records.parquet")
+    changed = after[after["source_uri"] == row["source_uri"]].iloc[0]
+    assert changed["record_id"] == hashlib.sha256(image.read_bytes()).hexdigest() != row["record_id"]
+    others = after[after["source_uri"] != row["source_uri"]]
+    assert others["record_id"].tolist() == before[before["source_uri"] != row["source_uri"]]["record_id"].tolist()

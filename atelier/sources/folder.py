@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from functools import lru_cache
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 from atelier.sources import Item, source_root
-from atelier.sources.metadata import MetadataRow, iter_folder_metadata
+from atelier.sources.metadata import MetadataRow, iter_folder_metadata, iter_jsonl
 
 
 @lru_cache(maxsize=64)
@@ -100,10 +102,58 @@ def folder_item(row: MetadataRow, folder: Path, source: str, columns, max_file_b
     return item
 
 
-def iter_folder(source, max_file_bytes: int) -> Iterator[Item]:
-    """One item per metadata row, in file order."""
+def _folder(source) -> Path:
     folder = source_root(source.path)
     if not folder.is_dir():
         raise FileNotFoundError(f"source '{source.name}': folder {folder} does not exist (params.yaml ingest.sources)")
+    return folder
+
+
+def iter_folder(source, max_file_bytes: int) -> Iterator[Item]:
+    """One item per metadata row, in file order."""
+    folder = _folder(source)
     for row in iter_folder_metadata(folder):
         yield folder_item(row, folder, source.name, source.columns, max_file_bytes)
+
+
+@dataclass
+class Block:
+    """Consecutive lines of a metadata.jsonl, as bytes: what ingest keys a chunk by before parsing anything."""
+    first_line: int
+    lines: list[bytes]
+
+
+def folder_blocks(source, size: int) -> Iterator[Block] | None:
+    """The source's metadata.jsonl in blocks of `size` lines, or None when the source has a metadata.csv (a CSV row
+    can span lines, so its rows cannot be cut by line)."""
+    path = _folder(source) / "metadata.jsonl"
+    if not path.exists():
+        return None
+
+    def blocks() -> Iterator[Block]:
+        with path.open("rb") as fh:
+            first = 1
+            while lines := list(islice(fh, size)):
+                yield Block(first, lines)
+                first += len(lines)
+    return blocks()
+
+
+def block_items(block: Block, source, max_file_bytes: int) -> list[Item]:
+    """The items of a block's lines (the same as iter_folder gives for them)."""
+    folder = _folder(source)
+    return [folder_item(row, folder, source.name, source.columns, max_file_bytes)
+            for row in iter_jsonl(block.lines, first=block.first_line)]
+
+
+def unchanged(fingerprint: str) -> bool:
+    """Whether the file a folder fingerprint (file:path:size:mtime:inode) names is still that regular file: the same
+    inode, size and mtime at the same path, so the same bytes the last run checked and copied."""
+    if not fingerprint.startswith("file:"):
+        return False
+    path, _, _, _ = parts = fingerprint[5:].rsplit(":", 3)
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(info.st_mode) and parts[1:] == [str(info.st_size), str(info.st_mtime_ns), str(info.st_ino)]

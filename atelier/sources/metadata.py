@@ -32,9 +32,10 @@ def not_text(text: str) -> str | None:
     return None
 
 
-def iter_jsonl(lines: Iterable[bytes]) -> Iterator[MetadataRow]:
-    """Parse JSON Lines from raw byte lines (split on b"\\n" only, as JSON Lines says); a leading BOM is dropped."""
-    for n, raw in enumerate(lines, start=1):
+def iter_jsonl(lines: Iterable[bytes], first: int = 1) -> Iterator[MetadataRow]:
+    """Parse JSON Lines from raw byte lines (split on b"\\n" only, as JSON Lines says), the first being line `first`
+    of its file; a leading BOM is dropped."""
+    for n, raw in enumerate(lines, start=first):
         if n == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
         try:  # strict UTF-8 cannot hold a lone surrogate: only a line that fails here needs a closer look
