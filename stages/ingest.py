@@ -158,15 +158,34 @@ class Previous:
         self.packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, when its compaction finished
 
     @cached_property
-    def copies(self) -> dict[str, dict]:
-        """fingerprint -> {record_id, raw_pack, bytes} of every copy still in the raw store (built when a chunk
-        changed: a run that reuses every chunk never needs it)."""
-        if self.table is None:
-            return {}
-        cols = self.table.select(["fingerprint", "record_id", "raw_pack", "bytes", "ingest_error"]).to_pydict()
-        return {fp: {"record_id": rid, "raw_pack": pack, "bytes": size}
-                for fp, rid, pack, size, error in zip(*cols.values())
-                if fp and error is None and pack in self.present}
+    def copies(self) -> "Copies":
+        """The copies still in the raw store, by fingerprint (indexed when a chunk changed: a run that reuses every
+        chunk never needs them)."""
+        return Copies(self.table, self.present)
+
+
+class Copies:
+    """fingerprint -> {record_id, raw_pack, bytes} of the last run's readable records whose pack is still there;
+    looked up one by one, so a run that changed one chunk does not build a dict of every record."""
+
+    def __init__(self, table: pa.Table | None, present: set[str]):
+        self.table, self.present = table, present
+        fingerprints = [] if table is None else table["fingerprint"].to_pylist()
+        self.rows = dict(zip(fingerprints, range(len(fingerprints))))
+        self.rows.pop("", None)
+        self.rows.pop(None, None)
+
+    def get(self, fingerprint: str) -> dict | None:
+        i = self.rows.get(fingerprint)
+        if i is None:
+            return None
+        row = self.table.slice(i, 1).select(["record_id", "raw_pack", "bytes", "ingest_error"]).to_pylist()[0]
+        if row.pop("ingest_error") is not None or row["raw_pack"] not in self.present:
+            return None
+        return row
+
+    def __contains__(self, fingerprint: str) -> bool:
+        return self.get(fingerprint) is not None
 
 
 def _index_stamp(index_path: Path) -> str:
@@ -235,7 +254,7 @@ def source_chunks(source, p: IngestParams, previous: Previous, size: int):
     limits = (p.max_file_bytes, p.max_field_chars)
     blocks = folder_blocks(source, size) if source.kind == "folder" else None
     if blocks is None:
-        items = iter_items(source, known=previous.copies.keys(), max_file_bytes=p.max_file_bytes)
+        items = iter_items(source, known=previous.copies, max_file_bytes=p.max_file_bytes)
         for chunk in chunked(items, size):
             yield None, chunk, None
         return
@@ -266,7 +285,7 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
-        keys: deque[tuple[str | None, str | None, tuple[int, int] | None]] = deque()
+        keys: deque[tuple[str | None, str | None, tuple[int, int] | None, dict]] = deque()
 
         def tasks():
             for by_lines, chunk, span in source_chunks(source, p, previous, engine.p.chunk_size):
@@ -274,9 +293,9 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                 if span is None:
                     key = chunk_key(source, limits, chunk)
                     span = previous.chunks.get(key) if key else None
-                keys.append((key, by_lines, span))
-                copies = {} if span else {i.fingerprint: previous.copies[i.fingerprint]
-                                          for i in chunk if i.fingerprint in previous.copies}
+                copies = {} if span else {i.fingerprint: copy for i in chunk
+                                          if i.fingerprint and (copy := previous.copies.get(i.fingerprint))}
+                keys.append((key, by_lines, span, copies))
                 yield [] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies
 
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
@@ -294,7 +313,7 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                 run.clear()
 
         for records in engine.imap(ingest_chunk, tasks(), light=light):
-            key, by_lines, span = keys.popleft()
+            key, by_lines, span, copies = keys.popleft()
             if span is not None:
                 if run and run[0] + run[1] == span[0]:
                     run[1] += span[1]
@@ -306,11 +325,10 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
             copy_run()
             out.write(records)
             index.write([{**r, "chunk": key or "", "lines_key": by_lines if key else ""} for r in records])
-            reused[source.name] += sum(r["fingerprint"] in previous.copies and r["ingest_error"] is None
-                                       for r in records)
+            reused[source.name] += sum(r["fingerprint"] in copies and r["ingest_error"] is None for r in records)
             add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
             written.update(r["raw_pack"] for r in records
-                           if r["raw_pack"] is not None and r["fingerprint"] not in previous.copies)
+                           if r["raw_pack"] is not None and r["fingerprint"] not in copies)
             bar.update(len(records))
         copy_run()
         bar.close()
