@@ -167,7 +167,10 @@ class ParquetStream:
     temporary and leaves `path` as it was."""
 
     def __init__(self, path: Path, schema, **options):
-        self.path, self.schema, self.rows, self.options = path, schema, 0, options  # options: for ParquetWriter
+        # No dictionary encoding by default: the data tables' ids, paths and titles are nearly all distinct, and
+        # building the dictionaries took half the time of writing them. `options` go to pq.ParquetWriter.
+        self.path, self.schema, self.rows = path, schema, 0
+        self.options = {"use_dictionary": False, **options}
 
     def __enter__(self) -> "ParquetStream":
         import pyarrow.parquet as pq

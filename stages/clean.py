@@ -319,9 +319,9 @@ class CachedDecodes:
     up one by one: a run that carries most chunks over asks for few. A near duplicate's PNG was not kept: should it
     be kept this time (its twin left the sources), the stage makes its PNG again."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, table: pa.Table | None = None):
         try:
-            self.table = read_table(paths.CLEAN_DECODED)
+            self.table = table if table is not None else read_table(paths.CLEAN_DECODED)
         except (pa.ArrowException, OSError):  # none, or unreadable: decode everything
             self.table, self.rows = None, {}
             return
@@ -421,7 +421,7 @@ def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: Previo
                 continue
             carrying = False
             if cached is None:
-                cached = CachedDecodes(decode_key(p))
+                cached = CachedDecodes(decode_key(p), previous.tables[2] if previous is not None else None)
             chunk, todo = Chunk(key, records=batch.to_pylist()), []
             for r in chunk.records:
                 rid = r["record_id"]

@@ -17,6 +17,7 @@ import torch
 from atelier import paths
 from atelier.config import EvaluateParams, load_params
 from atelier.dataset import labels, load_images, split
+from atelier.embedding import embed_records
 from atelier.io import write_json
 from atelier.models.clip import encode_images, encode_texts, load_clip, zero_shot
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, to_pil
@@ -59,8 +60,11 @@ def score_generations(clip, tokenizer, images: torch.Tensor, prompts: list[str])
 
 
 def evaluate(pipeline: LatentDiffusionPipeline, clip, tokenizer, train: pd.DataFrame, holdout: pd.DataFrame,
-             p: EvaluateParams) -> tuple[dict, dict]:
-    """All metrics as a JSON-ready dict, and the headline generations (for the grid and the plots)."""
+             p: EvaluateParams, embed_train=None) -> tuple[dict, dict]:
+    """All metrics as a JSON-ready dict, and the headline generations (for the grid and the plots).
+
+    `embed_train(records)` embeds the training images (the stage runs it in chunks on the engine); by default they
+    are loaded and embedded here."""
     prompts = [q for q in prompt_set(train) for _ in range(p.per_prompt)]
     real = load_images(holdout)
     real_emb = encode_images(clip, real)
@@ -85,8 +89,7 @@ def evaluate(pipeline: LatentDiffusionPipeline, clip, tokenizer, train: pd.DataF
     if headline is None:
         raise ValueError(f"evaluate.headline_guidance={p.headline_guidance} is not in evaluate.guidance={p.guidance}")
 
-    train_images = load_images(train)
-    train_emb = encode_images(clip, train_images)
+    train_emb = embed_train(train) if embed_train else encode_images(clip, load_images(train))
     half = len(train_emb) // 2
     pils = to_pil(headline["images"])
     calibration = calibrate_replication(train_emb, p.replication_ratio)
@@ -126,7 +129,8 @@ def main() -> dict:
     train, holdout = split(records, params.train_clip.holdout_fraction)
     clip, tokenizer = load_clip(paths.CLIP_DIR)
     pipeline = LatentDiffusionPipeline.from_pretrained(paths.DIFFUSION_DIR)
-    report, shown = evaluate(pipeline, clip, tokenizer, train, holdout, p)
+    report, shown = evaluate(pipeline, clip, tokenizer, train, holdout, p,
+                             embed_train=lambda r: embed_records(paths.CLIP_DIR, r, params.engine))
     # one image per prompt in the grid, prompts in caption order (rows: palettes, columns: styles for the demo)
     firsts = [shown["pils"][i] for i in range(0, len(shown["pils"]), p.per_prompt)]
     save_png(paths.EVAL_GRID, image_grid(firsts, columns=6, scale=3))

@@ -22,7 +22,7 @@ from PIL import Image
 
 from atelier import paths
 from atelier.config import Params, load_params
-from atelier.dataset import load_images
+from atelier.embedding import embed_records
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
 from atelier.lineage import training_records
@@ -109,7 +109,7 @@ def load_champion(model_name: str) -> Champion:
     present = train[train["clean_path"].map(lambda p: paths.absolute(p).exists())].reset_index(drop=True)
     if present.empty:
         raise FileNotFoundError("none of the champion's training images are in data/clean; run `dvc checkout`")
-    train_emb = encode_images(pipeline.clip_model, load_images(present))
+    train_emb = embed_records(model_dir / "clip", present, load_params().engine)
     return Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb)
 
 

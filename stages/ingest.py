@@ -349,9 +349,8 @@ def main() -> dict:
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
-    # no dictionary encoding: ids, paths and fingerprints are all distinct, and it halves the time to write
-    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA, use_dictionary=False) as out, \
-            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA, use_dictionary=False) as index:
+    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
+            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
         reused, live, written = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
         where = engine.describe()
         sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them

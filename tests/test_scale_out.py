@@ -147,3 +147,35 @@ def test_an_unchanged_metadata_line_does_not_hide_a_changed_file(tmp_path):
     assert changed["record_id"] == hashlib.sha256(image.read_bytes()).hexdigest() != row["record_id"]
     others = after[after["source_uri"] != row["source_uri"]]
     assert others["record_id"].tolist() == before[before["source_uri"] != row["source_uri"]]["record_id"].tolist()
+
+
+def test_clip_embedding_on_a_dask_cluster_equals_the_process_pool_and_one_process(ingested, monkeypatch):
+    """The training-set embedding (evaluate, generate) runs its chunks on the engine: the same bits everywhere."""
+    distributed = pytest.importorskip("distributed")
+    import torch
+
+    from atelier import embedding
+    from atelier.config import ClipParams, EngineParams
+    from atelier.dataset import load_images
+    from atelier.models import clip as C
+
+    shutil.rmtree(ingested / "data/clean", ignore_errors=True)
+    edit_params(ingested, engine={"dask_scheduler": None, "workers": 2})
+    stage(ingested, "clean")
+    records = pd.read_parquet(ingested / "data/clean/records.parquet").head(60)
+    clean_path = records["clean_path"].map(lambda p: str(ingested / p))  # the workers read packs by path
+    records = records.assign(clean_path=clean_path)
+    p = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
+                   context_length=16, steps=2, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
+    images = load_images(records)
+    model = C.train_clip(images, list(records["caption"]), p)
+    C.save_clip_bundle(model, p, ingested / "clip")
+    monkeypatch.setattr(embedding, "CHUNK_RECORDS", 16)  # four chunks: the pool starts at the third
+    got = {}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        for name, engine in [("dask", EngineParams(dask_scheduler=cluster.scheduler_address)),
+                             ("pool", EngineParams(workers=2)), ("inline", EngineParams(workers=1))]:
+            got[name] = embedding.embed_records(ingested / "clip", records, engine)
+    assert got["dask"].shape == (60, 16)
+    assert torch.equal(got["dask"], got["pool"]) and torch.equal(got["pool"], got["inline"])
+    assert torch.allclose(got["inline"], C.encode_images(model, images), atol=1e-5)  # what encode_images gives
