@@ -40,9 +40,8 @@ def load_images(records: pd.DataFrame) -> torch.Tensor:
     if missing:
         raise FileNotFoundError(f"{len(missing)} clean images are not in their packs (first: {missing[0]}); "
                                 "run `dvc repro clean` or `dvc checkout data/clean`")
-    arrays = [np.asarray(Image.open(io.BytesIO(pngs[rid])).convert("RGB"), dtype=np.float32) / 255.0
-              for rid in records["record_id"]]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(pngs[rid])).convert("RGB")) for rid in records["record_id"]])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def labels(caption: str) -> tuple[str, str] | None:

@@ -2,9 +2,11 @@
 params.yaml names one (atelier/parallel.py). Evaluation (the training set, for replication and CMMD) and generation
 (the champion's training images) embed every training image; this is the part that grows with the dataset.
 
-Identical on every engine: a chunk is always the same records, embedded by the same code with one thread (matrix
-products split over several threads may sum in another order), so a chunk's bits do not depend on where it ran.
-Workers read the CLIP bundle and the clean packs by path, like the ingest and clean workers.
+Identical on every engine: a chunk is always the same records, embedded by the same code with one intra-op thread
+(matrix products split over several threads may sum in another order), so a chunk's bits do not depend on where it
+ran. Without a Dask cluster, chunks run on `engine.workers` threads of the stage's process (torch releases the GIL;
+a new process would spend seconds importing torch). Workers read the CLIP bundle and the clean packs by path, like
+the ingest and clean workers.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from atelier.dataset import load_images
 from atelier.models.clip import WEIGHTS_NAME, encode_images, load_clip
 from atelier.parallel import Engine
 
-# records per task: large enough that a worker's start (torch and open_clip imports, seconds) is paid for by its
-# work; a demo-sized training set is one chunk, embedded in the stage's own process
-CHUNK_RECORDS = 4096
+CHUNK_RECORDS = 1024  # records per task (about 0.1 s of work on one core)
 
 
 @contextmanager
 def _one_thread():
+    """torch's intra-op threads set to one for this process (a global setting: set it around all the tasks that
+    run here, so that no task restores it while another runs)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -63,8 +65,8 @@ def embed_records(clip_dir: Path, records: pd.DataFrame, engine: EngineParams) -
     """Embeddings [N, D] of the records' clean images (a frame with clean_path and record_id), in order."""
     rows = list(zip(records["clean_path"], records["record_id"]))
     tasks = ((str(clip_dir), rows[i:i + CHUNK_RECORDS]) for i in range(0, len(rows), CHUNK_RECORDS))
-    with Engine(engine) as e:
-        parts = list(e.imap(embed_chunk, tasks))
+    with _one_thread(), Engine(engine) as e:
+        parts = list(e.imap(embed_chunk, tasks, threads=True))
     if not parts:
         raise ValueError("no records to embed")
     return torch.from_numpy(np.concatenate(parts))

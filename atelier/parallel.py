@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ class Engine:
     def __init__(self, p: EngineParams):
         self.p = p
         self._pool: ProcessPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._client = None
 
     def __enter__(self) -> "Engine":
@@ -60,6 +61,8 @@ class Engine:
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
         if self._client is not None:
             self._client.close()
 
@@ -68,6 +71,8 @@ class Engine:
             return f"dask {self.p.dask_scheduler} ({len(self._client.scheduler_info()['workers'])} workers)"
         if self._pool is not None:
             return f"{self.p.workers} local processes"
+        if self._threads is not None:
+            return f"{self.p.workers} threads in this process"
         return "this process" + (" (too little work to start workers)" if self.p.workers > 1 else "")
 
     @property
@@ -83,17 +88,28 @@ class Engine:
             self._pool = ProcessPoolExecutor(self.p.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool.submit(fn, *task)
 
-    def imap(self, fn: Callable[..., T], tasks: Iterable[tuple], light: Callable[[tuple], bool] = lambda t: False
-             ) -> Iterator[T]:
+    def imap(self, fn: Callable[..., T], tasks: Iterable[tuple], light: Callable[[tuple], bool] = lambda t: False,
+             threads: bool = False) -> Iterator[T]:
         """fn(*task) for each task, in order; a task's exception is raised here, in the stage.
 
         `light(task)` says a task has (almost) nothing to do, e.g. every record in it was done by the last run: it
         runs here, not on a worker. Local workers start only at the INLINE_HEAVY+1-th heavy task, so an incremental
-        run with a few new records does not pay for starting processes."""
+        run with a few new records does not pay for starting processes.
+
+        `threads=True`: without a Dask cluster, heavy tasks run on `workers` threads of this process instead of
+        processes, for work that releases the GIL and would pay seconds of imports in each new process (torch).
+        Only for functions that touch no process-wide state."""
         parallel = self._client is not None or self.p.workers > 1
         heavy_seen = 0
         pending: deque = deque()
         for task in tasks:
+            if threads and parallel and self._client is None and not light(task):
+                if self._threads is None:
+                    self._threads = ThreadPoolExecutor(self.p.workers)
+                pending.append(self._threads.submit(fn, *task))
+                if len(pending) >= self.window:
+                    yield pending.popleft().result()
+                continue
             inline = not parallel or light(task) or (self._client is None and self._pool is None
                                                       and heavy_seen < INLINE_HEAVY)
             heavy_seen += not light(task)

@@ -53,7 +53,9 @@ def main() -> dict:
     results = {"atelier": ours, "baseline": base, "ratio": ours / base}
 
     train = pd.read_parquet(paths.TRAIN_RECORDS, columns=["clean_path", "record_id"])
+    # the training records repeated, in pack order as real records are (a task's records sit in a few packs)
     records = pd.concat([train] * (EMBED_RECORDS // len(train) + 1), ignore_index=True).head(EMBED_RECORDS)
+    records = records.sort_values("clean_path", kind="stable", ignore_index=True)
     engine = load_params().engine
 
     @torch.no_grad()

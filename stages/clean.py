@@ -384,6 +384,15 @@ def _chain(key: str, batch: pa.RecordBatch) -> str:
     return hashlib.sha256(key.encode() + sink.getvalue().to_pybytes()).hexdigest()
 
 
+def _raw_chunks(size: int):
+    """The raw table in batches of `size` rows, read 16 chunks at a time (fewer, larger reads). Each batch is copied
+    into fresh arrays: the Arrow IPC bytes of a slice depend on the batch it was cut from, and _chain hashes them."""
+    for big in pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=size * 16):
+        for offset in range(0, big.num_rows, size):
+            piece = big.slice(offset, size)
+            yield pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in piece.columns], schema=piece.schema)
+
+
 @dataclass
 class Chunk:
     """One chunk of the raw table as _stream_raw yields it: carried over from the last run (`carried` is its index
@@ -412,13 +421,14 @@ def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: Previo
     def tasks():
         nonlocal cached
         key, carrying, params = first_key, previous is not None, p.model_dump()
-        for i, batch in enumerate(pq.ParquetFile(paths.RAW_RECORDS).iter_batches(batch_size=engine.p.chunk_size)):
+        for i, batch in enumerate(_raw_chunks(engine.p.chunk_size)):
             key = _chain(key, batch)
             if carrying and i < len(previous.keys) and previous.keys[i] == key:
-                dispatched.update(previous.rows(i, i)[2]["record_id"].to_pylist())
                 pending.append(Chunk(key, carried=i))
                 yield [], params  # nothing to do: runs here, in order with the others
                 continue
+            if carrying and i:  # the carried prefix's record ids, once
+                dispatched.update(previous.rows(0, i - 1)[2]["record_id"].to_pylist())
             carrying = False
             if cached is None:
                 cached = CachedDecodes(decode_key(p), previous.tables[2] if previous is not None else None)

@@ -149,7 +149,7 @@ def test_an_unchanged_metadata_line_does_not_hide_a_changed_file(tmp_path):
     assert others["record_id"].tolist() == before[before["source_uri"] != row["source_uri"]]["record_id"].tolist()
 
 
-def test_clip_embedding_on_a_dask_cluster_equals_the_process_pool_and_one_process(ingested, monkeypatch):
+def test_clip_embedding_on_a_dask_cluster_equals_local_threads_and_one_thread(ingested, monkeypatch):
     """The training-set embedding (evaluate, generate) runs its chunks on the engine: the same bits everywhere."""
     distributed = pytest.importorskip("distributed")
     import torch
@@ -170,12 +170,12 @@ def test_clip_embedding_on_a_dask_cluster_equals_the_process_pool_and_one_proces
     images = load_images(records)
     model = C.train_clip(images, list(records["caption"]), p)
     C.save_clip_bundle(model, p, ingested / "clip")
-    monkeypatch.setattr(embedding, "CHUNK_RECORDS", 16)  # four chunks: the pool starts at the third
+    monkeypatch.setattr(embedding, "CHUNK_RECORDS", 16)  # four chunks
     got = {}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         for name, engine in [("dask", EngineParams(dask_scheduler=cluster.scheduler_address)),
-                             ("pool", EngineParams(workers=2)), ("inline", EngineParams(workers=1))]:
+                             ("threads", EngineParams(workers=2)), ("inline", EngineParams(workers=1))]:
             got[name] = embedding.embed_records(ingested / "clip", records, engine)
     assert got["dask"].shape == (60, 16)
-    assert torch.equal(got["dask"], got["pool"]) and torch.equal(got["pool"], got["inline"])
+    assert torch.equal(got["dask"], got["threads"]) and torch.equal(got["threads"], got["inline"])
     assert torch.allclose(got["inline"], C.encode_images(model, images), atol=1e-5)  # what encode_images gives
