@@ -11,16 +11,17 @@ ingest.max_file_bytes. A `noai` value fails closed: anything but an explicit no 
 
 At scale: sources stream their items; chunks of items are read, hashed and copied by the engine's workers (a local
 process pool, or Dask when engine.dask_scheduler is set) and written to Parquet chunk by chunk, so memory does not
-grow with the number of records. Incremental: an item whose fingerprint (path, size and mtime; URL; shard member)
-was ingested before (.atelier/ingest-index.parquet), and whose pack is still in data/raw/packs, is not read
-again (`dvc.yaml` marks data/raw `persist`). Bytes no current record refers to are removed at the end.
+grow with the number of records. Incremental (`dvc.yaml` marks data/raw `persist`; the last run's records are in
+.atelier/ingest-index.parquet): a chunk whose key (its metadata rows and fingerprints) the last run saw is copied
+over whole, and a metadata.jsonl block whose lines and files are unchanged is not even parsed; in a chunk that
+changed, an item whose fingerprint (path, size, mtime and inode; URL; shard member) was ingested before, and whose
+pack is still in data/raw/packs, is not read again. Bytes no current record refers to are removed at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter, deque
 from functools import cached_property
 from itertools import groupby
@@ -224,11 +225,18 @@ def load_previous(index_path: Path, compacted: Path) -> Previous:
     return prev
 
 
+def _key_start(source, limits: tuple[int, int]):
+    """A hash of what every key of a source's chunks depends on besides the chunk: this code's index version, the
+    source's name and column mapping, and the limits."""
+    settings = f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}"
+    return hashlib.sha256(settings.encode())
+
+
 def chunk_key(source, limits: tuple[int, int], items: list[Item]) -> str | None:
     """The identity of a chunk of items: an equal key means equal records, so the last run's are reused whole.
     None when an item's outcome could change while its metadata does not (a file missing today may be there
     tomorrow), or an item has no cheap identity."""
-    h = hashlib.sha256(f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}".encode())
+    h = _key_start(source, limits)
     for item in items:
         if not item.fingerprint or item.error is not None:
             return None
@@ -241,8 +249,8 @@ def lines_key(source, limits: tuple[int, int], block: Block) -> str:
     """The key of a block of metadata.jsonl lines as written (with their line numbers and the source's settings).
     With the files its rows name unchanged (folder.unchanged), an equal key means the chunk's records are the last
     run's: checked with one lstat per row, without parsing anything."""
-    h = hashlib.sha256(f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}\x1f"
-                       f"{block.first_line}\x1f".encode())
+    h = _key_start(source, limits)
+    h.update(f"\x1f{block.first_line}\x1f".encode())
     for line in block.lines:
         h.update(line)
     return h.hexdigest()
