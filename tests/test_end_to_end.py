@@ -295,7 +295,9 @@ def _rss_mib(pid: int) -> float | None:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+    # an exiting process (a zombie) has no VmRSS line: no sample
+    rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return None if rss is None else int(rss) / 1024
 
 
 def test_a_thousand_artworks_in_one_run_keep_memory_flat(built, tmp_path):
