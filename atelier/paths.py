@@ -30,6 +30,7 @@ LICENSE_SUMMARY = LICENSED / "summary.json"
 
 MODELS = ROOT / "models"
 CLIP_DIR = MODELS / "clip"
+EVALUATOR_DIR = MODELS / "evaluator"  # a second CLIP, trained with another seed, that scores the generator
 AUTOENCODER_DIR = MODELS / "autoencoder"
 DIFFUSION_DIR = MODELS / "diffusion"
 CHAMPION = MODELS / "champion.json"
