@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from atelier import paths
 
 
+# The training resolutions (clean.resolution) the models are built for (atelier/models/latent_diffusion.py).
+SUPPORTED_RESOLUTIONS = (32, 64, 128)
+
+
 class ConfigError(ValueError):
     """params.yaml is not valid; the message names the file and the key."""
 
@@ -107,10 +111,20 @@ class EngineParams(Section):
 
 
 class CleanParams(Section):
-    resolution: int = Field(ge=16)
+    resolution: int         # the training resolution: CLIP, autoencoder and UNet follow from it
     min_size: int = Field(ge=1)
     max_pixels: int = Field(gt=0)
     near_duplicate_hamming: int = Field(ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _supported_resolution(self) -> "CleanParams":
+        if self.resolution not in SUPPORTED_RESOLUTIONS:
+            raise ValueError(f"clean.resolution {self.resolution} is not supported: choose one of "
+                             f"{list(SUPPORTED_RESOLUTIONS)}")
+        if self.min_size < self.resolution:
+            raise ValueError(f"clean.min_size {self.min_size} is below clean.resolution {self.resolution}: smaller "
+                             f"images would be upscaled for training; set clean.min_size to at least {self.resolution}")
+        return self
 
 
 class PolicyParams(Section):
@@ -138,6 +152,14 @@ class ClipParams(Section):
     lr: float
     weight_decay: float
     holdout_fraction: float = Field(gt=0, lt=1)
+    evaluator_seed: int = 1   # the evaluator CLIP (models/evaluator): same data and settings, another seed
+
+    @model_validator(mode="after")
+    def _evaluator_differs(self) -> "ClipParams":
+        if self.evaluator_seed == self.seed:
+            raise ValueError(f"train_clip.evaluator_seed {self.evaluator_seed} equals train_clip.seed: the evaluator "
+                             "would be the text encoder it judges; choose another seed")
+        return self
 
 
 class AutoencoderParams(Section):
@@ -223,10 +245,20 @@ def _describe(error: dict) -> str:
     if kind == "extra_forbidden":
         return f"unknown key '{key}': remove it or check its spelling"
     if kind == "missing":
+    @model_validator(mode="after")
+    def _patches_tile_images(self) -> "Params":
+        resolution, patch = self.clean.resolution, self.train_clip.patch_size
+        if self.train_clip.pretrained is None and resolution % patch:
+            raise ValueError(f"clean.resolution {resolution} is not divisible by train_clip.patch_size {patch}: the "
+                             "CLIP cuts each image into patch_size x patch_size patches; choose sizes that divide")
+        return self
+
         return f"missing value for '{key}'"
     return f"'{key}': {error['msg']} (got {error.get('input')!r})"
 
 
+    if kind == "value_error" and not error["loc"]:  # a rule across sections: its message names the keys
+        return error["msg"].removeprefix("Value error, ")
 def load_params(path: Path | str = paths.PARAMS) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the file and every bad key."""
     path = Path(path)

@@ -26,7 +26,7 @@ def bare_loop(latents, captions, clip, tokenizer, p) -> None:
     torch.manual_seed(p.seed)
     distinct, states, pooled = caption_conditioning(clip, tokenizer, captions)
     cap_index = torch.tensor([distinct.index(c) for c in captions])
-    unet, sched = build_unet(states.shape[-1], pooled.shape[-1]), build_scheduler(p)
+    unet, sched = build_unet(states.shape[-1], pooled.shape[-1], latents.shape[-1]), build_scheduler(p)
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     unet.train()
@@ -49,7 +49,7 @@ def main() -> dict:
     params = load_params()
     p = params.train_diffusion.model_copy(update={"steps": STEPS})
     torch.manual_seed(0)
-    clip, tokenizer = build_clip(params.train_clip), build_tokenizer(params.train_clip.context_length)
+    clip, tokenizer = build_clip(params.train_clip, params.clean.resolution), build_tokenizer(params.train_clip.context_length)
     latents = torch.randn(N, 4, 8, 8)
     captions = [f"a {c} {s} composition" for c, s in zip(["red", "blue", "green", "golden"] * (N // 4),
                                                         ["grid", "spiral", "stripes", "sunset landscape"] * (N // 4))]

@@ -56,7 +56,7 @@ def pipeline(data, clip_bundle):
     images, captions = data
     model, _, _ = clip_bundle
     tok = C.build_tokenizer(CLIP_P.context_length)
-    return L.train_diffusion(images, captions, model, tok, C.model_config(CLIP_P), AE_P, DIFF_P)
+    return L.train_diffusion(images, captions, model, tok, C.model_config(CLIP_P, 32), AE_P, DIFF_P)
 
 
 # ------------------------------------------------------------------------------------------------------------------ CLIP
@@ -76,6 +76,34 @@ def test_clip_bundle_round_trip(data, clip_bundle):
     assert torch.allclose(own.encode_image(C.normalize_images(images), normalize=True), want_img, atol=1e-6)
     assert want_img.shape == (16, CLIP_P.embed_dim)
     assert torch.allclose(want_img.norm(dim=-1), torch.ones(16), atol=1e-5)
+
+
+def test_clip_image_size_comes_from_the_model(data, clip_bundle):
+    images, _ = data
+    model, _, _ = clip_bundle
+    assert C.image_size(model) == 32 and C.model_config(CLIP_P, 32)["vision_cfg"]["image_size"] == 32
+    with pytest.raises(ValueError, match=r"takes 32x32 images, got \(64, 64\)"):
+        C.encode_images(model, torch.nn.functional.interpolate(images, size=64))
+    with pytest.raises(ValueError, match=r"clean\.resolution.*train_clip\.patch_size 12"):
+        C.model_config(CLIP_P.model_copy(update={"patch_size": 12}), 32)
+
+
+def test_load_evaluator_prefers_the_evaluator_and_falls_back_to_clip(data, clip_bundle, tmp_path):
+    images, _ = data
+    model, _, _ = clip_bundle
+    evaluator = C.train_clip(images, data[1], CLIP_P.model_copy(update={"seed": CLIP_P.evaluator_seed}))
+    C.save_clip_bundle(model, CLIP_P, tmp_path / "clip")
+    assert C.evaluator_dir(tmp_path) == tmp_path / "clip"  # a model saved before it carried an evaluator
+    loaded, _ = C.load_evaluator(tmp_path)
+    assert torch.equal(C.encode_images(loaded, images), C.encode_images(model, images))
+    C.save_clip_bundle(evaluator, CLIP_P, tmp_path / "evaluator")
+    assert C.evaluator_dir(tmp_path) == tmp_path / "evaluator"
+    loaded, tokenizer = C.load_evaluator(tmp_path)
+    assert torch.equal(C.encode_images(loaded, images), C.encode_images(evaluator, images))
+    assert not torch.equal(C.encode_images(loaded, images), C.encode_images(model, images))  # another seed
+    (tmp_path / "evaluator" / C.WEIGHTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match="evaluator.*open_clip_model.safetensors"):
+        C.load_evaluator(tmp_path)  # a broken evaluator is an error, never a silent fall back to the text encoder
 
 
 def test_load_clip_errors(tmp_path):
@@ -178,7 +206,7 @@ def test_training_rejects_bad_input(data):
     images, captions = data
     with pytest.raises(ValueError, match="captions"):
         C.train_clip(images, captions[:3], CLIP_P)
-    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
+    with pytest.raises(ValueError, match=r"\[N, 3, R, R\].*clean\.resolution.*\[32, 64, 128\]"):
         L.train_autoencoder(images[:, :, :16, :16], AE_P)
 
 

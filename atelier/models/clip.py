@@ -19,7 +19,6 @@ from atelier.progress import progress_enabled
 from atelier.config import ClipParams
 from atelier.demo import PALETTES, STYLES, caption_for
 
-IMAGE_SIZE = 32
 # Images arrive in [0, 1]; the CLIP sees them mapped to [-1, 1]. Defined once, used in training and evaluation.
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -32,12 +31,16 @@ def progress_disabled() -> bool:
     return not progress_enabled()
 
 
-def model_config(p: ClipParams) -> dict:
-    """The open_clip `model_cfg` dict for these params (what the bundle's open_clip_config.json holds)."""
+def model_config(p: ClipParams, resolution: int) -> dict:
+    """The open_clip `model_cfg` dict for these params and square images of `resolution` px (the bundle's
+    open_clip_config.json holds it)."""
+    if resolution % p.patch_size:
+        raise ValueError(f"CLIP image size {resolution} (clean.resolution) is not divisible by train_clip.patch_size "
+                         f"{p.patch_size}: choose a patch size that divides it")
     return {
         "embed_dim": p.embed_dim,
         "vision_cfg": {
-            "image_size": IMAGE_SIZE,
+            "image_size": resolution,
             "layers": p.image_layers,
             "width": p.image_width,
             "head_width": max(p.image_width // 4, 1),
@@ -59,10 +62,25 @@ def _from_config(cfg: dict) -> open_clip.CLIP:
     return open_clip.CLIP(cfg["embed_dim"], vision, text)
 
 
-def build_clip(p: ClipParams) -> open_clip.CLIP:
-    """A freshly initialised small CLIP (seeded by p.seed)."""
+def build_clip(p: ClipParams, resolution: int) -> open_clip.CLIP:
+    """A freshly initialised small CLIP for `resolution` px images (seeded by p.seed)."""
     torch.manual_seed(p.seed)
-    return _from_config(model_config(p))
+    return _from_config(model_config(p, resolution))
+
+
+def image_size(model: open_clip.CLIP) -> int:
+    """The side in pixels of the square images this CLIP's vision tower takes (its vision_cfg.image_size)."""
+    height, width = model.visual.image_size
+    if height != width:
+        raise ValueError(f"this CLIP takes {height}x{width} images; Atelier uses square ones")
+    return int(height)
+
+
+def refuse_other_resolution(found: int, resolution: int, what: str) -> None:
+    """Raise unless a saved model made for `found` px images matches clean.resolution (`resolution`)."""
+    if found != resolution:
+        raise ValueError(f"{what} is {found} but clean.resolution in params.yaml is {resolution}: the model was made "
+                         f"for {found} px images; retrain it (dvc repro) or set clean.resolution to {found}")
 
 
 def build_tokenizer(context_length: int) -> open_clip.tokenizer.SimpleTokenizer:
@@ -77,11 +95,14 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _check_images(images: torch.Tensor) -> None:
+def _check_images(images: torch.Tensor, size: int | None = None) -> None:
+    """Images must be [N, 3, H, W] and square; `size` x `size` when given (the CLIP's own image size)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images shaped [N, 3, H, W], got {tuple(images.shape)}")
-    if images.shape[-1] != IMAGE_SIZE or images.shape[-2] != IMAGE_SIZE:
-        raise ValueError(f"expected {IMAGE_SIZE}x{IMAGE_SIZE} images, got {tuple(images.shape[-2:])}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"expected square images, got {tuple(images.shape[-2:])}")
+    if size is not None and images.shape[-1] != size:
+        raise ValueError(f"this CLIP takes {size}x{size} images, got {tuple(images.shape[-2:])}")
 
 
 def train_clip(
@@ -91,14 +112,14 @@ def train_clip(
     on_step: Callable[[int, dict], None] | None = None,
     checkpoint: Checkpointer | None = None,
 ) -> open_clip.CLIP:
-    """Contrastively train a small CLIP on image-caption pairs (images [N,3,32,32] in [0,1]).
+    """Contrastively train a small CLIP on image-caption pairs (images [N,3,R,R] in [0,1]; the CLIP takes R px).
 
     With a `checkpoint`, the loop resumes from its last checkpoint (replaying the earlier steps' metrics through
     on_step) and saves one periodically; the result is bitwise the same as an uninterrupted run's."""
     _check_images(images)
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    model = build_clip(p)
+    model = build_clip(p, images.shape[-1])
     model.train()
     tokenizer = build_tokenizer(p.context_length)
     tokens = tokenizer(captions)
@@ -132,10 +153,10 @@ def save_clip_bundle(model: open_clip.CLIP, p: ClipParams | dict, folder: str | 
     """Write a `local-dir:` bundle (open_clip_config.json + safetensors), check it loads back, return the weights' sha256."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = model_config(p) if isinstance(p, ClipParams) else p
+    cfg = model_config(p, image_size(model)) if isinstance(p, ClipParams) else p
     config = {
         "model_cfg": cfg,
-        "preprocess_cfg": {"size": IMAGE_SIZE, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
+        "preprocess_cfg": {"size": cfg["vision_cfg"]["image_size"], "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -171,10 +192,22 @@ def load_clip(spec: str | Path) -> tuple[open_clip.CLIP, open_clip.tokenizer.Sim
     return model, build_tokenizer(cfg["text_cfg"]["context_length"])
 
 
+def evaluator_dir(model_dir: str | Path) -> Path:
+    """The CLIP bundle that scores a saved pipeline: its own `evaluator/` when present, else its text encoder `clip/`
+    (pipelines saved before they carried an evaluator)."""
+    model_dir = Path(model_dir)
+    return model_dir / "evaluator" if (model_dir / "evaluator").is_dir() else model_dir / "clip"
+
+
+def load_evaluator(model_dir: str | Path) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
+    """(model, tokenizer) of a saved pipeline's evaluator CLIP; evaluator_dir(model_dir) says which folder it was."""
+    return load_clip(evaluator_dir(model_dir))
+
+
 @torch.no_grad()
 def encode_images(model: open_clip.CLIP, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised image embeddings [N,D] for images [N,3,32,32] in [0,1]."""
-    _check_images(images)
+    """L2-normalised image embeddings [N,D] for images [N,3,R,R] in [0,1], R the model's image size."""
+    _check_images(images, image_size(model))
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):

@@ -14,11 +14,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from atelier.checkpoint import Checkpointer, TrainState
-from atelier.config import AutoencoderParams, DiffusionParams
-from atelier.models.clip import load_clip, progress_disabled, save_clip_bundle, text_token_states
+from atelier.config import SUPPORTED_RESOLUTIONS, AutoencoderParams, DiffusionParams
+from atelier.models.clip import (image_size, load_clip, progress_disabled, refuse_other_resolution, save_clip_bundle,
+                                 text_token_states)
 
-RESOLUTION = 32
 LATENT_CHANNELS = 4
+# The autoencoder's channels per block for each training resolution (clean.resolution). Each block but the last halves
+# the side: 32 px -> 8x8 latents (3 blocks), 64 px -> 8x8 and 128 px -> 16x16 (4 blocks).
+AUTOENCODER_BLOCKS = {32: (16, 32, 64), 64: (16, 32, 64, 64), 128: (16, 32, 64, 64)}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CONFIG_NAME = "atelier_config.json"
 AE_WARMUP_STEPS = 20
@@ -27,19 +30,32 @@ AE_WARMUP_STEPS = 20
 # ----------------------------------------------------------------------------------------------------------- autoencoder
 
 
-def build_autoencoder() -> AutoencoderKL:
-    """About 1M parameters: (16, 32, 64) channels, 32 px -> 8x8x4 latents."""
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 64),
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=8,
-        sample_size=RESOLUTION,
-    )
+def autoencoder_config(resolution: int) -> dict:
+    """AutoencoderKL's arguments for `resolution` px images; at 32 about 1M parameters, (16, 32, 64) -> 8x8x4 latents."""
+    if resolution not in SUPPORTED_RESOLUTIONS or resolution not in AUTOENCODER_BLOCKS:
+        raise ValueError(f"clean.resolution {resolution} is not supported: choose one of {list(SUPPORTED_RESOLUTIONS)}")
+    blocks = AUTOENCODER_BLOCKS[resolution]
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ("DownEncoderBlock2D",) * len(blocks),
+        "up_block_types": ("UpDecoderBlock2D",) * len(blocks),
+        "block_out_channels": blocks,
+        "layers_per_block": 1,
+        "latent_channels": LATENT_CHANNELS,
+        "norm_num_groups": 8,
+        "sample_size": resolution,
+    }
+
+
+def build_autoencoder(resolution: int) -> AutoencoderKL:
+    """A freshly initialised autoencoder for `resolution` px images (autoencoder_config)."""
+    return AutoencoderKL(**autoencoder_config(resolution))
+
+
+def latent_size(vae_config) -> int:
+    """The latents' side for an autoencoder config: its sample_size over 2**(blocks - 1), its downsampling."""
+    return int(vae_config["sample_size"]) // 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 def _random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -61,13 +77,16 @@ def train_autoencoder(
     on_step: Callable[[int, dict], None] | None = None,
     checkpoint: Checkpointer | None = None,
 ) -> tuple[AutoencoderKL, float]:
-    """Train the autoencoder (L1 + kl_weight*KL, flips, cosine LR decay) on images [N,3,32,32] in [0,1]; return (vae, latent scale).
+    """Train the autoencoder (L1 + kl_weight*KL, flips, cosine LR decay) on images [N,3,R,R] in [0,1], R one of
+    SUPPORTED_RESOLUTIONS; return (vae, latent scale).
 
     With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
-    if images.ndim != 4 or images.shape[1:] != (3, RESOLUTION, RESOLUTION):
-        raise ValueError(f"expected images [N, 3, {RESOLUTION}, {RESOLUTION}] in [0, 1], got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != images.shape[-2] \
+            or images.shape[-1] not in SUPPORTED_RESOLUTIONS:
+        raise ValueError(f"expected images [N, 3, R, R] in [0, 1] with R (clean.resolution) one of "
+                         f"{list(SUPPORTED_RESOLUTIONS)}, got {tuple(images.shape)}")
     torch.manual_seed(p.seed)
-    vae = build_autoencoder()
+    vae = build_autoencoder(images.shape[-1])
     vae.train()
     pixels = images.float() * 2 - 1
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
@@ -100,24 +119,31 @@ def train_autoencoder(
 
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch_size: int = 256) -> torch.Tensor:
-    """Scaled latent means [N,4,8,8] of images [N,3,32,32] in [0,1]."""
+    """Scaled latent means [N,4,n,n] of images [N,3,R,R] in [0,1] (R the vae's sample_size, n its latent_size)."""
+    side = int(vae.config.sample_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
+        raise ValueError(f"this autoencoder encodes images [N, 3, {side}, {side}], got {tuple(images.shape)}")
     out = [vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean for i in range(0, len(images), batch_size)]
     return torch.cat(out) * scale
 
 
 @torch.no_grad()
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, scale: float) -> torch.Tensor:
-    """Scaled latents -> images [N,3,32,32] in [0,1]."""
+    """Scaled latents [N,4,n,n] -> images [N,3,R,R] in [0,1] (n the vae's latent_size, R its sample_size)."""
+    side = latent_size(vae.config)
+    if latents.ndim != 4 or tuple(latents.shape[-2:]) != (side, side):
+        raise ValueError(f"this autoencoder decodes latents [N, C, {side}, {side}], got {tuple(latents.shape)}")
     return ((vae.decode(latents / scale).sample.clamp(-1, 1) + 1) / 2).float()
 
 
 # ------------------------------------------------------------------------------------------------------------------ UNet
 
 
-def build_unet(text_width: int, embed_dim: int) -> UNet2DConditionModel:
-    """About 4M parameters on 8x8x4 latents, cross-attending to CLIP token states, pooled embedding as a class input."""
+def build_unet(text_width: int, embed_dim: int, sample_size: int) -> UNet2DConditionModel:
+    """About 4M parameters on sample_size x sample_size x 4 latents (8 or 16), cross-attending to CLIP token states,
+    pooled embedding as a class input."""
     return UNet2DConditionModel(
-        sample_size=RESOLUTION // 4,
+        sample_size=sample_size,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -177,16 +203,18 @@ def train_unet(
     flipped_latents: torch.Tensor | None = None,
     checkpoint: Checkpointer | None = None,
 ) -> UNet2DConditionModel:
-    """Train the text-conditional UNet on scaled latents [N,4,8,8]; return a UNet holding the EMA weights.
+    """Train the text-conditional UNet on scaled latents [N,4,n,n]; return a UNet holding the EMA weights.
 
     With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
     if len(latents) != len(captions):
         raise ValueError(f"{len(latents)} latents but {len(captions)} captions")
+    if latents.ndim != 4 or latents.shape[-1] != latents.shape[-2]:
+        raise ValueError(f"expected square latents [N, C, n, n], got {tuple(latents.shape)}")
     torch.manual_seed(p.seed)
     distinct, states, pooled = caption_conditioning(clip_model, tokenizer, captions)
     cap_index = torch.tensor([distinct.index(c) for c in captions])
     pooled_in = pooled * p.pooled_scale
-    unet = build_unet(states.shape[-1], pooled.shape[-1])
+    unet = build_unet(states.shape[-1], pooled.shape[-1], latents.shape[-1])
     unet.train()
     weights = list(unet.parameters())
     ema = [q.detach().clone() for q in weights]
@@ -258,6 +286,19 @@ def _refuse_pickles(folder: Path) -> None:
         )
 
 
+def _check_parts(vae: AutoencoderKL, unet: UNet2DConditionModel, clip_model: open_clip.CLIP, resolution: int) -> None:
+    """The autoencoder, UNet and CLIP must all be made for the pipeline's `resolution`; raise naming the keys."""
+    found = {
+        "vae sample_size": (int(vae.config.sample_size), resolution),
+        "unet sample_size": (int(unet.config.sample_size), latent_size(vae.config)),
+        "clip vision_cfg.image_size": (image_size(clip_model), resolution),
+    }
+    for what, (got, want) in found.items():
+        if got != want:
+            raise ValueError(f"pipeline parts disagree: {what} is {got}, expected {want} for the pipeline's "
+                             f"resolution {resolution}")
+
+
 class LatentDiffusionPipeline:
     """vae + unet + noise schedule + frozen CLIP text tower; DDIM sampling with classifier-free guidance."""
 
@@ -273,6 +314,7 @@ class LatentDiffusionPipeline:
         for key in ("latent_scale", "pooled_scale", "resolution", "clip_model_cfg"):
             if key not in config:
                 raise ValueError(f"pipeline config is missing {key!r}")
+        _check_parts(vae, unet, clip_model, config["resolution"])
         self.vae, self.unet, self.scheduler = vae.eval(), unet.eval(), scheduler
         self.clip_model, self.tokenizer, self.config = clip_model.eval(), tokenizer, dict(config)
 
@@ -293,13 +335,17 @@ class LatentDiffusionPipeline:
         }
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "LatentDiffusionPipeline":
-        """Load a folder written by save_pretrained; refuses pickle files, loads safetensors only."""
+    def from_pretrained(cls, folder: str | Path, resolution: int | None = None) -> "LatentDiffusionPipeline":
+        """Load a folder written by save_pretrained; refuses pickle files, loads safetensors only.
+
+        With `resolution` (clean.resolution), refuses a model whose config `resolution` differs."""
         folder = Path(folder)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder}: not an Atelier diffusion model ({CONFIG_NAME} missing)")
         _refuse_pickles(folder)
         config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        if resolution is not None:
+            refuse_other_resolution(config.get("resolution"), resolution, f"'resolution' in {folder / CONFIG_NAME}")
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
@@ -333,7 +379,7 @@ class LatentDiffusionPipeline:
         negative_prompt: str = "",
         batch_size: int = 1,
     ) -> torch.Tensor:
-        """Like __call__ but returns images [N,3,32,32] in [0,1]."""
+        """Like __call__ but returns images [N,3,R,R] in [0,1], R the pipeline's resolution."""
         if not prompts:
             raise ValueError("no prompts given")
         if steps < 1:
@@ -347,7 +393,8 @@ class LatentDiffusionPipeline:
         pooled = pooled * self.config["pooled_scale"]
         ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False, set_alpha_to_one=True)
         ddim.set_timesteps(steps)
-        latent_shape = (LATENT_CHANNELS, self.config["resolution"] // 4, self.config["resolution"] // 4)
+        side = latent_size(self.vae.config)
+        latent_shape = (LATENT_CHANNELS, side, side)
         neg = distinct.index(negative_prompt)
         out = []
         for start in range(0, len(prompts), batch_size):
@@ -385,7 +432,7 @@ def train_diffusion(
     config = {
         "latent_scale": scale,
         "pooled_scale": p.pooled_scale,
-        "resolution": RESOLUTION,
+        "resolution": images.shape[-1],
         "clip_model_cfg": clip_model_cfg,
         "backend": "latent-diffusion",
     }
