@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from atelier.config import ConfigError
 
@@ -24,6 +25,14 @@ def _prefect_env() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline flow once (each DVC stage a Prefect task, in dvc.yaml order) and print the summary."""
     _prefect_env()
+    from atelier.declared import SourcesUndeclared, require_declared
+
+    try:  # before any stage: a source that dvc.yaml does not list would be skipped by DVC on later runs
+        for warning in require_declared():
+            print(f"atelier: warning: {warning.message}", file=sys.stderr)
+    except SourcesUndeclared as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
     from atelier.report import format_summary, pipeline_summary
     from flows.pipeline import dataset_to_artwork, select, stage_names
 
@@ -139,6 +148,109 @@ def cmd_takedown(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
+    """Add a source to `root`/params.yaml ingest.sources and the path it reads to the ingest stage's deps in
+    `root`/dvc.yaml, in one step, as inserted lines (comments and layout kept); return notes for the user. For a
+    source already in params.yaml with this kind and path whose dep is missing, add only the dep."""
+    import re
+    import tempfile
+    from types import SimpleNamespace
+
+    import yaml
+
+    from atelier import declared
+    from atelier.config import load_params
+    from atelier.io import write_text
+
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ConfigError(f"source name '{name}': use lowercase letters, digits, '_' and '-' only (^[a-z0-9_-]+$)")
+    if image_column is not None and kind != "parquet":
+        raise ConfigError(f"--image-column is for parquet sources; '{name}' is {kind}")
+    params_yaml, dvc_yaml = root / "params.yaml", root / "dvc.yaml"
+    ingest = load_params(params_yaml).ingest
+    stages = declared.load_stages(dvc_yaml)
+    stored = declared.as_dep(path, root)  # normalised; relative to the project when inside it
+    entry: dict | None = {"name": name, "kind": kind, "path": stored}
+    if image_column is not None:
+        entry["image_column"] = image_column
+    source = SimpleNamespace(**entry)
+    notes = []
+    existing = {s.name: s for s in ingest.sources}.get(name)
+    if existing is not None:
+        same = (existing.kind == kind and declared.as_dep(existing.path, root) == stored
+                and image_column in (None, getattr(existing, "image_column", None)))
+        if not same:
+            raise ConfigError(f"{params_yaml}: a source named '{name}' exists already ({existing.kind}, "
+                              f"{existing.path}); choose another name, or edit params.yaml to change it")
+        if declared.covered(declared.read_path(existing), declared.ingest_deps(stages), root):
+            raise ConfigError(f"source '{name}' is in params.yaml and declared in dvc.yaml already; nothing to add")
+        entry, source = None, existing
+    reads = declared.read_path(source)
+    dep = None if declared.covered(reads, declared.ingest_deps(stages), root) else declared.as_dep(reads, root)
+    notes.append(f"source '{name}' ({source.kind}, {source.path}): "
+                 + ("added to params.yaml ingest.sources" if entry else "in params.yaml ingest.sources already")
+                 + (f"; {dep} added to the ingest stage's deps in dvc.yaml" if dep else
+                    f"; {declared.as_dep(reads, root)} is covered by an ingest dep in dvc.yaml already"))
+    try:
+        params_text, dvc_text = declared.add_source_text(params_yaml.read_text(encoding="utf-8"),
+                                                         dvc_yaml.read_text(encoding="utf-8"), entry, dep)
+    except ValueError as exc:
+        raise ConfigError(f"cannot add source '{name}' as text: {exc}; add it to params.yaml ingest.sources and "
+                          f"its path to stages.ingest.deps in dvc.yaml by hand") from None
+    with tempfile.TemporaryDirectory() as tmp:  # validate the new params.yaml before writing anything
+        (Path(tmp) / "params.yaml").write_text(params_text, encoding="utf-8")
+        try:
+            new_ingest = load_params(Path(tmp) / "params.yaml").ingest
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(str(Path(tmp) / "params.yaml"), str(params_yaml))) from None
+    found = declared.check(new_ingest, (yaml.safe_load(dvc_text) or {}).get("stages") or {}, root)
+    if any(p.level == "error" and p.source == name for p in found):
+        raise ConfigError(f"source '{name}': still not covered by the ingest stage's deps after adding it")
+    notes += [f"note: {p.message}" for p in found if p.source != name]  # problems that were there before
+    if dep is not None:
+        write_text(dvc_yaml, dvc_text)  # dvc.yaml first: a dep no source reads is only a warning
+    if entry is not None:
+        write_text(params_yaml, params_text)
+    if not (root / reads).exists():
+        notes.append(f"note: {declared.as_dep(reads, root)} does not exist yet: put the source there before the "
+                     f"next run (DVC stops on a missing dependency)")
+    return notes
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    """`sources add`, `sources list`, `sources check`: the sources in params.yaml and their deps in dvc.yaml."""
+    from atelier import declared, paths
+    from atelier.config import load_params
+
+    root = paths.ROOT
+    try:
+        if args.action == "add":
+            print("\n".join(add_source(root, args.name, args.path, args.kind, args.image_column)))
+            return 0
+        if args.action == "list":
+            ingest = load_params(root / "params.yaml").ingest
+            found = declared.check(ingest, declared.load_stages(root / "dvc.yaml"), root)
+            missing = {p.source: p.path for p in found if p.level == "error"}
+            rows = [("name", "kind", "path", "declared in dvc.yaml")]
+            rows += [(s.name, s.kind, s.path, f"NO: add {missing[s.name]} to stages.ingest.deps"
+                      if s.name in missing else "yes") for s in ingest.sources]
+            widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            for row in rows:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+            for p in found:
+                if p.source is None:
+                    print(f"{p.level}: {p.message}", file=sys.stderr)
+            return 0
+        warnings = declared.require_declared(root)
+        for warning in warnings:
+            print(f"atelier: warning: {warning.message}", file=sys.stderr)
+        print("sources: every source in params.yaml is a dep of the ingest stage in dvc.yaml")
+        return 0
+    except ConfigError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Dataset-to-artwork pipeline with provenance.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="also write an HTML report")
     p.add_argument("--no-lineage", action="store_true", help="skip the registry/DVC lineage checks")
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("sources", help="add, list or check the sources (params.yaml) and their deps (dvc.yaml)")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add a source to params.yaml and its path to dvc.yaml's ingest deps in one step")
+    a.add_argument("name", help="the source's name (lowercase letters, digits, '_' and '-')")
+    a.add_argument("path", help="a folder, file, glob or {00000..00099} pattern, relative to the project or absolute")
+    a.add_argument("--kind", choices=["folder", "webdataset", "parquet", "urls"], default="folder")
+    a.add_argument("--image-column", help="parquet: the column of {bytes, path} images (default: image)")
+    actions.add_parser("list", help="each source's name, kind, path and whether dvc.yaml declares it")
+    actions.add_parser("check", help="exit 2, naming the fix, when a source's path is not an ingest dep")
+    p.set_defaults(func=cmd_sources)
     p = sub.add_parser("takedown", help="which models and artworks used a work or creator; opt it out")
     p.add_argument("target", help="a record id (sha256) or a creator name")
     p.add_argument("--reason", default="takedown request")

@@ -16,6 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from atelier import dvc, paths
+from atelier.declared import require_declared
 from atelier.lock import workspace_lock
 
 # Orchestration policy, per stage. Training gets 30 minutes, everything else 10 (the demo trains in about 11).
@@ -143,6 +144,8 @@ def publish_summary(root: str) -> dict:
 def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict[str, str]:
     """Run dvc.yaml's stages in order, one task each, up to `upto`; publish the summary; return DVC output per stage."""
     where = Path(root).resolve() if root else paths.ROOT
+    for warning in require_declared(where):  # pre-flight: stop before any stage when a source is not a DVC dep
+        get_run_logger().warning(warning.message)
     outputs: dict[str, str] = {}
     with workspace_lock(where, "pipeline run"):  # a second run at once refuses instead of interleaving stages
         for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace

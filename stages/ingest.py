@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from atelier import paths
 from atelier.config import Columns, IngestParams, load_params
+from atelier.declared import require_declared
 from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
@@ -352,6 +353,8 @@ def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> lis
 
 def main() -> dict:
     """Ingest all sources into data/raw; return counts per source and errors per reason."""
+    for warning in require_declared():  # before any work: a source dvc.yaml does not list would be skipped later
+        print(f"ingest: warning: {warning.message}")
     params = load_params()
     p = params.ingest
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
