@@ -30,8 +30,10 @@ def pipeline_summary() -> dict:
         out["train_per_license"] = licensed["train_per_license"]
         out["train_records"] = licensed["train_records"]
     for key, path in (("evaluation", paths.EVAL_REPORT), ("champion", paths.CHAMPION),
-                      ("promotion", paths.PROMOTION)):
+                      ("promotion", paths.PROMOTION), ("generation", paths.REPORTS / "generate.json")):
         value = _json(path)
+        if value and key == "evaluation":  # what a person reads; the full report stays in reports/eval.json
+            value = {k: value[k] for k in ("evaluator", "prompts", "headline", "warnings") if k in value}
         if value:
             out[key] = value
     if paths.ARTWORKS.exists():
@@ -44,6 +46,38 @@ def _table(title: str, counts: dict) -> list[str]:
     width = max((len(str(k)) for k in counts), default=0)
     lines += [f"  {str(k).ljust(width)}  {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in counts.items()]
     lines = lines if counts else lines + ["  (none)"]
+    return lines
+
+
+FIGURES = [  # (label, generated key, real key, chance key, scale)
+    ("prompt retrieval top-1", "retrieval_top1", "real_retrieval_top1", "chance_top1", "fraction, 0-1"),
+    ("prompt retrieval top-5", "retrieval_top5", "real_retrieval_top5", "chance_top5", "fraction, 0-1"),
+    ("CLIPScore", "clip_score", "real_clip_score", None, "2.5 x cosine, 0-2.5"),
+    ("CMMD", "cmmd", "cmmd_baseline", None, "1000 x MMD^2, lower is closer; real column: real-vs-real baseline"),
+    ("diversity", "diversity", "real_diversity", None, "1 - mean pairwise cosine"),
+    ("style accuracy (demo)", "style_accuracy", "real_style_accuracy", None, "fraction; chance 1/6"),
+    ("palette accuracy (demo)", "palette_accuracy", "real_palette_accuracy", None, "fraction; chance 1/6"),
+]
+
+
+def evaluation_lines(report: dict) -> list[str]:
+    """The evaluation's headline figures, each beside the held-out real images' and chance, with its scale."""
+    head = report.get("headline", {})
+    lines = [f"Evaluation at guidance {head.get('guidance')} on {report.get('prompts')} held-out prompts "
+             f"({report.get('evaluator', 'evaluator CLIP')}):",
+             f"  {'figure':<24} {'generated':>9} {'real':>7} {'chance':>7}  scale"]
+
+    def fmt(value) -> str:
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+    for label, gen, real, chance, scale in FIGURES:
+        if head.get(gen) is None:
+            continue
+        lines.append(f"  {label:<24} {fmt(head.get(gen)):>9} {fmt(head.get(real)):>7} "
+                     f"{fmt(head.get(chance)) if chance else '-':>7}  {scale}")
+    lines.append(f"  {'replication rate':<24} {fmt(head.get('replication_rate')):>9} {'-':>7} {'-':>7}  "
+                 "fraction of generations flagged as a possible copy of a training image")
+    lines += [f"  warning: {w}" for w in report.get("warnings", [])]
     return lines
 
 
@@ -60,11 +94,18 @@ def format_summary(s: dict) -> str:
                         s["exclusions_per_reason"])
         lines += _table(f"Allowed for training per license ({s['train_records']}):", s["train_per_license"])
     if "evaluation" in s:
-        head = s["evaluation"].get("headline", {})
-        lines += _table("Evaluation (headline guidance):", head)
+        lines += evaluation_lines(s["evaluation"])
     if "promotion" in s:
         p = s["promotion"]
-        lines.append(f"Promotion: version {p.get('candidate_version')} -> {p.get('decision')}: {p.get('reason')}")
+        lines.append(f"Promotion: version {p.get('candidate_version')} -> {p.get('decision')}")
+        for check in p.get("checks") or []:
+            mark = "ok  " if check["passed"] else "MISS"
+            by = "" if check["passed"] else f" (missed by {check['missed_by']:.3f})"
+            lines.append(f"  {mark} {check['figure']} {check['value']:.3f}, rule {check['rule']}{by}")
+        if not p.get("checks"):
+            lines.append(f"  {p.get('reason')}")
+    if "generation" in s and s["generation"].get("no_champion"):
+        lines.append(f"Generation: {s['generation']['no_champion']}; no artworks made this run")
     if "champion" in s:
         c = s["champion"]
         lines.append(f"Champion: {c.get('name')} version {c.get('version')} (run {c.get('run_id')})")

@@ -7,8 +7,10 @@ evaluation tags, and checks computed here on the champion's own CLIP.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -26,9 +28,9 @@ from atelier.embedding import embed_records
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
 from atelier.lineage import training_records
-from atelier.models.clip import encode_images, encode_texts
+from atelier.models.clip import encode_images, encode_texts, load_evaluator
 from atelier.models.latent_diffusion import LatentDiffusionPipeline
-from atelier.models.metrics import clip_score, replication
+from atelier.models.metrics import clip_score, prompt_ranks, replication
 from atelier.version import code_version
 from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict
@@ -39,7 +41,13 @@ from provenance.signing import artwork_terms, sign_png
 from stages.license import normalise_name, read_opt_outs
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
-EVALUATOR = "the champion's own CLIP (clip/ in the model folder), 32 px, cosine of normalised embeddings"
+EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder), "
+             "cosine of normalised embeddings")
+CLIP_SCORE_SCALE = "CLIPScore = 2.5 x max(cosine(artwork, prompt), 0) on the evaluator; range 0-2.5, higher is closer"
+SIMILARITY_SCALE = ("similarity of the nearest training images: cosine in the generator's CLIP space, -1..1; a high "
+                    "similarity means alike in content or style, not a copy (see replication)")
+PROMPT_MATCH_MEANING = ("rank of the artwork's own prompt among it and the champion's evaluation prompts, by the "
+                        "evaluator; rank 1 is a match, anything else is a low prompt match")
 NEAREST_SHOWN = 3
 GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
                  paths.EVAL_GRID]
@@ -80,37 +88,122 @@ class Champion:
     attribution_path: Path
     train: pd.DataFrame
     train_emb: torch.Tensor
-    text_embeddings: dict = field(default_factory=dict)  # prompt -> CLIP text embedding, filled as prompts come
+    evaluator: object
+    eval_tokenizer: object
+    eval_prompts: list[str]                     # the evaluation prompt set, for the prompt-match rank
+    text_embeddings: dict = field(default_factory=dict)  # prompt -> evaluator text embedding, filled as prompts come
+    caption_emb: torch.Tensor | None = None     # the training captions on the evaluator, for the far-prompt warning
+    eval_prompt_emb: torch.Tensor | None = None  # the evaluation prompts on the evaluator
 
 
-def load_champion(model_name: str) -> Champion:
-    """Resolve `models:/<name>@champion`, download it, check its weights digest, and gather its recorded facts."""
+def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
+    """(pipeline folder, run files folder) of a registered version, downloaded once into models/registry-cache/v<N>
+    and reused while its weights digest matches the registered one (a version's files never change)."""
     from registry import tracking
 
-    info = tracking.version_by_alias(model_name, tracking.CHAMPION)
-    if info is None:
-        raise NoChampion(f"no version of '{model_name}' holds the alias 'champion'; run the pipeline (its gate "
-                         "promotes a passing model) or move the alias in the MLflow UI / `atelier promote --version N`")
-    if info["tags"].get("takedown"):
-        raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
-                         f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
     cache = paths.MODELS / "registry-cache" / f"v{info['version']}"
+    marker = cache / "cache.json"
+    expected = info["tags"].get("weights_sha256")
+    if marker.exists():
+        known = json.loads(marker.read_text(encoding="utf-8"))
+        model_dir = cache / known["pipeline"]
+        if known.get("weights_sha256") == expected and model_dir.is_dir() and weights_digest(model_dir) == expected:
+            return model_dir, cache / "run"
     if cache.exists():
         shutil.rmtree(cache)
     model_dir = tracking.download_pipeline(model_name, info["version"], cache)
     digest = weights_digest(model_dir)
-    if digest != info["tags"].get("weights_sha256"):
+    if digest != expected:
         raise RuntimeError(f"{model_name} version {info['version']}: downloaded weights digest {digest} does not match "
-                           f"the registered {info['tags'].get('weights_sha256')}; refusing to generate")
-    summary = json.loads(tracking.download_run_file(info["run_id"], "summary.json", cache / "run").read_text())
-    attribution = tracking.download_run_file(info["run_id"], "ATTRIBUTION.md", cache / "run")
+                           f"the registered {expected}; refusing to generate")
+    for name in ("summary.json", "ATTRIBUTION.md", "evaluation/eval.json"):
+        try:
+            tracking.download_run_file(info["run_id"], name, cache / "run")
+        except Exception as exc:  # noqa: BLE001 (MLflow raises several kinds); only eval.json may be absent
+            if name != "evaluation/eval.json":
+                raise FileNotFoundError(f"run {info['run_id']} has no artifact {name}: {exc}") from None
+    write_json(marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest})
+    return model_dir, cache / "run"
+
+
+def _train_embeddings(model_dir: Path, present: pd.DataFrame, dataset_md5: str) -> torch.Tensor:
+    """The champion's training images on its own CLIP, cached beside the model and keyed by the data md5 and the
+    records present (the cost that grows with the collection is paid once per version)."""
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256((dataset_md5 + "\n" + "\n".join(present["record_id"])).encode()).hexdigest()
+    cached = model_dir.parent / f"train-emb-{key[:16]}.safetensors"
+    if cached.exists():
+        return load_file(str(cached))["emb"]
+    emb = embed_records(model_dir / "clip", present, load_params().engine)
+    tmp = cached.with_suffix(".tmp")
+    save_file({"emb": emb.contiguous()}, str(tmp))
+    tmp.replace(cached)
+    return emb
+
+
+def load_champion(model_name: str) -> Champion:
+    """Resolve `models:/<name>@champion`, fetch it (once per version), check its weights digest, and gather its
+    recorded facts."""
+    from registry import tracking
+
+    info = tracking.version_by_alias(model_name, tracking.CHAMPION)
+    if info is None:
+        raise NoChampion(f"no champion yet: no version of '{model_name}' has passed the promotion gate "
+                         "(reports/promotion.json says which figure missed and by how much); improve the data or "
+                         "the training, or promote a version by hand with `atelier promote --version N`")
+    if info["tags"].get("takedown"):
+        raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
+                         f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
+    model_dir, run_dir = _cached_download(model_name, info)
+    digest = info["tags"]["weights_sha256"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    attribution = run_dir / "ATTRIBUTION.md"
+    eval_file = run_dir / "evaluation" / "eval.json"
+    eval_prompts = json.loads(eval_file.read_text())["prompt_set"] if eval_file.exists() else []
     pipeline = LatentDiffusionPipeline.from_pretrained(model_dir)
+    evaluator, eval_tokenizer = load_evaluator(model_dir)[:2]
     train = training_records(info["tags"]["dataset_md5"])
     present = train[train["clean_path"].map(lambda p: paths.absolute(p).exists())].reset_index(drop=True)
     if present.empty:
         raise FileNotFoundError("none of the champion's training images are in data/clean; run `dvc checkout`")
-    train_emb = embed_records(model_dir / "clip", present, load_params().engine)
-    return Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb)
+    train_emb = _train_embeddings(model_dir, present, info["tags"]["dataset_md5"])
+    return Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb, evaluator,
+                    eval_tokenizer, eval_prompts)
+
+
+def prompt_warnings(champ: Champion, prompt: str) -> list[str]:
+    """Warnings to give before generating: a prompt far from every training caption (below the floor the evaluate
+    stage measured on held-out captions)."""
+    floor = champ.info["tags"].get("eval.prompt_similarity_floor")
+    if floor is None:
+        return []
+    if champ.caption_emb is None:
+        captions = sorted({c for c in champ.train["caption"] if isinstance(c, str) and c.strip()})
+        champ.caption_emb = encode_texts(champ.evaluator, champ.eval_tokenizer, captions)
+    nearest = float((_text_embedding(champ, prompt) @ champ.caption_emb.T).max())
+    if nearest >= float(floor):
+        return []
+    return [f"prompt far from the training data: its nearest training caption has cosine {nearest:.2f} on the "
+            f"evaluator, below {float(floor):.2f} (what 99% of held-out real captions reach); expect an artwork that "
+            "matches the prompt poorly"]
+
+
+def _text_embedding(champ: Champion, prompt: str) -> torch.Tensor:
+    if prompt not in champ.text_embeddings:  # many artworks share a prompt: its embedding is computed once
+        champ.text_embeddings[prompt] = encode_texts(champ.evaluator, champ.eval_tokenizer, [prompt])
+    return champ.text_embeddings[prompt]
+
+
+def prompt_match(champ: Champion, img_emb: torch.Tensor, prompt: str) -> dict:
+    """Rank of the artwork's own prompt among it and the evaluation prompts (1 = the evaluator's best match)."""
+    if champ.eval_prompt_emb is None:
+        champ.eval_prompt_emb = (encode_texts(champ.evaluator, champ.eval_tokenizer, champ.eval_prompts)
+                                 if champ.eval_prompts else torch.empty(0, img_emb.shape[1]))
+    others = torch.tensor([q != prompt for q in champ.eval_prompts], dtype=torch.bool)
+    rows = torch.cat([_text_embedding(champ, prompt), champ.eval_prompt_emb[others]])
+    rank = int(prompt_ranks(img_emb, rows, [0])[0])
+    return {"rank": rank, "of": len(rows), "low": rank > 1, "meaning": PROMPT_MATCH_MEANING}
 
 
 def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
@@ -128,10 +221,11 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     small = champ.pipeline([prompt], seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
     big = upscale(small, g.output_size, g.resampler)
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    img_emb = encode_images(champ.pipeline.clip_model, tensor)
-    if prompt not in champ.text_embeddings:  # many artworks share a prompt: its embedding is computed once
-        champ.text_embeddings[prompt] = encode_texts(champ.pipeline.clip_model, champ.pipeline.tokenizer, [prompt])
-    score = float(clip_score(img_emb, champ.text_embeddings[prompt])[0])
+    img_emb = encode_images(champ.pipeline.clip_model, tensor)  # the generator's CLIP: replication, neighbours
+    eval_emb = encode_images(champ.evaluator, tensor)           # the evaluator: prompt match and CLIPScore
+    score = float(clip_score(eval_emb, _text_embedding(champ, prompt))[0])
+    match = prompt_match(champ, eval_emb, prompt)
+    warnings = prompt_warnings(champ, prompt)
     info, tags = champ.info, champ.info["tags"]
     ratio = float(tags.get("eval.replication_ratio_threshold", e.replication_ratio))  # calibrated by evaluate
     floor = float(tags.get("eval.replication_similarity_floor", -1.0))
@@ -176,7 +270,11 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
               "attribution": {"path": paths.relative(attribution_copy), "sha256": file_sha256(attribution_copy),
                               "works": champ.license_summary["attribution_required"],
                               "creators": champ.license_summary["attribution_creators"]}},
-        checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "nearest_training_images": nearest,
+        checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "clip_score_scale": CLIP_SCORE_SCALE,
+                "prompt_match": match, "warnings": warnings + (["low prompt match: the evaluator ranks its own "
+                                                                 f"prompt {match['rank']} of {match['of']}"]
+                                                                if match["low"] else []),
+                "similarity_scale": SIMILARITY_SCALE, "nearest_training_images": nearest,
                 "replication": {"flagged": bool(rep["flagged"]),
                                 "verdict": replication_verdict(rep, ratio, e.replication_phash_hamming),
                                 "distance_ratio": round(float(rep["distance_ratio"]), 4),
@@ -200,7 +298,10 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
 def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | None = None,
                       guidance: float | None = None, negative_prompt: str | None = None,
                       out_dir: Path | None = None) -> list[dict]:
-    """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests."""
+    """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests.
+
+    Every prompt is checked against the opt-outs before any model is loaded; a prompt far from the training data is
+    warned about (on stderr and in the manifest) before it is generated."""
     params = load_params()
     g = params.generate
     opted_out = opted_out_creators(paths.OPT_OUT)
@@ -212,6 +313,8 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
     conn = ledger.open_ledger(paths.LEDGER)
     try:
         for prompt in prompts:
+            for warning in prompt_warnings(champ, prompt):
+                print(f"atelier: warning for {prompt!r}: {warning}", file=sys.stderr)
             for j in range(n):
                 manifest = make_artwork(champ, prompt, seed + j, steps or g.steps,
                                         g.guidance if guidance is None else guidance,
@@ -229,22 +332,32 @@ def summarise(manifest: dict) -> dict:
     return {"id": manifest["id"], "file": manifest["artwork"]["file"], "artwork": {
                 "file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
             "model": manifest["model"], "checks": {"clip_score": manifest["checks"]["clip_score"],
+                                                   "prompt_match": manifest["checks"]["prompt_match"],
+                                                   "warnings": manifest["checks"]["warnings"],
                                                    "replication": manifest["checks"]["replication"]}}
 
 
 def main() -> dict:
-    """Generate the artworks of params.yaml's `generate` section."""
+    """Generate the artworks of params.yaml's `generate` section; with no champion yet, say so and make none."""
     g = load_params().generate
-    manifests = generate_artworks(g.prompts, seed=g.seed)
+    try:
+        manifests = generate_artworks(g.prompts, seed=g.seed)
+    except NoChampion as exc:  # the gate refused (or a takedown): the run succeeds, with nothing to generate
+        write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "no_champion": str(exc)})
+        print(f"generate: {exc}; no artworks made")
+        return {"artworks": 0, "flagged": 0, "no_champion": str(exc)}
     flagged = sum(m["checks"]["replication"]["flagged"] for m in manifests)
+    low = sum(m["checks"]["prompt_match"]["low"] for m in manifests)
     write_json(paths.REPORTS / "generate.json", {
         "model": {k: manifests[0]["model"][k] for k in ("name", "version", "run_id")},
         "artworks": [{"id": m["id"], "prompt": m["artwork"]["generator"]["prompt"],
-                      "flagged": m["checks"]["replication"]["flagged"]} for m in manifests]})
+                      "flagged": m["checks"]["replication"]["flagged"],
+                      "low_prompt_match": m["checks"]["prompt_match"]["low"],
+                      "warnings": m["checks"]["warnings"]} for m in manifests]})
     print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from "
           f"{manifests[0]['model']['name']} version {manifests[0]['model']['version']}; {flagged} flagged as possible "
-          "replication")
-    return {"artworks": len(manifests), "flagged": flagged}
+          f"replication; {low} with a low prompt match")
+    return {"artworks": len(manifests), "flagged": flagged, "low_prompt_match": low}
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 
+import tempfile
+from pathlib import Path
+
 from atelier import paths
-from atelier.config import load_params
-from atelier.gate import gate
+from atelier.config import Params, load_params
+from atelier.gate import OPTIONAL, REQUIRED, gate
+from atelier.hashing import weights_digest
 from atelier.io import write_json
 
 GATE_TAG = "gate.decision"
-HEADLINE_KEYS = ("clip_score", "style_accuracy", "palette_accuracy", "replication_rate")
+HEADLINE_KEYS = REQUIRED + OPTIONAL
 
 
 def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
@@ -20,23 +24,69 @@ def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
     return {k: float(tags[f"eval.{k}"]) for k in HEADLINE_KEYS if f"eval.{k}" in tags}
 
 
+def _pipeline_dir(model_name: str, info: dict, scratch: Path) -> Path:
+    """A version's pipeline folder: models/diffusion when it holds that version's weights, else downloaded."""
+    from registry import tracking
+
+    if paths.DIFFUSION_DIR.exists() and weights_digest(paths.DIFFUSION_DIR) == info["tags"].get("weights_sha256"):
+        return paths.DIFFUSION_DIR
+    return tracking.download_pipeline(model_name, info["version"], scratch / f"v{info['version']}")
+
+
+def paired_comparison(model_name: str, candidate: dict, champion: dict, params: Params) -> dict:
+    """The candidate and the champion on the same prompts and seeds (the candidate's evaluation prompt set, the
+    headline guidance), each image scored by the candidate's evaluator: CLIPScore differences, paired."""
+    import torch
+    import torch.nn.functional as F
+
+    from atelier.models.clip import encode_images, encode_texts, load_evaluator
+    from atelier.models.latent_diffusion import LatentDiffusionPipeline
+    from atelier.models.metrics import clip_score, paired_difference
+
+    e = params.evaluate
+    report = json.loads(paths.EVAL_REPORT.read_text(encoding="utf-8"))
+    prompts = [q for q in report["prompt_set"] for _ in range(e.per_prompt)]
+    with tempfile.TemporaryDirectory(dir=paths.MODELS) as scratch:
+        cand_dir = _pipeline_dir(model_name, candidate, Path(scratch))
+        champ_dir = _pipeline_dir(model_name, champion, Path(scratch))
+        evaluator, tokenizer = load_evaluator(cand_dir)[:2]
+        text = encode_texts(evaluator, tokenizer, prompts)
+        size = evaluator.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        scores = []
+        for folder in (cand_dir, champ_dir):
+            pipe = LatentDiffusionPipeline.from_pretrained(folder)
+            images = pipe.generate_tensor(prompts, seed=e.seed, steps=e.sampling_steps, guidance=e.headline_guidance,
+                                          batch_size=24)
+            if images.shape[-1] != size:  # a champion trained at another resolution: compare at the evaluator's
+                images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
+            with torch.no_grad():
+                scores.append(clip_score(encode_images(evaluator, images), text).tolist())
+    result = paired_difference(scores[0], scores[1])
+    return {**result, "champion": champion["version"], "guidance": e.headline_guidance,
+            "figure": "CLIPScore (2.5 x max(cos, 0), 0-2.5) on the candidate's evaluator; candidate minus champion"}
+
+
 def judge(model_name: str, version: str) -> dict:
     """Run the gate on `version` against the current champion; move the alias if it passes; record the decision."""
     from registry import tracking
 
-    params = load_params().promote
+    params = load_params()
     candidate = tracking.get_version(model_name, version)
     champion = tracking.version_by_alias(model_name, tracking.CHAMPION)
     if champion and champion["version"] == version:
         return {"candidate_version": version, "decision": "already champion", "reason": "no change"}
-    # a champion marked by a takedown sets no bar: any candidate passing the thresholds replaces it
-    bar = metrics_from_tags(champion["tags"]) if champion and not champion["tags"].get("takedown") else None
-    result = gate(metrics_from_tags(candidate["tags"]), bar, params)
+    # a champion marked by a takedown sets no bar: any candidate passing the rules replaces it
+    paired = None
+    if champion and not champion["tags"].get("takedown"):
+        paired = paired_comparison(model_name, candidate, champion, params)
+    result = gate(metrics_from_tags(candidate["tags"]), paired, params.promote)
     if result.passed:
         tracking.set_alias(model_name, tracking.CHAMPION, version)
     decision = "promoted to champion" if result.passed else "stays challenger"
     tracking.tag_version(model_name, version, GATE_TAG, f"{decision}: {result.explain()}")
     return {"candidate_version": version, "decision": decision, "reason": result.explain(),
+            "checks": [c.as_dict() for c in result.checks], "paired_with_champion": paired,
             "previous_champion": champion["version"] if champion else None}
 
 

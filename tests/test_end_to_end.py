@@ -24,8 +24,8 @@ TOY = dict(
     train_autoencoder={"steps": 10, "batch_size": 16},
     train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0},
-    promote={"min_clip_score": 0.0, "min_style_accuracy": 0.0, "min_palette_accuracy": 0.0,
-             "max_replication_rate": 1.0, "margin": -1.0},
+    promote={"min_retrieval_fraction": 0.0, "min_clip_score_fraction": 0.0, "max_cmmd_multiple": 1e9,
+             "max_replication_rate": 1.0, "champion_max_drop": 10.0},
     generate={"prompts": ["a blue spiral composition", "a red grid composition"], "steps": 2},
 )
 
@@ -224,11 +224,14 @@ def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
 
 
 def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
-    edit_params(built, promote={"min_clip_score": 10.0}, train_diffusion={"seed": 1})
+    edit_params(built, promote={"min_clip_score_fraction": 10.0}, train_diffusion={"seed": 1})
     dvc.repro(root=built)
     promotion = json.loads((built / "reports/promotion.json").read_text())
     assert promotion["candidate_version"] == "2" and promotion["decision"] == "stays challenger"
-    assert "min_clip_score 10.0" in promotion["reason"]
+    assert "min_clip_score_fraction 10.0" in promotion["reason"]
+    missed = [c for c in promotion["checks"] if not c["passed"]]
+    assert [c["figure"] for c in missed] == ["clip_score"] and missed[0]["missed_by"] > 0
+    assert promotion["paired_with_champion"]["champion"] == "1"  # judged against the champion on the same seeds
     assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
 
     moved = atelier(built, "promote", "--version", "2")
@@ -257,7 +260,7 @@ def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(buil
     assert {a["id"] for a in report["artworks"] if a["model_version"] == "1"} == made_before
     assert creator in (built / "policy/opt_out.csv").read_text()
 
-    edit_params(built, promote={"min_clip_score": 0.0})
+    edit_params(built, promote={"min_clip_score_fraction": 0.0})
     dvc.repro(root=built)
     train = pd.read_parquet(built / "data/licensed/train.parquet")
     assert creator not in set(train["creator"])

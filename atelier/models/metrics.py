@@ -122,3 +122,31 @@ def calibrated_thresholds(calibration: dict, ratio: float) -> dict:
     nearest similarity must reach the training set's median nearest-neighbour similarity."""
     return {"ratio": min(ratio, calibration["distance_ratio_quantiles"]["q0.01"]),
             "min_similarity": calibration["nn_similarity_quantiles"]["q0.5"]}
+
+
+def prompt_ranks(img_emb: torch.Tensor, prompt_emb: torch.Tensor, own: list[int]) -> torch.Tensor:
+    """Rank (1 = best) of each image's own prompt among all prompts, by cosine; ties count in the image's favour.
+
+    `own[i]` is the row of prompt_emb that image i was made from (or is captioned with)."""
+    if len(own) != len(img_emb):
+        raise ValueError(f"{len(img_emb)} images but {len(own)} own-prompt indices")
+    sims = F.normalize(img_emb.double(), dim=-1) @ F.normalize(prompt_emb.double(), dim=-1).T
+    mine = sims[torch.arange(len(own)), torch.tensor(own, dtype=torch.long)]
+    return (sims > mine[:, None]).sum(dim=1) + 1
+
+
+def retrieval_accuracy(ranks: torch.Tensor, k: int) -> float:
+    """Fraction of images whose own prompt ranks in the top k."""
+    return float((ranks <= k).double().mean()) if len(ranks) else 0.0
+
+
+def paired_difference(a: list[float], b: list[float], z: float = 1.96) -> dict:
+    """Mean of the paired differences a_i - b_i with a normal-approximation interval (z = 1.96: 95%), and how often a
+    wins (ties count half). The pairs are the same prompt and seed under two models."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired comparison needs two equal lists of 2+ values, got {len(a)} and {len(b)}")
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    mean, half = float(d.mean()), z * float(d.std(unbiased=True)) / len(d) ** 0.5
+    wins = float(((d > 0).double() + 0.5 * (d == 0).double()).mean())
+    return {"pairs": len(d), "mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
+            "win_rate": wins}
