@@ -62,7 +62,8 @@ def gate(candidate: dict[str, float], paired: dict | None, t: PromoteParams) -> 
               f">= min_retrieval_fraction {t.min_retrieval_fraction} x the real images' "
               f"{m['real_retrieval_top1']:.3f}",
               m["retrieval_top1"] >= t.min_retrieval_fraction * m["real_retrieval_top1"]),
-        Check("retrieval_top1 over chance", m["retrieval_top1"], m["chance_top1"], "> chance",
+        Check("retrieval_top1 over chance", m["retrieval_top1"], m["chance_top1"],
+              "> chance" if t.min_retrieval_fraction else "> chance (not applied: min_retrieval_fraction is 0)",
               m["retrieval_top1"] > m["chance_top1"] or t.min_retrieval_fraction == 0),  # 0 turns retrieval off
         Check("clip_score", m["clip_score"], t.min_clip_score_fraction * m["real_clip_score"],
               f">= min_clip_score_fraction {t.min_clip_score_fraction} x the real images' {m['real_clip_score']:.3f}",

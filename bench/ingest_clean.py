@@ -26,6 +26,7 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageDraw
 
+from atelier.cli import add_source
 from atelier.workspace import copy_project, edit_params
 
 SIZE = int(os.environ.get("ATELIER_BENCH_SIZE", 512))  # generated images for throughput: SIZExSIZE JPEG, q90
@@ -99,6 +100,7 @@ def workspace(tmp: Path, name: str, n: int, size: int = SIZE) -> Path:
     source = root / "data/sources/bench"
     make_images(source, n, size=size)
     edit_params(root, ingest={"sources": [{"name": "bench", "kind": "folder", "path": "data/sources/bench"}]})
+    add_source(root, "bench", "data/sources/bench")  # its dvc.yaml dep: ingest refuses an undeclared source
     return root
 
 

@@ -154,7 +154,7 @@ def evaluate(pipeline: LatentDiffusionPipeline, evaluator, eval_tokenizer, train
         scored = score(evaluator, eval_tokenizer, images, generation_prompts, prompts, prompt_emb)
         report["per_guidance"][str(g)] = {**public(scored), "seconds": round(time.time() - start, 1)}
         if g == p.headline_guidance:
-            headline = {"images": images, **scored}
+            headline = {**scored, "images": images}
     if headline is None:
         raise ValueError(f"evaluate.headline_guidance={p.headline_guidance} is not in evaluate.guidance={p.guidance}")
 

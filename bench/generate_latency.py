@@ -1,0 +1,52 @@
+"""Single-prompt latency of `atelier generate` as a whole process (imports, the champion from the registry, the
+prompt checks, sampling, the provenance work, signing, the ledger and the gallery), against a bare process that
+imports diffusers, loads the same pipeline from models/diffusion and samples the same prompt and seed. Median of
+ROUNDS interleaved runs after one warm-up each (the first call of a new version fills the champion cache)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from atelier import paths
+
+PROMPT = os.environ.get("ATELIER_BENCH_PROMPT", "a blue spiral composition")
+ROUNDS = int(os.environ.get("ATELIER_BENCH_ROUNDS", 5))
+BARE = """
+import sys
+from atelier.models.latent_diffusion import LatentDiffusionPipeline
+pipe = LatentDiffusionPipeline.from_pretrained(sys.argv[1])
+pipe([sys.argv[2]], seed=7, steps=25, guidance=3.0)[0].save(sys.argv[3])
+"""
+
+
+def _time(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=paths.ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        ours_cmd = [sys.executable, "-m", "atelier.cli", "generate", PROMPT, "--seed", "7", "--steps", "25",
+                    "--guidance", "3.0", "--out", out]
+        bare_cmd = [sys.executable, "-c", BARE, str(paths.DIFFUSION_DIR), PROMPT, f"{out}/bare.png"]
+        _time(ours_cmd), _time(bare_cmd)  # warm-up: file caches, and the champion cache of this version
+        ours, bare = [], []
+        for _ in range(ROUNDS):
+            ours.append(_time(ours_cmd))
+            bare.append(_time(bare_cmd))
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"atelier generate, one prompt: median {o:.2f} s (min {min(ours):.2f}); bare sampling process: median "
+          f"{b:.2f} s (min {min(bare):.2f}); ratio {o / b:.2f} ({ROUNDS} rounds)")
+    return {"atelier_s": o, "baseline_s": b, "ratio": o / b}
+
+
+if __name__ == "__main__":
+    main()
