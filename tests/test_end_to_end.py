@@ -1,6 +1,9 @@
 """The real pipeline end to end at toy size, through `dvc repro`, with MLflow's sqlite registry in a temp folder.
 
-One workspace is shared by the tests of this module, in order: build, inspect, then change the registry.
+The collection is not the demo: the scenes collection (atelier/scenes.py: free-text captions, mixed sizes, formats
+and licences), added with `atelier sources add` and the demo removed from `ingest.sources`, so evaluation, the gate
+and generation are tested on captions that follow no convention. One workspace is shared by the tests of this
+module, in order: build, inspect, then change the registry.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from atelier import dvc
 from tests.conftest import copy_repo, edit_params
 
 pytestmark = pytest.mark.slow
 
+SCENES = 100  # images in the scenes collection (75 of them trainable)
 TOY = dict(
     demo={"per_class": 2},
     train_clip={"steps": 30, "batch_size": 32},
@@ -26,7 +31,7 @@ TOY = dict(
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0},
     promote={"min_retrieval_fraction": 0.0, "min_clip_score_fraction": 0.0, "max_cmmd_multiple": 1e9,
              "max_replication_rate": 1.0, "champion_max_drop": 10.0},
-    generate={"prompts": ["a blue spiral composition", "a red grid composition"], "steps": 2},
+    generate={"prompts": ["a red sailboat on a calm sea at dusk", "a white cottage under a cloudy sky"], "steps": 2},
 )
 
 
@@ -46,8 +51,15 @@ def in_workspace(root: Path, code: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
+    from atelier.scenes import write_scenes
+
     root = copy_repo(tmp_path_factory.mktemp("e2e"))
+    write_scenes(root / "data/sources/scenes", n=SCENES, seed=0)
+    added = atelier(root, "sources", "add", "scenes", "data/sources/scenes")
+    assert added.returncode == 0, added.stderr
     edit_params(root, **TOY)
+    edit_params(root, ingest={"sources": [s for s in yaml.safe_load((root / "params.yaml").read_text())["ingest"]
+                                          ["sources"] if s["name"] != "demo"]})
     dvc.repro(root=root)
     return root
 
@@ -64,6 +76,9 @@ def _walk(value, path=""):
 
 
 def test_artworks_carry_complete_manifests(built):
+    import pandas as pd
+
+    from atelier.dataset import split
     from provenance.png import read_manifest
 
     sidecars = sorted((built / "artworks").glob("*.provenance.json"))
@@ -78,8 +93,14 @@ def test_artworks_carry_complete_manifests(built):
         assert manifest["data"]["dvc_md5"] == dvc.lock_md5(built / "data/licensed/train.parquet", root=built)
         assert manifest["checks"]["nearest_training_images"][0]["creator"]
     eval_report = json.loads((built / "reports/eval.json").read_text())
-    assert {"style_accuracy", "palette_accuracy", "real_style_accuracy", "clip_score", "cmmd"} <= set(
-        eval_report["headline"])
+    head = eval_report["headline"]
+    # every figure of a free-text collection, each beside the real images' figure (and chance where there is one)
+    for figure in ("retrieval_top1", "retrieval_top5", "clip_score", "diversity"):
+        assert head[figure] is not None and head[f"real_{figure}"] is not None, figure
+    assert head["chance_top1"] == 1 / eval_report["prompts"] and head["cmmd_baseline"] > 0
+    assert head["replication_rate"] is not None and "style_accuracy" not in head  # the demo's extras do not apply
+    held_out = set(pd.read_parquet(built / "data/licensed/train.parquet").pipe(lambda r: split(r, 0.1)[1])["caption"])
+    assert set(eval_report["prompt_set"]) <= held_out  # prompts are held-out captions, never training-only ones
     assert (built / "reports/samples.png").stat().st_size > 0
 
 
@@ -122,7 +143,7 @@ from registry.tracking import get_version
 print(json.dumps(get_version("atelier-latent-diffusion", "1")["tags"]))
 """))
     for key in ("dataset_md5", "train_records", "license_summary", "git_commit", "weights_sha256",
-                "eval.style_accuracy", "eval.palette_accuracy"):
+                "eval.retrieval_top1", "eval.real_retrieval_top1", "eval.clip_score", "eval.cmmd_baseline"):
         assert tags.get(key), key
 
 
@@ -250,7 +271,8 @@ def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
 def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(built):
     import pandas as pd
 
-    creator = pd.read_parquet(built / "data/licensed/train.parquet")["creator"].value_counts().index[0]
+    counts = pd.read_parquet(built / "data/licensed/train.parquet")["creator"].value_counts()
+    creator, works = counts.index[0], int(counts.iloc[0])
     made_before = {json.loads(p.read_text())["id"] for p in (built / "artworks").glob("*.provenance.json")
                    if json.loads(p.read_text())["model"]["version"] == "1"}
     result = atelier(built, "takedown", creator, "--json")
@@ -260,6 +282,13 @@ def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(buil
     assert {a["id"] for a in report["artworks"] if a["model_version"] == "1"} == made_before
     assert creator in (built / "policy/opt_out.csv").read_text()
 
+    # until a clean version is promoted there is no champion to generate from: the stage says so and succeeds
+    stage = subprocess.run([sys.executable, "-m", "stages.generate"], cwd=built, capture_output=True, text=True,
+                           timeout=600)
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    assert "marked by a takedown" in stage.stdout and "no artworks made" in stage.stdout
+    assert "Traceback" not in stage.stderr
+
     edit_params(built, promote={"min_clip_score_fraction": 0.0})
     dvc.repro(root=built)
     train = pd.read_parquet(built / "data/licensed/train.parquet")
@@ -268,7 +297,7 @@ def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(buil
     assert champion["version"] == "3"
     newest = [json.loads(p.read_text()) for p in (built / "artworks").glob("*.provenance.json")]
     newest = [m for m in newest if m["model"]["version"] == "3"]
-    assert newest and newest[0]["data"]["excluded_per_reason"]["opted_out:creator"] > 4
+    assert newest and newest[0]["data"]["excluded_per_reason"]["opted_out:creator"] >= works
 
 
 def test_no_private_key_material_in_any_output(built):
