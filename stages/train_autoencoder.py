@@ -12,7 +12,7 @@ from atelier import checkpoint, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
-from atelier.models.clip import load_clip, zero_shot
+from atelier.models.clip import CONFIG_NAME, image_size, load_clip, refuse_other_resolution, zero_shot
 from atelier.models.latent_diffusion import decode_latents, encode_latents, train_autoencoder
 from atelier.reports import write_curve
 
@@ -27,6 +27,8 @@ def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
     keep = named.notna().to_numpy()
     if keep.any():
         clip, tokenizer = load_clip(paths.CLIP_DIR)
+        refuse_other_resolution(image_size(clip), images.shape[-1],
+                                f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}")
         styles, palettes = zip(*named[keep])
         mask = torch.from_numpy(keep)
         for kind, truth in (("style", styles), ("palette", palettes)):
@@ -36,11 +38,15 @@ def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
 
 
 def main() -> dict:
-    """Train the autoencoder on the licensed training split; save it to models/autoencoder."""
+    """Train the autoencoder on the licensed training split (clean.resolution px); save it to models/autoencoder."""
     params = load_params()
     p = params.train_autoencoder
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, holdout = split(records, params.train_clip.holdout_fraction)
+    images = load_images(train)
+    if images.shape[-1] != params.clean.resolution:
+        raise ValueError(f"the clean images are {images.shape[-1]} px but clean.resolution in params.yaml is "
+                         f"{params.clean.resolution}: run the clean stage again (dvc repro)")
     curves: dict[str, list[float]] = defaultdict(list)
 
     def on_step(step: int, metrics: dict) -> None:
@@ -49,7 +55,7 @@ def main() -> dict:
 
     start = time.time()
     resumable = checkpoint.for_stage("train_autoencoder")  # a killed run resumes from its last checkpoint
-    vae, scale = train_autoencoder(load_images(train), p, on_step=on_step, checkpoint=resumable)
+    vae, scale = train_autoencoder(images, p, on_step=on_step, checkpoint=resumable)
     with atomic_dir(paths.AUTOENCODER_DIR) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
     summary = {"steps": p.steps, "seconds": round(time.time() - start, 1), "train_images": len(train),

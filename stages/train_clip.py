@@ -1,5 +1,7 @@
-"""train_clip stage: the CLIP that is evaluator, text encoder and similarity model. Loads a local pretrained
-checkpoint when params.yaml names one, else trains a small open_clip model on the licensed image-caption pairs."""
+"""train_clip stage: two CLIPs on the licensed image-caption pairs of the training split. The first (models/clip) is
+the generator's text encoder and the similarity model; the second (models/evaluator), the same model trained with
+another seed, scores the generator, so the judge is not the text encoder it judges. With a local pretrained
+checkpoint named in params.yaml, that one model is both."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from atelier import checkpoint, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
-from atelier.models.clip import load_clip, save_clip_bundle, train_clip, zero_shot
+from atelier.models.clip import image_size, load_clip, refuse_other_resolution, save_clip_bundle, train_clip, zero_shot
 from atelier.reports import write_curve
 
 
@@ -30,30 +32,44 @@ def holdout_accuracy(model, tokenizer, holdout: pd.DataFrame) -> dict:
 
 
 def main() -> dict:
-    """Train or load CLIP, save the local-dir bundle to models/clip, report zero-shot accuracy."""
-    p = load_params().train_clip
+    """Train (or load) the text encoder and the evaluator; save models/clip and models/evaluator; report both."""
+    params = load_params()
+    p, resolution = params.train_clip, params.clean.resolution
     records = pd.read_parquet(paths.TRAIN_RECORDS)
-    train, holdout = split(records, p.holdout_fraction)
+    train, holdout = split(records, p.holdout_fraction)  # both CLIPs see the training split only
     start = time.time()
     curve: list[float] = []
-    resumable = None
+    resumables = []
     if p.pretrained:
-        model, tokenizer = load_clip(p.pretrained)
-        source = f"pretrained:{p.pretrained}"
+        model, _ = load_clip(p.pretrained)
+        refuse_other_resolution(image_size(model), resolution, f"the image size (vision_cfg.image_size) of "
+                                f"train_clip.pretrained {p.pretrained}")
+        evaluator, source, evaluator_source = model, f"pretrained:{p.pretrained}", "same as text encoder (pretrained)"
     else:
-        resumable = checkpoint.for_stage("train_clip")  # a killed run resumes from its last checkpoint
-        model = train_clip(load_images(train), list(train["caption"]), p,
-                           on_step=lambda step, m: curve.append(m["clip_loss"]), checkpoint=resumable)
-        _, tokenizer = None, None
-        source = "trained"
+        # Each loop has its own checkpoint folder: a killed run resumes both, the finished one at its last step.
+        resumables = [checkpoint.for_stage("train_clip"),
+                      checkpoint.Checkpointer(paths.CHECKPOINTS / "train_clip.evaluator",
+                                              checkpoint.stage_key("train_clip"), "train_clip evaluator")]
+        images, captions = load_images(train), list(train["caption"])
+        model = train_clip(images, captions, p, on_step=lambda step, m: curve.append(m["clip_loss"]),
+                           checkpoint=resumables[0])
+        evaluator = train_clip(images, captions, p.model_copy(update={"seed": p.evaluator_seed}),
+                               checkpoint=resumables[1])
+        source, evaluator_source = "trained", f"trained separately (train_clip.evaluator_seed {p.evaluator_seed})"
     with atomic_dir(paths.CLIP_DIR) as tmp:
         sha256 = save_clip_bundle(model, p, tmp)
+    with atomic_dir(paths.EVALUATOR_DIR) as tmp:
+        evaluator_sha256 = save_clip_bundle(evaluator, p, tmp)
     model, tokenizer = load_clip(paths.CLIP_DIR)
+    evaluator, evaluator_tokenizer = load_clip(paths.EVALUATOR_DIR)
     summary = {"source": source, "weights_sha256": sha256, "train_images": len(train), "steps": len(curve),
-               "seconds": round(time.time() - start, 1), **holdout_accuracy(model, tokenizer, holdout)}
+               "seconds": round(time.time() - start, 1), **holdout_accuracy(model, tokenizer, holdout),
+               "evaluator": evaluator_source, "evaluator_weights_sha256": evaluator_sha256,
+               **{f"evaluator_{k}": v for k, v in holdout_accuracy(evaluator, evaluator_tokenizer, holdout).items()
+                  if k != "holdout_images"}}
     write_curve(paths.TRAIN_CURVES / "clip.csv", "clip_loss", curve)
     write_json(paths.REPORTS / "clip.json", summary)
-    if resumable is not None:
+    for resumable in resumables:
         resumable.clear()  # every output is written: nothing left to resume
     print(f"train_clip: {summary}")
     return summary

@@ -1,9 +1,11 @@
 """train_diffusion stage: the text-conditional UNet in the autoencoder's latent space, assembled with the VAE and the
-CLIP text tower into one pipeline (models/diffusion), then logged, registered and aliased `challenger` in MLflow."""
+CLIP text tower into one pipeline (models/diffusion, which also carries its evaluator CLIP as evaluator/), then
+logged, registered and aliased `challenger` in MLflow."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import defaultdict
 
@@ -13,9 +15,9 @@ from diffusers import AutoencoderKL
 from atelier import checkpoint, dvc, paths
 from atelier.config import load_params
 from atelier.dataset import load_images, split
-from atelier.hashing import weights_digest
+from atelier.hashing import file_sha256, weights_digest
 from atelier.io import atomic_dir, write_json
-from atelier.models.clip import load_clip
+from atelier.models.clip import CONFIG_NAME, WEIGHTS_NAME, image_size, load_clip, refuse_other_resolution
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, build_scheduler, encode_latents, train_unet
 from atelier.plots import plot_license_breakdown, plot_training_curves
 from atelier.reports import read_curve, write_curve
@@ -31,7 +33,11 @@ def main() -> dict:
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, _ = split(records, params.train_clip.holdout_fraction)
     clip, tokenizer = load_clip(paths.CLIP_DIR)
+    refuse_other_resolution(image_size(clip), params.clean.resolution,
+                            f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}")
     vae = AutoencoderKL.from_pretrained(paths.AUTOENCODER_DIR, use_safetensors=True).eval()
+    refuse_other_resolution(int(vae.config.sample_size), params.clean.resolution,
+                            f"sample_size in {paths.relative(paths.AUTOENCODER_DIR / 'config.json')}")
     scale = float(vae.config.scaling_factor)
     images = load_images(train)
     latents = encode_latents(vae, images, scale)
@@ -53,6 +59,8 @@ def main() -> dict:
     pipeline = LatentDiffusionPipeline(vae, unet, build_scheduler(p), clip, tokenizer, config)
     with atomic_dir(paths.DIFFUSION_DIR) as tmp:
         weights = pipeline.save_pretrained(tmp)
+        shutil.copytree(paths.EVALUATOR_DIR, tmp / "evaluator")  # the registered model carries its own judge
+        weights[f"evaluator/{WEIGHTS_NAME}"] = file_sha256(tmp / "evaluator" / WEIGHTS_NAME)
     for key, values in curves.items():
         write_curve(paths.TRAIN_CURVES / f"{key}.csv", key, values)
 
