@@ -9,6 +9,11 @@ too deeply or with absurd numbers, a field longer than ingest.max_field_chars (r
 would misattribute), a `file_name` with a NUL byte, a folder, a pipe, a link loop or a file over
 ingest.max_file_bytes. A `noai` value fails closed: anything but an explicit no (false, 0, no, empty) opts out.
 
+Reservations inside the image bytes (C2PA/CAWG training-mining, XMP plus:DataMining, noai metadata: see
+provenance/reservations.py) are read here for every source kind alike; a reserved work keeps its record id (the
+sha256 of its bytes, so copies of it can be found) with `ingest_error` set to the reservation ("opted_out:...",
+or "rights_undetermined:c2pa_unreadable" for a manifest that cannot be read), and its bytes are not stored.
+
 At scale: sources stream their items; chunks of items are read, hashed and copied by the engine's workers (a local
 process pool, or Dask when engine.dask_scheduler is set) and written to Parquet chunk by chunk, so memory does not
 grow with the number of records. Incremental (`dvc.yaml` marks data/raw `persist`; the last run's records are in
@@ -40,6 +45,7 @@ from atelier.progress import progress_enabled
 from atelier.rawstore import compact, write_pack
 from atelier.sources import Item, iter_items
 from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
+from provenance.reservations import reservation
 
 RAW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
@@ -54,7 +60,7 @@ RAW_COLUMNS = RAW_SCHEMA.names
 # keyed chunk of a metadata.jsonl, the key of its lines as written (see lines_key).
 INDEX_SCHEMA = (RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
                 .append(pa.field("lines_key", pa.string())))
-INDEX_VERSION = "ingest-index 3"  # part of every chunk key: change it when ingest_item's output changes
+INDEX_VERSION = "ingest-index 4"  # part of every chunk key: change it when ingest_item's output changes
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
 def _text(value: object, max_chars: int) -> str:
@@ -131,6 +137,10 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         record["record_id"] = "missing-" + hashlib.sha256(key).hexdigest()[:56]
         return record, None
     record.update(record_id=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    reserved = reservation(data, f"'{item.uri}' (line {item.row})")
+    if reserved:  # a reserved work keeps its id (copies of it can be found) but its bytes are not stored
+        record["ingest_error"] = reserved
+        return record, None
     return record, data
 
 

@@ -16,8 +16,9 @@ import c2pa
 import pytest
 from PIL import Image
 
-from atelier.config import HttpParams, UrlSourceParams
+from atelier.config import Columns, HttpParams, UrlSourceParams
 from atelier.sources import iter_items
+from stages.ingest import ingest_chunk
 from provenance.keys import ensure_signing_identity
 
 AGENT = "AtelierBot/0.1"
@@ -224,8 +225,8 @@ def test_every_signal_refuses_its_image_and_the_rest_is_fetched_in_order(tmp_pat
         (f"{a.url}/blocked/a.png", "opted_out:robots_txt"),
         (f"{a.url}/blocked/ok.png", images["ok"]),
         (f"{a.url}/img/anim.gif", "opted_out:robots_txt"),
-        (f"{a.url}/img/c2pa.png", "opted_out:c2pa_training_mining"),
-        (f"{a.url}/img/cawg.png", "opted_out:c2pa_training_mining"),
+        (f"{a.url}/img/c2pa.png", images["c2pa"]),  # fetched; the ingest stage reads the reservation (below)
+        (f"{a.url}/img/cawg.png", images["cawg"]),
         (f"{a.url}/img/cawg-ok.png", images["cawg_ok"]),
         (f"{a.url}/missing.png", "http_error"),
         (f"{a.url}/flaky.png", images["flaky"]),
@@ -289,8 +290,17 @@ def test_every_signal_refuses_its_image_and_the_rest_is_fetched_in_order(tmp_pat
     assert "header 'tdm-reservation: 1'" in errors[f"{a.url}/img/tdm.png"]
     assert "robots.txt" in errors[f"{b.url}/b.png"] and "HTTP 503" in errors[f"{b.url}/b.png"]
     assert "HTTP 404" in errors[f"{a.url}/missing.png"]
-    assert "'c2pa.ai_training' is 'notAllowed'" in errors[f"{a.url}/img/c2pa.png"]
-    assert "'cawg.ai_inference' is 'constrained'" in errors[f"{a.url}/img/cawg.png"]
+
+    # reservations inside the image bytes are read by ingest, as for every source kind (provenance/reservations.py)
+    records = {r["source_uri"]: r for r in ingest_chunk(items, "web", Columns().model_dump(), str(tmp_path / "packs"),
+                                                        (MAX_BYTES, 10_000), {})}
+    assert records[f"{a.url}/img/c2pa.png"]["ingest_error"].startswith("opted_out:c2pa_training_mining: ")
+    assert "'c2pa.ai_training' is 'notAllowed'" in records[f"{a.url}/img/c2pa.png"]["ingest_error"]
+    assert "'cawg.ai_inference' is 'constrained'" in records[f"{a.url}/img/cawg.png"]["ingest_error"]
+    assert records[f"{a.url}/img/cawg-ok.png"]["ingest_error"] is None
+    for url, want in expected:
+        if url and not isinstance(want, bytes):
+            assert records[url]["ingest_error"].partition(": ")[0] == want, url
 
 
 def test_known_urls_are_not_fetched_again(tmp_path, serve):

@@ -15,10 +15,8 @@ Opt-out signals, each checked before the image is kept (refused images are never
 - `X-Robots-Tag` response headers (all of them) with `noai` or `noimageai`, for every agent or prefixed with our
   product token (`AtelierBot: noai`); a directive prefixed with another agent's name does not apply to us.
   -> `opted_out:x_robots_tag`.
-- C2PA / CAWG `c2pa.training-mining` or `cawg.training-mining` assertions in any manifest of the image's manifest
-  store: an entry whose `use` is anything but "allowed" ("notAllowed", "constrained": we cannot check constraints)
-  refuses it, whether or not the signer is trusted. A manifest that is there but cannot be read refuses it too; an
-  image without C2PA data is fine. -> `opted_out:c2pa_training_mining`.
+Reservations inside the image bytes (C2PA/CAWG training-mining, XMP plus:DataMining, noai metadata) are read by the
+ingest stage for every source kind alike (provenance/reservations.py), downloads included.
 Redirects are followed by hand (at most 5): each hop must be http(s) (else `url_invalid`) and passes the robots.txt
 and tdmrep.json checks of its own origin, so the final URL's host is checked as well.
 
@@ -37,7 +35,6 @@ is fetched (RFC 9309's "complete disallow"), recorded with the failure's own rea
 from __future__ import annotations
 
 import email.utils
-import io
 import json
 import re
 import threading
@@ -52,8 +49,6 @@ from datetime import datetime, timezone
 from http.client import HTTPException, HTTPMessage
 from urllib.parse import urljoin, urlsplit
 
-import c2pa
-
 from atelier.sources import Item, source_root
 from atelier.sources.metadata import MetadataRow, iter_metadata_file
 
@@ -64,8 +59,6 @@ POLICY_FILE_BYTES = 512 * 1024        # RFC 9309: parse at least the first 500 K
 LOOKAHEAD_PER_CONNECTION = 4
 X_ROBOTS_OPT_OUTS = {"noai", "noimageai"}
 X_ROBOTS_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}  # "name: value"
-TRAINING_MINING_LABELS = ("c2pa.training-mining", "cawg.training-mining")
-C2PA_SETTINGS = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
 
 
 class Refused(Exception):
@@ -331,40 +324,6 @@ def _x_robots_scope(value: str) -> tuple[str | None, set[str]]:
     return None, {d.strip().lower() for d in value.split(",")}
 
 
-def c2pa_opt_out(data: bytes, url: str) -> str | None:
-    """The error for a C2PA/CAWG training-and-mining assertion that does not allow training, or None."""
-    for manifest in c2pa_store(data, url).get("manifests", {}).values():
-        for assertion in manifest.get("assertions", []):
-            label = assertion.get("label", "")
-            if not label.startswith(TRAINING_MINING_LABELS):  # also versioned `.v2` and instance `__1` labels
-                continue
-            entries = (assertion.get("data") or {}).get("entries") or {}
-            for name, entry in entries.items():
-                use = entry.get("use") if isinstance(entry, dict) else None
-                if use != "allowed":
-                    return (f"opted_out:c2pa_training_mining: C2PA assertion '{label}' says '{name}' is "
-                            f"'{use}' in {url}")
-    return None
-
-
-def c2pa_store(data: bytes, url: str) -> dict:
-    """The image's C2PA manifest store as JSON ({} without one); raises Refused when one is there but unreadable."""
-    try:
-        with c2pa.Context.from_dict(C2PA_SETTINGS) as context:
-            reader = c2pa.Reader.try_create(None, io.BytesIO(data), None, context)
-            if reader is None:
-                return {}
-            with reader:
-                return json.loads(reader.json())
-    except (c2pa.C2paError.ManifestNotFound, c2pa.C2paError.NotSupported):
-        return {}
-    except c2pa.C2paError as exc:
-        if b"c2pa" not in data:  # no manifest store label: a broken or unusual image, which the clean stage judges
-            return {}
-        raise Refused(f"opted_out:c2pa_training_mining: {url} carries a C2PA manifest that cannot be read "
-                      f"({exc}), so its training terms are unknown") from exc
-
-
 # --- fetching ------------------------------------------------------------------------------------------------------
 
 class Fetcher:
@@ -408,7 +367,6 @@ class Fetcher:
         elif error is None and len(response.body) > self.max_file_bytes:
             error = (f"file_too_large: {response.url} has more than ingest.max_file_bytes={self.max_file_bytes} "
                      "bytes; reading stopped there")
-        error = error or c2pa_opt_out(response.body, response.url)
         if error:
             raise Refused(error)
         return response.body
