@@ -94,6 +94,7 @@ class IngestParams(Section):
     sources: list[SourceParams] = Field(min_length=1)
     max_file_bytes: int = Field(default=256 * 2**20, gt=0)  # a bigger image is refused (file_too_large) unread
     max_field_chars: int = Field(default=10_000, gt=0)      # a longer metadata field is refused, never cut
+    recheck_after_days: float = Field(default=30, ge=0)     # a URL fetched longer ago has its opt-outs checked again
 
     @model_validator(mode="after")
     def _unique_names(self) -> "IngestParams":
@@ -131,6 +132,9 @@ class PolicyParams(Section):
     commercial: bool
     allow_share_alike: bool
     allow_no_derivatives: bool
+    # rights statements where the collection owner must choose (atelier/licenses.py RIGHTS_STATEMENTS)
+    allow_no_known_copyright: bool = False  # rightsstatements.org NKC, "No known copyright restrictions"
+    allow_no_copyright_us: bool = False     # rightsstatements.org NoC-US: public domain in the United States only
 
 
 class LicenseParams(Section):

@@ -5,6 +5,13 @@ SPDX expressions are handled: `A OR B` takes the most permissive known choice (t
 `A AND B` must satisfy every part (the most restrictive terms win), AND binds tighter than OR and parentheses group.
 An expression that does not parse (unbalanced parentheses, a dangling operator) is unknown, and so is a URL with
 other text around it: "... we do NOT grant https://creativecommons.org/licenses/by/4.0" is not CC BY.
+
+Rights statements that museums and archives use (rightsstatements.org, and Flickr Commons' "No known copyright
+restrictions") are recognised by URL (`http://rightsstatements.org/vocab/NKC/1.0/`, the `page/` variant) and by name
+("No Copyright - United States", `NoC-US`), as the whole text. Each has an explicit decision in RIGHTS_STATEMENTS:
+in copyright (InC*) never trains; undetermined or not evaluated (UND, CNE) is `rights_undetermined`; contractual or
+other legal restrictions (NoC-CR, NoC-OKLR) are `rights_restricted`; NoC-NC is non-commercial; and where the
+collection owner must choose (NKC, NoC-US) the record trains only when params.yaml's `license.policy` switch is set.
 """
 
 from __future__ import annotations
@@ -40,6 +47,55 @@ for _v in ("2.0", "3.0", "4.0"):
     TERMS[f"CC-BY-ND-{_v}"] = _cc(nd=True)
     TERMS[f"CC-BY-NC-SA-{_v}"] = _cc(nc=True, sa=True)
     TERMS[f"CC-BY-NC-ND-{_v}"] = _cc(nc=True, nd=True)
+
+# rightsstatements.org: code -> (id, name, terms if training were allowed, decision). The decision is one of
+# "terms" (the terms decide), "policy:<switch>" (trains only when license.policy.<switch> is true) or an exclusion reason.
+_NO_TRAINING = Terms(False, False, True, False, True)
+RIGHTS_STATEMENTS: dict[str, tuple[str, str, Terms, str]] = {
+    "InC": ("LicenseRef-RS-InC", "In Copyright", _NO_TRAINING, "terms"),
+    "InC-OW-EU": ("LicenseRef-RS-InC-OW-EU", "In Copyright - EU Orphan Work", _NO_TRAINING, "terms"),
+    "InC-EDU": ("LicenseRef-RS-InC-EDU", "In Copyright - Educational Use Permitted", _NO_TRAINING, "terms"),
+    "InC-NC": ("LicenseRef-RS-InC-NC", "In Copyright - Non-Commercial Use Permitted", _NO_TRAINING, "terms"),
+    "InC-RUU": ("LicenseRef-RS-InC-RUU", "In Copyright - Rights-holder(s) Unlocatable or Unidentifiable",
+                _NO_TRAINING, "terms"),
+    "NoC-CR": ("LicenseRef-RS-NoC-CR", "No Copyright - Contractual Restrictions", _NO_TRAINING,
+               "rights_restricted:contractual"),
+    "NoC-NC": ("LicenseRef-RS-NoC-NC", "No Copyright - Non-Commercial Use Only", _cc(nc=True), "terms"),
+    "NoC-OKLR": ("LicenseRef-RS-NoC-OKLR", "No Copyright - Other Known Legal Restrictions", _NO_TRAINING,
+                 "rights_restricted:other_legal"),
+    "NoC-US": ("LicenseRef-RS-NoC-US", "No Copyright - United States", _cc(by=False), "policy:allow_no_copyright_us"),
+    "CNE": ("LicenseRef-RS-CNE", "Copyright Not Evaluated", _NO_TRAINING, "rights_undetermined"),
+    "UND": ("LicenseRef-RS-UND", "Copyright Undetermined", _NO_TRAINING, "rights_undetermined"),
+    "NKC": ("LicenseRef-RS-NKC", "No Known Copyright", _cc(by=False), "policy:allow_no_known_copyright"),
+}
+TERMS.update({spdx: terms for spdx, _, terms, _ in RIGHTS_STATEMENTS.values()})
+POLICY_SWITCHES = {spdx: d.removeprefix("policy:") for spdx, _, _, d in RIGHTS_STATEMENTS.values()
+                   if d.startswith("policy:")}
+EXCLUDED_STATEMENTS = {spdx: d for spdx, _, _, d in RIGHTS_STATEMENTS.values() if d not in ("terms",)
+                       and not d.startswith("policy:")}
+_RS_URL = re.compile(r"(?:https?://)?(?:www\.)?rightsstatements\.org/(?:vocab|page|data)/([a-z-]+)/1\.0/?"
+                     r"(?:[?#]\S*)?")
+
+
+def _statement_key(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+_STATEMENT_NAMES = {_statement_key(k): spdx for k, (spdx, name, _, _) in RIGHTS_STATEMENTS.items()}
+_STATEMENT_NAMES |= {_statement_key(name): spdx for spdx, name, _, _ in RIGHTS_STATEMENTS.values()}
+_STATEMENT_NAMES |= {_statement_key(spdx): spdx for spdx, _, _, _ in RIGHTS_STATEMENTS.values()}
+_STATEMENT_NAMES |= {"no-known-copyright-restrictions": "LicenseRef-RS-NKC",
+                     "no-known-copyright-restriction": "LicenseRef-RS-NKC"}
+
+
+def rights_statement(text: str) -> str | None:
+    """The id of a rightsstatements.org statement (or "No known copyright restrictions") that is the whole text."""
+    t = text.strip()
+    m = _RS_URL.fullmatch(t.lower())
+    if m:
+        return _STATEMENT_NAMES.get(_statement_key(m.group(1)))
+    return _STATEMENT_NAMES.get(_statement_key(t))
+
 
 _ALIASES = {
     "cc0": "CC0-1.0", "cc0-1.0": "CC0-1.0", "cc-zero": "CC0-1.0", "publicdomain-zero-1.0": "CC0-1.0",
@@ -169,6 +225,17 @@ def _parse(tokens: list[str]) -> Options:
     return options
 
 
+def _options(text: str) -> Options | None:
+    """The options a licence text allows (a rights statement is one option), or None when it does not parse."""
+    statement = rights_statement(text)
+    if statement:
+        return {TERMS[statement]: statement}
+    try:
+        return _parse(_tokens(text))
+    except (_Unparsable, RecursionError):
+        return None
+
+
 def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Terms | None, str]:
     """Return (spdx_expression, terms, status) with status one of `ok`, `missing`, `unknown`, `conflict`.
 
@@ -181,18 +248,14 @@ def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Term
         return None, None, "missing"
     if len(text) > 200:
         return None, None, "unknown"
-    try:
-        options = _parse(_tokens(text))
-    except (_Unparsable, RecursionError):
+    options = _options(text)
+    if options is None:
         return None, None, "unknown"
     if not options:
         return None, None, "unknown"
     terms = max(options, key=_rank)
     if text != (url or "").strip() and isinstance(url, str) and url.strip():
-        try:
-            linked = _parse(_tokens(url.strip()))
-        except (_Unparsable, RecursionError):
-            linked = {}
+        linked = _options(url.strip()) or {}
         named = set(options[terms].split(" AND "))
         if linked and not any(set(spdx.split(" AND ")) <= named for spdx in linked.values()):
             return None, None, "conflict"

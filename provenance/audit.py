@@ -37,7 +37,7 @@ class Check:
 def _lineage_checks(m: dict) -> list[Check]:
     """The model version is registered with the recorded weights; DVC knows the data; the policy allows every record."""
     from registry import tracking
-    from stages.license import decide, read_opt_outs
+    from atelier.rights import decide, read_opt_outs
 
     checks = []
     model = m["model"]

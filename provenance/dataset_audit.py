@@ -8,7 +8,7 @@ import pandas as pd
 
 from atelier import paths
 from atelier.config import load_params
-from stages.license import decide, normalise_name, read_opt_outs
+from atelier.rights import decide, identify, read_opt_outs
 
 
 def audit_dataset() -> dict:
@@ -31,7 +31,7 @@ def audit_dataset() -> dict:
             elif str(r["creator"]).replace("|", "\\|") not in attribution:
                 problems.append(f"creator '{r['creator']}' of record {r['record_id'][:12]} is missing from "
                                 "ATTRIBUTION.md")
-    opted_creators = {normalise_name(c) for c in train["creator"]} & opt_outs["creator"]
+    opted_creators = {c for r in train.to_dict("records") if (c := identify(r, opt_outs)) is not None}
     noai_in_train = int(train["noai"].sum())
     return {
         "train_records": len(train),

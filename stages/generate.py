@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 import shutil
 import sqlite3
@@ -31,6 +30,7 @@ from atelier.lineage import training_records
 from atelier.models.clip import encode_images, encode_texts, load_evaluator
 from atelier.models.latent_diffusion import LatentDiffusionPipeline
 from atelier.models.metrics import clip_score, prompt_ranks, replication
+from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
 from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict
@@ -38,7 +38,6 @@ from provenance import ledger, watermark
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import artwork_terms, sign_png
-from stages.license import normalise_name, read_opt_outs
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder), "
@@ -61,21 +60,19 @@ class NoChampion(LookupError):
     """No registered version holds the champion alias."""
 
 
-def opted_out_creators(opt_out_csv: Path) -> list[str]:
-    """Normalised names of the creators on the opt-out list."""
-    return sorted(read_opt_outs(opt_out_csv)["creator"])
+def opted_out_creators(opt_out_csv: Path) -> OptOuts:
+    """The opt-out list (creators with their aliases, handles and profile URLs)."""
+    return read_opt_outs(opt_out_csv)
 
 
-def check_prompt(prompt: str, opted_out: list[str]) -> None:
-    """Refuse a prompt that names an opted-out creator (full name, or surname as a whole word)."""
-    text = normalise_name(prompt)
-    if not text:
+def check_prompt(prompt: str, opt_outs: OptOuts) -> None:
+    """Refuse a prompt that names an opted-out creator (the rules are atelier/rights.py's prompt_refusal)."""
+    if not " ".join(str(prompt).split()):
         raise PromptRefused("the prompt is empty; describe the artwork to generate")
-    for name in opted_out:
-        surname = name.split()[-1]
-        if name in text or (len(surname) >= 4 and re.search(rf"\b{re.escape(surname)}\b", text)):
-            raise PromptRefused(f"prompt refused: it names '{name}', a creator who opted out of AI training "
-                                f"(listed in {paths.OPT_OUT.relative_to(paths.ROOT)}); remove the name and try again")
+    name = prompt_refusal(prompt, opt_outs)
+    if name is not None:
+        raise PromptRefused(f"prompt refused: it names '{name}', a creator who opted out of AI training "
+                            f"(listed in {paths.OPT_OUT.relative_to(paths.ROOT)}); remove the name and try again")
 
 
 @dataclass
@@ -337,15 +334,34 @@ def summarise(manifest: dict) -> dict:
                                                    "replication": manifest["checks"]["replication"]}}
 
 
+def screen_prompts(prompts: list[str], opt_outs: OptOuts) -> tuple[list[str], list[dict]]:
+    """(the prompts that may be generated, [{prompt, reason}] of those refused), each refusal printed."""
+    allowed, refused = [], []
+    for prompt in prompts:
+        try:
+            check_prompt(prompt, opt_outs)
+            allowed.append(prompt)
+        except PromptRefused as exc:
+            refused.append({"prompt": prompt, "reason": str(exc)})
+            print(f"generate: skipped {prompt!r}: {exc}")
+    return allowed, refused
+
+
 def main() -> dict:
     """Generate the artworks of params.yaml's `generate` section; with no champion yet, say so and make none."""
     g = load_params().generate
+    prompts, refused = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))  # reported, not a failed stage
     try:
-        manifests = generate_artworks(g.prompts, seed=g.seed)
+        manifests = generate_artworks(prompts, seed=g.seed) if prompts else []
     except NoChampion as exc:  # the gate refused (or a takedown): the run succeeds, with nothing to generate
-        write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "no_champion": str(exc)})
+        write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "no_champion": str(exc),
+                                                     "refused": refused})
         print(f"generate: {exc}; no artworks made")
-        return {"artworks": 0, "flagged": 0, "no_champion": str(exc)}
+        return {"artworks": 0, "flagged": 0, "no_champion": str(exc), "refused": len(refused)}
+    if not manifests:
+        write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "refused": refused})
+        print(f"generate: every prompt was refused ({len(refused)}); no artworks made")
+        return {"artworks": 0, "flagged": 0, "refused": len(refused)}
     flagged = sum(m["checks"]["replication"]["flagged"] for m in manifests)
     low = sum(m["checks"]["prompt_match"]["low"] for m in manifests)
     write_json(paths.REPORTS / "generate.json", {
@@ -353,11 +369,12 @@ def main() -> dict:
         "artworks": [{"id": m["id"], "prompt": m["artwork"]["generator"]["prompt"],
                       "flagged": m["checks"]["replication"]["flagged"],
                       "low_prompt_match": m["checks"]["prompt_match"]["low"],
-                      "warnings": m["checks"]["warnings"]} for m in manifests]})
+                      "warnings": m["checks"]["warnings"]} for m in manifests],
+        "refused": refused})
     print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from "
           f"{manifests[0]['model']['name']} version {manifests[0]['model']['version']}; {flagged} flagged as possible "
           f"replication; {low} with a low prompt match")
-    return {"artworks": len(manifests), "flagged": flagged, "low_prompt_match": low}
+    return {"artworks": len(manifests), "flagged": flagged, "low_prompt_match": low, "refused": len(refused)}
 
 
 if __name__ == "__main__":

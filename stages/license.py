@@ -1,102 +1,91 @@
 """license stage: normalise licenses, apply the policy and the opt-outs, write the training set and its paperwork.
 
+The policy itself (creator identity, opt-outs, the decision for one record) is atelier/rights.py. Copies share a
+fate: a kept record is decided with the exact and near duplicates clean rejected (data/clean/rejects.parquet), and
+trains only if every copy may; its excluded row names the copy that stopped it (`excluded_because`).
+
 Writes data/licensed/train.parquet, excluded.parquet (with reasons), ATTRIBUTION.md and summary.json.
 Fail closed: a missing or unknown license is excluded.
 """
 
 from __future__ import annotations
 
-import csv
+import re
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 
 from atelier import paths
 from atelier.config import PolicyParams, load_params
 from atelier.io import write_json, write_parquet, write_text
-from atelier.licenses import normalise
+from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS, OptOuts, attributable, decide, read_opt_outs
+from atelier.rights import csv_cell, normalise_name  # noqa: F401 (re-exported for callers not yet moved to atelier.rights)
 
-LICENSE_COLUMNS = ["license_spdx", "permits_training", "permits_commercial", "requires_attribution", "share_alike",
-                   "no_derivatives", "opted_out", "decision", "reason"]
-
-
-def normalise_name(name: str) -> str:
-    """Case- and whitespace-insensitive form of a creator name, for matching opt-outs."""
-    return " ".join(str(name).split()).casefold()
+# the decision, then the duplicate group: its size, every known creator, and the member that excluded it
+LICENSE_COLUMNS = [*DECISION_COLUMNS, "group_size", "credited", "excluded_because"]
+DUPLICATE_REASONS = ["duplicate_exact", "duplicate_near"]  # stages/clean.py's Reducer.decide writes these details:
+_KEPT_URI = re.compile(r"^(?:same bytes as|perceptual hash within \d+ bits of) (.+)$")
 
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with one of these
+def duplicate_groups(clean: pd.DataFrame, rejects: pd.DataFrame) -> dict[str, list[dict]]:
+    """Kept record id -> the rows clean rejected as its exact or near duplicates (read from their reason/detail)."""
+    kept_ids, by_uri = set(clean["record_id"]), dict(zip(clean["source_uri"], clean["record_id"]))
+    groups: dict[str, list[dict]] = {}
+    for r in rejects[rejects["reason"].isin(DUPLICATE_REASONS)].to_dict("records"):
+        m = _KEPT_URI.match(str(r.get("detail") or ""))
+        kept = r["record_id"] if r["reason"] == "duplicate_exact" and r["record_id"] in kept_ids else (
+            by_uri.get(m.group(1)) if m else None)
+        if kept is None:
+            raise ValueError(f"{paths.relative(paths.CLEAN_REJECTS)}: duplicate {r['source_uri']} ({r.get('detail')}) "
+                             "names no record of data/clean/records.parquet; re-run the clean stage")
+        groups.setdefault(kept, []).append(r)
+    return groups
 
 
-def csv_cell(text: str) -> str:
-    """A value as written to a CSV people open in spreadsheets: a leading formula character gets a `'` prefix."""
-    return "'" + text if text.startswith(FORMULA_START) else text
+def _blocks(verdict: dict, group_attributable: bool) -> bool:
+    """A member's verdict that keeps its whole group from training (a missing creator does not, when another
+    member of the group can be credited)."""
+    return verdict["decision"] == "exclude" and not (verdict["reason"] == "attribution_impossible"
+                                                     and group_attributable)
 
 
-def from_csv_cell(text: str) -> str:
-    """Inverse of csv_cell: the `'` that csv_cell added is dropped (a name that merely starts with `'` is kept)."""
-    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
-
-
-def read_opt_outs(path: Path) -> dict[str, set[str]]:
-    """Read the opt-out list (columns kind,value,reason,added): {'creator': {...}, 'record_id': {...}}."""
-    out: dict[str, set[str]] = {"creator": set(), "record_id": set()}
-    if not path.exists():
+def decide_group(kept: dict, members: list[dict], policy: PolicyParams, opt_outs: OptOuts) -> dict:
+    """The license columns of a kept record given its duplicates: it trains only if every copy may (any opt-out,
+    any refused or conflicting licence of any copy wins), under the strictest terms of them all."""
+    group = [kept, *members]
+    verdicts = [decide(m, policy, opt_outs) for m in group]
+    can_credit = any(attributable(m) for m in group)
+    creators = list(dict.fromkeys(str(m.get("creator") or "").strip() for m in group if str(m.get("creator") or "").strip()))
+    out = {**verdicts[0], "group_size": len(group), "credited": "; ".join(creators), "excluded_because": None}
+    if _blocks(verdicts[0], can_credit):
         return out
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        for n, row in enumerate(csv.DictReader(fh), start=2):
-            kind, value = (row.get("kind") or "").strip(), from_csv_cell((row.get("value") or "").strip())
-            if kind not in out or not value:
-                raise ValueError(f"{path}: line {n}: kind must be 'creator' or 'record_id' with a value, got {row}")
-            out[kind].add(normalise_name(value) if kind == "creator" else value)
-    return out
+    blockers = sorted((i for i in range(1, len(group)) if _blocks(verdicts[i], can_credit)),
+                      key=lambda i: not verdicts[i]["opted_out"])  # an opt-out is named first
+    if blockers:
+        m, v = group[blockers[0]], verdicts[blockers[0]]
+        return {**out, "decision": "exclude", "reason": f"group:{v['reason']}", "opted_out": v["opted_out"],
+                "excluded_because": f"{m['source_uri']} (record {m['record_id'][:12]})"}
+    spdx = " AND ".join(dict.fromkeys(v["license_spdx"] for v in verdicts))
+    return {**out, "license_spdx": spdx, "decision": "train", "reason": f"allowed:{spdx}",
+            "permits_training": all(v["permits_training"] for v in verdicts),
+            "permits_commercial": all(v["permits_commercial"] for v in verdicts),
+            "requires_attribution": any(v["requires_attribution"] for v in verdicts),
+            "share_alike": any(v["share_alike"] for v in verdicts),
+            "no_derivatives": any(v["no_derivatives"] for v in verdicts)}
 
 
-def decide(record: dict, policy: PolicyParams, opt_outs: dict[str, set[str]]) -> dict:
-    """The license columns for one record: its normalised terms, and whether it may train (with the reason)."""
-    spdx, terms, status = normalise(record.get("license_raw"), record.get("license_url"))
-    out = {"license_spdx": spdx, "permits_training": False, "permits_commercial": False,
-           "requires_attribution": True, "share_alike": False, "no_derivatives": False, "opted_out": False}
-    if terms is not None:
-        out.update(permits_training=terms.permits_training, permits_commercial=terms.permits_commercial,
-                   requires_attribution=terms.requires_attribution, share_alike=terms.share_alike,
-                   no_derivatives=terms.no_derivatives)
-    reason = None
-    if normalise_name(record.get("creator", "")) in opt_outs["creator"]:
-        reason = "opted_out:creator"
-    elif record["record_id"] in opt_outs["record_id"]:
-        reason = "opted_out:record"
-    elif bool(record.get("noai")):
-        reason = "opted_out:noai_flag"
-    elif status == "missing":
-        reason = "license_missing"
-    elif status == "unknown":
-        reason = "license_unknown"
-    elif status == "conflict":
-        reason = "license_conflict"
-    elif not out["permits_training"]:
-        reason = "license_forbids:training"
-    elif policy.commercial and not out["permits_commercial"]:
-        reason = "license_forbids:non_commercial"
-    elif out["no_derivatives"] and not policy.allow_no_derivatives:
-        reason = "license_forbids:no_derivatives"
-    elif out["share_alike"] and not policy.allow_share_alike:
-        reason = "license_forbids:share_alike"
-    out["opted_out"] = bool(reason and reason.startswith("opted_out"))
-    out["decision"] = "exclude" if reason else "train"
-    out["reason"] = reason or f"allowed:{spdx}"
-    return out
-
-
-def license_records(clean: pd.DataFrame, policy: PolicyParams, opt_outs: dict[str, set[str]]
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split clean records into (train, excluded), adding the license columns to each."""
-    rows = [{**r, **decide(r, policy, opt_outs)} for r in clean.to_dict("records")]
+def license_records(clean: pd.DataFrame, policy: PolicyParams, opt_outs: OptOuts,
+                    rejects: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split clean records into (train, excluded), adding the license columns to each; each record is decided
+    with its duplicates among `rejects` (clean's rejects.parquet)."""
+    groups = duplicate_groups(clean, rejects) if rejects is not None else {}
+    rows = [{**r, **decide_group(r, groups.get(r["record_id"], []), policy, opt_outs)}
+            for r in clean.to_dict("records")]
     frame = pd.DataFrame(rows, columns=[*clean.columns, *LICENSE_COLUMNS])
     # bool even when empty: an empty object column used as a mask selects columns, not rows (no record may train)
     frame = frame.astype({c: bool for c in ("permits_training", "permits_commercial", "requires_attribution",
                                             "share_alike", "no_derivatives", "opted_out")})
+    frame = frame.astype({"group_size": "int64", "credited": str, "excluded_because": object})
     train = frame[frame["decision"] == "train"].reset_index(drop=True)
     excluded = frame[frame["decision"] == "exclude"].reset_index(drop=True)
     return train, excluded
@@ -124,7 +113,8 @@ def attribution_markdown(train: pd.DataFrame) -> str:
              "| creator | title | source | license |", "|---|---|---|---|"]
     needed = train[train["requires_attribution"]].sort_values(["creator", "title", "record_id"])
     for r in needed.itertuples():
-        lines.append(f"| {_md(r.creator or 'unknown creator')} | {_md(r.title)} | {_md(r.source_url or r.source_uri)} "
+        credited = getattr(r, "credited", "") or r.creator  # every known creator of the work's copies
+        lines.append(f"| {_md(credited or 'creator not recorded')} | {_md(r.title)} | {_md(r.source_url or r.source_uri)} "
                      f"| {_md(r.license_spdx)} |")
     lines += ["", f"{len(needed)} works by {needed['creator'].nunique()} creators.", ""]
     return "\n".join(lines)
@@ -142,6 +132,8 @@ def summarise(train: pd.DataFrame, excluded: pd.DataFrame, policy: PolicyParams)
         "attribution_creators": int(train.loc[train["requires_attribution"], "creator"].nunique()),
         "share_alike": int(train["share_alike"].sum()),
         "non_commercial": int((~train["permits_commercial"]).sum()),
+        "duplicate_groups": int((train["group_size"] > 1).sum() + (excluded["group_size"] > 1).sum()),
+        "excluded_by_a_duplicate": int(excluded["reason"].str.startswith("group:").sum()),
         "policy": policy.model_dump(),
     }
 
@@ -150,7 +142,8 @@ def main() -> dict:
     """License data/clean into data/licensed; return the summary."""
     policy = load_params().license.policy
     clean = pd.read_parquet(paths.CLEAN_RECORDS)
-    train, excluded = license_records(clean, policy, read_opt_outs(paths.OPT_OUT))
+    rejects = pd.read_parquet(paths.CLEAN_REJECTS, filters=[("reason", "in", DUPLICATE_REASONS)])
+    train, excluded = license_records(clean, policy, read_opt_outs(paths.OPT_OUT), rejects)
     summary = summarise(train, excluded, policy)
     write_parquet(paths.TRAIN_RECORDS, train)
     write_parquet(paths.EXCLUDED_RECORDS, excluded)

@@ -3,10 +3,11 @@ import pytest
 
 from atelier.config import PolicyParams
 from atelier.licenses import normalise
-from stages.license import attribution_markdown, decide, license_records, read_opt_outs
+from atelier.rights import decide, normalise_name, opt_outs_of, read_opt_outs
+from stages.license import attribution_markdown, license_records
 
 POLICY = PolicyParams(commercial=True, allow_share_alike=True, allow_no_derivatives=False)
-NO_OPT_OUTS = {"creator": set(), "record_id": set()}
+NO_OPT_OUTS = opt_outs_of()
 
 
 @pytest.mark.parametrize("raw,spdx", [
@@ -46,7 +47,7 @@ def _rec(**kw):
     ({"creator": "  marta   OKAFOR "}, "opted_out:creator"),
 ])
 def test_decide(kw, reason):
-    opt = {"creator": {"marta okafor"}, "record_id": set()}
+    opt = opt_outs_of(["Marta Okafor"])
     assert decide(_rec(**kw), POLICY, opt)["reason"] == reason
 
 
@@ -67,7 +68,8 @@ def test_split_counts_and_attribution(tmp_path):
 def test_opt_out_file(tmp_path):
     path = tmp_path / "opt.csv"
     path.write_text("kind,value,reason,added\ncreator,Ann  Lee,asked,2026-01-01\nrecord_id,abc,takedown,2026-01-02\n")
-    assert read_opt_outs(path) == {"creator": {"ann lee"}, "record_id": {"abc"}}
+    listed = read_opt_outs(path)
+    assert listed.creator == {"ann lee"} and listed.record_id == {"abc"}
     path.write_text("kind,value\nplanet,Mars\n")
     with pytest.raises(ValueError, match="line 2"):
         read_opt_outs(path)
@@ -101,5 +103,5 @@ def test_takedown_writes_formula_looking_names_safely_and_still_matches_them(tmp
     lines = path.read_text().splitlines()
     assert lines[-1].startswith("creator,\"'=HYPERLINK(") and ",'-2+3 reasons," in lines[-1]  # inert in a sheet
     listed = read_opt_outs(path)["creator"]
-    assert name.casefold() in listed and "'abdul karim" in listed  # a name that merely starts with ' is kept as is
+    assert normalise_name(name) in listed and normalise_name("'Abdul Karim") in listed  # read back as written
     assert add_opt_out("creator", name, "again") is False  # matched: not added twice
