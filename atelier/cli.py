@@ -75,22 +75,45 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    """Judge the challenger with the gate, or (with --version) move `champion` to a version as a person decides."""
+    """Judge the challenger with the gate, or (with --version and --reason) move `champion` to a version as a person
+    decides, recording who, when and why (registry tags and the ledger); a version marked by a takedown is refused."""
+    import getpass
+
     from atelier import paths
     from atelier.config import load_params
     from atelier.io import write_json
     from registry import tracking
     from stages import promote
 
-    name = load_params().registry.model_name
     if args.version is None:
+        if args.reason or args.by:
+            print("atelier: --reason and --by go with --version N (a person's promotion); without --version the gate "
+                  "decides and records its own reason", file=sys.stderr)
+            return 2
         promote.main()
         return 0
+    if not (args.reason or "").strip():
+        print(f"atelier: promoting version {args.version} by hand needs a reason: atelier promote --version "
+              f"{args.version} --reason \"why\" [--by NAME]; it is recorded in the registry and the ledger",
+              file=sys.stderr)
+        return 2
+    name = load_params().registry.model_name
     info = tracking.get_version(name, args.version)
+    if info["tags"].get("takedown"):
+        print(f"atelier: {name} version {info['version']} is marked by a takedown ({info['tags']['takedown']}); it "
+              "cannot be promoted. Run the pipeline to retrain without the work, then promote the new version",
+              file=sys.stderr)
+        return 1
+    previous = tracking.version_by_alias(name, tracking.CHAMPION)
+    by = (args.by or "").strip() or getpass.getuser()
     tracking.set_alias(name, tracking.CHAMPION, info["version"])
+    recorded = promote.record_promotion(name, info["version"], by, args.reason.strip(),
+                                        previous["version"] if previous else None)
     record = promote.champion_record(name)
     write_json(paths.CHAMPION, record)
-    print(f"champion is now {name} version {record['version']} (run {record['run_id']})")
+    print(f"champion is now {name} version {record['version']} (run {record['run_id']}); promoted by "
+          f"{recorded['by']} at {recorded['at']}: {recorded['reason']} (previous champion: "
+          f"{recorded['previous_champion'] or 'none'})")
     return 0
 
 
@@ -138,12 +161,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_takedown(args: argparse.Namespace) -> int:
-    """Which models and artworks used a work or creator; opt it out; mark the models."""
+    """Which models and artworks used a work, creator or picture; opt it out and mark the models (not with
+    --dry-run)."""
     import json
 
     from provenance.takedown import format_report, takedown
 
-    report = takedown(args.target, reason=args.reason)
+    if (args.target is None) == (args.image is None):
+        print("atelier: takedown needs a creator name or record id, or --image FILE (one of them)", file=sys.stderr)
+        return 2
+    if args.image is not None and not Path(args.image).is_file():
+        print(f"atelier: takedown --image {args.image}: no such file", file=sys.stderr)
+        return 2
+    try:
+        report = takedown(args.target, reason=args.reason, image=None if args.image is None else Path(args.image),
+                          dry_run=args.dry_run)
+    except ValueError as exc:  # a picture that is not an image
+        print(f"atelier: takedown --image {args.image}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -269,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", help="print the last run's summary").set_defaults(func=cmd_summary)
     p = sub.add_parser("promote", help="gate the challenger, or move the champion alias to --version N")
     p.add_argument("--version", help="registered version to make champion (a person's decision)")
+    p.add_argument("--reason", help="why (required with --version; recorded in the registry and the ledger)")
+    p.add_argument("--by", help="who decided (default: the OS user)")
     p.set_defaults(func=cmd_promote)
     p = sub.add_parser("generate", help="generate artworks from the champion with provenance manifests")
     p.add_argument("prompt", help="what to make, e.g. 'a blue spiral composition'")
@@ -296,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("list", help="each source's name, kind, path and whether dvc.yaml declares it")
     actions.add_parser("check", help="exit 2, naming the fix, when a source's path is not an ingest dep")
     p.set_defaults(func=cmd_sources)
-    p = sub.add_parser("takedown", help="which models and artworks used a work or creator; opt it out")
-    p.add_argument("target", help="a record id (sha256) or a creator name")
+    p = sub.add_parser("takedown", help="which models and artworks used a work, creator or picture; opt it out")
+    p.add_argument("target", nargs="?", help="a record id (sha256) or a creator name")
+    p.add_argument("--image", metavar="FILE", help="a picture of the work: finds every record whose image matches")
+    p.add_argument("--dry-run", action="store_true", help="only answer which versions and artworks used it: "
+                                                          "nothing is opted out or marked")
     p.add_argument("--reason", default="takedown request")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_takedown)

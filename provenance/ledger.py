@@ -1,6 +1,8 @@
 """The artwork ledger: one SQLite row per artwork (its manifest, pixel hash, perceptual hash and watermark id), so that
 an artwork that lost its embedded manifest can be traced by watermark or perceptual hash, and a takedown can list
-every artwork of a model version.
+every artwork of a model version. Two more tables keep the decisions that must be accountable: `refusals` (artworks
+quarantined instead of published, e.g. as a possible replication of a training image) and `promotions` (who made a
+version champion, when and why).
 
 Watermark ids are code words of the Reed-Muller code RM(2,5): 32 bits, any two at least 8 bits apart, so a watermark
 read back with up to 3 wrong bits is still uniquely nearest to the right id. Code words with fewer than 12 or more than
@@ -25,7 +27,7 @@ from atelier import paths
 from provenance.watermark import Match, hamming, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added refusals and promotions; a version 1 ledger is migrated on open
 MIN_WEIGHT, MAX_WEIGHT = 12, 20
 CODE_SIZE = 1 << 16  # RM(2,5) has 2**16 code words
 
@@ -48,6 +50,27 @@ CREATE TABLE IF NOT EXISTS watermarks (
     source TEXT NOT NULL UNIQUE,         -- what it was reserved for: sha256 of the pixels before marking
     reserved_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    id TEXT PRIMARY KEY,                 -- the quarantined image's id (first 16 hex digits of its pixel sha256)
+    sha256_pixels TEXT NOT NULL,
+    phash TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    nearest TEXT NOT NULL,               -- the nearest training images (record id, creator, licence, similarity), JSON
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS promotions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    promoted_by TEXT NOT NULL,           -- the OS user or --by for a person, "gate" for the promote stage
+    promoted_at TEXT NOT NULL,           -- UTC, ISO 8601
+    reason TEXT NOT NULL,
+    previous_champion TEXT               -- NULL when there was none
+);
 """
 
 COLUMNS = ("id", "sha256_pixels", "phash", "watermark_id", "manifest", "model_name", "model_version", "created_at")
@@ -64,12 +87,23 @@ def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
         raise sqlite3.OperationalError(f"{path}: could not switch the ledger to WAL mode")
     with _write(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):  # 0: new file; 1: gains the tables added since
             raise sqlite3.DatabaseError(f"{path}: ledger schema version {version}, this code knows {SCHEMA_VERSION}")
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return conn
+
+
+def open_read_only(path: Path | str | None = None) -> sqlite3.Connection | None:
+    """The ledger at `path` opened read-only (nothing is created or migrated), or None when there is no ledger."""
+    path = Path(path or DEFAULT_PATH)
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.create_function("phash_distance", 2, _phash_distance, deterministic=True)
     return conn
 
 
@@ -108,6 +142,47 @@ def record(conn: sqlite3.Connection, manifest: dict, watermark_id: int | None) -
             raise ValueError(f"artwork {manifest['id']}: watermark id {watermark_id} already belongs to artwork "
                              f"{other[0]}; reserve ids with watermark_id_for()") from e
         raise
+
+
+REFUSAL_COLUMNS = ("id", "sha256_pixels", "phash", "prompt", "seed", "model_name", "model_version", "reason", "nearest",
+                   "created_at")
+
+
+def record_refusal(conn: sqlite3.Connection, refusal: dict) -> None:
+    """Insert or update (same id) a refused artwork: a `quarantine.json` record (see stages/generate.py)."""
+    model = refusal["model"]
+    row = (refusal["id"], refusal["sha256_pixels"], refusal["phash"], refusal["prompt"], int(refusal["seed"]),
+           model["name"], str(model["version"]), refusal["reason"],
+           json.dumps(refusal["nearest_training_images"], sort_keys=True, ensure_ascii=False), refusal["created_at"])
+    with _write(conn):
+        conn.execute(f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+                     + ", ".join(f"{c} = excluded.{c}" for c in REFUSAL_COLUMNS[1:]), row)
+
+
+def refusals(conn: sqlite3.Connection, model_name: str | None = None) -> list[dict]:
+    """Refused (quarantined) artworks, oldest first, of one model or all; `nearest` parsed."""
+    where, args = ("WHERE model_name = ?", (model_name,)) if model_name else ("", ())
+    rows = conn.execute(f"SELECT * FROM refusals {where} ORDER BY created_at, id", args)
+    return [{k: (json.loads(r[k]) if k == "nearest" else r[k]) for k in REFUSAL_COLUMNS} for r in rows]
+
+
+def record_promotion(conn: sqlite3.Connection, model_name: str, version: str, by: str, at: str, reason: str,
+                     previous_champion: str | None) -> None:
+    """Append who made `version` champion, when (UTC ISO time) and why, and which version it replaced."""
+    with _write(conn):
+        conn.execute("INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
+                     "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
+                     (model_name, str(version), by, at, reason, None if previous_champion is None
+                      else str(previous_champion)))
+
+
+def promotions(conn: sqlite3.Connection, model_name: str | None = None) -> list[dict]:
+    """Every recorded promotion, oldest first, of one model or all."""
+    where, args = ("WHERE model_name = ?", (model_name,)) if model_name else ("", ())
+    rows = conn.execute(f"SELECT * FROM promotions {where} ORDER BY seq", args)
+    return [{"model_name": r["model_name"], "version": r["version"], "by": r["promoted_by"], "at": r["promoted_at"],
+             "reason": r["reason"], "previous_champion": r["previous_champion"]} for r in rows]
 
 
 def get(conn: sqlite3.Connection, artwork_id: str) -> dict | None:

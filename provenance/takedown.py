@@ -1,20 +1,28 @@
-"""`atelier takedown RECORD_ID_OR_CREATOR`: which model versions trained on a work and which artworks they made,
-from the recorded lineage; then the work or creator joins the opt-out list and the affected versions are marked.
-The next pipeline run excludes it (policy/opt_out.csv is a dependency of the license stage) and retrains."""
+"""`atelier takedown RECORD_ID_OR_CREATOR` or `--image FILE`: which model versions trained on a work and which
+artworks they made, from the recorded lineage; then the work or creator joins the opt-out list and the affected
+versions are marked. The next pipeline run excludes it (policy/opt_out.csv is a dependency of the license stage) and
+retrains. By picture, every record whose image is the same bytes or within clean.near_duplicate_hamming bits of its
+perceptual hash is found in every source, with the rest of its duplicate group. `--dry-run` answers the question
+and writes nothing."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from atelier import paths
 from atelier.config import load_params
 from atelier.io import write_text
 from atelier.lineage import training_records
 from provenance import ledger
-from stages.license import csv_cell, normalise_name, read_opt_outs
+from atelier.rights import creator_matches, csv_cell, normalise_name, read_opt_outs
 
 
 def target_kind(target: str) -> str:
@@ -24,12 +32,24 @@ def target_kind(target: str) -> str:
 
 def affected(target: str) -> dict:
     """Model versions whose recorded training data holds the work/creator, and the artworks those versions made."""
+    kind = target_kind(target)
+    if kind == "record_id":
+        hits = lambda records: records["record_id"] == target.strip().lower()  # noqa: E731
+    else:
+        listed = read_opt_outs(paths.OPT_OUT)  # any spelling, and the aliases the list gives the creator
+        hits = lambda records: pd.Series(creator_matches(records.to_dict("records"), target, listed),  # noqa: E731
+                                         index=records.index, dtype=bool)
+    return {"target": target, "kind": kind, **_lineage(hits)}
+
+
+def _lineage(hits) -> dict:
+    """Versions whose training records have rows where `hits(records)` (a boolean Series) holds, and their artworks
+    (the ledger is read, never created)."""
     from registry import tracking
 
-    kind = target_kind(target)
     name = load_params().registry.model_name
     versions, artworks, unknown = [], [], []
-    conn = ledger.open_ledger(paths.LEDGER)
+    conn = ledger.open_read_only(paths.LEDGER)
     try:
         for v in tracking.all_versions(name):
             md5 = v["tags"].get("dataset_md5")
@@ -38,26 +58,84 @@ def affected(target: str) -> dict:
             except (FileNotFoundError, TypeError):
                 unknown.append(v["version"])
                 continue
-            if kind == "record_id":
-                hits = records[records["record_id"] == target.strip().lower()]
-            else:
-                hits = records[records["creator"].map(normalise_name) == normalise_name(target)]
-            if len(hits):
-                versions.append({"version": v["version"], "records": len(hits), "aliases": v["aliases"]})
-                artworks += [{"id": a["id"], "model_version": v["version"]}
-                             for a in ledger.by_model_version(conn, name, v["version"])]
+            found = int(hits(records).sum())
+            if found:
+                versions.append({"version": v["version"], "records": found, "aliases": v["aliases"]})
+                made = ledger.by_model_version(conn, name, v["version"]) if conn else []
+                artworks += [{"id": a["id"], "model_version": v["version"]} for a in made]
     finally:
-        conn.close()
-    return {"target": target, "kind": kind, "model": name, "versions": versions, "artworks": artworks,
-            "versions_with_unknown_data": unknown}
+        if conn:
+            conn.close()
+    return {"model": name, "versions": versions, "artworks": artworks, "versions_with_unknown_data": unknown}
+
+
+def image_phash(data: bytes) -> str:
+    """The picture's perceptual hash, computed as the clean stage computes a record's (any size is accepted)."""
+    from stages.clean import Rejected, decode
+
+    p = load_params().clean
+    try:
+        return decode(data, p.model_copy(update={"min_size": 1})).phash
+    except Rejected as r:
+        raise ValueError(f"the picture cannot be read as an image ({r.reason}: {r.detail}); send a PNG, JPEG, GIF, "
+                         "WebP, BMP or TIFF file") from None
+
+
+def _table(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    return pd.read_parquet(path, columns=columns)
+
+
+def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
+    """Every raw record (all sources) whose image is `data`: the same bytes (record id = sha256), or a perceptual hash
+    within `hamming` bits; then the rest of each match's duplicate group (records within `hamming` bits of a match,
+    exact duplicates sharing its record id, and the near duplicates clean rejected as copies of it, or it of them).
+    One row per raw record, with `match` saying how it was found."""
+    sha, query = hashlib.sha256(data).hexdigest(), np.uint64(int(image_phash(data), 16))
+    raw = _table(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
+    hashes = pd.concat([_table(paths.CLEAN_RECORDS, ["record_id", "phash"]),  # decoded: the rejected copies' hashes
+                        _table(paths.CLEAN_DECODED, ["record_id", "phash"])]).dropna().drop_duplicates("record_id")
+    ids = hashes["record_id"].to_numpy()
+    bank = np.array([int(h, 16) for h in hashes["phash"]], dtype=np.uint64)
+    how = {sha: "the same bytes"} if sha in set(raw["record_id"]) else {}
+    distance = np.bitwise_count(bank ^ query)
+    for rid, d in zip(ids[distance <= hamming], distance[distance <= hamming]):
+        how.setdefault(rid, f"perceptual hash within {int(d)} bits")
+    for h, seed in zip(bank[distance <= hamming], ids[distance <= hamming]):
+        for rid in ids[np.bitwise_count(bank ^ h) <= hamming]:
+            how.setdefault(rid, f"duplicate group of {seed[:16]} (perceptual hash)")
+    rejects = _table(paths.CLEAN_REJECTS, ["record_id", "reason", "detail"])
+    near = rejects[rejects["reason"] == "duplicate_near"]
+    id_of_uri = dict(zip(raw["source_uri"], raw["record_id"]))
+    for rid, detail in zip(near["record_id"], near["detail"]):  # "perceptual hash within N bits of <kept uri>"
+        kept_uri = str(detail).rsplit(" of ", 1)[-1]
+        kept = id_of_uri.get(kept_uri)
+        if kept in how:
+            how.setdefault(rid, f"rejected by clean as a near duplicate of {kept_uri}")
+        elif rid in how and kept is not None:
+            how.setdefault(kept, f"kept by clean; {rid[:16]} was rejected as its near duplicate")
+    rows = raw[raw["record_id"].isin(list(how))].copy()
+    rows["match"] = rows["record_id"].map(how)
+    return rows.sort_values(["record_id", "source", "source_uri"]).reset_index(drop=True)
+
+
+def affected_by_image(image: Path) -> dict:
+    """Every record whose image matches the picture at `image`, and the versions and artworks that used any of them."""
+    data = Path(image).read_bytes()
+    matches = matching_records(data, load_params().clean.near_duplicate_hamming)
+    ids = set(matches["record_id"])
+    report = _lineage(lambda records: records["record_id"].isin(ids))
+    return {"target": str(image), "kind": "image", "sha256": hashlib.sha256(data).hexdigest(),
+            "matches": [{k: (None if pd.isna(v) else v) for k, v in row.items()}
+                        for row in matches.to_dict("records")], "record_ids": sorted(ids), **report}
 
 
 def add_opt_out(kind: str, value: str, reason: str) -> bool:
     """Append to policy/opt_out.csv unless already listed; return whether it was added."""
     current = read_opt_outs(paths.OPT_OUT)
-    key = normalise_name(value) if kind == "creator" else value.strip().lower()
-    if key in current[kind]:
-        return False
+    if normalise_name(value) in current.names if kind == "creator" else value.strip().lower() in current.record_id:
+        return False  # already listed (a creator under any spelling or alias)
     text = paths.OPT_OUT.read_text(encoding="utf-8") if paths.OPT_OUT.exists() else "kind,value,reason,added\n"
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow([kind, csv_cell(value.strip()), csv_cell(reason),
@@ -66,13 +144,27 @@ def add_opt_out(kind: str, value: str, reason: str) -> bool:
     return True
 
 
-def takedown(target: str, reason: str = "takedown request") -> dict:
-    """Answer the takedown question, record the opt-out, and mark the affected model versions in the registry."""
+def takedown(target: str | None = None, reason: str = "takedown request", image: Path | None = None,
+             dry_run: bool = False) -> dict:
+    """Answer the takedown question for a creator or record id (`target`) or a picture (`image`); unless `dry_run`,
+    record the opt-out (every matching record id, for a picture) and mark the affected model versions."""
     from registry import tracking
 
-    report = affected(target)
-    report["opt_out_added"] = add_opt_out(report["kind"], target, reason)
-    note = f"{date.today().isoformat()}: trained on {report['kind']} '{target}' ({reason}); retrain without it"
+    if (target is None) == (image is None):
+        raise ValueError("takedown needs a creator name or record id, or an image, not both")
+    report = affected_by_image(image) if image is not None else affected(target)
+    report["dry_run"] = dry_run
+    if dry_run:
+        report["opt_out_added"] = False
+        return report
+    if image is not None:
+        added = [rid for rid in report["record_ids"] if add_opt_out("record_id", rid, f"{reason} (by picture)")]
+        report["opt_out_added"] = added
+    else:
+        report["opt_out_added"] = add_opt_out(report["kind"], target, reason)
+    what = f"{len(report['record_ids'])} records matching a picture" if image is not None else \
+        f"{report['kind']} '{target}'"
+    note = f"{date.today().isoformat()}: trained on {what} ({reason}); retrain without it"
     for v in report["versions"]:
         tracking.tag_version(report["model"], v["version"], "takedown", note)
     return report
@@ -80,9 +172,14 @@ def takedown(target: str, reason: str = "takedown request") -> dict:
 
 def format_report(r: dict) -> str:
     """Plain-text answer for the rights holder."""
-    lines = [f"Takedown of {r['kind']} '{r['target']}' for model '{r['model']}':"]
+    dry = r.get("dry_run")
+    lines = [f"{'Dry run: takedown' if dry else 'Takedown'} of {r['kind']} '{r['target']}' for model '{r['model']}':"]
+    if r["kind"] == "image":
+        lines.append(f"  records whose image matches it: {len(r['matches'])} rows, {len(r['record_ids'])} record ids")
+        lines += [f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} (creator {m['creator'] or 'not recorded'};"
+                  f" {m['match']})" for m in r["matches"]]
     if r["versions"]:
-        lines.append("  model versions trained on it (now marked in the registry):")
+        lines.append("  model versions trained on it" + (":" if dry else " (now marked in the registry):"))
         lines += [f"    version {v['version']} ({v['records']} records){' aliases: ' + ', '.join(v['aliases']) if v['aliases'] else ''}"
                   for v in r["versions"]]
     else:
@@ -91,6 +188,13 @@ def format_report(r: dict) -> str:
     lines += [f"    {a['id']} (version {a['model_version']})" for a in r["artworks"]]
     if r["versions_with_unknown_data"]:
         lines.append(f"  versions whose training data could not be found: {r['versions_with_unknown_data']}")
-    lines.append("  added to policy/opt_out.csv" if r["opt_out_added"] else "  already on policy/opt_out.csv")
+    if dry:
+        lines.append("  dry run: nothing was opted out and no version was marked; run without --dry-run to do so")
+        return "\n".join(lines)
+    if r["kind"] == "image":
+        lines.append(f"  added to policy/opt_out.csv: {len(r['opt_out_added'])} record ids"
+                     f" ({len(r['record_ids']) - len(r['opt_out_added'])} listed already)")
+    else:
+        lines.append("  added to policy/opt_out.csv" if r["opt_out_added"] else "  already on policy/opt_out.csv")
     lines.append("  the next `atelier run` excludes it and retrains")
     return "\n".join(lines)

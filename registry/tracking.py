@@ -160,3 +160,24 @@ def all_versions(model_name: str) -> list[dict]:
     """Every registered version of a model, oldest first."""
     found = client().search_model_versions(f"name = '{model_name}'")
     return sorted((_describe(mv, None) for mv in found), key=lambda v: int(v["version"]))
+
+
+def tag_promotion(model_name: str, version: str, by: str, at: str, reason: str, previous: str | None) -> None:
+    """Record on the version who made it champion (`promotion.by`), when (`promotion.at`, UTC ISO), why
+    (`promotion.reason`) and which version it replaced (`promotion.previous_champion`)."""
+    c = client()
+    for key, value in (("by", by), ("at", at), ("reason", reason), ("previous_champion", previous or "none")):
+        c.set_model_version_tag(model_name, str(version), f"promotion.{key}", str(value)[:5000])
+
+
+def log_quarantine(model_name: str, version: str, quarantined: int, made: int) -> None:
+    """Count artworks refused as possible replications on the version's training run (metrics `generate_quarantined`
+    and `generate_published`, one step per generate call) and on the version (tag `generate.quarantined`, a running
+    total)."""
+    c = client()
+    mv = c.get_model_version(model_name, str(version))
+    history = c.get_metric_history(mv.run_id, "generate_quarantined")
+    c.log_metric(mv.run_id, "generate_quarantined", float(quarantined), step=len(history))
+    c.log_metric(mv.run_id, "generate_published", float(made - quarantined), step=len(history))
+    total = int((mv.tags or {}).get("generate.quarantined", 0)) + quarantined
+    c.set_model_version_tag(model_name, str(version), "generate.quarantined", str(total))

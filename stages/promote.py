@@ -5,8 +5,8 @@ alias in the MLflow UI is honoured here."""
 from __future__ import annotations
 
 import json
-
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from atelier import paths
@@ -67,6 +67,22 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
             "figure": "CLIPScore (2.5 x max(cos, 0), 0-2.5) on the candidate's evaluator; candidate minus champion"}
 
 
+def record_promotion(model_name: str, version: str, by: str, reason: str, previous: str | None) -> dict:
+    """Record who made `version` champion (a person, or "gate"), when (now, UTC) and why: as `promotion.*` tags on
+    the version in the registry and as a row of the ledger's `promotions` table. Returns what was recorded."""
+    from provenance import ledger
+    from registry import tracking
+
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tracking.tag_promotion(model_name, version, by, at, reason, previous)
+    conn = ledger.open_ledger(paths.LEDGER)
+    try:
+        ledger.record_promotion(conn, model_name, version, by, at, reason, previous)
+    finally:
+        conn.close()
+    return {"version": str(version), "by": by, "at": at, "reason": reason, "previous_champion": previous}
+
+
 def judge(model_name: str, version: str) -> dict:
     """Run the gate on `version` against the current champion; move the alias if it passes; record the decision."""
     from registry import tracking
@@ -81,11 +97,15 @@ def judge(model_name: str, version: str) -> dict:
     if champion and not champion["tags"].get("takedown"):
         paired = paired_comparison(model_name, candidate, champion, params)
     result = gate(metrics_from_tags(candidate["tags"]), paired, params.promote)
-    if result.passed:
+    marked = candidate["tags"].get("takedown")  # trained on a work taken down since: never champion
+    if result.passed and not marked:
         tracking.set_alias(model_name, tracking.CHAMPION, version)
-    decision = "promoted to champion" if result.passed else "stays challenger"
-    tracking.tag_version(model_name, version, GATE_TAG, f"{decision}: {result.explain()}")
-    return {"candidate_version": version, "decision": decision, "reason": result.explain(),
+        record_promotion(model_name, version, "gate", f"passed the promotion gate: {result.explain()}",
+                         champion["version"] if champion else None)
+    decision = "promoted to champion" if result.passed and not marked else "stays challenger"
+    explain = result.explain() + (f"; marked by a takedown ({marked}), so not promoted" if marked else "")
+    tracking.tag_version(model_name, version, GATE_TAG, f"{decision}: {explain}")
+    return {"candidate_version": version, "decision": decision, "reason": explain,
             "checks": [c.as_dict() for c in result.checks], "paired_with_champion": paired,
             "previous_champion": champion["version"] if champion else None}
 
