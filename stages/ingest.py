@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from datetime import datetime, timezone
 from collections import Counter, deque
+from collections.abc import Container
 from functools import cached_property
 from itertools import groupby
 from operator import itemgetter
@@ -39,7 +42,7 @@ from tqdm import tqdm
 from atelier import paths
 from atelier.config import Columns, IngestParams, load_params
 from atelier.declared import require_declared
-from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_text
+from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_json, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.rawstore import compact, write_pack
@@ -58,9 +61,14 @@ RAW_COLUMNS = RAW_SCHEMA.names
 # data/raw on purpose: fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
 # Every record, with its fingerprint, its chunk's key (see chunk_key; empty when the chunk has none) and, for a
 # keyed chunk of a metadata.jsonl, the key of its lines as written (see lines_key).
+# `fetched_at` is when a URL was last fetched, its opt-out signals checked (seconds since the epoch; null for other
+# kinds); `recheck_due` is set by `atelier sources recheck` on the URLs to fetch again whatever their age.
 INDEX_SCHEMA = (RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
-                .append(pa.field("lines_key", pa.string())))
+                .append(pa.field("lines_key", pa.string())).append(pa.field("fetched_at", pa.float64()))
+                .append(pa.field("recheck_due", pa.bool_())))
 INDEX_VERSION = "ingest-index 4"  # part of every chunk key: change it when ingest_item's output changes
+
+RECHECKS = paths.REPORTS / "rechecks.json"  # what the last re-check of URL opt-outs found (written when one ran)
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
 def _text(value: object, max_chars: int) -> str:
@@ -111,7 +119,7 @@ def _read(item: Item, max_file_bytes: int) -> tuple[bytes | None, str | None]:
 def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, int], previous: dict | None = None
                 ) -> tuple[dict, bytes | None]:
     """One item -> (its raw record, the bytes to store), or the record of `previous` (an earlier run's copy of the
-    same fingerprint: record_id, raw_pack, bytes) and None. `limits` is (max_file_bytes, max_field_chars)."""
+    same fingerprint: record_id, raw_pack, bytes, fetched_at) and None. `limits` is (max_file_bytes, max_field_chars)."""
     max_file_bytes, max_chars = limits
     f = item.fields
     error = item.error
@@ -125,6 +133,7 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         "license_url": _text(f.get(columns.license_url), max_chars),
         "source_url": _text(f.get(columns.source_url), max_chars), "noai": _flag(f.get(columns.noai)),
         "raw_pack": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
+        "fetched_at": item.fetched_at,
     }
     if error is None and previous is not None:
         record.update(previous)
@@ -165,6 +174,7 @@ class Previous:
     def __init__(self, table: pa.Table | None = None, present: set[str] = frozenset()):
         self.table = table
         self.present = present  # the packs still in the raw store
+        self.due_before: float | None = None  # a URL fetched before this time (or marked due) is fetched again
         self.chunks: dict[str, tuple[int, int]] = {}  # chunk key -> (first row, rows): whole chunks to reuse
         self.lines: dict[str, tuple[int, int]] = {}  # lines key -> (first row, rows): the same, by lines
         self.packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, when its compaction finished
@@ -173,28 +183,49 @@ class Previous:
     def copies(self) -> "Copies":
         """The copies still in the raw store, by fingerprint (indexed when a chunk changed: a run that reuses every
         chunk never needs them)."""
-        return Copies(self.table, self.present)
+        return Copies(self.table, self.present, self.due_before)
 
 
 class Copies:
-    """fingerprint -> {record_id, raw_pack, bytes} of the last run's readable records whose pack is still there;
-    looked up one by one, so a run that changed one chunk does not build a dict of every record."""
+    """fingerprint -> {record_id, raw_pack, bytes, fetched_at} of the last run's readable records whose pack is still
+    there, leaving out URLs due to be checked again; looked up one by one, so a run that changed one chunk does not
+    build a dict of every record."""
 
-    def __init__(self, table: pa.Table | None, present: set[str]):
-        self.table, self.present = table, present
+    def __init__(self, table: pa.Table | None, present: set[str], due_before: float | None = None):
+        self.table, self.present, self.due_before = table, present, due_before
         fingerprints = [] if table is None else table["fingerprint"].to_pylist()
         self.rows = dict(zip(fingerprints, range(len(fingerprints))))
         self.rows.pop("", None)
         self.rows.pop(None, None)
 
-    def get(self, fingerprint: str) -> dict | None:
+    def _row(self, fingerprint: str) -> dict | None:
         i = self.rows.get(fingerprint)
         if i is None:
             return None
-        row = self.table.slice(i, 1).select(["record_id", "raw_pack", "bytes", "ingest_error"]).to_pylist()[0]
+        row = self.table.slice(i, 1).select(["record_id", "raw_pack", "bytes", "ingest_error", "fetched_at",
+                                             "recheck_due"]).to_pylist()[0]
         if row.pop("ingest_error") is not None or row["raw_pack"] not in self.present:
             return None
         return row
+
+    def _due(self, fingerprint: str, row: dict) -> bool:
+        if not fingerprint.startswith("url:"):
+            return False
+        if row["recheck_due"]:
+            return True
+        return self.due_before is not None and (row["fetched_at"] is None or row["fetched_at"] < self.due_before)
+
+    def get(self, fingerprint: str) -> dict | None:
+        row = self._row(fingerprint)
+        if row is None or self._due(fingerprint, row):
+            return None
+        del row["recheck_due"]
+        return row
+
+    def due(self, fingerprint: str) -> dict | None:
+        """The last run's copy of a URL whose opt-out signals are due to be checked again, or None."""
+        row = self._row(fingerprint)
+        return row if row is not None and self._due(fingerprint, row) else None
 
     def __contains__(self, fingerprint: str) -> bool:
         return self.get(fingerprint) is not None
@@ -243,16 +274,19 @@ def _key_start(source, limits: tuple[int, int]):
     return hashlib.sha256(settings.encode())
 
 
-def chunk_key(source, limits: tuple[int, int], items: list[Item]) -> str | None:
+def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container[str] = frozenset()) -> str | None:
     """The identity of a chunk of items: an equal key means equal records, so the last run's are reused whole.
     None when an item's outcome could change while its metadata does not (a file missing today may be there
-    tomorrow), or an item has no cheap identity."""
+    tomorrow), or an item has no cheap identity. An item in `due` (a URL whose signals are checked again this run)
+    changes the key, so the chunk is not skipped."""
     h = _key_start(source, limits)
     for item in items:
         if not item.fingerprint or item.error is not None:
             return None
         text = item.text or json.dumps(item.fields, sort_keys=True, ensure_ascii=False, default=str)
-        h.update(f"\x1e{item.row}\x1f{item.uri}\x1f{item.fingerprint}\x1f{text}".encode("utf-8", "surrogatepass"))
+        recheck = "\x1frecheck" if item.fingerprint in due else ""
+        h.update(f"\x1e{item.row}\x1f{item.uri}\x1f{item.fingerprint}\x1f{text}{recheck}"
+                 .encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 
@@ -287,14 +321,20 @@ def source_chunks(source, p: IngestParams, previous: Previous, size: int):
 
 
 def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: Previous) -> tuple[Counter, dict[str, set[str]], set[str]]:
+               previous: Previous, now: float | None = None
+               ) -> tuple[Counter, dict[str, set[str]], set[str], dict]:
     """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
-    many records were reused per source, the record ids each pack must hold, and the packs written by this run.
+    many records were reused per source, the record ids each pack must hold, the packs written by this run, and the
+    re-checks: {"rechecked": URLs fetched again per source, "changed": the records usable before and not now}.
 
     A chunk whose key the last run saw is not sent anywhere: its rows are copied from the last run's index as they
-    are. In a chunk that changed, an item whose fingerprint the last run saw is not read again."""
+    are. In a chunk that changed, an item whose fingerprint the last run saw is not read again. A URL fetched more
+    than p.recheck_after_days before `now` (or marked due) is fetched again, its opt-out signals checked anew."""
     live: dict[str, set[str]] = {}
     written: set[str] = set()
+    rechecks: dict = {"rechecked": Counter(), "changed": []}
+    if now is not None:
+        previous.due_before = now - p.recheck_after_days * 86400
 
     def add_live(packs: list, ids: list) -> None:
         for pack, rows in groupby(zip(packs, ids), key=itemgetter(0)):  # a pack's rows are consecutive
@@ -304,17 +344,19 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
     limits = (p.max_file_bytes, p.max_field_chars)
     reused: Counter = Counter()
     for source in p.sources:
-        keys: deque[tuple[str | None, str | None, tuple[int, int] | None, dict]] = deque()
+        keys: deque[tuple[str | None, str | None, tuple[int, int] | None, dict, dict]] = deque()
 
         def tasks():
             for by_lines, chunk, span in source_chunks(source, p, previous, engine.p.chunk_size):
-                key = None
+                key, due = None, {}
                 if span is None:
-                    key = chunk_key(source, limits, chunk)
+                    if source.kind == "urls":  # fetched again by the source: their signals are checked anew
+                        due = {i.fingerprint: row for i in chunk if (row := previous.copies.due(i.fingerprint))}
+                    key = chunk_key(source, limits, chunk, due)
                     span = previous.chunks.get(key) if key else None
                 copies = {} if span else {i.fingerprint: copy for i in chunk
                                           if i.fingerprint and (copy := previous.copies.get(i.fingerprint))}
-                keys.append((key, by_lines, span, copies))
+                keys.append((key, by_lines, span, copies, due))
                 yield [] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies
 
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
@@ -332,7 +374,7 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                 run.clear()
 
         for records in engine.imap(ingest_chunk, tasks(), light=light):
-            key, by_lines, span, copies = keys.popleft()
+            key, by_lines, span, copies, due = keys.popleft()
             if span is not None:
                 if run and run[0] + run[1] == span[0]:
                     run[1] += span[1]
@@ -348,10 +390,18 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
             add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
             written.update(r["raw_pack"] for r in records
                            if r["raw_pack"] is not None and r["fingerprint"] not in copies)
+            for r in (r for r in records if r["fingerprint"] in due):
+                rechecks["rechecked"][source.name] += 1
+                if r["ingest_error"] is not None:  # usable at the last fetch, not now
+                    before = due[r["fingerprint"]]
+                    reason, _, detail = r["ingest_error"].partition(": ")
+                    rechecks["changed"].append({
+                        "source": source.name, "url": r["source_uri"], "record_id": before["record_id"],
+                        "reason": reason, "detail": detail, "fetched_before": before["fetched_at"]})
             bar.update(len(records))
         copy_run()
         bar.close()
-    return reused, live, written
+    return reused, live, written, rechecks
 
 
 def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> list[dict]:
@@ -359,6 +409,55 @@ def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> lis
     p = p or IngestParams(sources=[source])
     return ingest_chunk(list(iter_items(source, max_file_bytes=p.max_file_bytes)), source.name,
                         source.columns.model_dump(), str(packs_dir), (p.max_file_bytes, p.max_field_chars), {})
+
+
+def recheck_report(rechecks: dict, now: float, days: float, lineage=None) -> dict:
+    """reports/rechecks.json: when URLs were re-checked, which records are now excluded and why, and (through
+    `lineage(record_ids)`, as a takedown reports it) the model versions that trained on them and their artworks."""
+    changed = sorted(rechecks["changed"], key=lambda c: (c["source"], c["url"]))
+    report = {"checked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+              "recheck_after_days": days, "rechecked_per_source": dict(rechecks["rechecked"]),
+              "changed": [c | {"fetched_before": None if c["fetched_before"] is None else
+                               datetime.fromtimestamp(c["fetched_before"], timezone.utc).isoformat(timespec="seconds")}
+                          for c in changed],
+              "lineage": None}
+    if lineage is not None and changed:
+        try:
+            report["lineage"] = lineage(sorted({c["record_id"] for c in changed}))
+        except Exception as exc:  # noqa: BLE001 - the exclusion stands whatever the registry says; say why it is missing
+            report["lineage"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return report
+
+
+def _lineage(record_ids: list[str]) -> dict:
+    """The model versions whose training data holds any of `record_ids`, and their artworks (as a takedown finds
+    them; read only: nothing is tagged)."""
+    from provenance.takedown import _lineage as lineage_of
+
+    wanted = set(record_ids)
+    return lineage_of(lambda records: records["record_id"].isin(wanted))
+
+
+def mark_due(index_path: Path, compacted: Path, names: list[str]) -> dict[str, int]:
+    """Mark the earlier fetches of the url sources `names` as due (`recheck_due` in the index), so the next ingest
+    fetches them again and checks their opt-out signals; return how many were marked per source."""
+    try:
+        table = read_table(index_path)
+    except (pa.ArrowException, OSError):
+        return {name: 0 for name in names}
+    if table.schema.remove_metadata() != INDEX_SCHEMA:
+        return {name: 0 for name in names}  # an older index: the next run fetches everything anyway
+    compacted_before = compacted.exists() and compacted.read_text() == _index_stamp(index_path)
+    source = table["source"].to_pylist()
+    fingerprint = table["fingerprint"].to_pylist()
+    hit = [s in names and (f or "").startswith("url:") for s, f in zip(source, fingerprint)]
+    due = [h or bool(d) for h, d in zip(hit, table["recheck_due"].to_pylist())]
+    i = table.schema.get_field_index("recheck_due")
+    with ParquetStream(index_path, INDEX_SCHEMA) as out:
+        out.write_table(table.set_column(i, "recheck_due", pa.array(due, pa.bool_())))
+    if compacted_before:  # the raw store still holds exactly what the index names
+        write_text(compacted, _index_stamp(index_path))
+    return {name: sum(h for h, s in zip(hit, source) if s == name) for name in names}
 
 
 def main() -> dict:
@@ -370,9 +469,10 @@ def main() -> dict:
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
+    now = time.time()
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
             ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
-        reused, live, written = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous)
+        reused, live, written, rechecks = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous, now)
         where = engine.describe()
         sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them
     deleted, rewritten = compact(paths.RAW_PACKS, live, previous.packs)
@@ -381,7 +481,17 @@ def main() -> dict:
     errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
     summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
                "reused_per_source": dict(reused), "packs_deleted": deleted, "packs_rewritten": rewritten,
-               "engine": where}
+               "engine": where, "rechecked_per_source": dict(rechecks["rechecked"]),
+               "rechecks_changed": len(rechecks["changed"])}
+    if rechecks["rechecked"]:
+        report = recheck_report(rechecks, now, p.recheck_after_days, _lineage if rechecks["changed"] else None)
+        write_json(RECHECKS, report)
+        for change in report["changed"]:
+            print(f"ingest: re-check: {change['url']} is now excluded ({change['reason']}); it was record "
+                  f"{change['record_id'][:16]}")
+        if report["lineage"] and report["lineage"]["versions"]:
+            print(f"ingest: re-check: model versions trained on works whose signals changed: "
+                  f"{[v['version'] for v in report['lineage']['versions']]} (see {paths.relative(RECHECKS)})")
     print(f"ingest: {len(table['source'])} records {summary['records_per_source']} on {where}; "
           f"{sum(reused.values())} unchanged since the last run; errors {dict(errors)}")
     return summary

@@ -24,6 +24,7 @@ class Item:
     data: bytes | None = None   # the bytes themselves (shards, parquet, downloads)
     error: str | None = None    # why the bytes cannot be had, as "reason: detail"
     text: str = ""              # the metadata row as written, when the source has it (else `fields` stand for it)
+    fetched_at: float | None = None  # when the bytes were downloaded (url sources; seconds since the epoch, UTC)
 
 
 def source_root(path: str) -> Path:
@@ -34,7 +35,8 @@ def source_root(path: str) -> Path:
 
 def iter_items(source, known: Container[str] = frozenset(), max_file_bytes: int = 256 * 2**20) -> Iterator[Item]:
     """The items of one source. An item whose fingerprint is in `known` may come without bytes (ingest reuses the
-    previous run's copy); a url source uses this to avoid fetching again."""
+    previous run's copy); a url source uses this to avoid fetching again (ingest leaves out of `known` the URLs whose
+    opt-out signals are due to be checked again)."""
     if source.kind == "folder":
         from atelier.sources.folder import iter_folder
         return iter_folder(source, max_file_bytes)

@@ -1,7 +1,8 @@
 """URL sources: a CSV or JSON Lines list of image URLs, fetched politely and only where no opt-out signal says no.
 
 One item per row, in file order. A row whose fingerprint (`url:<URL>`) is in `known` is yielded without bytes and is
-not fetched: ingest reuses the previous run's copy. Anything that stops an image from being had is the item's
+not fetched: ingest reuses the previous run's copy, and leaves out of `known` the URLs fetched more than
+`ingest.recheck_after_days` ago (or marked by `atelier sources recheck`), so their signals are checked again. Anything that stops an image from being had is the item's
 `error`, "reason: detail"; nothing is dropped and the run goes on.
 
 Opt-out signals, each checked before the image is kept (refused images are never returned):
@@ -438,6 +439,7 @@ def finished(item: Item, future: Future | None) -> Item:
             item.data = future.result()
         except Refused as exc:
             item.error = str(exc)
+        item.fetched_at = time.time()  # when robots.txt, TDM-Rep and the headers were last checked for this URL
     return item
 
 
