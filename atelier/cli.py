@@ -252,8 +252,32 @@ def add_source(root: Path, name: str, path: str, kind: str = "folder", image_col
     return notes
 
 
+def recheck_sources(root: Path, name: str | None) -> list[str]:
+    """Mark the earlier fetches of url source `name` (every url source when None) as due in the ingest index; return
+    the lines to print."""
+    from atelier import paths
+    from atelier.config import load_params
+    from stages.ingest import mark_due
+
+    urls = [s.name for s in load_params(root / "params.yaml").ingest.sources if s.kind == "urls"]
+    if name is not None and name not in urls:
+        raise ConfigError(f"'{name}' is not a url source in params.yaml ingest.sources (url sources: "
+                          f"{', '.join(urls) or 'none'}); only fetched URLs can be re-checked")
+    names = [name] if name else urls
+    if not names:
+        return ["sources: no url source in params.yaml ingest.sources: nothing to re-check"]
+    marked = mark_due(paths.INGEST_INDEX, paths.INGEST_COMPACTED, names)
+    lines = [f"sources: {marked[n]} earlier fetches of '{n}' marked due: the next ingest fetches them again, "
+             "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
+             "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
+             for n in names]
+    return lines + ["note: DVC reruns the ingest stage only when its deps or params change; to re-check now: "
+                    "dvc repro --force --single-item ingest, then atelier run"]
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
-    """`sources add`, `sources list`, `sources check`: the sources in params.yaml and their deps in dvc.yaml."""
+    """`sources add`, `sources list`, `sources check`: the sources in params.yaml and their deps in dvc.yaml;
+    `sources recheck [NAME]`: mark a url source's earlier fetches as due, so the next ingest checks their opt-outs."""
     from atelier import declared, paths
     from atelier.config import load_params
 
@@ -261,6 +285,9 @@ def cmd_sources(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             print("\n".join(add_source(root, args.name, args.path, args.kind, args.image_column)))
+            return 0
+        if args.action == "recheck":
+            print("\n".join(recheck_sources(root, args.name)))
             return 0
         if args.action == "list":
             ingest = load_params(root / "params.yaml").ingest
@@ -332,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--image-column", help="parquet: the column of {bytes, path} images (default: image)")
     actions.add_parser("list", help="each source's name, kind, path and whether dvc.yaml declares it")
     actions.add_parser("check", help="exit 2, naming the fix, when a source's path is not an ingest dep")
+    r = actions.add_parser("recheck", help="mark a url source's earlier fetches as due: the next ingest checks "
+                                          "robots.txt, TDM-Rep and the headers again (ingest.recheck_after_days)")
+    r.add_argument("name", nargs="?", help="the url source (default: every url source)")
     p.set_defaults(func=cmd_sources)
     p = sub.add_parser("takedown", help="which models and artworks used a work, creator or picture; opt it out")
     p.add_argument("target", nargs="?", help="a record id (sha256) or a creator name")

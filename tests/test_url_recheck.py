@@ -4,13 +4,18 @@ re-check names the record it was."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
+import yaml
 
 from atelier.config import EngineParams, IngestParams
 from atelier.parallel import Engine
+from atelier.workspace import copy_project
 from stages.ingest import INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_report
 from atelier.io import ParquetStream
 from tests.test_url_source import Route, png, serve, url_source  # noqa: F401 (serve: the web server fixture)
@@ -101,3 +106,26 @@ def test_a_header_opt_out_published_later_is_found_by_the_recheck(tmp_path, serv
     later, rechecks = run(tmp_path, source, t0 + 31 * DAY)  # past recheck_after_days
     assert reason(later[b]) == "opted_out:x_robots_tag" and reason(later[a]) is None
     assert [c["reason"] for c in rechecks["changed"]] == ["opted_out:x_robots_tag"]
+
+
+def test_sources_recheck_command_marks_the_fetches_due(tmp_path, serve):
+    site, (a, b), source = site_and_source(tmp_path, serve)
+    run(tmp_path, source, time.time())
+    root = copy_project(tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"]["sources"].append(source.model_dump(exclude_defaults=True) | {"kind": "urls"})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / ".atelier").mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "index.parquet", root / ".atelier" / "ingest-index.parquet")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "atelier.cli", "sources", "recheck", *args], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+
+    wrong = cli("demo")
+    assert wrong.returncode == 2 and "'demo' is not a url source" in wrong.stderr
+    done = cli("web")
+    assert done.returncode == 0, done.stderr
+    assert "2 earlier fetches of 'web' marked due" in done.stdout
+    index = pq.read_table(root / ".atelier" / "ingest-index.parquet").to_pydict()
+    assert index["recheck_due"] == [True, True] and all(index["fetched_at"])  # the fetch times are kept
