@@ -62,8 +62,9 @@ def _from_config(cfg: dict) -> open_clip.CLIP:
     return open_clip.CLIP(cfg["embed_dim"], vision, text)
 
 
-def build_clip(p: ClipParams, resolution: int) -> open_clip.CLIP:
-    """A freshly initialised small CLIP for `resolution` px images (seeded by p.seed)."""
+def build_clip(p: ClipParams, resolution: int = 32) -> open_clip.CLIP:
+    """A freshly initialised small CLIP for `resolution` px images (default: params.yaml's clean.resolution, 32),
+    seeded by p.seed."""
     torch.manual_seed(p.seed)
     return _from_config(model_config(p, resolution))
 
