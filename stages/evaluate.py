@@ -219,7 +219,7 @@ def main() -> dict:
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, holdout = split(records, params.train_clip.holdout_fraction)
     evaluator, eval_tokenizer = load_clip(paths.EVALUATOR_DIR)
-    pipeline = LatentDiffusionPipeline.from_pretrained(paths.DIFFUSION_DIR)
+    pipeline = LatentDiffusionPipeline.from_pretrained(paths.DIFFUSION_DIR, resolution=params.clean.resolution)
     report, shown = evaluate(pipeline, evaluator, eval_tokenizer, train, holdout, p,
                              embed_train=lambda r, clip_dir: embed_records(clip_dir, r, params.engine))
     firsts = list(range(0, len(shown["pils"]), p.per_prompt))  # one generation per prompt
