@@ -19,7 +19,6 @@ from atelier import paths
 from atelier.config import PolicyParams, load_params
 from atelier.io import write_json, write_parquet, write_text
 from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS, OptOuts, attributable, decide, read_opt_outs
-from atelier.rights import csv_cell, normalise_name  # noqa: F401 (re-exported for callers not yet moved to atelier.rights)
 
 # the decision, then the duplicate group: its size, every known creator, and the member that excluded it
 LICENSE_COLUMNS = [*DECISION_COLUMNS, "group_size", "credited", "excluded_because"]
