@@ -127,10 +127,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve() if args.out else paths.ARTWORKS
     manifests = generate_artworks([args.prompt], seed=args.seed, n=args.n, steps=args.steps, guidance=args.guidance,
                                   negative_prompt=args.negative_prompt, out_dir=out_dir)
-    for m in manifests:
+    published = [m for m in manifests if not m.get("quarantined")]
+    for m in published:
         print(f"{out_dir / m['artwork']['file']}  model v{m['model']['version']}  "
               f"CLIPScore {m['checks']['clip_score']:.3f}  {m['checks']['replication']['verdict']}")
-    return 0
+    for m in manifests:  # possible replications: held back, unsigned, never in the gallery
+        if m.get("quarantined"):
+            print(f"QUARANTINED {out_dir / m['file']}  seed {m['artwork']['generator']['seed']}  model "
+                  f"v{m['model']['version']}  {m['reason']} (nearest training images in "
+                  f"{(out_dir / m['file']).with_suffix('.quarantine.json').name})")
+    return 0 if published or not manifests else 4  # 4: every artwork was quarantined
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

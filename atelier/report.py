@@ -106,6 +106,9 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {p.get('reason')}")
     if "generation" in s and s["generation"].get("no_champion"):
         lines.append(f"Generation: {s['generation']['no_champion']}; no artworks made this run")
+    if s.get("generation", {}).get("quarantined"):
+        lines.append(f"Quarantined as possible replication, not published: {s['generation']['quarantined']} in "
+                     f"{paths.ARTWORKS / 'quarantine'} (reports/generate.json lists each with its reason)")
     if "champion" in s:
         c = s["champion"]
         lines.append(f"Champion: {c.get('name')} version {c.get('version')} (run {c.get('run_id')})")

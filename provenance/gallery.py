@@ -266,8 +266,9 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def write_gallery(artworks_dir: Path, plots: list[Path]) -> Path:
-    """Render index.html from every sidecar manifest in `artworks_dir` (newest first); copy the plots that exist into
-    `artworks_dir/plots/` and write `attribution/<name>.html` beside each attribution list; return the page's path."""
+    """Render index.html from every published artwork's sidecar manifest in `artworks_dir` (newest first); copy the
+    plots that exist into `artworks_dir/plots/` and write `attribution/<name>.html` beside each attribution list;
+    return the page's path."""
     names = [p.name for p in plots]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash:
@@ -284,6 +285,9 @@ def write_gallery(artworks_dir: Path, plots: list[Path]) -> Path:
         page = attribution_page(md.read_text(encoding="utf-8"), md.name)
         _write_if_changed(md.with_suffix(".html"), page.encode("utf-8"))
     manifests = [json.loads(p.read_text(encoding="utf-8")) for p in artworks_dir.glob("*.provenance.json")]
+    # quarantined artworks (in quarantine/, with no provenance sidecar) are never shown; nor is an artwork published
+    # before quarantine existed that its replication check flagged
+    manifests = [m for m in manifests if not m.get("checks", {}).get("replication", {}).get("flagged")]
     manifests.sort(key=lambda m: (m["artwork"]["created_at"], m["id"]), reverse=True)
     index = artworks_dir / "index.html"
     write_text(index, render(manifests, artworks_dir, copied))

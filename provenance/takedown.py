@@ -176,8 +176,8 @@ def format_report(r: dict) -> str:
     lines = [f"{'Dry run: takedown' if dry else 'Takedown'} of {r['kind']} '{r['target']}' for model '{r['model']}':"]
     if r["kind"] == "image":
         lines.append(f"  records whose image matches it: {len(r['matches'])} rows, {len(r['record_ids'])} record ids")
-        lines += [f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} (creator {m['creator'] or 'not recorded'};"
-                  f" {m['match']})" for m in r["matches"]]
+        lines += [f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} "
+                  f"(creator {m['creator'] or 'not recorded'}; {m['match']})" for m in r["matches"]]
     if r["versions"]:
         lines.append("  model versions trained on it" + (":" if dry else " (now marked in the registry):"))
         lines += [f"    version {v['version']} ({v['records']} records){' aliases: ' + ', '.join(v['aliases']) if v['aliases'] else ''}"

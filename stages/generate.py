@@ -8,6 +8,7 @@ evaluation tags, and checks computed here on the champion's own CLIP.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 import shutil
@@ -48,6 +49,7 @@ SIMILARITY_SCALE = ("similarity of the nearest training images: cosine in the ge
 PROMPT_MATCH_MEANING = ("rank of the artwork's own prompt among it and the champion's evaluation prompts, by the "
                         "evaluator; rank 1 is a match, anything else is a low prompt match")
 NEAREST_SHOWN = 3
+QUARANTINE = "quarantine"  # artworks held back (possible replications): a subfolder of the artworks folder
 GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
                  paths.EVAL_GRID]
 
@@ -148,7 +150,7 @@ def load_champion(model_name: str) -> Champion:
     if info is None:
         raise NoChampion(f"no champion yet: no version of '{model_name}' has passed the promotion gate "
                          "(reports/promotion.json says which figure missed and by how much); improve the data or "
-                         "the training, or promote a version by hand with `atelier promote --version N`")
+                         "the training, or promote a version by hand with `atelier promote --version N --reason TEXT`")
     if info["tags"].get("takedown"):
         raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
                          f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
@@ -208,6 +210,14 @@ def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
     return image.resize((size, size), RESAMPLERS[resampler])
 
 
+def _training_image(champ: Champion, idx: int, similarity: float) -> dict:
+    """One training image as the manifest lists it: record id, title, creator, licence, source, similarity."""
+    r = champ.train.iloc[idx]
+    return {"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
+            "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
+            "source": r["source_url"] or r["source_uri"], "similarity": round(similarity, 4)}
+
+
 def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: float, negative_prompt: str,
                  out_dir: Path, params: Params | None = None, conn: sqlite3.Connection | None = None) -> dict:
     """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest.
@@ -229,14 +239,31 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     rep = replication(img_emb, champ.train_emb, [phash(small)], list(champ.train["phash"]),
                       ratio=ratio, hamming=e.replication_phash_hamming, min_similarity=floor)[0]
     sims = (img_emb @ champ.train_emb.T)[0]
-    nearest = []
-    for idx in sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist():
-        r = champ.train.iloc[idx]
-        nearest.append({"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
-                        "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
-                        "source": r["source_url"] or r["source_uri"], "similarity": round(float(sims[idx]), 4)})
+    top = sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist()
+    nearest = [_training_image(champ, idx, float(sims[idx])) for idx in top]
     own_conn = conn is None
     conn = conn or ledger.open_ledger(paths.LEDGER)
+    if rep["flagged"]:  # a possible copy of a training image is never signed, marked or published
+        verdict = replication_verdict(rep, ratio, e.replication_phash_hamming)
+        flagging = [i for i in (rep["nearest"][0], rep["phash_nearest"]) if i is not None]  # always listed
+        own_hash = int(phash(small), 16)
+        nearest = [_training_image(champ, idx, float(sims[idx])) | {
+                       "phash_distance": watermark.hamming(own_hash, int(champ.train.iloc[idx]["phash"], 16))}
+                   for idx in dict.fromkeys(top + flagging)]
+        refused = quarantine(big, {
+            "reason": f"not published: {verdict}", "prompt": prompt, "negative_prompt": negative_prompt or None,
+            "seed": seed, "steps": steps, "guidance": guidance,
+            "model": {"name": info["name"], "version": info["version"], "run_id": info["run_id"],
+                      "weights_sha256": champ.weights_sha256},
+            "replication": {"flagged": True, "verdict": verdict,
+                            "distance_ratio": round(float(rep["distance_ratio"]), 4),
+                            "phash_distance": int(rep["phash_distance"]), "ratio_threshold": round(ratio, 4),
+                            "phash_hamming_threshold": e.replication_phash_hamming,
+                            "similarity_floor": round(floor, 4)},
+            "nearest_training_images": nearest, "clip_score": round(score, 4)}, out_dir, conn)
+        if own_conn:
+            conn.close()
+        return refused
     wm_id: int | None = ledger.watermark_id_for(conn, pixels_sha256(big))
     try:
         big = watermark.embed(big, wm_id)
@@ -292,6 +319,24 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     return manifest
 
 
+def quarantine(image: Image.Image, facts: dict, out_dir: Path, conn: sqlite3.Connection) -> dict:
+    """Hold back an artwork that may not be published: `out_dir/quarantine/<id>.png` (unsigned, no watermark, never
+    in the gallery), `<id>.quarantine.json` beside it, and a row in the ledger's `refusals` table; return the record.
+
+    `facts`: reason, prompt, negative_prompt, seed, steps, guidance, model {name, version, run_id, weights_sha256},
+    replication (the check's figures) and nearest_training_images (record id, creator, licence, similarity)."""
+    sha = pixels_sha256(image)
+    refusal_id = sha[:16]
+    record = {"id": refusal_id, "quarantined": True, "file": f"{QUARANTINE}/{refusal_id}.png", "sha256_pixels": sha,
+              "phash": phash(image), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts}
+    ledger.record_refusal(conn, record)
+    write_json(out_dir / QUARANTINE / f"{refusal_id}.quarantine.json", record)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    write_bytes(out_dir / QUARANTINE / f"{refusal_id}.png", buf.getvalue())  # the image is the last write
+    return record
+
+
 def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | None = None,
                       guidance: float | None = None, negative_prompt: str | None = None,
                       out_dir: Path | None = None) -> list[dict]:
@@ -320,12 +365,23 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
                 manifests.append(summarise(manifest))
     finally:
         conn.close()
+    held = sum(bool(m.get("quarantined")) for m in manifests)
+    if held:  # on the version's training run and the version, beside its evaluation
+        from registry import tracking
+
+        tracking.log_quarantine(champ.info["name"], champ.info["version"], held, len(manifests))
     write_gallery(out_dir, GALLERY_PLOTS)
     return manifests
 
 
 def summarise(manifest: dict) -> dict:
-    """What a caller needs of a manifest (the full one is on disk): memory stays flat over thousands of artworks."""
+    """What a caller needs of a manifest (the full one is on disk): memory stays flat over thousands of artworks.
+    A quarantined artwork's summary has `quarantined: True`, its `reason`, and the figures of its replication check."""
+    if manifest.get("quarantined"):
+        return {k: manifest[k] for k in ("id", "file", "quarantined", "reason", "model")} | {
+            "artwork": {"file": manifest["file"], "generator": {k: manifest[k] for k in ("prompt", "seed")}},
+            "checks": {"replication": manifest["replication"],
+                       "nearest_training_images": manifest["nearest_training_images"]}}
     return {"id": manifest["id"], "file": manifest["artwork"]["file"], "artwork": {
                 "file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
             "model": manifest["model"], "checks": {"clip_score": manifest["checks"]["clip_score"],
@@ -362,19 +418,28 @@ def main() -> dict:
         write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "refused": refused})
         print(f"generate: every prompt was refused ({len(refused)}); no artworks made")
         return {"artworks": 0, "flagged": 0, "refused": len(refused)}
-    flagged = sum(m["checks"]["replication"]["flagged"] for m in manifests)
+    held = [m for m in manifests if m.get("quarantined")]  # possible replications: not published
+    model = {k: manifests[0]["model"][k] for k in ("name", "version", "run_id")}
+    manifests = [m for m in manifests if not m.get("quarantined")]
+    for m in held:
+        print(f"generate: quarantined {m['artwork']['generator']['prompt']!r} seed {m['artwork']['generator']['seed']}"
+              f" as {paths.relative(paths.ARTWORKS / m['file'])}: {m['reason']}")
     low = sum(m["checks"]["prompt_match"]["low"] for m in manifests)
     write_json(paths.REPORTS / "generate.json", {
-        "model": {k: manifests[0]["model"][k] for k in ("name", "version", "run_id")},
+        "model": model,
         "artworks": [{"id": m["id"], "prompt": m["artwork"]["generator"]["prompt"],
                       "flagged": m["checks"]["replication"]["flagged"],
                       "low_prompt_match": m["checks"]["prompt_match"]["low"],
                       "warnings": m["checks"]["warnings"]} for m in manifests],
+        "quarantined": len(held),
+        "quarantine": [{"id": m["id"], "file": m["file"], "prompt": m["artwork"]["generator"]["prompt"],
+                        "seed": m["artwork"]["generator"]["seed"], "reason": m["reason"]} for m in held],
         "refused": refused})
-    print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from "
-          f"{manifests[0]['model']['name']} version {manifests[0]['model']['version']}; {flagged} flagged as possible "
-          f"replication; {low} with a low prompt match")
-    return {"artworks": len(manifests), "flagged": flagged, "low_prompt_match": low, "refused": len(refused)}
+    print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from {model['name']} version "
+          f"{model['version']}; {len(held)} quarantined as possible replication (not published); {low} with a low "
+          "prompt match")
+    return {"artworks": len(manifests), "flagged": len(held), "quarantined": len(held), "low_prompt_match": low,
+            "refused": len(refused)}
 
 
 if __name__ == "__main__":
