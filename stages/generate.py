@@ -380,7 +380,7 @@ def summarise(manifest: dict) -> dict:
     if manifest.get("quarantined"):
         return {k: manifest[k] for k in ("id", "file", "quarantined", "reason", "model")} | {
             "artwork": {"file": manifest["file"], "generator": {k: manifest[k] for k in ("prompt", "seed")}},
-            "checks": {"replication": manifest["replication"],
+            "checks": {"clip_score": manifest["clip_score"], "replication": manifest["replication"],
                        "nearest_training_images": manifest["nearest_training_images"]}}
     return {"id": manifest["id"], "file": manifest["artwork"]["file"], "artwork": {
                 "file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
