@@ -36,6 +36,8 @@ import hashlib
 import json
 import os
 import shutil
+import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,13 +110,17 @@ def _tensor(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().contiguous()  # own storage: safetensors refuses tensors that share memory
 
 
-def pack(state: TrainState) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, JSON-able dict) holding the whole state; the inverse of unpack()."""
+def pack(state: TrainState, copy: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON-able dict) holding the whole state; the inverse of unpack().
+
+    copy=False returns the live tensors (detached) instead of copies: for save(), which writes them out at once and
+    changes nothing in between (the copies cost as much as the serialisation)."""
+    own = _tensor if copy else torch.Tensor.detach
     tensors: dict[str, torch.Tensor] = {GLOBAL_RNG: torch.get_rng_state()}
     for name, module in state.modules.items():
-        tensors.update({f"module.{name}.{k}": _tensor(v) for k, v in module.state_dict().items()})
+        tensors.update({f"module.{name}.{k}": own(v) for k, v in module.state_dict().items()})
     for name, values in state.tensors.items():
-        tensors.update({f"tensors.{name}.{i}": _tensor(v) for i, v in enumerate(values)})
+        tensors.update({f"tensors.{name}.{i}": own(v) for i, v in enumerate(values)})
     for name, gen in state.generators.items():
         tensors[f"rng.{name}"] = gen.get_state()
     opt = state.optimizer.state_dict()
@@ -122,7 +128,7 @@ def pack(state: TrainState) -> tuple[dict[str, torch.Tensor], dict]:
     for index, values in opt["state"].items():
         for k, v in values.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"optimizer.{index}.{k}"] = _tensor(v)
+                tensors[f"optimizer.{index}.{k}"] = own(v)
             else:
                 opt_json.setdefault(str(index), {})[k] = v
     meta = {
@@ -194,11 +200,42 @@ def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _write(path: Path, data: bytes) -> None:
+# safetensors' dtype names; a tensor of another dtype is written through safetensors.torch.save instead
+_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                       torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _safetensors_chunks(tensors: dict[str, torch.Tensor]) -> list:
+    """The bytes of the safetensors file holding `tensors`, as buffers to write one after the other: the header,
+    then each tensor's memory as it is (no copy into one bytes object, as safetensors.torch.save makes, after its own
+    copy of each tensor). Same format: an 8-byte little-endian header length, the JSON header padded with spaces to
+    a multiple of 8, the data (larger elements first, then by name, as safetensors orders it)."""
+    if sys.byteorder != "little" or any(t.dtype not in _SAFETENSORS_DTYPES for t in tensors.values()):
+        return [save_tensors({k: _tensor(v) for k, v in tensors.items()})]
+    header, chunks, offset = {}, [], 0
+    for name in sorted(tensors, key=lambda k: (-tensors[k].element_size(), k)):
+        t = tensors[name].detach()
+        data = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + data.nbytes]}
+        chunks.append(data)
+        offset += data.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return [struct.pack("<Q", len(text)) + text, *chunks]
+
+
+def _write(path: Path, chunks: list) -> str:
+    """Write the buffers `chunks` to `path` and fsync it; return the sha256 of what was written."""
+    digest = hashlib.sha256()
     with open(path, "wb") as fh:
-        fh.write(data)
+        for chunk in chunks:
+            digest.update(chunk)
+            fh.write(chunk)
         fh.flush()
         os.fsync(fh.fileno())
+    return digest.hexdigest()
 
 
 class Checkpointer:
@@ -273,15 +310,13 @@ class Checkpointer:
 
     def save(self, state: TrainState) -> Path:
         """Write a checkpoint atomically (the manifest last), then delete the older ones; return its folder."""
-        tensors, meta = pack(state)
-        blobs = {TENSORS: save_tensors(tensors), STATE: json.dumps(meta, sort_keys=True).encode()}
-        manifest = {"format": FORMAT, "key": self.key, "step": state.step, "total": state.total,
-                    "files": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}}
+        tensors, meta = pack(state, copy=False)  # written out before the loop changes them: no copies needed
+        files = {TENSORS: _safetensors_chunks(tensors), STATE: [json.dumps(meta, sort_keys=True).encode()]}
         target = self.folder / f"step-{state.step:07d}"
         with atomic_dir(target) as tmp:
-            for name, data in blobs.items():
-                _write(tmp / name, data)
-            _write(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+            digests = {name: _write(tmp / name, chunks) for name, chunks in files.items()}
+            manifest = {"format": FORMAT, "key": self.key, "step": state.step, "total": state.total, "files": digests}
+            _write(tmp / MANIFEST, [json.dumps(manifest, indent=2).encode()])
         for older in self._checkpoints():
             if older != target:
                 shutil.rmtree(older, ignore_errors=True)

@@ -65,9 +65,12 @@ def main() -> dict:
             train_unet(latents, captions, clip, tokenizer, p, checkpoint=checkpointer)
             ours.append(time.perf_counter() - start)
     rate = lambda seconds: STEPS * p.batch_size / min(seconds)  # noqa: E731
+    paired = [b / o for b, o in zip(bare, ours)]  # each round's ratio: the spread the machine's noise gives
     print(f"train_unet: {rate(ours):,.0f} samples/s; bare diffusers loop: {rate(bare):,.0f} samples/s; "
-          f"ratio {rate(ours) / rate(bare):.2f} (batch {p.batch_size}, {STEPS} steps, best of {ROUNDS})")
-    return {"atelier": rate(ours), "baseline": rate(bare), "ratio": rate(ours) / rate(bare)}
+          f"ratio {rate(ours) / rate(bare):.2f} (batch {p.batch_size}, {STEPS} steps, best of {ROUNDS}); "
+          f"per round: {' / '.join(f'{r:.2f}' for r in paired)} "
+          f"({' / '.join(f'{o:.1f} s vs {b:.1f} s' for o, b in zip(ours, bare))})")
+    return {"atelier": rate(ours), "baseline": rate(bare), "ratio": rate(ours) / rate(bare), "round_ratios": paired}
 
 
 if __name__ == "__main__":

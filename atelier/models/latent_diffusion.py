@@ -63,6 +63,20 @@ def _random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def _ema_buffer(weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """EMA weights initialised to `weights`: one flat buffer, and views of it shaped as each weight.
+
+    The decay multiplies the whole buffer in one call: a foreach call over 200-odd tensors costs five times as much
+    on the CPU (one dispatch per tensor, most of them too small to use both cores)."""
+    with torch.no_grad():
+        flat = torch.cat([q.detach().reshape(-1) for q in weights])
+    views, offset = [], 0
+    for q in weights:
+        views.append(flat[offset: offset + q.numel()].view(q.shape))
+        offset += q.numel()
+    return flat, views
+
+
 def _cosine_lr(step: int, total: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay reaching zero at the last step."""
     if step < warmup:
@@ -217,7 +231,7 @@ def train_unet(
     unet = build_unet(states.shape[-1], pooled.shape[-1], latents.shape[-1])
     unet.train()
     weights = list(unet.parameters())
-    ema = [q.detach().clone() for q in weights]
+    ema_flat, ema = _ema_buffer(weights)
     sched = build_scheduler(p)
     alphas_cumprod = sched.alphas_cumprod
     snr_plus_one = getattr(p, "loss_weighting", "min_snr") == "min_snr_plus_one"
@@ -248,12 +262,12 @@ def train_unet(
         loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(weights, 1.0)
         opt.step()
         lr_sched.step()
         decay = min(p.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():  # one fused call per op over all tensors (as diffusers' EMAModel); same arithmetic
-            torch._foreach_mul_(ema, decay)
+        with torch.no_grad():  # ema = ema * decay + weights * (1 - decay), per element as diffusers' EMAModel
+            ema_flat.mul_(decay)  # one call over the whole buffer: the same products as one per tensor
             torch._foreach_add_(ema, weights, alpha=1 - decay)
         state.record({"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
     with torch.no_grad():
