@@ -39,7 +39,8 @@ LICENSE_TEXT = st.one_of(st.lists(PIECES, max_size=9).map(" ".join), st.lists(PI
                          st.text(max_size=60))
 # Squashed forms of every token that can grant training (see atelier/licenses.py: TERMS, _ALIASES, _CC_URL).
 PERMITTING = ["cc0", "cczero", "publicdomain", "pdm", "mit", "apache2.0", "ccby", "creativecommonsby",
-              "creativecommons.org/licenses/by"]
+              "creativecommons.org/licenses/by", "nocnc", "nocopyrightnoncommercial", "licenserefrsnoc",
+              "rightsstatements.org/vocab/noc"]  # rightsstatements.org's NoC-NC is a non-commercial permission
 
 
 def squash(text: str) -> str:

@@ -195,8 +195,8 @@ def test_a_dep_no_source_reads_is_a_warning_not_an_error(copied, tmp_path):
     root.mkdir()
     (root / "params.yaml").write_text((copied / "params.yaml").read_text())
     lines = (copied / "dvc.yaml").read_text().splitlines(keepends=True)
-    at = lines.index("      - atelier/sources\n") + 1  # the ingest stage's deps: the demo folder comes next
-    assert lines[at].split()[:2] == ["-", "data/sources/demo"]
+    ingest = lines.index("  ingest:\n")
+    at = next(i for i, line in enumerate(lines) if i > ingest and line.split()[:2] == ["-", "data/sources/demo"])
     (root / "dvc.yaml").write_text("".join(lines[:at + 1] + ["      - data/sources/old/\n"] + lines[at + 1:]))
     warnings = require_declared(root)  # does not raise
     assert [(w.level, w.path) for w in warnings] == [("warning", "data/sources/old")]
