@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
+import c2pa
 import pytest
 
+from provenance.keys import ensure_signing_identity
 from atelier.workspace import copy_project, edit_params  # noqa: F401 (tests import edit_params from here)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,3 +33,34 @@ def workspace(tmp_path: Path) -> Path:
     root = copy_repo(tmp_path / "ws")
     edit_params(root, demo={"per_class": 2})
     return root
+
+
+def sign_with_training_mining(data: bytes, label: str, entries: dict, fmt: str = "image/png") -> bytes:
+    """`data` signed for real with Atelier's test identity, carrying a training-and-mining assertion."""
+    identity = ensure_signing_identity()
+    definition = {"title": "work", "format": fmt, "claim_generator_info": [{"name": "test", "version": "1"}],
+                  "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
+                                     "action": "c2pa.created", "digitalSourceType":
+                                     "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}},
+                                 {"label": label, "data": {"entries": entries}}]}
+    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+                "builder": {"thumbnail": {"enabled": False}, "created_assertion_labels": ["c2pa.actions", label]}}
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
+                               None)
+    out = io.BytesIO()
+    with c2pa.Context.from_dict(settings) as context, c2pa.Signer.from_info(info) as signer, \
+            c2pa.Builder(definition, context=context) as builder:
+        builder.sign(signer, fmt, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store for one module's tests, its schema made once (the slow part); tests copy it."""
+    from registry import tracking  # mlflow is imported only by the tests that need a store
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+        tracking.client().search_registered_models()
+    return db

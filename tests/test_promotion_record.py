@@ -24,14 +24,6 @@ PASSING = {"clip_score": 1.0, "real_clip_score": 1.0, "retrieval_top1": 0.9, "re
            "chance_top1": 0.1, "cmmd": 1.0, "cmmd_baseline": 1.0, "replication_rate": 0.0}
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An empty MLflow sqlite store, its schema made once (the slow part) and copied by each test."""
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-        tracking.client().search_registered_models()
-    return db
 
 
 def make_registry(tmp_path, monkeypatch, store: Path, versions: int, tags: dict[str, str] | None = None) -> None:

@@ -9,7 +9,6 @@ import io
 import json
 import tarfile
 
-import c2pa
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,10 +17,10 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from atelier.config import CleanParams, FolderSourceParams, ParquetSourceParams, ShardSourceParams
-from provenance.keys import ensure_signing_identity
 from provenance.reservations import C2PA_STORE_UUID, noai_marker, reservation
 from stages.clean import clean_records
 from stages.ingest import ingest_source
+from tests.conftest import sign_with_training_mining
 
 TM_ENTRIES = ("cawg.ai_generative_training", "cawg.ai_training", "cawg.data_mining", "cawg.ai_inference")
 
@@ -64,23 +63,7 @@ def jpeg(colour=(200, 100, 50), xmp: bytes | None = None, exif: dict | None = No
     return data
 
 
-def signed(data: bytes, label: str, entries: dict, fmt: str = "image/png") -> bytes:
-    """`data` signed for real with Atelier's test identity, carrying a training-and-mining assertion."""
-    identity = ensure_signing_identity()
-    definition = {"title": "work", "format": fmt, "claim_generator_info": [{"name": "test", "version": "1"}],
-                  "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
-                                     "action": "c2pa.created", "digitalSourceType":
-                                     "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}},
-                                 {"label": label, "data": {"entries": entries}}]}
-    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
-                "builder": {"thumbnail": {"enabled": False}, "created_assertion_labels": ["c2pa.actions", label]}}
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
-                               None)
-    out = io.BytesIO()
-    with c2pa.Context.from_dict(settings) as context, c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(definition, context=context) as builder:
-        builder.sign(signer, fmt, io.BytesIO(data), out)
-    return out.getvalue()
+signed = sign_with_training_mining  # the test identity's signature, with a training-and-mining assertion
 
 
 def terms(use: str, **overrides: str) -> dict:

@@ -47,14 +47,6 @@ def row(data: bytes, source: str, uri: str, creator: str) -> dict:
             "creator": creator, "license_raw": "CC0-1.0"}
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An empty MLflow sqlite store, its schema made once (the slow part) and copied by each test."""
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-        tracking.client().search_registered_models()
-    return db
 
 
 @pytest.fixture

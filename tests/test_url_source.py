@@ -12,14 +12,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import c2pa
 import pytest
 from PIL import Image
 
 from atelier.config import Columns, HttpParams, UrlSourceParams
 from atelier.sources import iter_items
 from stages.ingest import ingest_chunk
-from provenance.keys import ensure_signing_identity
+from tests.conftest import sign_with_training_mining
 
 AGENT = "AtelierBot/0.1"
 MAX_BYTES = 16_384
@@ -45,21 +44,7 @@ def png(colour: tuple[int, int, int]) -> bytes:
 
 def c2pa_png(colour: tuple[int, int, int], label: str, entries: dict) -> bytes:
     """A PNG signed with the test identity, carrying a training-and-mining assertion `label` with `entries`."""
-    identity = ensure_signing_identity()
-    definition = {"title": "t.png", "format": "image/png", "claim_generator_info": [{"name": "test", "version": "1"}],
-                  "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
-                                     "action": "c2pa.created", "digitalSourceType":
-                                     "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}},
-                                 {"label": label, "data": {"entries": entries}}]}
-    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
-                "builder": {"thumbnail": {"enabled": False}, "created_assertion_labels": ["c2pa.actions", label]}}
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
-                               None)
-    out = io.BytesIO()
-    with c2pa.Context.from_dict(settings) as context, c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(definition, context=context) as builder:
-        builder.sign(signer, "image/png", io.BytesIO(png(colour)), out)
-    return out.getvalue()
+    return sign_with_training_mining(png(colour), label, entries)
 
 
 @dataclass
