@@ -277,8 +277,8 @@ def recheck_sources(root: Path, name: str | None) -> list[str]:
              "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
              "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
              for n in names]
-    return lines + ["note: DVC reruns the ingest stage only when its deps or params change; to re-check now: "
-                    "dvc repro --force --single-item ingest, then atelier run"]
+    return lines + ["note: the next `atelier run` (or scheduled run) re-checks them: it runs ingest whenever a "
+                    "re-check is due; with plain DVC: dvc repro --force --single-item ingest, then dvc repro"]
 
 
 def cmd_sources(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def _env() -> dict[str, str]:
 
 
 def repro(stage: str | None = None, root: Path | None = None, single: bool = False,
-          timeout: float | None = None) -> str:
+          timeout: float | None = None, force: bool = False) -> str:
     """Run `dvc repro [stage]` in `root`; return its output, raise StageFailed naming the stage on failure.
 
     DVC runs in its own process group; if we are interrupted or time out, the whole group (DVC and the stage's
@@ -38,6 +38,8 @@ def repro(stage: str | None = None, root: Path | None = None, single: bool = Fal
     cmd = [sys.executable, "-m", "dvc", "repro"]
     if single:
         cmd.append("--single-item")
+    if force:
+        cmd.append("--force")
     if stage:
         cmd.append(stage)
     watching = progress_enabled()

@@ -64,9 +64,10 @@ def select(names: list[str], upto: str | None) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE)
-def run_stage(stage: str, root: str) -> str:
-    """Run `dvc repro --single-item <stage>` in `root` (DVC skips it when nothing changed); return DVC's output."""
-    output = dvc.repro(stage, root=Path(root), single=True)
+def run_stage(stage: str, root: str, force: bool = False) -> str:
+    """Run `dvc repro --single-item <stage>` in `root` (DVC skips it when nothing changed, unless `force`); return
+    DVC's output."""
+    output = dvc.repro(stage, root=Path(root), single=True, force=force)
     get_run_logger().info("dvc repro --single-item %s:\n%s", stage, output.strip())
     return output
 
@@ -148,8 +149,12 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
         get_run_logger().warning(warning.message)
     outputs: dict[str, str] = {}
     with workspace_lock(where, "pipeline run"):  # a second run at once refuses instead of interleaving stages
+        # URL opt-outs due for a re-check (ingest.recheck_after_days, `atelier sources recheck`): DVC sees no change,
+        # so the flow asks the ingest stage and forces it
+        recheck = subprocess.run([sys.executable, "-m", "stages.ingest", "--recheck-due"], cwd=where,
+                                 capture_output=True).returncode == 0
         for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace
-            outputs[stage] = stage_task(stage)(stage, str(where))
+            outputs[stage] = stage_task(stage)(stage, str(where), force=recheck and stage == "ingest")
     publish_summary(str(where))
     return outputs
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from collections import Counter, deque
@@ -497,5 +498,25 @@ def main() -> dict:
     return summary
 
 
+def recheck_due(index_path: Path, recheck_after_days: float, now: float) -> bool:
+    """Whether a URL fetched by an earlier run is due for a re-check of its opt-out signals (older than
+    recheck_after_days, or marked by `atelier sources recheck`): the pipeline flow then runs ingest even though DVC
+    sees no change."""
+    try:
+        table = read_table(index_path)
+    except (pa.ArrowException, OSError):
+        return False
+    if table.schema.remove_metadata() != INDEX_SCHEMA:
+        return False
+    before = now - recheck_after_days * 86400
+    for fingerprint, fetched, due in zip(table["fingerprint"].to_pylist(), table["fetched_at"].to_pylist(),
+                                         table["recheck_due"].to_pylist()):
+        if (fingerprint or "").startswith("url:") and (due or (fetched is not None and fetched < before)):
+            return True
+    return False
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--recheck-due"]:  # exit 0 when a re-check is due (the flow then forces this stage)
+        sys.exit(0 if recheck_due(paths.INGEST_INDEX, load_params().ingest.recheck_after_days, time.time()) else 1)
     main()

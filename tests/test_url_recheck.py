@@ -16,7 +16,8 @@ import yaml
 from atelier.config import EngineParams, IngestParams
 from atelier.parallel import Engine
 from atelier.workspace import copy_project
-from stages.ingest import INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_report
+from stages.ingest import (INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_due,
+                           recheck_report)
 from atelier.io import ParquetStream
 from tests.test_url_source import Route, png, serve, url_source  # noqa: F401 (serve: the web server fixture)
 
@@ -64,7 +65,10 @@ def test_forced_recheck_excludes_a_work_whose_robots_txt_changed(tmp_path, serve
     assert reason(second[a]) is None and site.hits["/a.png"] == 1 and site.hits["/robots.txt"] == 1
     assert not rechecks["rechecked"]
 
+    index = tmp_path / "index.parquet"  # what the flow asks before a run: is a re-check due (then ingest is forced)?
+    assert not recheck_due(index, 30, t0 + DAY) and recheck_due(index, 30, t0 + 31 * DAY)
     assert mark_due(tmp_path / "index.parquet", tmp_path / "index.compacted", ["web"]) == {"web": 2}
+    assert recheck_due(index, 30, t0 + DAY)  # marked by `atelier sources recheck`: due whatever its age
     third, rechecks = run(tmp_path, source, t0 + 2 * DAY)
     assert reason(third[a]) == "opted_out:robots_txt" and "Disallow: /a.png" in third[a]["ingest_error"]
     assert reason(third[b]) is None
