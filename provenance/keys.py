@@ -99,8 +99,11 @@ def _refuse_inside_repository(folder: Path) -> None:
 def _make_private_dir(folder: Path) -> None:
     """Create `folder` 0700, or check that an existing one is private (it is never chmod-ed behind your back)."""
     if not folder.exists():
-        folder.mkdir(mode=0o700, parents=True)
-        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+            os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass  # another first run made it at the same moment: check it like any existing folder
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(f"{folder}: mode {mode:04o} lets others list it; use a private folder (`chmod 700`)")

@@ -175,3 +175,19 @@ def test_no_private_key_is_tracked_in_the_repository():
     leaked = [f for f in filter(None, files) if (paths.ROOT / f).is_file()
               and (f.endswith((".key", ".p12", ".pfx")) or PEM_MARKER in (paths.ROOT / f).read_bytes())]
     assert not leaked, f"private keys tracked by git: {leaked}"
+
+
+def test_first_runs_at_once_share_one_identity(tmp_path):
+    """Two pipelines starting at once with no signing folder yet (seen with two workspaces sharing
+    ATELIER_SIGNING_DIR): both get the one identity; neither fails on the folder the other just made."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "keys" / "signing"
+    code = ("import sys; from provenance.keys import ensure_signing_identity; "
+            "print(ensure_signing_identity(sys.argv[1]).ca_cert.read_text())")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in results), [err[-500:] for _, err, _ in results]
+    assert len({out for out, _, _ in results}) == 1  # one CA, whoever created it
