@@ -36,23 +36,25 @@ def _pipeline_dir(model_name: str, info: dict, scratch: Path) -> Path:
 def paired_comparison(model_name: str, candidate: dict, champion: dict, params: Params) -> dict:
     """The candidate and the champion on the same prompts and seeds (the candidate's evaluation prompt set, the
     headline guidance), each image scored by the candidate's evaluator: CLIPScore differences, paired."""
-    import torch
     import torch.nn.functional as F
 
-    from atelier.models.clip import encode_images, encode_texts, load_evaluator
+    from atelier.models.clip import encode_images, encode_texts, image_size, load_evaluator
     from atelier.models.latent_diffusion import LatentDiffusionPipeline
     from atelier.models.metrics import clip_score, paired_difference
 
     e = params.evaluate
     report = json.loads(paths.EVAL_REPORT.read_text(encoding="utf-8"))
+    evaluated = (report.get("model") or {}).get("version")
+    if evaluated != candidate["version"]:
+        raise RuntimeError(f"{paths.relative(paths.EVAL_REPORT)} evaluates version {evaluated}, not the candidate "
+                           f"version {candidate['version']}; run `dvc repro evaluate` first")
     prompts = [q for q in report["prompt_set"] for _ in range(e.per_prompt)]
     with tempfile.TemporaryDirectory(dir=paths.MODELS) as scratch:
         cand_dir = _pipeline_dir(model_name, candidate, Path(scratch))
         champ_dir = _pipeline_dir(model_name, champion, Path(scratch))
         evaluator, tokenizer = load_evaluator(cand_dir)[:2]
         text = encode_texts(evaluator, tokenizer, prompts)
-        size = evaluator.visual.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
+        size = image_size(evaluator)
         scores = []
         for folder in (cand_dir, champ_dir):
             pipe = LatentDiffusionPipeline.from_pretrained(folder)
@@ -60,8 +62,7 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
                                           batch_size=24)
             if images.shape[-1] != size:  # a champion trained at another resolution: compare at the evaluator's
                 images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
-            with torch.no_grad():
-                scores.append(clip_score(encode_images(evaluator, images), text).tolist())
+            scores.append(clip_score(encode_images(evaluator, images), text).tolist())
     result = paired_difference(scores[0], scores[1])
     return {**result, "champion": champion["version"], "guidance": e.headline_guidance,
             "figure": "CLIPScore (2.5 x max(cos, 0), 0-2.5) on the candidate's evaluator; candidate minus champion"}
