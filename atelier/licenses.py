@@ -260,3 +260,25 @@ def normalise(raw: str | None, url: str | None = None) -> tuple[str | None, Term
         if linked and not any(set(spdx.split(" AND ")) <= named for spdx in linked.values()):
             return None, None, "conflict"
     return options[terms], terms, "ok"
+
+
+def usage_terms(per_license: dict[str, int]) -> dict:
+    """Terms that follow from the licenses of the training data: the strictest of them binds the artwork."""
+    unknown = sorted(spdx for part in per_license for spdx in part.split(" AND ") if spdx not in TERMS)
+    if unknown:
+        raise ValueError(f"training data lists licenses with no known terms: {unknown}; the license stage should "
+                         "have excluded them")
+    terms = [TERMS[spdx] for part in per_license for spdx in part.split(" AND ")]
+    commercial = all(t.permits_commercial for t in terms)
+    share_alike = sorted({p for p in per_license if any(TERMS[s].share_alike for s in p.split(" AND "))})
+    attribution = sorted({p for p in per_license if any(TERMS[s].requires_attribution for s in p.split(" AND "))})
+    parts = ["Commercial use permitted." if commercial else
+             "Non-commercial use only: non-commercial licensed works trained the model."]
+    if share_alike:
+        parts.append(f"Share-alike: the training data includes {', '.join(share_alike)} works; share adaptations "
+                     "under compatible terms.")
+    if attribution:
+        parts.append(f"Attribution: credit the creators listed in the attribution list ({', '.join(attribution)}).")
+    return {"commercial_use": commercial, "share_alike": bool(share_alike), "share_alike_licenses": share_alike,
+            "attribution_required": bool(attribution), "attribution_licenses": attribution,
+            "statement": " ".join(parts)}

@@ -27,6 +27,8 @@ TRAIN_RECORDS = LICENSED / "train.parquet"
 EXCLUDED_RECORDS = LICENSED / "excluded.parquet"
 ATTRIBUTION = LICENSED / "ATTRIBUTION.md"
 LICENSE_SUMMARY = LICENSED / "summary.json"
+DATASET_CARD = LICENSED / "croissant.json"  # the training set's card: Croissant 1.1 JSON-LD (atelier/cards.py)
+DATASHEET = LICENSED / "DATASHEET.md"  # the same card in words
 
 MODELS = ROOT / "models"
 CLIP_DIR = MODELS / "clip"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from atelier import paths
+from atelier.cards import card_sha256, model_card
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow"]
@@ -55,10 +59,19 @@ class TrainingRecord:
     dataset_source: str
     pipeline_dir: Path
     artifacts: list[Path]
+    dataset_card: Path = paths.DATASET_CARD  # logged as cards/croissant.json; its sha256 tags the version
+    datasheet: Path = paths.DATASHEET        # logged as cards/DATASHEET.md
 
 
 def log_training(record: TrainingRecord, model_name: str, experiment: str) -> dict:
-    """Log a run (params, curves, metrics, dataset input, tags, artifacts), register the model, alias it challenger."""
+    """Log a run (params, curves, metrics, dataset input, tags, artifacts, the dataset card and datasheet under
+    cards/), register the model, alias it challenger, and write its model card (not evaluated yet)."""
+    for card in (record.dataset_card, record.datasheet):
+        if not Path(card).is_file():
+            raise FileNotFoundError(f"{paths.relative(card)}: the training set's card is missing; run the license "
+                                    "stage first (dvc repro license)")
+    dataset_card_sha256 = card_sha256(record.dataset_card)
+    resolution = _resolution(record.pipeline_dir)
     c = client()
     with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
@@ -72,6 +85,8 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
         mlflow.set_tags(record.tags)
         for artifact in record.artifacts:
             mlflow.log_artifact(str(artifact))
+        mlflow.log_artifact(str(record.dataset_card), artifact_path="cards")
+        mlflow.log_artifact(str(record.datasheet), artifact_path="cards")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
@@ -83,7 +98,10 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
     for key, value in record.tags.items():
         c.set_model_version_tag(model_name, version, key, value)
     c.set_model_version_tag(model_name, version, "dataset_digest", record.dataset_digest)
+    c.set_model_version_tag(model_name, version, "dataset_card_sha256", dataset_card_sha256)
+    c.set_model_version_tag(model_name, version, "resolution", str(resolution))
     c.set_registered_model_alias(model_name, CHALLENGER, version)
+    write_model_card(model_name, version)
     return {"run_id": run.info.run_id, "model_name": model_name, "version": version, "model_uri": info.model_uri}
 
 
@@ -97,6 +115,56 @@ def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str
         c.set_model_version_tag(model_name, version, f"eval.{key}", f"{value:.6g}")
     for artifact in artifacts:
         c.log_artifact(run_id, str(artifact), artifact_path="evaluation")
+    if "dataset_card_sha256" in (c.get_model_version(model_name, version).tags or {}):
+        write_model_card(model_name, version, evaluation=metrics)
+    else:
+        print(f"evaluate: note: {model_name} version {version} was registered without a dataset card, so its model "
+              "card is not written; re-run train_diffusion (dvc repro train_diffusion) to register one with it",
+              file=sys.stderr)
+
+
+MODEL_CARD_TAGS = ("weights_sha256", "backend", "resolution", "dataset_digest", "dataset_card_sha256",
+                   "train_records", "license_summary")
+
+
+def _resolution(pipeline_dir: Path) -> int:
+    """The training resolution recorded in the pipeline's atelier_config.json."""
+    config = Path(pipeline_dir) / "atelier_config.json"
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8"))["resolution"])
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise ValueError(f"{paths.relative(config)}: no training resolution ({exc!r}); the pipeline folder must be "
+                         "written by LatentDiffusionPipeline.save_pretrained") from None
+
+
+def write_model_card(model_name: str, version: str, evaluation: dict[str, float] | None = None) -> str:
+    """Build the version's model card from its tags, its run's dataset card and `evaluation` (eval.json's headline
+    figures, None before evaluation); log it as cards/MODEL_CARD.md on the run and set it as the version's
+    description. Return the card."""
+    c = client()
+    mv = c.get_model_version(model_name, str(version))
+    tags = dict(mv.tags or {})
+    missing = [key for key in MODEL_CARD_TAGS if key not in tags]
+    if missing:
+        raise LookupError(f"model '{model_name}' version {version} lacks the tags {missing} that its model card "
+                          "states; register it through stages/train_diffusion.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="cards/croissant.json",
+                                                    dst_path=tmp)
+        if card_sha256(Path(local)) != tags["dataset_card_sha256"]:
+            raise ValueError(f"run {mv.run_id}: cards/croissant.json does not match the sha256 tagged on {model_name} "
+                             f"version {version} (dataset_card_sha256); the run's artifacts were changed")
+        dataset_card = json.loads(Path(local).read_text(encoding="utf-8"))
+    model = {"name": model_name, "version": str(version), "run_id": mv.run_id,
+             "weights_sha256": tags["weights_sha256"], "backend": tags["backend"],
+             "resolution": tags["resolution"], "git_commit": tags.get("git_commit", "unknown")}
+    dataset = {"name": dataset_card["name"], "card_sha256": tags["dataset_card_sha256"],
+               "dvc_md5": tags["dataset_digest"], "records": tags["train_records"],
+               "per_license": json.loads(tags["license_summary"])}
+    text = model_card(model, dataset, evaluation)
+    c.log_text(mv.run_id, text, "cards/MODEL_CARD.md")
+    c.update_model_version(model_name, str(version), description=text)
+    return text
 
 
 def version_by_alias(model_name: str, alias: str) -> dict | None:
@@ -181,3 +249,8 @@ def log_quarantine(model_name: str, version: str, quarantined: int, made: int) -
     c.log_metric(mv.run_id, "generate_published", float(made - quarantined), step=len(history))
     total = int((mv.tags or {}).get("generate.quarantined", 0)) + quarantined
     c.set_model_version_tag(model_name, str(version), "generate.quarantined", str(total))
+
+
+def log_run_file(run_id: str, path: Path, artifact_path: str) -> None:
+    """Log one file on a run under `artifact_path` (e.g. a version's signed model credential)."""
+    client().log_artifact(run_id, str(path), artifact_path=artifact_path)

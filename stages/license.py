@@ -4,7 +4,8 @@ The policy itself (creator identity, opt-outs, the decision for one record) is a
 fate: a kept record is decided with the exact and near duplicates clean rejected (data/clean/rejects.parquet), and
 trains only if every copy may; its excluded row names the copy that stopped it (`excluded_because`).
 
-Writes data/licensed/train.parquet, excluded.parquet (with reasons), ATTRIBUTION.md and summary.json.
+Writes data/licensed/train.parquet, excluded.parquet (with reasons), ATTRIBUTION.md, summary.json, and the training
+set's card (atelier/cards.py): croissant.json (Croissant 1.1 with the RAI fields) and DATASHEET.md.
 Fail closed: a missing or unknown license is excluded.
 """
 
@@ -16,7 +17,9 @@ from collections import Counter
 import pandas as pd
 
 from atelier import paths
+from atelier.cards import card_text, datasheet_markdown, dataset_card
 from atelier.config import PolicyParams, load_params
+from atelier.hashing import file_sha256
 from atelier.io import write_json, write_parquet, write_text
 from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS, OptOuts, attributable, decide, read_opt_outs
 
@@ -139,7 +142,8 @@ def summarise(train: pd.DataFrame, excluded: pd.DataFrame, policy: PolicyParams)
 
 def main() -> dict:
     """License data/clean into data/licensed; return the summary."""
-    policy = load_params().license.policy
+    params = load_params()
+    policy = params.license.policy
     clean = pd.read_parquet(paths.CLEAN_RECORDS)
     rejects = pd.read_parquet(paths.CLEAN_REJECTS, filters=[("reason", "in", DUPLICATE_REASONS)])
     train, excluded = license_records(clean, policy, read_opt_outs(paths.OPT_OUT), rejects)
@@ -148,6 +152,10 @@ def main() -> dict:
     write_parquet(paths.EXCLUDED_RECORDS, excluded)
     write_text(paths.ATTRIBUTION, attribution_markdown(train))
     write_json(paths.LICENSE_SUMMARY, summary)
+    files = {path.name: file_sha256(path) for path in (paths.TRAIN_RECORDS, paths.ATTRIBUTION)}
+    card = dataset_card(train, summary, files, [(s.name, s.kind) for s in params.ingest.sources], params.clean)
+    write_text(paths.DATASET_CARD, card_text(card))
+    write_text(paths.DATASHEET, datasheet_markdown(card, summary))
     print(f"license: {len(train)} allowed for training {summary['train_per_license']}; "
           f"{len(excluded)} excluded {summary['excluded_per_reason']}")
     return summary
