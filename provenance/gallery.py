@@ -62,7 +62,7 @@ def _licenses(per_license: dict[str, int]) -> str:
 
 def _attribution(data: dict, index_dir: Path) -> str:
     att = data["attribution"]
-    stem = Path(att["path"]).stem
+    stem = Path(att.get("file") or att["path"]).stem  # "path": manifests before atelier.provenance/2
     counts = f"{int(att['works'])} works by {int(att['creators'])} creators"
     if not (index_dir / "attribution" / f"{stem}.md").exists():
         return f'{counts} <span class="warn">(attribution list {escape(stem)}.md is not in this folder)</span>'

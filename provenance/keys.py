@@ -75,6 +75,23 @@ def ensure_signing_identity(folder: Path | str | None = None) -> SigningIdentity
     return identity
 
 
+def trust_anchor(folder: Path | str | None = None) -> str:
+    """The CA certificate of the existing identity in the signing folder, for verifying; nothing is ever created.
+
+    Raises FileNotFoundError (no identity there: a verifier without the operator's folder uses a published bundle's
+    anchor instead) or PermissionError (a folder others can list)."""
+    folder = signing_dir(folder)
+    ca = folder / FILES["ca_cert"]
+    if not ca.is_file():
+        raise FileNotFoundError(f"no trust anchor: {ca} does not exist, and an audit never creates keys; audit with a "
+                                f"published bundle (`atelier audit --bundle DIR`), or set {SIGNING_DIR_ENV} to the "
+                                "operator's signing folder")
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{folder}: mode {mode:04o} lets others list it; use a private folder (`chmod 700`)")
+    return ca.read_text(encoding="ascii")
+
+
 def create_signing_identity(folder: Path | str, subject: str) -> SigningIdentity:
     """Create a new, unrelated identity (its own CA) in an empty `folder`: for tests that need a second signer."""
     folder = signing_dir(folder)

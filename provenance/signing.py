@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import c2pa
@@ -51,8 +52,20 @@ def artwork_terms(manifest: dict) -> dict:
             "cawg.ai_inference": {"use": "constrained", "constraint_info": statement}}
 
 
-def manifest_definition(manifest: dict, terms: dict) -> dict:
-    """The C2PA manifest definition (title, claim generator, assertions) for one artwork."""
+@dataclass(frozen=True)
+class Ingredient:
+    """A document the artwork's claim embeds and hashes as a C2PA v3 ingredient (e.g. the model credential)."""
+
+    title: str
+    format: str            # MIME type of `data`
+    relationship: str      # parentOf | componentOf | inputTo
+    data_type: str         # e.g. c2pa.types.model.pytorch, c2pa.types.dataset
+    data: bytes
+    identifier: str        # a resource name, unique within the manifest
+
+
+def manifest_definition(manifest: dict, terms: dict, ingredients: tuple[Ingredient, ...] = ()) -> dict:
+    """The C2PA manifest definition (title, claim generator, assertions, ingredients) for one artwork."""
     rights = manifest["rights"]
     model = manifest["model"]
     agent = {"name": "Atelier", "version": rights["code_version"]}
@@ -70,11 +83,16 @@ def manifest_definition(manifest: dict, terms: dict) -> dict:
             {"label": TRAINING_MINING_LABEL, "data": {"entries": terms}},
             {"label": ATELIER_LABEL, "data": manifest},
         ],
+        "ingredients": [{"title": i.title, "format": i.format, "relationship": i.relationship,
+                         "data_types": [{"type": i.data_type}], "data": {"format": i.format, "identifier": i.identifier}}
+                        for i in ingredients],
     }
 
 
-def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict) -> bytes:
-    """PNG bytes with embedded, signed content credentials for `manifest` (which must describe these pixels)."""
+def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict,
+             ingredients: tuple[Ingredient, ...] = ()) -> bytes:
+    """PNG bytes with embedded, signed content credentials for `manifest` (which must describe these pixels); each
+    ingredient's document is embedded in the manifest store and covered by the signature."""
     if not png_bytes.startswith(PNG_SIGNATURE):
         raise ValueError(f"artwork {manifest.get('id')}: expected PNG bytes to sign")
     validate(manifest)
@@ -88,14 +106,17 @@ def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms:
                                None)
     signed = io.BytesIO()
     with c2pa.Context.from_dict(SIGN_SETTINGS) as context, c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(manifest_definition(manifest, terms), context=context) as builder:
+            c2pa.Builder(manifest_definition(manifest, terms, ingredients), context=context) as builder:
+        for ingredient in ingredients:
+            builder.add_resource(ingredient.identifier, io.BytesIO(ingredient.data))
         builder.sign(signer, "image/png", io.BytesIO(png_bytes), signed)
     return signed.getvalue()
 
 
-def write_signed(path: Path, png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict) -> None:
+def write_signed(path: Path, png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict,
+                 ingredients: tuple[Ingredient, ...] = ()) -> None:
     """Sign in memory, then write `path` atomically (temp file + rename); if signing raises, nothing is written."""
-    write_bytes(Path(path), sign_png(png_bytes, manifest, identity, terms))
+    write_bytes(Path(path), sign_png(png_bytes, manifest, identity, terms, ingredients))
 
 
 def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = None) -> dict:
@@ -113,7 +134,7 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
     if trust_anchor_pem:
         settings["trust"] = {"user_anchors": trust_anchor_pem}
     result = {"state": None, "codes": [], "atelier": None, "actions": None, "training_mining": None, "signer": None,
-              "manifest_label": None, "error": None}
+              "manifest_label": None, "error": None, "ingredients": []}
     with c2pa.Context.from_dict(settings) as context:
         try:
             reader = c2pa.Reader.try_create(_mime_type(data), io.BytesIO(data), None, context)
@@ -129,12 +150,29 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
             results = (reader.get_validation_results() or {}).get("activeManifest")
             failures = results.get("failure", []) if results is not None else store.get("validation_status") or []
             result.update(state=reader.get_validation_state(), codes=sorted({f["code"] for f in failures}),
-                          signer=active.get("signature_info"), manifest_label=store.get("active_manifest"))
+                          signer=active.get("signature_info"), manifest_label=store.get("active_manifest"),
+                          ingredients=[_ingredient(reader, i) for i in active.get("ingredients", [])])
     assertions = active.get("assertions", [])
     result["atelier"] = _assertion(assertions, ATELIER_LABEL)
     result["actions"] = (_assertion(assertions, ACTIONS_LABEL) or {}).get("actions")
     result["training_mining"] = (_assertion(assertions, TRAINING_MINING_LABEL) or {}).get("entries")
     return result
+
+
+def _ingredient(reader: c2pa.Reader, ingredient: dict) -> dict:
+    """An ingredient as read: title, format, relationship, data types and its embedded document's bytes (or None)."""
+    data = None
+    identifier = (ingredient.get("data") or {}).get("identifier")
+    if identifier:
+        out = io.BytesIO()
+        try:
+            reader.resource_to_stream(identifier, out)
+            data = out.getvalue()
+        except c2pa.C2paError:
+            data = None
+    return {"title": ingredient.get("title"), "format": ingredient.get("format"),
+            "relationship": ingredient.get("relationship"),
+            "data_types": [t.get("type") for t in ingredient.get("data_types") or []], "data": data}
 
 
 def _assertion(assertions: list[dict], label: str) -> dict | None:

@@ -35,10 +35,10 @@ from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
 from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict
-from provenance import ledger, watermark
+from provenance import credentials, ledger, signed, watermark
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
-from provenance.signing import artwork_terms, sign_png
+from provenance.signing import Ingredient, artwork_terms, sign_png
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder), "
@@ -49,6 +49,8 @@ SIMILARITY_SCALE = ("similarity of the nearest training images: cosine in the ge
 PROMPT_MATCH_MEANING = ("rank of the artwork's own prompt among it and the champion's evaluation prompts, by the "
                         "evaluator; rank 1 is a match, anything else is a low prompt match")
 NEAREST_SHOWN = 3
+DATASET_CARD_ARTIFACT = "cards/croissant.json"  # logged on the training run by registry/tracking.py
+ATTRIBUTION_EMBED_MAX = 256 * 1024  # a longer attribution list is named by digest in the manifest, not embedded
 QUARANTINE = "quarantine"  # artworks held back (possible replications): a subfolder of the artworks folder
 GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
                  paths.EVAL_GRID]
@@ -93,6 +95,25 @@ class Champion:
     text_embeddings: dict = field(default_factory=dict)  # prompt -> evaluator text embedding, filled as prompts come
     caption_emb: torch.Tensor | None = None     # the training captions on the evaluator, for the far-prompt warning
     eval_prompt_emb: torch.Tensor | None = None  # the evaluation prompts on the evaluator
+    credential: dict | None = None               # the version's signed model credential (provenance/credentials.py)
+    dataset_card: bytes | None = None            # the training set's Croissant card, as logged on the run
+    embedded: tuple = ()                         # ingredients(): the documents every artwork embeds
+
+
+def ingredients(champ: Champion) -> tuple[Ingredient, ...]:
+    """What every artwork of the champion embeds in its signed manifest: the model credential, the dataset card and
+    the attribution list (when it is short enough), each readable by any C2PA reader."""
+    name, version = champ.info["name"], champ.info["version"]
+    found = [Ingredient(f"{name} version {version}: model credential", "application/json", "inputTo",
+                        "c2pa.types.model.pytorch", signed.canonical(champ.credential), "model-credential.json")]
+    if champ.dataset_card is not None:
+        found.append(Ingredient(f"{name} version {version}: training set card (Croissant 1.1)", "application/ld+json",
+                                "inputTo", "c2pa.types.dataset", champ.dataset_card, "croissant.json"))
+    attribution = champ.attribution_path.read_bytes()
+    if len(attribution) <= ATTRIBUTION_EMBED_MAX:
+        found.append(Ingredient(f"{name} version {version}: attribution list", "text/markdown", "inputTo",
+                                "c2pa.types.dataset", attribution, "ATTRIBUTION.md"))
+    return tuple(found)
 
 
 def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
@@ -115,11 +136,11 @@ def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
     if digest != expected:
         raise RuntimeError(f"{model_name} version {info['version']}: downloaded weights digest {digest} does not match "
                            f"the registered {expected}; refusing to generate")
-    for name in ("summary.json", "ATTRIBUTION.md", "evaluation/eval.json"):
+    for name in ("summary.json", "ATTRIBUTION.md", "evaluation/eval.json", DATASET_CARD_ARTIFACT):
         try:
             tracking.download_run_file(info["run_id"], name, cache / "run")
-        except Exception as exc:  # noqa: BLE001 (MLflow raises several kinds); only eval.json may be absent
-            if name != "evaluation/eval.json":
+        except Exception as exc:  # noqa: BLE001 (MLflow raises several kinds); eval.json and the card may be absent
+            if name not in ("evaluation/eval.json", DATASET_CARD_ARTIFACT):
                 raise FileNotFoundError(f"run {info['run_id']} has no artifact {name}: {exc}") from None
     write_json(marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest})
     return model_dir, cache / "run"
@@ -167,8 +188,14 @@ def load_champion(model_name: str) -> Champion:
     if present.empty:
         raise FileNotFoundError("none of the champion's training images are in data/clean; run `dvc checkout`")
     train_emb = _train_embeddings(model_dir, present, info["tags"]["dataset_md5"])
-    return Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb, evaluator,
-                    eval_tokenizer, eval_prompts)
+    credential = credentials.ensure(info, summary, file_sha256(attribution), code_version(),
+                                    ensure_signing_identity(), run_dir.parent)
+    card = run_dir / DATASET_CARD_ARTIFACT
+    champ = Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb, evaluator,
+                     eval_tokenizer, eval_prompts, credential=credential,
+                     dataset_card=card.read_bytes() if card.exists() else None)
+    champ.embedded = ingredients(champ)
+    return champ
 
 
 def prompt_warnings(champ: Champion, prompt: str) -> list[str]:
@@ -274,8 +301,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     attribution_copy = out_dir / "attribution" / f"{info['name']}-v{info['version']}.md"
     if not attribution_copy.exists():
         write_bytes(attribution_copy, champ.attribution_path.read_bytes())
-    from registry.tracking import tracking_uri
-
+    embedded = {i.identifier for i in champ.embedded}
     manifest = build_manifest(
         artwork={"id": artwork_id, "file": f"{artwork_id}.png", "sha256_pixels": sha, "width": big.width,
                  "height": big.height, "model_output_width": small.width, "model_output_height": small.height,
@@ -286,14 +312,18 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                                "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
         model={"name": info["name"], "version": info["version"], "alias": "champion", "run_id": info["run_id"],
                "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
-               "registry_uri": tracking_uri()},
+               "credential_sha256": signed.digest(champ.credential)},
         data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
               "per_license": champ.license_summary["train_per_license"],
               "excluded_per_reason": champ.license_summary["excluded_per_reason"],
               "opt_outs_honoured": champ.license_summary["opt_outs_honoured"],
-              "attribution": {"path": paths.relative(attribution_copy), "sha256": file_sha256(attribution_copy),
+              "attribution": {"file": attribution_copy.relative_to(out_dir).as_posix(),
+                              "sha256": file_sha256(attribution_copy),
                               "works": champ.license_summary["attribution_required"],
-                              "creators": champ.license_summary["attribution_creators"]}},
+                              "creators": champ.license_summary["attribution_creators"],
+                              "embedded": "ATTRIBUTION.md" in embedded},
+              "dataset_card": {"sha256": tags.get("dataset_card_sha256") or None,
+                               "embedded": "croissant.json" in embedded}},
         checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "clip_score_scale": CLIP_SCORE_SCALE,
                 "prompt_match": match, "warnings": warnings + (["low prompt match: the evaluator ranks its own "
                                                                  f"prompt {match['rank']} of {match['of']}"]
@@ -310,7 +340,8 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         code_version=code_version(),
     )
     # sign in memory first (sign_png validates the manifest against the schema): if either fails, nothing is written
-    signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest))
+    signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest),
+                      champ.embedded)
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
     ledger.record(conn, manifest, wm_id)
     if own_conn:

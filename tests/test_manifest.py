@@ -17,11 +17,12 @@ FACTS = dict(
              "generator": {"prompt": "a blue spiral composition", "negative_prompt": None, "seed": 1, "steps": 25,
                            "scheduler": "DDIM", "guidance": 1.5}},
     model={"name": "m", "version": "3", "alias": "champion", "run_id": "0" * 32, "weights_sha256": SHA,
-           "backend": "latent-diffusion", "registry_uri": "sqlite:///x.db"},
+           "backend": "latent-diffusion", "credential_sha256": "e" * 64},
     data={"dvc_md5": "0123456789abcdef0123456789abcdef", "record_count": 10,
           "per_license": {"CC0-1.0": 6, "CC-BY-SA-4.0": 4}, "excluded_per_reason": {"license_missing": 2},
-          "opt_outs_honoured": 1, "attribution": {"path": "artworks/attribution/m-v3.md", "sha256": SHA, "works": 4,
-                                                  "creators": 2}},
+          "opt_outs_honoured": 1, "attribution": {"file": "attribution/m-v3.md", "sha256": SHA, "works": 4,
+                                                  "creators": 2, "embedded": True},
+          "dataset_card": {"sha256": SHA, "embedded": True}},
     checks={"evaluator": "clip", "clip_score": 0.8,
             "nearest_training_images": [{"record_id": SHA, "title": "T", "creator": "Ann", "license": "CC0-1.0",
                                          "source": "u", "similarity": 0.9}],
@@ -35,7 +36,7 @@ FACTS = dict(
 def test_manifest_from_recorded_facts_is_valid():
     m = build_manifest(**copy.deepcopy(FACTS))
     validate(m)
-    assert m["schema"] == "atelier.provenance/1" and m["rights"]["ai_generated"] is True
+    assert m["schema"] == "atelier.provenance/2" and m["rights"]["ai_generated"] is True
     terms = m["rights"]["usage_terms"]
     assert terms["commercial_use"] and terms["share_alike"] and terms["attribution_required"]
     assert terms["share_alike_licenses"] == ["CC-BY-SA-4.0"]

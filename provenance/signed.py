@@ -1,0 +1,92 @@
+"""Signed JSON documents that anyone can check with the operator's CA certificate and nothing else: the model
+credentials, and the head of the ledger's log.
+
+A signed document is `{"payload": {...}, "signature": {"alg": "ES256", "value": <base64 DER ECDSA signature>,
+"certificate_chain": <PEM, leaf first, then the CA>}}`. The signature covers the payload's canonical JSON (keys
+sorted, no spaces, UTF-8). Verifying needs only the trust anchor (`ca.pem`): the leaf must be issued by it, valid at the
+payload's `issued_at`, and its key must verify the signature. The signing key never leaves the signing folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from provenance.keys import SigningIdentity
+
+ALG = "ES256"
+
+
+def canonical(obj: object) -> bytes:
+    """The bytes a signature or digest covers: JSON with sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def digest(obj: object) -> str:
+    """sha256 of the canonical JSON of `obj` (hex)."""
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def sign(payload: dict, identity: SigningIdentity) -> dict:
+    """`payload` signed with the identity's leaf key, carrying the public certificate chain."""
+    key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
+    value = key.sign(canonical(payload), ec.ECDSA(hashes.SHA256()))
+    return {"payload": payload, "signature": {"alg": ALG, "value": base64.b64encode(value).decode("ascii"),
+                                              "certificate_chain": identity.chain.read_text(encoding="ascii")}}
+
+
+def verify(document: dict, anchor_pem: str) -> list[str]:
+    """Problems with a signed document (empty when its signature verifies under `anchor_pem`)."""
+    if not isinstance(document, dict) or not isinstance(document.get("payload"), dict) \
+            or not isinstance(document.get("signature"), dict):
+        return ["not a signed document: expected {payload, signature}"]
+    sig = document["signature"]
+    if sig.get("alg") != ALG:
+        return [f"signature algorithm {sig.get('alg')!r} is not {ALG}"]
+    try:
+        chain = x509.load_pem_x509_certificates(str(sig.get("certificate_chain", "")).encode("ascii"))
+        anchor = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
+        value = base64.b64decode(str(sig.get("value", "")), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        return [f"unreadable signature or certificates: {exc}"]
+    leaf = chain[0]
+    problems = []
+    try:
+        leaf.verify_directly_issued_by(anchor)
+    except (ValueError, TypeError, InvalidSignature):
+        problems.append(f"signed by '{_common_name(leaf)}', whose certificate the trust anchor "
+                        f"'{_common_name(anchor)}' did not issue")
+    at = _time(document["payload"].get("issued_at"))
+    if at is not None and not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
+        problems.append(f"the signing certificate was not valid at {at.isoformat()}")
+    try:
+        leaf.public_key().verify(value, canonical(document["payload"]), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        problems.append("the signature does not match the payload (edited after signing)")
+    return problems
+
+
+def anchor_description(anchor_pem: str) -> str:
+    """A trust anchor as a person can check it: its name and sha256 fingerprint."""
+    cert = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
+    return f"CN={_common_name(cert)}, sha256 fingerprint {cert.fingerprint(hashes.SHA256()).hex()}"
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+
+def _time(value: object) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
