@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -139,30 +140,92 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0 if published or not manifests else 4  # 4: every artwork was quarantined
 
 
+def _refuse_audit_options(args: argparse.Namespace) -> str | None:
+    """Why these audit options cannot be honoured together (one line), or None."""
+    if args.dataset:
+        if args.paths:
+            return (f"audit --dataset audits the training set and takes no artwork paths (got {len(args.paths)}); "
+                    "audit the artworks in a separate run")
+        for flag, given in (("--no-lineage", args.no_lineage), ("--bundle", args.bundle)):
+            if given:
+                return (f"audit --dataset cannot take {flag}: it recomputes the training set's licenses in this "
+                        "workspace")
+    elif not args.paths:
+        return "audit needs artwork paths, or --dataset"
+    if args.bundle is not None and not Path(args.bundle).is_dir():
+        what = "is not a folder" if Path(args.bundle).exists() else "does not exist"
+        return f"--bundle {args.bundle} {what}; give the folder that `atelier publish` wrote"
+    if args.html is not None:
+        html, parent = Path(args.html), Path(args.html).parent
+        if html.is_dir():
+            return f"--html {args.html} is a folder; give a file name, e.g. {html / 'audit.html'}"
+        if not parent.is_dir():
+            return f"--html {args.html}: the folder {parent} does not exist; create it or choose another path"
+        if not os.access(parent, os.W_OK) or (html.exists() and not os.access(html, os.W_OK)):
+            return f"--html {args.html}: cannot write there (permission denied); choose another path"
+    return None
+
+
+def _anchor(bundle: Path | None) -> str:
+    """Which trust anchor the audit used, in words (the CA's name and fingerprint when its certificate is found)."""
+    from provenance.audit_report import describe_anchor
+    from provenance.keys import FILES, signing_dir
+
+    if bundle is not None:
+        ca = bundle / "trust" / FILES["ca_cert"]
+        source = f"bundle {bundle.name}/trust/{FILES['ca_cert']}"  # no local path: the report may be handed on
+        return describe_anchor(ca.read_text(encoding="ascii"), source) if ca.is_file() else source
+    ca = signing_dir() / FILES["ca_cert"]
+    return (describe_anchor(ca.read_text(encoding="ascii"), "operator signing folder") if ca.is_file()
+            else "operator signing folder")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Audit artworks (credentials, copies, lineage; recovery by watermark/phash) or, with --dataset, the training set."""
+    """Audit artworks (credentials, copies, lineage; recovery by watermark/phash) or, with --dataset, the training set.
+    Options that cannot be honoured, and an unusable signing folder or bundle, are refused with exit 2."""
+    import datetime as dt
     import json
-    from pathlib import Path
 
     from atelier.io import write_text
+    from atelier.version import code_version
+    from provenance import audit_report
 
+    refused = _refuse_audit_options(args)
+    if refused:
+        print(f"atelier: {refused}", file=sys.stderr)
+        return 2
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tool": f"Atelier {code_version()}", "anchor": None, "mode": "bundle" if args.bundle else "workspace"}
     if args.dataset:
         from provenance.dataset_audit import audit_dataset
 
         report = audit_dataset()
-        print(json.dumps(report, indent=2) if args.json else "\n".join(
-            [f"{k}: {v}" for k, v in report.items() if k != "problems"] +
-            ["problems:"] + [f"  - {p}" for p in report["problems"]] + (["  (none)"] if not report["problems"] else [])))
+        print(json.dumps(report, indent=2) if args.json else audit_report.format_dataset_text(report))
+        if args.html:
+            meta["anchor"] = "none needed: a license audit of the training set"
+            try:
+                write_text(Path(args.html), audit_report.format_dataset_html(report, meta))
+            except OSError as exc:
+                print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
+                return 2
         return 0 if not report["problems"] else 1
-    from provenance.audit import audit_paths, format_html, format_table
+    from provenance.audit import audit_paths
 
-    if not args.paths:
-        print("atelier: audit needs artwork paths, or --dataset", file=sys.stderr)
+    bundle = Path(args.bundle) if args.bundle else None
+    options = {"bundle": bundle} if bundle else {}  # (audit_paths takes bundle= from the bundle audit on)
+    try:  # the audit reads its trust anchor here: an unusable signing folder or bundle is a message, not a traceback
+        results = audit_paths([Path(p) for p in args.paths], lineage=not args.no_lineage, **options)
+        meta["anchor"] = _anchor(bundle)
+    except (PermissionError, FileNotFoundError, ValueError) as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
         return 2
-    results = audit_paths([Path(p) for p in args.paths], lineage=not args.no_lineage)
-    print(json.dumps(results, indent=2, default=str) if args.json else format_table(results))
+    print(json.dumps(results, indent=2, default=str) if args.json else audit_report.format_text(results, meta))
     if args.html:
-        write_text(Path(args.html), format_html(results))
+        try:
+            write_text(Path(args.html), audit_report.format_html(results, meta))
+        except OSError as exc:
+            print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
+            return 2
     return 0 if all(r["status"] == "verified" for r in results) else 1
 
 
@@ -355,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--html", metavar="FILE", help="also write an HTML report")
     p.add_argument("--no-lineage", action="store_true", help="skip the registry/DVC lineage checks")
+    p.add_argument("--bundle", metavar="DIR", help="verify with only a published bundle: its trust anchor, "
+                   "credentials, cards and signed log; no workspace, keys or databases needed")
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("sources", help="add, list or check the sources (params.yaml) and their deps (dvc.yaml)")
     actions = p.add_subparsers(dest="action", required=True)
@@ -396,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, PromptRefused):
             print(f"atelier: {exc}", file=sys.stderr)
             return 3
+        if isinstance(exc, PermissionError):  # a file or folder with the wrong mode or owner: the message says which
+            print(f"atelier: {exc}", file=sys.stderr)
+            return 2
         if isinstance(exc, (StageFailed, NoChampion, LookupError, WorkspaceBusy, FileNotFoundError)):
             print(f"atelier: {exc}", file=sys.stderr)
             return 1
