@@ -62,16 +62,19 @@ def main() -> dict:
         evaluator_sha256 = save_clip_bundle(evaluator, p, tmp)
     model, tokenizer = load_clip(paths.CLIP_DIR)
     evaluator, evaluator_tokenizer = load_clip(paths.EVALUATOR_DIR)
+    seconds = round(time.time() - start, 1)
+    # No wall-clock time in clip.json: DVC tracks it, and two runs of the same code and data must hash alike.
     summary = {"source": source, "weights_sha256": sha256, "train_images": len(train), "steps": len(curve),
-               "seconds": round(time.time() - start, 1), **holdout_accuracy(model, tokenizer, holdout),
+               **holdout_accuracy(model, tokenizer, holdout),
                "evaluator": evaluator_source, "evaluator_weights_sha256": evaluator_sha256,
                **{f"evaluator_{k}": v for k, v in holdout_accuracy(evaluator, evaluator_tokenizer, holdout).items()
                   if k != "holdout_images"}}
     write_curve(paths.TRAIN_CURVES / "clip.csv", "clip_loss", curve)
     write_json(paths.REPORTS / "clip.json", summary)
+    write_json(paths.REPORTS / "timings" / "train_clip.json", {"seconds": seconds})  # git- and DVC-untracked
     for resumable in resumables:
         resumable.clear()  # every output is written: nothing left to resume
-    print(f"train_clip: {summary}")
+    print(f"train_clip: {summary}; {seconds} s")
     return summary
 
 

@@ -313,6 +313,15 @@ def _check_parts(vae: AutoencoderKL, unet: UNet2DConditionModel, clip_model: ope
                              f"resolution {resolution}")
 
 
+def _drop_load_path(config_file: Path) -> None:
+    """Remove `_name_or_path` from a diffusers config written by save_pretrained. diffusers records there the folder a
+    part was loaded from (train_diffusion loads the autoencoder from models/autoencoder): an absolute path of this
+    workspace, which would make the saved model, and its hash in dvc.lock, differ between two clones."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.pop("_name_or_path", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 class LatentDiffusionPipeline:
     """vae + unet + noise schedule + frozen CLIP text tower; DDIM sampling with classifier-free guidance."""
 
@@ -341,6 +350,9 @@ class LatentDiffusionPipeline:
         self.vae.save_pretrained(folder / "vae", safe_serialization=True)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
+        for config_file in (folder / "vae" / "config.json", folder / "unet" / "config.json",
+                            folder / "scheduler" / "scheduler_config.json"):
+            _drop_load_path(config_file)
         save_clip_bundle(self.clip_model, self.config["clip_model_cfg"], folder / "clip")
         (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
         return {
