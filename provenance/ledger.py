@@ -10,12 +10,34 @@ read back with up to 3 wrong bits is still uniquely nearest to the right id. Cod
 for a *source*, the sha256 of the pixels before marking: a regenerated artwork (same model, prompt and seed, so the
 same source) gets the same id, hence the same marked pixels, the same artwork id and an idempotent upsert.
 
+Every write also appends an entry to `log`, in the same transaction: an append-only hash chain that makes an edited,
+reordered or deleted entry detectable (issue 17, item 4). Each entry is the canonical JSON of what was recorded (see
+canonical()); `entry_sha256` is its digest and `hash` chains it to the entry before:
+
+    hash = sha256(f"{seq}\n{kind}\n{key}\n{prev}\n{entry_sha256}"), prev = the previous hash (64 zeros for seq 1)
+
+- artwork (key: artwork id): id, sha256_pixels, phash, watermark_id, manifest_sha256 (the digest of the canonical
+  manifest, not the manifest: an old manifest may hold local paths, and a chained entry can never be scrubbed),
+  model_name, model_version, created_at. Public.
+- refusal (key: refusal id): the `refusals` row, `nearest` parsed. Public.
+- promotion (key: promotion seq): model_name, version, by, at, reason, previous_champion and a random `nonce`.
+  Private: `by` names a person, so the public log shows only the digest, and the nonce stops anyone testing guessed
+  names against it. The operator's ledger keeps the full entry.
+
+An upsert that changes nothing (the same artwork regenerated with the same manifest) appends nothing; one that changes
+a row appends a new entry for its key, and the latest entry for a key is what the row must equal (verify_ledger). The
+log's triggers refuse UPDATE and DELETE. provenance/publiclog.py signs the head, exports the public log and verifies
+it. A version 1 or 2 ledger gets its log backfilled on open: artworks by (created_at, id), then refusals by
+(created_at, id), then promotions by seq.
+
 WAL mode, one short IMMEDIATE transaction per write and a 30 s busy timeout: safe for several processes at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -27,7 +49,7 @@ from atelier import paths
 from provenance.watermark import Match, hamming, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
-SCHEMA_VERSION = 2  # 2 added refusals and promotions; a version 1 ledger is migrated on open
+SCHEMA_VERSION = 3  # 2 added refusals and promotions, 3 the log; older ledgers are migrated on open
 MIN_WEIGHT, MAX_WEIGHT = 12, 20
 CODE_SIZE = 1 << 16  # RM(2,5) has 2**16 code words
 
@@ -71,7 +93,26 @@ CREATE TABLE IF NOT EXISTS promotions (
     reason TEXT NOT NULL,
     previous_champion TEXT               -- NULL when there was none
 );
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY,             -- 1, 2, 3, ... in the order of the writes
+    kind TEXT NOT NULL,                  -- 'artwork', 'refusal' or 'promotion'
+    key TEXT NOT NULL,                   -- the artwork or refusal id, or the promotion seq
+    entry TEXT NOT NULL,                 -- canonical JSON of what was recorded
+    entry_sha256 TEXT NOT NULL,
+    prev TEXT NOT NULL,                  -- the hash of entry seq - 1 (64 zeros for seq 1)
+    hash TEXT NOT NULL                   -- sha256 of seq, kind, key, prev and entry_sha256 (see the docstring)
+);
+CREATE INDEX IF NOT EXISTS log_by_key ON log (kind, key, seq);
 """
+# One statement each (their bodies hold semicolons): the log is append-only.
+TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS log_no_update BEFORE UPDATE ON log "
+    "BEGIN SELECT RAISE(ABORT, 'the ledger log is append-only: its entries are never updated'); END",
+    "CREATE TRIGGER IF NOT EXISTS log_no_delete BEFORE DELETE ON log "
+    "BEGIN SELECT RAISE(ABORT, 'the ledger log is append-only: its entries are never deleted'); END",
+)
+KINDS = ("artwork", "refusal", "promotion")
+GENESIS = "0" * 64  # the prev of the first entry
 
 COLUMNS = ("id", "sha256_pixels", "phash", "watermark_id", "manifest", "model_name", "model_version", "created_at")
 
@@ -87,11 +128,15 @@ def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
         raise sqlite3.OperationalError(f"{path}: could not switch the ledger to WAL mode")
     with _write(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, 1, SCHEMA_VERSION):  # 0: new file; 1: gains the tables added since
+        if version not in (0, 1, 2, SCHEMA_VERSION):  # 0: new file; 1, 2: gain the tables added since
             raise sqlite3.DatabaseError(f"{path}: ledger schema version {version}, this code knows {SCHEMA_VERSION}")
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        for trigger in TRIGGERS:
+            conn.execute(trigger)
+        if version in (1, 2):
+            _backfill_log(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
 
@@ -136,6 +181,7 @@ def record(conn: sqlite3.Connection, manifest: dict, watermark_id: int | None) -
             conn.execute(f"INSERT INTO artworks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
                          "ON CONFLICT (id) DO UPDATE SET "
                          + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]), row)
+            _append(conn, "artwork", manifest["id"], _artwork_entry(dict(zip(COLUMNS, row))))
     except sqlite3.IntegrityError as e:
         other = conn.execute("SELECT id FROM artworks WHERE watermark_id = ?", (watermark_id,)).fetchone()
         if other:
@@ -158,6 +204,7 @@ def record_refusal(conn: sqlite3.Connection, refusal: dict) -> None:
         conn.execute(f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
                      f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
                      + ", ".join(f"{c} = excluded.{c}" for c in REFUSAL_COLUMNS[1:]), row)
+        _append(conn, "refusal", refusal["id"], _refusal_entry(dict(zip(REFUSAL_COLUMNS, row))))
 
 
 def refusals(conn: sqlite3.Connection, model_name: str | None = None) -> list[dict]:
@@ -171,10 +218,12 @@ def record_promotion(conn: sqlite3.Connection, model_name: str, version: str, by
                      previous_champion: str | None) -> None:
     """Append who made `version` champion, when (UTC ISO time) and why, and which version it replaced."""
     with _write(conn):
-        conn.execute("INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
-                     "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
-                     (model_name, str(version), by, at, reason, None if previous_champion is None
-                      else str(previous_champion)))
+        seq = conn.execute("INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
+                           "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
+                           (model_name, str(version), by, at, reason, None if previous_champion is None
+                            else str(previous_champion))).lastrowid
+        row = conn.execute("SELECT * FROM promotions WHERE seq = ?", (seq,)).fetchone()
+        _append(conn, "promotion", str(seq), _promotion_entry(row, nonce=secrets.token_hex(16)))
 
 
 def promotions(conn: sqlite3.Connection, model_name: str | None = None) -> list[dict]:
@@ -228,6 +277,157 @@ def all_watermark_ids(conn: sqlite3.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT watermark_id FROM artworks WHERE watermark_id IS NOT NULL")]
 
 
+# The log: an append-only hash chain of every write (see the module docstring).
+
+def canonical(obj: object) -> str:
+    """The canonical JSON of `obj`: sorted keys, no spaces, UTF-8 text (not \\u escapes), floats as Python prints
+    them. What the log hashes, so anyone can recompute a digest from a parsed entry."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    """sha256 of `text` encoded as UTF-8, in hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chain_hash(seq: int, kind: str, key: str, prev: str, entry_sha256: str) -> str:
+    """The hash of log entry `seq`: it covers the entry's place (seq, prev), what it is (kind, key) and its digest."""
+    return sha256_hex(f"{seq}\n{kind}\n{key}\n{prev}\n{entry_sha256}")
+
+
+def log_head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The seq and hash of the log's last entry; (0, 64 zeros) for an empty log."""
+    _require_log(conn)
+    last = conn.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+    return (last[0], last[1]) if last else (0, GENESIS)
+
+
+def log_entries(conn: sqlite3.Connection) -> list[dict]:
+    """The whole log in seq order: seq, kind, key, entry (parsed), entry_sha256, prev, hash (the operator's view)."""
+    _require_log(conn)
+    rows = conn.execute("SELECT seq, kind, key, entry, entry_sha256, prev, hash FROM log ORDER BY seq")
+    return [{"seq": r[0], "kind": r[1], "key": r[2], "entry": json.loads(r[3]), "entry_sha256": r[4], "prev": r[5],
+             "hash": r[6]} for r in rows]
+
+
+def verify_chain(entries: list[dict]) -> list[str]:
+    """Problems with a log (a list of entries as log_entries() returns them; `entry` may be absent, as for private
+    kinds in the public log), each naming the entry: edited, reordered, duplicated or deleted. [] when intact."""
+    problems = []
+    for before, after in zip(entries, entries[1:]):
+        if after["seq"] == before["seq"]:
+            problems.append(f"{entry_name(after)} appears twice: an entry was copied or inserted")
+        elif after["seq"] < before["seq"]:
+            problems.append(f"{entry_name(after)} comes after {entry_name(before)}: the log was reordered")
+    expected, prev, previous = 1, GENESIS, None
+    for e in sorted(entries, key=lambda e: e["seq"]):
+        if "entry" in e and sha256_hex(canonical(e["entry"])) != e["entry_sha256"]:
+            problems.append(f"{entry_name(e)} was edited: its entry does not hash to its entry_sha256")
+        if chain_hash(e["seq"], e["kind"], e["key"], e["prev"], e["entry_sha256"]) != e["hash"]:
+            problems.append(f"{entry_name(e)} was edited: its hash does not match its seq, kind, key, prev and "
+                            "entry_sha256")
+        if e["seq"] < expected:
+            continue  # a duplicate, reported above
+        if e["seq"] > expected:
+            missing = (f"entry seq {expected} was" if e["seq"] == expected + 1
+                       else f"entries seq {expected} to {e['seq'] - 1} were")
+            after = f"after {entry_name(previous)}" if previous else "at the start of the log"
+            problems.append(f"{missing} deleted: {entry_name(e)} comes {after}")
+        elif e["prev"] != prev:
+            before = entry_name(previous) if previous else "the start of the log (64 zeros)"
+            problems.append(f"{entry_name(e)} does not link to {before}: that entry was edited, or entries were "
+                            "removed and the chain rewritten from there")
+        expected, prev, previous = e["seq"] + 1, e["hash"], e
+    return problems
+
+
+def verify_ledger(conn: sqlite3.Connection) -> list[str]:
+    """Problems with the operator's ledger, each naming the entry or row: the log's chain is broken, or a row of
+    artworks, refusals or promotions differs from (or lacks, or outlived) its latest log entry. [] when intact."""
+    with snapshot(conn):
+        entries = log_entries(conn)
+        problems = verify_chain(entries)
+        latest = {(e["kind"], e["key"]): e for e in entries}  # in seq order: the latest entry per key wins
+        for kind, table, key_column in (("artwork", "artworks", "id"), ("refusal", "refusals", "id"),
+                                        ("promotion", "promotions", "seq")):
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY {key_column}"):
+                key = str(row[key_column])
+                logged = latest.pop((kind, key), None)
+                if logged is None:
+                    problems.append(f"{kind} {key}: its row in the {table} table has no log entry: it was added "
+                                    "outside the ledger code")
+                    continue
+                recorded = logged["entry"]
+                now = (_artwork_entry(row) if kind == "artwork" else _refusal_entry(row) if kind == "refusal"
+                       else _promotion_entry(row, nonce=recorded.get("nonce", "")))
+                changed = sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
+                if changed:
+                    problems.append(f"{kind} {key}: its row in the {table} table differs from its log entry "
+                                    f"(seq {logged['seq']}) in {', '.join(changed)}: the row was edited outside the "
+                                    "ledger code; the log entry holds what was recorded")
+        for (kind, key), e in latest.items():
+            problems.append(f"{entry_name(e)} has no row in the {kind}s table: the row was deleted outside the "
+                            "ledger code")
+    return problems
+
+
+def _artwork_entry(row) -> dict:
+    """An artworks row (a dict or sqlite3.Row, manifest as JSON text) as its log entry."""
+    entry = {c: row[c] for c in COLUMNS if c != "manifest"}
+    entry["manifest_sha256"] = sha256_hex(canonical(json.loads(row["manifest"])))
+    return entry
+
+
+def _refusal_entry(row) -> dict:
+    """A refusals row (`nearest` as JSON text) as its log entry."""
+    return {c: (json.loads(row[c]) if c == "nearest" else row[c]) for c in REFUSAL_COLUMNS}
+
+
+def _promotion_entry(row, nonce: str) -> dict:
+    """A promotions row as its (private) log entry; the nonce keeps its digest from being tested against guesses."""
+    return {"model_name": row["model_name"], "version": row["version"], "by": row["promoted_by"],
+            "at": row["promoted_at"], "reason": row["reason"], "previous_champion": row["previous_champion"],
+            "nonce": nonce}
+
+
+def _append(conn: sqlite3.Connection, kind: str, key: str, entry: dict) -> None:
+    """Append `entry` to the log, unless it equals the latest entry for (kind, key). Call inside _write()."""
+    text = canonical(entry)
+    latest = conn.execute("SELECT entry FROM log WHERE kind = ? AND key = ? ORDER BY seq DESC LIMIT 1",
+                          (kind, key)).fetchone()
+    if latest and latest[0] == text:
+        return
+    last = conn.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    digest = sha256_hex(text)
+    conn.execute("INSERT INTO log (seq, kind, key, entry, entry_sha256, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (seq, kind, key, text, digest, prev, chain_hash(seq, kind, key, prev, digest)))
+
+
+def _backfill_log(conn: sqlite3.Connection) -> None:
+    """Give a version 1 or 2 ledger its log, from its rows: artworks, refusals (each by created_at, id), promotions
+    (by seq). Call inside _write()."""
+    if conn.execute("SELECT COUNT(*) FROM log").fetchone()[0]:
+        return
+    for row in conn.execute("SELECT * FROM artworks ORDER BY created_at, id").fetchall():
+        _append(conn, "artwork", row["id"], _artwork_entry(row))
+    for row in conn.execute("SELECT * FROM refusals ORDER BY created_at, id").fetchall():
+        _append(conn, "refusal", row["id"], _refusal_entry(row))
+    for row in conn.execute("SELECT * FROM promotions ORDER BY seq").fetchall():
+        _append(conn, "promotion", str(row["seq"]), _promotion_entry(row, nonce=secrets.token_hex(16)))
+
+
+def _require_log(conn: sqlite3.Connection) -> None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'").fetchone() is None:
+        raise sqlite3.OperationalError("this ledger has no log (schema version 1 or 2): open it once with "
+                                       "ledger.open_ledger() to add the log and backfill it from its rows")
+
+
+def entry_name(e: dict) -> str:
+    """How problems name a log entry: "entry seq 7 (artwork 3f2a...)"."""
+    return f"entry seq {e['seq']} ({e['kind']} {e['key']})"
+
+
 @lru_cache(maxsize=1)
 def _generator_rows() -> tuple[int, ...]:
     """RM(2,5) generator rows: the monomials 1, x_i and x_i*x_j evaluated at the 32 points p of {0,1}^5."""
@@ -257,6 +457,19 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so that several SELECTs see the same state while others write (WAL); nests."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
 
 
 def _phash_distance(a: str, b: str) -> int:
