@@ -16,10 +16,9 @@ canonical()); `entry_sha256` is its digest and `hash` chains it to the entry bef
 
     hash = sha256(f"{seq}\n{kind}\n{key}\n{prev}\n{entry_sha256}"), prev = the previous hash (64 zeros for seq 1)
 
-- artwork (key: artwork id): id, sha256_pixels, phash, watermark_id, manifest_sha256 (the digest of the canonical
-  manifest, not the manifest: an old manifest may hold local paths, and a chained entry can never be scrubbed),
-  model_name, model_version, created_at. Public.
-- refusal (key: refusal id): the `refusals` row, `nearest` parsed. Public.
+- artwork (key: artwork id): the `artworks` row, manifest parsed. Public, unless it holds a local path (manifests
+  written before issue 17 item 3 may): the public log then shows only its digest (see provenance/publiclog.py).
+- refusal (key: refusal id): the `refusals` row, `nearest` parsed. Public, on the same condition.
 - promotion (key: promotion seq): model_name, version, by, at, reason, previous_champion and a random `nonce`.
   Private: `by` names a person, so the public log shows only the digest, and the nonce stops anyone testing guessed
   names against it. The operator's ledger keeps the full entry.
@@ -373,9 +372,7 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
 
 def _artwork_entry(row) -> dict:
     """An artworks row (a dict or sqlite3.Row, manifest as JSON text) as its log entry."""
-    entry = {c: row[c] for c in COLUMNS if c != "manifest"}
-    entry["manifest_sha256"] = sha256_hex(canonical(json.loads(row["manifest"])))
-    return entry
+    return {c: (json.loads(row[c]) if c == "manifest" else row[c]) for c in COLUMNS}
 
 
 def _refusal_entry(row) -> dict:

@@ -3,23 +3,28 @@ reordered or deleted, with nothing private in it.
 
 A public log is a folder of two files:
 - `entries.jsonl`: one JSON object per line, in seq order: seq, kind, key, entry_sha256, prev, hash (the chain, see
-  provenance/ledger.py), and `entry` for the public kinds (artwork, refusal). A promotion shows only its digest: its
-  entry names a person (`by`) and carries a random nonce, so the digest cannot be tested against guessed names. The
-  chain links digests, so it verifies all the same.
+  provenance/ledger.py), and `entry` for the public kinds (artwork, refusal). The chain links digests, so an entry
+  shown only by its digest verifies all the same; two kinds of entry are:
+  - a promotion: it names a person (`by`); its random nonce stops anyone testing guessed names against the digest;
+  - an artwork or refusal entry that holds a local path (a string starting with / or ~, a drive letter, or a file: or
+    sqlite: URI; manifests written before issue 17 item 3 hold the registry's): it gets `"withheld": "local path"`
+    instead of `entry`. Chained entries can never be scrubbed, so they are withheld rather than published.
 - `head.json`: the signed head, {"schema": "atelier.ledger-head/1", "seq", "hash", "signed_at" (UTC, ISO 8601),
   "certificate_chain" (PEM: the leaf, then the CA; public), "signature"}: base64 of the DER ECDSA P-256/SHA-256
   signature, by the signing identity's leaf key, over the canonical JSON (ledger.canonical) of the other five fields.
 
 seal() signs the head at the end of a run and writes it beside the ledger file (`head.json`); it first checks the
-ledger (verify_ledger) and that the previous head still matches the log, so a rewritten ledger is never signed over.
-export_public_log() writes the entries the head covers and the head. verify_public_log() needs only the two files and
-the CA certificate (the trust anchor): no workspace, no keys.
+ledger (ledger.verify_ledger) and that the previous head still matches the log, so a rewritten ledger is never signed
+over. export_public_log() seals, then writes the entries the new head covers and the head. verify_public_log() needs
+only the two files and the CA certificate (the trust anchor): no workspace, no keys. verify_ledger() is the
+operator's check: the ledger's rows and chain, and the signed head beside it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +44,7 @@ ENTRIES_NAME = "entries.jsonl"
 PUBLIC_KINDS = ("artwork", "refusal")
 LINE_FIELDS = ("seq", "kind", "key", "entry_sha256", "prev", "hash")
 HEAD_FIELDS = ("schema", "seq", "hash", "signed_at", "certificate_chain", "signature")
+LOCAL_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/]|file:|sqlite:)")  # a string value that names a local file
 
 
 def head_path(conn: sqlite3.Connection) -> Path:
@@ -113,27 +119,29 @@ def seal(conn: sqlite3.Connection, identity: SigningIdentity, path: Path | str |
 
 
 def public_entries(conn: sqlite3.Connection, upto: int | None = None) -> list[dict]:
-    """The log as the public sees it, seq 1 to `upto` (default: all): `entry` only for the public kinds."""
-    return [{k: e[k] for k in LINE_FIELDS} | ({"entry": e["entry"]} if e["kind"] in PUBLIC_KINDS else {})
-            for e in ledger.log_entries(conn) if upto is None or e["seq"] <= upto]
+    """The log as the public sees it, seq 1 to `upto` (default: all): `entry` for the public kinds, unless it holds a
+    local path (then `"withheld": "local path"`)."""
+    lines = []
+    for e in ledger.log_entries(conn):
+        if upto is not None and e["seq"] > upto:
+            break
+        line = {k: e[k] for k in LINE_FIELDS}
+        if e["kind"] in PUBLIC_KINDS:
+            line |= {"withheld": "local path"} if _holds_local_path(e["entry"]) else {"entry": e["entry"]}
+        lines.append(line)
+    return lines
 
 
-def export_public_log(conn: sqlite3.Connection, folder: Path | str, head: dict) -> dict:
-    """Write `folder/entries.jsonl` (the entries `head` covers) and `folder/head.json`; return {"entries", "seq"}.
-
-    `head` is a signed head of this ledger (seal()'s result, or read_head(head_path(conn)))."""
+def export_public_log(conn: sqlite3.Connection, folder: Path | str, identity: SigningIdentity) -> int:
+    """Seal the ledger (see seal()), then write `folder/entries.jsonl` (the entries the new head covers) and
+    `folder/head.json`; return the number of entries written."""
     folder = Path(folder)
-    if _shape_problems([], head):
-        raise ValueError(f"not a signed ledger head: {'; '.join(_shape_problems([], head))}")
+    head = seal(conn, identity)
     entries = public_entries(conn, upto=head["seq"])
-    covered = entries[-1]["hash"] if entries else ledger.GENESIS
-    if len(entries) != head["seq"] or covered != head["hash"]:
-        raise ValueError(f"the head (seq {head['seq']}, hash {head['hash'][:12]}…) is not a head of this ledger's "
-                         "log; seal the ledger and export with the head seal() returns")
     write_text(folder / ENTRIES_NAME, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
                                               for e in entries))
     write_head(folder / HEAD_NAME, head)
-    return {"entries": len(entries), "seq": head["seq"]}
+    return len(entries)
 
 
 def read_public_log(folder: Path | str) -> tuple[list[dict], dict]:
@@ -171,6 +179,32 @@ def verify_public_log(entries: list[dict], head: dict, anchor_pem: str) -> list[
         problems.append(f"{_span(head['seq'] + 1, last)} not covered by the signed head (seq {head['seq']}): added "
                         "after signing")
     return problems + _signature_problems(head, anchor)
+
+
+def verify_ledger(conn: sqlite3.Connection, anchor_pem: str | None = None) -> list[str]:
+    """The operator's full check, each problem naming the entry or row: ledger.verify_ledger (rows against the chain,
+    the chain itself), and the signed head beside the ledger: present, still matching the log, validly signed (by
+    the anchor CA's identity when `anchor_pem` is given). [] when intact."""
+    path = head_path(conn)
+    with ledger.snapshot(conn):
+        problems = ledger.verify_ledger(conn)
+        if not path.is_file():
+            return problems + [f"{path}: no signed head: nothing shows the ledger was not rewritten since; "
+                               "publiclog.seal() signs one at the end of each run"]
+        head = read_head(path)
+        found = _shape_problems([], head)
+        if not found:
+            found = _head_matches(head, ledger.log_entries(conn)) + _signature_problems(head, anchor_pem)
+    return problems + [f"the signed head ({path}): {p}" for p in found]
+
+
+def _holds_local_path(value: object) -> bool:
+    """Whether any string in `value` (dicts and lists walked) names a local file (LOCAL_PATH)."""
+    if isinstance(value, dict):
+        return any(_holds_local_path(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_local_path(v) for v in value)
+    return isinstance(value, str) and LOCAL_PATH.match(value) is not None
 
 
 def _head_matches(head: dict, entries: list[dict]) -> list[str]:
@@ -233,12 +267,13 @@ def _shape_problems(entries: list, head: object) -> list[str]:
             problems.append(f"log line {number}: not a JSON object")
             continue
         wrong = [f for f in LINE_FIELDS if f not in e]
-        wrong += [f"{f} (unexpected)" for f in e if f not in LINE_FIELDS + ("entry",)]
+        wrong += [f"{f} (unexpected)" for f in e if f not in LINE_FIELDS + ("entry", "withheld")]
         if not wrong:
             wrong = [f for f, ok in (("seq", _is_seq(e["seq"])), ("kind", e["kind"] in ledger.KINDS),
                                      ("key", isinstance(e["key"], str)), ("entry_sha256", _is_hex(e["entry_sha256"])),
                                      ("prev", _is_hex(e["prev"])), ("hash", _is_hex(e["hash"])),
-                                     ("entry", isinstance(e.get("entry", {}), dict))) if not ok]
+                                     ("entry", isinstance(e.get("entry", {}), dict)),
+                                     ("withheld", isinstance(e.get("withheld", ""), str))) if not ok]
         if wrong:
             problems.append(f"log line {number}: missing or malformed {', '.join(wrong)}")
     if not isinstance(head, dict):

@@ -38,9 +38,8 @@ def filled(tmp_path) -> sqlite3.Connection:
 
 
 def published(conn, identity, tmp_path) -> tuple[list[dict], dict]:
-    """Seal the ledger, export its public log and read it back as an auditor would."""
-    head = publiclog.seal(conn, identity)
-    publiclog.export_public_log(conn, tmp_path / "public", head)
+    """Export the ledger's public log (sealing it) and read it back as an auditor would."""
+    assert publiclog.export_public_log(conn, tmp_path / "public", identity) == ledger.log_head(conn)[0]
     return publiclog.read_public_log(tmp_path / "public")
 
 
@@ -59,7 +58,7 @@ def test_every_write_is_chained_and_an_unchanged_upsert_appends_nothing(tmp_path
         (5, "promotion", "1"), (6, "artwork", "a4")]
     assert log[0]["prev"] == ledger.GENESIS and all(b["prev"] == a["hash"] for a, b in zip(log, log[1:]))
     assert log[0]["hash"] == ledger.chain_hash(1, "artwork", "a1", ledger.GENESIS, log[0]["entry_sha256"])
-    assert log[0]["entry"]["manifest_sha256"] == ledger.sha256_hex(ledger.canonical(manifest("a1")))
+    assert log[0]["entry"]["manifest"] == manifest("a1") and log[0]["entry"]["watermark_id"] is not None
     assert log[4]["entry"]["by"] == "alice" and len(log[4]["entry"]["nonce"]) == 32
 
     ledger.record(conn, manifest("a2"), ledger.watermark_id_for(conn, "s1"))  # regenerated: same manifest
@@ -87,6 +86,19 @@ def test_an_untouched_public_log_verifies_with_only_the_ca_and_holds_nothing_pri
     text = "".join(p.read_text() for p in (tmp_path / "public").iterdir())
     for private in ("alice", "nonce", "PRIVATE KEY", str(tmp_path), str(identity.folder)):
         assert private not in text
+    assert publiclog.verify_ledger(conn, identity.ca_pem()) == []  # the operator's check, head included
+
+
+def test_an_entry_holding_a_local_path_is_published_by_its_digest_only(tmp_path, identity):
+    conn = filled(tmp_path)
+    old = manifest("a5")
+    old["model"]["registry_uri"] = "sqlite:////home/operator/atelier/mlflow.db"  # as manifests before issue 17 item 3
+    ledger.record(conn, old, None)
+    entries, head = published(conn, identity, tmp_path)
+    assert entries[-1] == {k: ledger.log_entries(conn)[-1][k] for k in publiclog.LINE_FIELDS} | {
+        "withheld": "local path"}
+    assert "/home/operator" not in (tmp_path / "public" / "entries.jsonl").read_text()
+    assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == []  # the chain links digests
 
 
 def test_an_edited_entry_is_named(tmp_path, identity):
@@ -173,14 +185,20 @@ def test_an_edited_or_deleted_row_in_the_operators_ledger_is_named_and_not_seale
         publiclog.seal(conn, identity)
 
 
-def test_a_ledger_cut_back_behind_its_last_head_is_not_sealed(tmp_path, identity):
+def test_a_ledger_cut_back_behind_its_last_head_is_caught_and_not_sealed(tmp_path, identity):
     conn = filled(tmp_path)
+    assert publiclog.verify_ledger(conn) == [
+        f"{tmp_path / 'ledger' / 'head.json'}: no signed head: nothing shows the ledger was not rewritten since; "
+        "publiclog.seal() signs one at the end of each run"]
     publiclog.seal(conn, identity)
     for trigger in ("log_no_update", "log_no_delete"):  # what someone editing the file by hand can do
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DELETE FROM log WHERE seq = 6")
     conn.execute("DELETE FROM artworks WHERE id = 'a4'")
     assert ledger.verify_ledger(conn) == []  # consistent in itself: only the previous head tells
+    assert publiclog.verify_ledger(conn, identity.ca_pem()) == [
+        f"the signed head ({tmp_path / 'ledger' / 'head.json'}): the log is truncated: the signed head covers seq 1 "
+        "to 6 but the log ends at seq 5; entry seq 6 is deleted"]
     with pytest.raises(ValueError, match="previous head .*the log is truncated.*entry seq 6 is deleted"):
         publiclog.seal(conn, identity)
 
