@@ -163,14 +163,17 @@ def read_table(path: Path, columns: list[str] | None = None):
 class ParquetStream:
     """Write a Parquet file batch by batch, atomically: rows go to a temporary sibling that replaces `path` on close.
 
-    Memory stays at one batch whatever the number of rows. Leaving the `with` block by an exception removes the
+    Memory stays at one row group (ROW_GROUP rows) whatever the number of rows. Leaving the `with` block by an exception removes the
     temporary and leaves `path` as it was."""
+
+    ROW_GROUP = 65536  # rows per row group: fixed, so the bytes do not depend on how the rows were batched
 
     def __init__(self, path: Path, schema, **options):
         # No dictionary encoding by default: the data tables' ids, paths and titles are nearly all distinct, and
         # building the dictionaries took half the time of writing them. `options` go to pq.ParquetWriter.
         self.path, self.schema, self.rows = path, schema, 0
         self.options = {"use_dictionary": False, **options}
+        self._pending, self._pending_rows = [], 0  # rows not yet written: fewer than ROW_GROUP
 
     def __enter__(self) -> "ParquetStream":
         import pyarrow.parquet as pq
@@ -184,8 +187,7 @@ class ParquetStream:
     def write(self, rows: list[dict]) -> None:
         import pyarrow as pa
         if rows:
-            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-            self.rows += len(rows)
+            self._add(pa.Table.from_pylist(rows, schema=self.schema))
 
     def write_table(self, table) -> None:
         """Write an Arrow table of this stream's schema (rows carried over whole, without a detour through Python)."""
@@ -193,10 +195,28 @@ class ParquetStream:
             table = table.select(self.schema.names)
             if not table.schema.equals(self.schema):  # (cast imports pyarrow.compute: only when needed)
                 table = table.cast(self.schema)
-            self._writer.write_table(table)
-            self.rows += table.num_rows
+            self._add(table)
+
+    def _add(self, table) -> None:
+        """Queue `table`'s rows; write every full row group. Row groups hold ROW_GROUP rows each (the last fewer),
+        whatever batches the rows came in, so the file's bytes depend on its rows only: a fresh run, an incremental
+        one and any engine or chunk size write the same file, and DVC records the same md5."""
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        while self._pending_rows >= self.ROW_GROUP:
+            self._flush(self.ROW_GROUP)
+
+    def _flush(self, n: int) -> None:
+        import pyarrow as pa
+        queued = pa.concat_tables(self._pending)
+        self._writer.write_table(queued.slice(0, n), row_group_size=n)
+        rest = queued.slice(n)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._pending_rows:
+            self._flush(self._pending_rows)
         self._writer.close()
         if exc_type is not None:
             Path(self._tmp).unlink(missing_ok=True)

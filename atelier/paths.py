@@ -43,6 +43,7 @@ TRAIN_SUMMARY = REPORTS / "train.json"
 EVAL_REPORT = REPORTS / "eval.json"
 EVAL_GRID = REPORTS / "samples.png"
 PROMOTION = REPORTS / "promotion.json"
+TIMINGS = REPORTS / "timings"  # seconds per stage: not tracked by DVC (they differ on every run)
 
 ARTWORKS = ROOT / "artworks"
 GALLERY = ARTWORKS / "index.html"

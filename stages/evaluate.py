@@ -213,7 +213,7 @@ def evaluate(pipeline: LatentDiffusionPipeline, evaluator, eval_tokenizer, train
 
 def main() -> dict:
     """Evaluate models/diffusion with models/evaluator; write reports; log to MLflow."""
-    from registry.tracking import log_evaluation
+    from registry.tracking import get_version, log_evaluation
 
     params = load_params()
     p = params.evaluate
@@ -235,10 +235,11 @@ def main() -> dict:
     report["model"] = {"name": trained["model_name"], "version": trained["version"],
                        "weights_sha256": trained["weights_sha256"]}
     write_json(paths.EVAL_REPORT, report)
-    write_json(paths.REPORTS / "timings" / "evaluate.json",  # git- and DVC-untracked
+    write_json(paths.TIMINGS / "evaluate.json",  # git- and DVC-untracked
                {"sampling_seconds_per_guidance": shown["seconds_per_guidance"]})
     metrics = {k: float(v) for k, v in report["headline"].items() if v is not None}
-    log_evaluation(trained["run_id"], trained["model_name"], trained["version"], metrics,
+    run_id = get_version(trained["model_name"], trained["version"])["run_id"]
+    log_evaluation(run_id, trained["model_name"], trained["version"], metrics,
                    [paths.EVAL_REPORT, paths.EVAL_GRID, paths.REPORTS / "clipscore.png"])
     print(f"evaluate: {json.dumps(report['headline'])}")
     for warning in report["warnings"]:

@@ -63,7 +63,7 @@ def main() -> dict:
     summary = {"steps": p.steps, "train_images": len(train), **reconstruction_report(vae, scale, holdout)}
     write_curve(paths.TRAIN_CURVES / "autoencoder.csv", "ae_l1", curves["ae_l1"])
     write_json(paths.REPORTS / "autoencoder.json", summary)
-    write_json(paths.REPORTS / "timings" / "train_autoencoder.json", {"seconds": seconds})  # git- and DVC-untracked
+    write_json(paths.TIMINGS / "train_autoencoder.json", {"seconds": seconds})  # git- and DVC-untracked
     resumable.clear()  # every output is written: nothing left to resume
     print(f"train_autoencoder: {summary}; {seconds} s")
     return summary

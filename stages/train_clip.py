@@ -71,7 +71,7 @@ def main() -> dict:
                   if k != "holdout_images"}}
     write_curve(paths.TRAIN_CURVES / "clip.csv", "clip_loss", curve)
     write_json(paths.REPORTS / "clip.json", summary)
-    write_json(paths.REPORTS / "timings" / "train_clip.json", {"seconds": seconds})  # git- and DVC-untracked
+    write_json(paths.TIMINGS / "train_clip.json", {"seconds": seconds})  # git- and DVC-untracked
     for resumable in resumables:
         resumable.clear()  # every output is written: nothing left to resume
     print(f"train_clip: {summary}; {seconds} s")

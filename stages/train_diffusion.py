@@ -90,7 +90,7 @@ def main() -> dict:
         tags=tags,
         dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
         dataset_digest=data_md5,
-        dataset_source=str(paths.TRAIN_RECORDS),
+        dataset_source=paths.relative(paths.TRAIN_RECORDS),
         pipeline_dir=paths.DIFFUSION_DIR,
         artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
     )
@@ -99,9 +99,12 @@ def main() -> dict:
                            paths.REPORTS / "licenses.png")
     record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
     registered = log_training(record, params.registry.model_name, params.registry.experiment)
-    summary = {**registered, "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
-               "train_records": len(records), "unet_steps": p.steps, "unet_seconds": seconds}
+    # reports/train.json is tracked by DVC: no clock time and no random id (the run id is the registry's to give)
+    summary = {"model_name": registered["model_name"], "version": registered["version"],
+               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
+               "train_records": len(records), "unet_steps": p.steps}
     write_json(paths.TRAIN_SUMMARY, summary)
+    write_json(paths.TIMINGS / "train_diffusion.json", {"unet_seconds": seconds})  # not tracked
     resumable.clear()  # every output is written and the model registered: nothing left to resume
     print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
           f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
