@@ -166,20 +166,6 @@ def _refuse_audit_options(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _anchor(bundle: Path | None) -> str:
-    """Which trust anchor the audit used, in words (the CA's name and fingerprint when its certificate is found)."""
-    from provenance.audit_report import describe_anchor
-    from provenance.keys import FILES, signing_dir
-
-    if bundle is not None:
-        ca = bundle / "trust" / FILES["ca_cert"]
-        source = f"bundle {bundle.name}/trust/{FILES['ca_cert']}"  # no local path: the report may be handed on
-        return describe_anchor(ca.read_text(encoding="ascii"), source) if ca.is_file() else source
-    ca = signing_dir() / FILES["ca_cert"]
-    return (describe_anchor(ca.read_text(encoding="ascii"), "operator signing folder") if ca.is_file()
-            else "operator signing folder")
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit artworks (credentials, copies, lineage; recovery by watermark/phash) or, with --dataset, the training set.
     Options that cannot be honoured, and an unusable signing folder or bundle, are refused with exit 2."""
@@ -209,16 +195,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
                 return 2
         return 0 if not report["problems"] else 1
-    from provenance.audit import audit_paths
+    from provenance.audit import audit_files, open_context, report_meta
 
-    bundle = Path(args.bundle) if args.bundle else None
-    options = {"bundle": bundle} if bundle else {}  # (audit_paths takes bundle= from the bundle audit on)
-    try:  # the audit reads its trust anchor here: an unusable signing folder or bundle is a message, not a traceback
-        results = audit_paths([Path(p) for p in args.paths], lineage=not args.no_lineage, **options)
-        meta["anchor"] = _anchor(bundle)
+    try:  # the trust anchor and records: an unusable signing folder or bundle is a message, not a traceback
+        context = open_context(lineage=not args.no_lineage, bundle=Path(args.bundle) if args.bundle else None)
     except (PermissionError, FileNotFoundError, ValueError) as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
+    results = audit_files([Path(p) for p in args.paths], context)
+    meta = report_meta(context)
     print(json.dumps(results, indent=2, default=str) if args.json else audit_report.format_text(results, meta))
     if args.html:
         try:
@@ -227,6 +212,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
             return 2
     return 0 if all(r["status"] == "verified" for r in results) else 1
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Write the public verification bundle: trust anchor, model credentials and cards, dataset cards, the signed log."""
+    from provenance.bundle import BundleError, publish
+
+    try:
+        index = publish(Path(args.folder))
+    except BundleError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+    print(f"published {len(index['files'])} files to {args.folder} ({index['log_entries']} log entries; trust anchor "
+          f"{index['trust_anchor']}); an auditor runs `atelier audit --bundle {args.folder} ARTWORK...`")
+    return 0
 
 
 def cmd_takedown(args: argparse.Namespace) -> int:
@@ -421,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", metavar="DIR", help="verify with only a published bundle: its trust anchor, "
                    "credentials, cards and signed log; no workspace, keys or databases needed")
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("publish", help="write the public verification bundle (no keys, no local paths) for outsiders")
+    p.add_argument("folder", help="where to write it, e.g. public/; publish it as a whole")
+    p.set_defaults(func=cmd_publish)
     p = sub.add_parser("sources", help="add, list or check the sources (params.yaml) and their deps (dvc.yaml)")
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("add", help="add a source to params.yaml and its path to dvc.yaml's ingest deps in one step")

@@ -402,15 +402,3 @@ def format_dataset_html(report: dict, meta: dict) -> str:
             + (f"<h3>Policy in force</h3><table class=\"meta\">{policy_rows}</table>" if policy_rows else "")
             + "</section>")
     return _page("Atelier dataset audit", body)
-
-
-def describe_anchor(ca_pem: str, source: str) -> str:
-    """`source`, the CA certificate's common name and its sha256 fingerprint: which trust anchor an audit used."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    cert = x509.load_pem_x509_certificate(ca_pem.encode("ascii"))
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn = names[0].value if names else "(no common name)"
-    return f"{source}, CN={cn}, sha256 fingerprint {cert.fingerprint(hashes.SHA256()).hex()}"

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator
 
 from atelier import paths
+from provenance import signed
 from provenance.watermark import Match, hamming, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
@@ -281,7 +282,7 @@ def all_watermark_ids(conn: sqlite3.Connection) -> list[int]:
 def canonical(obj: object) -> str:
     """The canonical JSON of `obj`: sorted keys, no spaces, UTF-8 text (not \\u escapes), floats as Python prints
     them. What the log hashes, so anyone can recompute a digest from a parsed entry."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return signed.canonical(obj).decode("utf-8")
 
 
 def sha256_hex(text: str) -> str:

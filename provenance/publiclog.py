@@ -22,20 +22,14 @@ operator's check: the ledger's rows and chain, and the signed head beside it.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from atelier.io import write_json, write_text
-from provenance import ledger
+from provenance import ledger, signed
 from provenance.keys import SigningIdentity
 
 HEAD_SCHEMA = "atelier.ledger-head/1"
@@ -62,15 +56,7 @@ def sign_head(conn: sqlite3.Connection, identity: SigningIdentity) -> dict:
     chain = identity.chain.read_text(encoding="ascii")
     head = {"schema": HEAD_SCHEMA, "seq": seq, "hash": hash_,
             "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "certificate_chain": chain}
-    key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{identity.key}: not an EC key; the ledger head is signed with ECDSA P-256 "
-                         "(provenance.keys makes one)")
-    signature = key.sign(ledger.canonical(head).encode("utf-8"), ec.ECDSA(hashes.SHA256()))
-    head["signature"] = base64.b64encode(signature).decode("ascii")
-    if _signature_problems(head):
-        raise ValueError(f"{identity.key} does not match the leaf certificate in {identity.chain}; "
-                         "provenance.keys.ensure_signing_identity() reissues the leaf")
+    head["signature"] = signed.sign_bytes(ledger.canonical(head).encode("utf-8"), identity)[0]
     return head
 
 
@@ -166,7 +152,7 @@ def verify_public_log(entries: list[dict], head: dict, anchor_pem: str) -> list[
     truncated log, a head that does not match the log, that is not validly signed or not by the trust anchor's
     identity (`anchor_pem`: the CA certificate). [] when the log verifies. Pure: reads nothing."""
     try:
-        anchor = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
+        signed.anchor_description(anchor_pem)
     except (ValueError, UnicodeEncodeError) as e:
         raise ValueError(f"the trust anchor is not a PEM certificate ({e}); pass the CA certificate (ca.pem)") from e
     problems = _shape_problems(entries, head)
@@ -178,7 +164,7 @@ def verify_public_log(entries: list[dict], head: dict, anchor_pem: str) -> list[
     if last > head["seq"]:
         problems.append(f"{_span(head['seq'] + 1, last)} not covered by the signed head (seq {head['seq']}): added "
                         "after signing")
-    return problems + _signature_problems(head, anchor)
+    return problems + _signature_problems(head, anchor_pem)
 
 
 def verify_ledger(conn: sqlite3.Connection, anchor_pem: str | None = None) -> list[str]:
@@ -225,39 +211,16 @@ def _head_matches(head: dict, entries: list[dict]) -> list[str]:
     return []
 
 
-def _signature_problems(head: dict, anchor: x509.Certificate | str | None = None) -> list[str]:
-    """Whether the head's signature verifies with its leaf certificate, and (given `anchor`) that leaf was issued by
-    the anchor CA and valid when the head was signed."""
-    try:
-        chain = x509.load_pem_x509_certificates(head["certificate_chain"].encode("ascii"))
-        signature = base64.b64decode(head["signature"], validate=True)
-    except (ValueError, UnicodeEncodeError) as e:
-        return [f"the signed head's certificate chain or signature cannot be read ({e})"]
-    leaf = chain[0]
-    key = leaf.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        return ["the signed head's certificate does not hold an EC key: it was not signed by an Atelier identity"]
+def _signature_problems(head: dict, anchor_pem: str | None = None) -> list[str]:
+    """Whether the head's signature verifies with its leaf certificate, and (given `anchor_pem`) that leaf was issued
+    by the anchor CA and valid when the head was signed."""
     payload = ledger.canonical({k: v for k, v in head.items() if k != "signature"}).encode("utf-8")
     try:
-        key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return ["the signed head's signature does not verify: the head (seq, hash, time or certificates) was "
-                "changed after signing, or signed with another key"]
-    if anchor is None:
-        return []
-    if isinstance(anchor, str):
-        anchor = x509.load_pem_x509_certificate(anchor.encode("ascii"))
-    try:
-        leaf.verify_directly_issued_by(anchor)
-    except (ValueError, TypeError, InvalidSignature):
-        return [f"the signed head's certificate ({leaf.subject.rfc4514_string()}) was not issued by the trust anchor "
-                f"({anchor.subject.rfc4514_string()}): the head was signed by another identity"]
-    signed_at = datetime.fromisoformat(head["signed_at"])
-    if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
-        return [f"the head was signed at {head['signed_at']}, outside its certificate's validity "
-                f"({leaf.not_valid_before_utc.isoformat()} to {leaf.not_valid_after_utc.isoformat()})"]
-    return []
-
+        at = datetime.fromisoformat(head["signed_at"])
+    except (TypeError, ValueError):
+        at = None
+    return [f"the signed head: {p}" for p in signed.verify_bytes(payload, head.get("signature"),
+                                                                 head.get("certificate_chain"), anchor_pem, at)]
 
 def _shape_problems(entries: list, head: object) -> list[str]:
     """Fields missing, unknown or of the wrong type, in the head and in each entry (by its line number)."""

@@ -36,10 +36,8 @@ def digest(obj: object) -> str:
 
 def sign(payload: dict, identity: SigningIdentity) -> dict:
     """`payload` signed with the identity's leaf key, carrying the public certificate chain."""
-    key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
-    value = key.sign(canonical(payload), ec.ECDSA(hashes.SHA256()))
-    return {"payload": payload, "signature": {"alg": ALG, "value": base64.b64encode(value).decode("ascii"),
-                                              "certificate_chain": identity.chain.read_text(encoding="ascii")}}
+    value, chain = sign_bytes(canonical(payload), identity)
+    return {"payload": payload, "signature": {"alg": ALG, "value": value, "certificate_chain": chain}}
 
 
 def verify(document: dict, anchor_pem: str) -> list[str]:
@@ -50,27 +48,52 @@ def verify(document: dict, anchor_pem: str) -> list[str]:
     sig = document["signature"]
     if sig.get("alg") != ALG:
         return [f"signature algorithm {sig.get('alg')!r} is not {ALG}"]
+    return verify_bytes(canonical(document["payload"]), sig.get("value"), sig.get("certificate_chain"), anchor_pem,
+                        _time(document["payload"].get("issued_at")))
+
+
+def sign_bytes(data: bytes, identity: SigningIdentity) -> tuple[str, str]:
+    """(base64 DER ECDSA P-256/SHA-256 signature of `data` by the identity's leaf key, the PEM chain: leaf, CA)."""
+    key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{identity.key}: not an EC key; Atelier signs with ECDSA P-256 (provenance.keys makes one)")
+    value = base64.b64encode(key.sign(data, ec.ECDSA(hashes.SHA256()))).decode("ascii")
+    chain = identity.chain.read_text(encoding="ascii")
+    if verify_bytes(data, value, chain, None, None):
+        raise ValueError(f"{identity.key} does not match the leaf certificate in {identity.chain}; "
+                         "provenance.keys.ensure_signing_identity() reissues the leaf")
+    return value, chain
+
+
+def verify_bytes(data: bytes, value: object, chain_pem: object, anchor_pem: str | None,
+                 at: dt.datetime | None) -> list[str]:
+    """Problems with a signature `value` (base64) over `data` by the leaf of `chain_pem`: the signature must verify,
+    and, given `anchor_pem`, the leaf must be issued by that CA (and valid at `at`, when given)."""
     try:
-        chain = x509.load_pem_x509_certificates(str(sig.get("certificate_chain", "")).encode("ascii"))
-        anchor = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
-        value = base64.b64decode(str(sig.get("value", "")), validate=True)
+        leaf = x509.load_pem_x509_certificates(str(chain_pem).encode("ascii"))[0]
+        signature = base64.b64decode(str(value), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
-        return [f"unreadable signature or certificates: {exc}"]
-    leaf = chain[0]
-    problems = []
+        return [f"the signature or its certificate chain cannot be read ({exc})"]
+    key = leaf.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return ["the signing certificate does not hold an EC key: not signed by an Atelier identity"]
+    try:
+        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return ["the signature does not verify: the signed content was changed after signing, or signed with "
+                "another key"]
+    if anchor_pem is None:
+        return []
+    anchor = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
     try:
         leaf.verify_directly_issued_by(anchor)
     except (ValueError, TypeError, InvalidSignature):
-        problems.append(f"signed by '{_common_name(leaf)}', whose certificate the trust anchor "
-                        f"'{_common_name(anchor)}' did not issue")
-    at = _time(document["payload"].get("issued_at"))
+        return [f"signed by '{_common_name(leaf)}', a certificate not issued by the trust anchor "
+                f"'{_common_name(anchor)}': another identity signed it"]
     if at is not None and not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
-        problems.append(f"the signing certificate was not valid at {at.isoformat()}")
-    try:
-        leaf.public_key().verify(value, canonical(document["payload"]), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        problems.append("the signature does not match the payload (edited after signing)")
-    return problems
+        return [f"signed at {at.isoformat()}, outside its certificate's validity "
+                f"({leaf.not_valid_before_utc.isoformat()} to {leaf.not_valid_after_utc.isoformat()})"]
+    return []
 
 
 def anchor_description(anchor_pem: str) -> str:

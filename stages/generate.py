@@ -35,7 +35,7 @@ from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
 from provenance.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict
-from provenance import credentials, ledger, signed, watermark
+from provenance import credentials, ledger, publiclog, signed, watermark
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, sign_png
@@ -340,13 +340,13 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         code_version=code_version(),
     )
     # sign in memory first (sign_png validates the manifest against the schema): if either fails, nothing is written
-    signed = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest),
+    signed_png = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest),
                       champ.embedded)
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
     ledger.record(conn, manifest, wm_id)
     if own_conn:
         conn.close()
-    write_bytes(out_dir / f"{artwork_id}.png", signed)  # the signed artwork is the last write
+    write_bytes(out_dir / f"{artwork_id}.png", signed_png)  # the signed artwork is the last write
     return manifest
 
 
@@ -394,6 +394,7 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
                                         g.negative_prompt if negative_prompt is None else negative_prompt, out_dir,
                                         params=params, conn=conn)
                 manifests.append(summarise(manifest))
+        publiclog.seal(conn, ensure_signing_identity())  # the ledger's log now ends here: its head, signed
     finally:
         conn.close()
     held = sum(bool(m.get("quarantined")) for m in manifests)

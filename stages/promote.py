@@ -70,8 +70,10 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
 
 def record_promotion(model_name: str, version: str, by: str, reason: str, previous: str | None) -> dict:
     """Record who made `version` champion (a person, or "gate"), when (now, UTC) and why: as `promotion.*` tags on
-    the version in the registry and as a row of the ledger's `promotions` table. Returns what was recorded."""
-    from provenance import ledger
+    the version in the registry and as a row of the ledger's `promotions` table (its log's head signed again). Returns
+    what was recorded."""
+    from provenance import ledger, publiclog
+    from provenance.keys import ensure_signing_identity
     from registry import tracking
 
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -79,6 +81,7 @@ def record_promotion(model_name: str, version: str, by: str, reason: str, previo
     conn = ledger.open_ledger(paths.LEDGER)
     try:
         ledger.record_promotion(conn, model_name, version, by, at, reason, previous)
+        publiclog.seal(conn, ensure_signing_identity())  # the log's new head, signed
     finally:
         conn.close()
     return {"version": str(version), "by": by, "at": at, "reason": reason, "previous_champion": previous}

@@ -281,9 +281,9 @@ def test_dataset_html_report_shows_counts_policy_and_problems(tmp_path):
 
 
 def test_the_anchor_is_named_by_its_common_name_and_fingerprint(tmp_path):
-    from provenance.audit_report import describe_anchor
     from provenance.keys import create_signing_identity
+    from provenance.signed import anchor_description
 
     identity = create_signing_identity(tmp_path / "keys", subject="Test bundle")
-    text = describe_anchor(identity.ca_pem(), "bundle trust/ca.pem")
-    assert re.fullmatch(r"bundle trust/ca\.pem, CN=Test bundle CA, sha256 fingerprint [0-9a-f]{64}", text)
+    text = anchor_description(identity.ca_pem())
+    assert re.fullmatch(r"CN=Test bundle CA, sha256 fingerprint [0-9a-f]{64}", text)

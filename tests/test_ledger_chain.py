@@ -164,8 +164,8 @@ def test_a_head_signed_by_another_identity_or_edited_is_refused(tmp_path, identi
     edited = head | {"seq": 5, "hash": entries[4]["hash"]}  # pretends the log ends before a4
     assert publiclog.verify_public_log(entries, edited, identity.ca_pem()) == [
         "entry seq 6 is not covered by the signed head (seq 5): added after signing",
-        "the signed head's signature does not verify: the head (seq, hash, time or certificates) was changed after "
-        "signing, or signed with another key"]
+        "the signed head: the signature does not verify: the signed content was changed after signing, or signed "
+        "with another key"]
 
 
 def test_an_edited_or_deleted_row_in_the_operators_ledger_is_named_and_not_sealed(tmp_path, identity):

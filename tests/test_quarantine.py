@@ -14,10 +14,11 @@ import torch
 
 from atelier import paths
 from atelier.config import load_params
-from atelier.hashing import phash
+from atelier.hashing import file_sha256, phash
 from atelier.models.clip import encode_images
 from atelier.models.latent_diffusion import to_pil
-from provenance import ledger
+from provenance import credentials, ledger, signed
+from provenance.keys import ensure_signing_identity
 from provenance.gallery import write_gallery
 from registry import tracking
 from stages import generate
@@ -43,8 +44,14 @@ def champion(pipe, clip_model, images: list, tmp_path: Path, tags: dict | None =
                "attribution_required": len(images), "attribution_creators": len(images)}
     info = {"name": NAME, "version": "7", "run_id": "0" * 32,
             "tags": {"dataset_md5": "0" * 32, "train_records": str(len(images)), **(tags or {})}}
-    return generate.Champion(pipe, info, tmp_path, "f" * 64, summary, attribution, train,
-                             encode_images(pipe.clip_model, tensors), clip_model, pipe.tokenizer, [])
+    info["tags"].setdefault("weights_sha256", "f" * 64)
+    credential = signed.sign(credentials.payload(info, summary, file_sha256(attribution), "test"),
+                             ensure_signing_identity())
+    champ = generate.Champion(pipe, info, tmp_path, "f" * 64, summary, attribution, train,
+                              encode_images(pipe.clip_model, tensors), clip_model, pipe.tokenizer, [],
+                              credential=credential)
+    champ.embedded = generate.ingredients(champ)
+    return champ
 
 
 def made_for(pipe, prompt: str):
