@@ -95,8 +95,8 @@ def seal(conn: sqlite3.Connection, identity: SigningIdentity, path: Path | str |
                 found += _signature_problems(previous, identity.ca_pem())
             problems += [f"the previous head ({path}): {p}" for p in found]
         if problems:
-            raise ValueError(f"refusing to sign the ledger's head: the ledger fails verification:\n  - "
-                             + "\n  - ".join(problems) + f"\nFind out what changed (each log entry holds what was "
+            raise ValueError("refusing to sign the ledger's head: the ledger fails verification:\n  - "
+                             + "\n  - ".join(problems) + "\nFind out what changed (each log entry holds what was "
                              f"recorded). To start a new series of heads after an understood change, move {path} "
                              "aside and keep it with the investigation.")
         head = sign_head(conn, identity)
