@@ -95,6 +95,7 @@ class IngestParams(Section):
     max_file_bytes: int = Field(default=256 * 2**20, gt=0)  # a bigger image is refused (file_too_large) unread
     max_field_chars: int = Field(default=10_000, gt=0)      # a longer metadata field is refused, never cut
     recheck_after_days: float = Field(default=30, ge=0)     # a URL fetched longer ago has its opt-outs checked again
+    encrypt_raw: bool = True  # the raw store's packs are AES-GCM encrypted at rest (atelier/rawstore.py)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "IngestParams":

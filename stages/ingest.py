@@ -21,6 +21,11 @@ grow with the number of records. Incremental (`dvc.yaml` marks data/raw `persist
 over whole, and a metadata.jsonl block whose lines and files are unchanged is not even parsed; in a chunk that
 changed, an item whose fingerprint (path, size, mtime and inode; URL; shard member) was ingested before, and whose
 pack is still in data/raw/packs, is not read again. Bytes no current record refers to are removed at the end.
+
+The raw store is encrypted at rest when ingest.encrypt_raw is on (the default; atelier/rawstore.py): the key is read
+(made on the first run) from outside the repository, and a store written by an earlier run in the other form is
+migrated in place first. A record erased by `atelier forget` (its digest in policy/erasures.csv, atelier/erasures.py)
+is excluded wherever it appears again: ingest_error "erased: ...", nothing that identifies it kept, bytes not stored.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from atelier.declared import require_declared
 from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_json, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
-from atelier.rawstore import compact, write_pack
+from atelier.erasures import erased_digests, erased_record, record_digest
+from atelier.rawstore import RawStoreKeyError, compact, data_key, key_dir, migrate, write_pack
 from atelier.sources import Item, iter_items
 from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
 from provenance.reservations import reservation
@@ -117,10 +123,11 @@ def _read(item: Item, max_file_bytes: int) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, int], previous: dict | None = None
-                ) -> tuple[dict, bytes | None]:
+def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, int], previous: dict | None = None,
+                erased: dict[str, str] | None = None) -> tuple[dict, bytes | None]:
     """One item -> (its raw record, the bytes to store), or the record of `previous` (an earlier run's copy of the
-    same fingerprint: record_id, raw_pack, bytes, fetched_at) and None. `limits` is (max_file_bytes, max_field_chars)."""
+    same fingerprint: record_id, raw_pack, bytes, fetched_at) and None. `limits` is (max_file_bytes, max_field_chars).
+    A record whose digest is in `erased` {record digest: erasure} comes back erased (erasures.erased_record)."""
     max_file_bytes, max_chars = limits
     f = item.fields
     error = item.error
@@ -136,7 +143,8 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         "raw_pack": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
         "fetched_at": item.fetched_at,
     }
-    if error is None and previous is not None:
+    erased = erased or {}
+    if error is None and previous is not None and record_digest(previous["record_id"]) not in erased:
         record.update(previous)
         return record, None
     data = None
@@ -147,6 +155,8 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         record["record_id"] = "missing-" + hashlib.sha256(key).hexdigest()[:56]
         return record, None
     record.update(record_id=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    if (erasure := erased.get(record_digest(record["record_id"]))) is not None:
+        return erased_record(record, erasure), None
     reserved = reservation(data, f"'{item.uri}' (line {item.row})")
     if reserved:  # a reserved work keeps its id (copies of it can be found) but its bytes are not stored
         record["ingest_error"] = reserved
@@ -155,14 +165,16 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
 
 
 def ingest_chunk(items: list[Item], source: str, columns: dict, packs_dir: str, limits: tuple[int, int],
-                 previous: dict[str, dict]) -> list[dict]:
-    """A worker's task: ingest a chunk of items, their new bytes into one pack (arguments are plain data, so it
-    runs on any engine)."""
+                 previous: dict[str, dict], key_dir: str | None = None, erased: dict[str, str] | None = None
+                 ) -> list[dict]:
+    """A worker's task: ingest a chunk of items, their new bytes into one pack, encrypted with the key in `key_dir`
+    when given (arguments are plain data, never the key, so it runs on any engine)."""
     cols = Columns(**columns)
-    done = [ingest_item(item, source, cols, limits, previous.get(item.fingerprint)) for item in items]
+    done = [ingest_item(item, source, cols, limits, previous.get(item.fingerprint), erased) for item in items]
     new = [(record["record_id"], data) for record, data in done if data is not None]
     if new:
-        pack = paths.relative(write_pack(Path(packs_dir), new))
+        key = data_key(key_dir) if key_dir is not None else None
+        pack = paths.relative(write_pack(Path(packs_dir), new, key=key))
         for record, data in done:
             if data is not None:
                 record["raw_pack"] = pack
@@ -268,19 +280,21 @@ def load_previous(index_path: Path, compacted: Path) -> Previous:
     return prev
 
 
-def _key_start(source, limits: tuple[int, int]):
+def _key_start(source, limits: tuple[int, int], erased: str = ""):
     """A hash of what every key of a source's chunks depends on besides the chunk: this code's index version, the
-    source's name and column mapping, and the limits."""
-    settings = f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}"
+    source's name and column mapping, the limits, and the erasures (`erased`, a digest of them: an erasure means
+    no chunk is copied over unchecked)."""
+    settings = f"{INDEX_VERSION}\x1f{source.name}\x1f{source.columns.model_dump_json()}\x1f{limits}{erased}"
     return hashlib.sha256(settings.encode())
 
 
-def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container[str] = frozenset()) -> str | None:
+def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container[str] = frozenset(),
+              erased: str = "") -> str | None:
     """The identity of a chunk of items: an equal key means equal records, so the last run's are reused whole.
     None when an item's outcome could change while its metadata does not (a file missing today may be there
     tomorrow), or an item has no cheap identity. An item in `due` (a URL whose signals are checked again this run)
     changes the key, so the chunk is not skipped."""
-    h = _key_start(source, limits)
+    h = _key_start(source, limits, erased)
     for item in items:
         if not item.fingerprint or item.error is not None:
             return None
@@ -291,18 +305,18 @@ def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container
     return h.hexdigest()
 
 
-def lines_key(source, limits: tuple[int, int], block: Block) -> str:
+def lines_key(source, limits: tuple[int, int], block: Block, erased: str = "") -> str:
     """The key of a block of metadata.jsonl lines as written (with their line numbers and the source's settings).
     With the files its rows name unchanged (folder.unchanged), an equal key means the chunk's records are the last
     run's: checked with one lstat per row, without parsing anything."""
-    h = _key_start(source, limits)
+    h = _key_start(source, limits, erased)
     h.update(f"\x1f{block.first_line}\x1f".encode())
     for line in block.lines:
         h.update(line)
     return h.hexdigest()
 
 
-def source_chunks(source, p: IngestParams, previous: Previous, size: int):
+def source_chunks(source, p: IngestParams, previous: Previous, size: int, erased: str = ""):
     """(lines key or None, items, span) per chunk of a source. `span` is set, and `items` is None, when the chunk is
     the last run's unchanged: found by its lines key (a metadata.jsonl block whose files are unchanged)."""
     limits = (p.max_file_bytes, p.max_field_chars)
@@ -313,7 +327,7 @@ def source_chunks(source, p: IngestParams, previous: Previous, size: int):
             yield None, chunk, None
         return
     for block in blocks:
-        key = lines_key(source, limits, block)
+        key = lines_key(source, limits, block, erased)
         span = previous.lines.get(key)
         if span is not None and all(map(unchanged, previous.table["fingerprint"].slice(*span).to_pylist())):
             yield key, None, span
@@ -322,15 +336,18 @@ def source_chunks(source, p: IngestParams, previous: Previous, size: int):
 
 
 def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: Previous, now: float | None = None
-               ) -> tuple[Counter, dict[str, set[str]], set[str], dict]:
+               previous: Previous, now: float | None = None, key_dir: str | None = None,
+               erased: dict[str, str] | None = None) -> tuple[Counter, dict[str, set[str]], set[str], dict]:
     """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
     many records were reused per source, the record ids each pack must hold, the packs written by this run, and the
     re-checks: {"rechecked": URLs fetched again per source, "changed": the records usable before and not now}.
 
     A chunk whose key the last run saw is not sent anywhere: its rows are copied from the last run's index as they
     are. In a chunk that changed, an item whose fingerprint the last run saw is not read again. A URL fetched more
-    than p.recheck_after_days before `now` (or marked due) is fetched again, its opt-out signals checked anew."""
+    than p.recheck_after_days before `now` (or marked due) is fetched again, its opt-out signals checked anew. New
+    bytes are encrypted with the key in `key_dir` when given; records in `erased` are excluded (see ingest_item)."""
+    erased = erased or {}
+    salt = hashlib.sha256("\n".join(sorted(erased)).encode()).hexdigest() if erased else ""
     live: dict[str, set[str]] = {}
     written: set[str] = set()
     rechecks: dict = {"rechecked": Counter(), "changed": []}
@@ -348,17 +365,18 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
         keys: deque[tuple[str | None, str | None, tuple[int, int] | None, dict, dict]] = deque()
 
         def tasks():
-            for by_lines, chunk, span in source_chunks(source, p, previous, engine.p.chunk_size):
+            for by_lines, chunk, span in source_chunks(source, p, previous, engine.p.chunk_size, salt):
                 key, due = None, {}
                 if span is None:
                     if source.kind == "urls":  # fetched again by the source: their signals are checked anew
                         due = {i.fingerprint: row for i in chunk if (row := previous.copies.due(i.fingerprint))}
-                    key = chunk_key(source, limits, chunk, due)
+                    key = chunk_key(source, limits, chunk, due, salt)
                     span = previous.chunks.get(key) if key else None
                 copies = {} if span else {i.fingerprint: copy for i in chunk
                                           if i.fingerprint and (copy := previous.copies.get(i.fingerprint))}
                 keys.append((key, by_lines, span, copies, due))
-                yield [] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies
+                yield ([] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies,
+                       key_dir, erased)
 
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
         bar = tqdm(desc=f"ingest {source.name}", unit="rec", disable=not progress_enabled())
@@ -470,10 +488,17 @@ def main() -> dict:
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
+    key = data_key(create=True) if p.encrypt_raw else None  # the key's folder travels to the workers, never the key
+    migrated = migrate(paths.RAW_PACKS, key)  # an earlier run's store in the other form: rewritten in place
+    if migrated:
+        print(f"ingest: {migrated} raw packs {'encrypted' if key else 'decrypted'} in place (ingest.encrypt_raw is "
+              f"{'on' if key else 'off'})")
+    erased = erased_digests()
     now = time.time()
     with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
             ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
-        reused, live, written, rechecks = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous, now)
+        reused, live, written, rechecks = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous, now,
+                                                     key_dir=str(key_dir()) if key else None, erased=erased)
         where = engine.describe()
         sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them
     deleted, rewritten = compact(paths.RAW_PACKS, live, previous.packs)
@@ -481,6 +506,7 @@ def main() -> dict:
     table = read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
     errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
     summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
+               "raw_encrypted": key is not None, "packs_migrated": migrated,
                "reused_per_source": dict(reused), "packs_deleted": deleted, "packs_rewritten": rewritten,
                "engine": where, "rechecked_per_source": dict(rechecks["rechecked"]),
                "rechecks_changed": len(rechecks["changed"])}
@@ -519,4 +545,8 @@ def recheck_due(index_path: Path, recheck_after_days: float, now: float) -> bool
 if __name__ == "__main__":
     if sys.argv[1:] == ["--recheck-due"]:  # exit 0 when a re-check is due (the flow then forces this stage)
         sys.exit(0 if recheck_due(paths.INGEST_INDEX, load_params().ingest.recheck_after_days, time.time()) else 1)
-    main()
+    try:
+        main()
+    except RawStoreKeyError as exc:  # a missing or wrong key: what to do, not a traceback
+        print(f"ingest: {exc}", file=sys.stderr)
+        sys.exit(2)
