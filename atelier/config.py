@@ -117,6 +117,8 @@ class CleanParams(Section):
     min_size: int = Field(ge=1)
     max_pixels: int = Field(gt=0)
     near_duplicate_hamming: int = Field(ge=0, le=64)
+    faces: Literal["blur", "exclude", "keep"] = "blur"  # faces found in an image: blurred in the training copy,
+                                                        # the record excluded, or kept (atelier/faces.py exemptions)
 
     @model_validator(mode="after")
     def _supported_resolution(self) -> "CleanParams":

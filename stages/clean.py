@@ -6,6 +6,13 @@ table, named in each record's `clean_path`; atelier.dataset.load_images reads th
 data/clean/rejects.parquet, data/clean/decoded.parquet (each decode result with its params) and
 data/clean/chunks.parquet (each chunk's key and row counts): the last two are the next run's cache.
 
+Privacy: faces are looked for in every decoded image at its own size (atelier/faces.py); by clean.faces they are
+blurred in the training copy (the raw bytes stay as they are), or the record is excluded (reason `faces`), or kept;
+a record whose metadata records a model release, or a public-domain historical artwork, keeps them. Titles, captions
+and creator fields have their personal data (e-mail, phone, street address, ids: atelier/pii.py) replaced by
+placeholders in every table written here, kept and rejected alike. Each row says what was done: `redacted`
+(field:kind=count, never the data), `faces` (how many found), `face_action` and `privacy` (in words).
+
 Map and reduce: decoding (the expensive, independent part) runs in chunks on the engine (local processes or Dask);
 the reducer then decides duplicates in table order in this process, so the output is the same on any engine.
 Streaming: the raw table is read in batches and the outputs written in batches; memory holds a window of chunks,
@@ -34,18 +41,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
+from atelier import faces as face_policy
 from atelier import paths
 from atelier.config import CleanParams, load_params
 from atelier.io import ParquetStream, atomic_dir, read_table, sync_files
 from atelier.parallel import Engine
+from atelier.pii import redact, summary as redaction_summary
 from atelier.rawstore import read_pack, write_pack
 
 if TYPE_CHECKING:
     import pandas as pd
 
-KEPT_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.string()), ("phash", pa.string()),
-               ("clean_path", pa.string())]
+DECODE_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.string()), ("phash", pa.string()),
+                 ("faces", pa.int64())]  # what decoding an image's bytes gives
+KEPT_FIELDS = [*DECODE_FIELDS, ("face_action", pa.string()), ("privacy", pa.string()), ("clean_path", pa.string())]
 REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
+REDACTED_FIELD = ("redacted", pa.string())  # on kept and rejected rows: field:kind=count of what was redacted
+TEXT_FIELDS = ("title", "caption", "creator")  # free text scanned for personal data (creator: contact data only;
+                                               # names are never redacted: the licences require the credit)
+FACE_ACTIONS = {"blurred": "blurred", "kept": "kept (clean.faces is keep)",
+                "kept_model_release": "kept (model release recorded)",
+                "kept_historical": "kept (public-domain historical artwork)"}
 KEPT_COLUMNS = [name for name, _ in KEPT_FIELDS]
 ORIENTATION = 0x0112  # the EXIF tag
 # A JPEG is decoded at reduced scale down to this side, never smaller: the perceptual hash (32x32 DCT) of a
@@ -54,8 +70,11 @@ DRAFT_MIN_SIDE = 128
 PHASH_FROM = 64  # the perceptual hash is computed from a copy box-reduced to at least this side
 REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
 # data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
-DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *KEPT_FIELDS[:4], *REJECT_FIELDS])
-DECODED_EMPTY = {"width": None, "height": None, "format": None, "phash": None, "reason": None, "detail": None}
+# `blurred`: how many faces the training copy made with this result has blurred (0: none, or not asked to blur).
+DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *DECODE_FIELDS,
+                            ("blurred", pa.int64()), *REJECT_FIELDS])
+DECODED_EMPTY = {"width": None, "height": None, "format": None, "phash": None, "faces": None, "blurred": None,
+                 "reason": None, "detail": None}
 # Only these Pillow decoders ever see a file: never EPS (it runs Ghostscript on the file), PSD, ICO and the rest.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes camera MPO files
 NOT_IMAGES = [(b"PK\x03\x04", "a ZIP archive (or a document packed as one)"), (b"%PDF", "a PDF document"),
@@ -78,6 +97,8 @@ class CleanImage:
     height: int
     format: str
     phash: str
+    faces: int = 0    # faces found in the decoded image
+    blurred: int = 0  # faces blurred in `image`
 
 
 def _unsupported(data: bytes) -> str | None:
@@ -110,8 +131,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, p: CleanParams) -> CleanImage:
-    """Decode and normalise one image, or raise Rejected with the reason."""
+def decode(data: bytes, p: CleanParams, blur: bool = False) -> CleanImage:
+    """Decode and normalise one image, or raise Rejected with the reason; count its faces and, when `blur`, blur
+    them in the training copy."""
     if not data:
         raise Rejected("empty_file", "the file has zero bytes")
     previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, p.max_pixels  # Pillow's limit is global:
@@ -127,7 +149,7 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
                     probe.verify()
             width, height = img.size
             if fmt == "JPEG":  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still covers what we need
-                side = max(p.resolution, DRAFT_MIN_SIDE)
+                side = max(p.resolution, DRAFT_MIN_SIDE, face_policy.DETECT_MIN_SIDE)
                 img.draft("RGB", (side, side))
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -162,6 +184,9 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
 
     factor = min(rgb.size) // PHASH_FROM  # the hash looks at 32x32: a box-reduced copy gives the same hash, faster
     phash = str(imagehash.phash(rgb.reduce(factor) if factor >= 2 else rgb))
+    boxes = face_policy.detect(rgb)  # at the decoded image's own size (bounded), not the small training copy
+    if blur and boxes:
+        rgb = face_policy.blur(rgb, boxes)
     scale = p.resolution / min(rgb.size)
     resized = rgb.resize((max(p.resolution, round(rgb.width * scale)), max(p.resolution, round(rgb.height * scale))),
                          Image.LANCZOS, reducing_gap=2.0)  # box-reduce first when 2x or more larger: same look, faster
@@ -169,27 +194,57 @@ def decode(data: bytes, p: CleanParams) -> CleanImage:
     top = (resized.height - p.resolution) // 2
     cropped = resized.crop((left, top, left + p.resolution, top + p.resolution))
     stripped = Image.frombytes("RGB", cropped.size, cropped.tobytes())  # a fresh image: no EXIF, GPS, ICC or text
-    return CleanImage(stripped, width, height, fmt, phash)
+    return CleanImage(stripped, width, height, fmt, phash, len(boxes), len(boxes) if blur else 0)
 
 
-def decode_record(data: bytes, p: CleanParams) -> tuple[dict, Image.Image | None]:
-    """The decode result of one record's bytes ({width, height, format, phash} or {reason, detail}) and its image."""
+def decode_record(data: bytes, p: CleanParams, blur: bool = False) -> tuple[dict, Image.Image | None]:
+    """The decode result of one record's bytes ({width, height, format, phash, faces, blurred} or {reason, detail})
+    and its image."""
     try:
-        img = decode(data, p)
+        img = decode(data, p, blur)
     except Rejected as r:
         return {"reason": r.reason, "detail": r.detail}, None
-    return {"width": img.width, "height": img.height, "format": img.format, "phash": img.phash}, img.image
+    return {"width": img.width, "height": img.height, "format": img.format, "phash": img.phash, "faces": img.faces,
+            "blurred": img.blurred}, img.image
 
 
-def decode_chunk(todo: list[tuple[str, str]], p: dict) -> dict[str, dict]:
-    """A worker's task: decode (record_id, raw pack) pairs; a usable image's result carries its PNG bytes ("png").
+def wants_blur(record: dict, p: CleanParams) -> bool:
+    """Whether faces in this record's image are to be blurred in its training copy (clean.faces and exemptions)."""
+    return p.faces == "blur" and face_policy.exemption(record) is None
+
+
+def redact_record(record: dict) -> dict:
+    """The record's TEXT_FIELDS with personal data replaced by placeholders, and `redacted` saying what was."""
+    out, found = {}, {}
+    for name in TEXT_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str):
+            out[name], found[name] = redact(value)
+    return {**out, "redacted": redaction_summary(found)}
+
+
+def privacy_words(faces: int, action: str | None, redacted: str) -> str:
+    """A row's `privacy` column: what was changed for privacy, in words ("2 faces blurred; caption: 1 email")."""
+    parts = []
+    if faces:
+        parts.append(f"{faces} face{'s' if faces > 1 else ''} {FACE_ACTIONS[action]}")
+    for part in redacted.split(";") if redacted else []:
+        name, _, kinds = part.partition(":")
+        parts.append(f"{name}: " + ", ".join(f"{n} {k}" for k, _, n in (i.partition("=") for i in kinds.split(",")))
+                     + " redacted")
+    return "; ".join(parts)
+
+
+def decode_chunk(todo: list[tuple[str, str, bool]], p: dict) -> dict[str, dict]:
+    """A worker's task: decode (record_id, raw pack, blur faces) triples; a usable image's result carries its PNG
+    bytes ("png").
 
     Arguments are plain data, so the task runs on any engine; it depends on nothing but its arguments."""
     if not todo:
         return {}
     params = CleanParams(**p)
     wanted: dict[str, set[str]] = {}
-    for record_id, pack in todo:
+    for record_id, pack, _ in todo:
         wanted.setdefault(pack, set()).add(record_id)
     stored, problems = {}, {}
     for pack, ids in wanted.items():
@@ -198,12 +253,12 @@ def decode_chunk(todo: list[tuple[str, str]], p: dict) -> dict[str, dict]:
         except (OSError, pa.ArrowException) as exc:  # the pack vanished or is damaged: say so, keep the records
             problems.update({rid: f"raw pack {pack}: {getattr(exc, 'strerror', None) or exc}" for rid in ids})
     out = {}
-    for record_id, pack in todo:
+    for record_id, pack, blur in todo:
         if record_id not in stored:
             detail = problems.get(record_id, f"record {record_id} is missing from raw pack {pack}")
             out[record_id] = {"reason": "file_unreadable", "detail": detail}
             continue
-        result, image = decode_record(stored.pop(record_id), params)
+        result, image = decode_record(stored.pop(record_id), params, blur)
         if image is not None:
             buf = io.BytesIO()
             image.save(buf, format="PNG")
@@ -217,7 +272,8 @@ class Reducer:
 
     Exact duplicates (same record id as a kept record) and near duplicates (perceptual hash within
     clean.near_duplicate_hamming bits of a kept image) are rejected here, so the outcome depends only on the order
-    of the table, never on which worker finished first. The near-duplicate search is one vectorised pass over the
+    of the table, never on which worker finished first; then the face policy (clean.faces) is applied. Every row,
+    kept or rejected, has its text redacted (redact_record). The near-duplicate search is one vectorised pass over the
     kept hashes (64-bit popcount), not a Python loop."""
 
     def __init__(self, p: CleanParams):
@@ -229,6 +285,7 @@ class Reducer:
     def decide(self, record: dict, result: dict | None, clean_path: str = "") -> tuple[dict | None, dict | None]:
         """(clean row, None) or (None, reject row) for one raw record and its decode result; a kept record's image
         is stored at `clean_path`."""
+        record = {**record, **redact_record(record)}
         if isinstance(record.get("ingest_error"), str):
             reason, _, detail = record["ingest_error"].partition(": ")
             return None, {**record, "reason": reason, "detail": detail}
@@ -246,8 +303,27 @@ class Reducer:
                 first = int(close[0])
                 return None, {**record, "reason": "duplicate_near",
                               "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}"}
+        faces, action = int(result.get("faces") or 0), None
+        if faces:
+            exempt = face_policy.exemption(record)
+            if self.p.faces == "keep":
+                action = "kept"
+            elif exempt is not None:
+                action = f"kept_{exempt}"
+            elif self.p.faces == "exclude":
+                return None, {**record, "reason": "faces",
+                              "detail": f"{faces} face{'s' if faces > 1 else ''} detected and clean.faces is exclude; "
+                                        "the record has no model_release/consent and is not a public-domain "
+                                        "historical artwork"}
+            else:
+                action = "blurred"
+        if (result.get("blurred") or 0) != (faces if action == "blurred" else 0):  # a reused decode made otherwise
+            raise RuntimeError(f"record {record['record_id']}: its training copy has {result.get('blurred')} faces "
+                               f"blurred but the face policy asks {action}; delete data/clean/decoded.parquet and "
+                               "run the clean stage again")
         self.keep(record["record_id"], record["source_uri"], result["phash"])
-        return {**record, **result, "clean_path": clean_path}, None
+        privacy = privacy_words(faces, action, record["redacted"])
+        return {**record, **result, "face_action": action, "privacy": privacy, "clean_path": clean_path}, None
 
     def keep_all(self, record_ids: list[str], uris: list[str], phashes: list[str]) -> None:
         """keep() each of many records (a chunk carried over from the last run), in one go."""
@@ -280,7 +356,7 @@ def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) 
         result, image = None, None
         if not isinstance(record.get("ingest_error"), str) and record["record_id"] not in reducer.kept_ids:
             try:
-                result, image = decode_record(load_bytes(record), p)
+                result, image = decode_record(load_bytes(record), p, wants_blur(record, p))
             except (OSError, pa.ArrowException) as exc:
                 result = {"reason": "file_unreadable", "detail": f"raw pack {record.get('raw_pack')}: "
                                                                    f"{getattr(exc, 'strerror', None) or exc}"}
@@ -291,8 +367,8 @@ def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) 
                 on_image(record["record_id"], image)
         else:
             rejects.append(reject)
-    clean = pd.DataFrame(kept, columns=[*raw.columns, *KEPT_COLUMNS])
-    rejected = pd.DataFrame(rejects, columns=[*raw.columns, *REJECT_COLUMNS])
+    clean = pd.DataFrame(kept, columns=[*raw.columns, REDACTED_FIELD[0], *KEPT_COLUMNS])
+    rejected = pd.DataFrame(rejects, columns=[*raw.columns, REDACTED_FIELD[0], *REJECT_COLUMNS])
     return clean, rejected
 
 
@@ -304,14 +380,16 @@ def _extend(schema: pa.Schema, fields: list) -> pa.Schema:
 
 def decode_key(p: CleanParams) -> str:
     """The params a decode result depends on (not the near-duplicate threshold, which only the reducer uses)."""
-    return f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels}"
+    return (f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels},"
+            f"faces={face_policy.DETECTOR}")
 
 
 def _result(row: dict) -> dict:
     """A decode result as the reducer takes it, from a decoded.parquet row."""
     if isinstance(row["reason"], str):
         return {"reason": row["reason"], "detail": row["detail"]}
-    return {"width": int(row["width"]), "height": int(row["height"]), "format": row["format"], "phash": row["phash"]}
+    return {"width": int(row["width"]), "height": int(row["height"]), "format": row["format"], "phash": row["phash"],
+            "faces": int(row["faces"]), "blurred": int(row["blurred"])}
 
 
 class CachedDecodes:
@@ -340,7 +418,7 @@ class CachedDecodes:
 # raw table under the same params: the last run's rows for that prefix are carried over as they are.
 CHUNKS_SCHEMA = pa.schema([("key", pa.string()), ("clean", pa.int64()), ("rejected", pa.int64()),
                            ("decoded", pa.int64())])
-CHUNKS_VERSION = "clean-chunks 2"  # part of every chunk key: change it when the stage's output changes
+CHUNKS_VERSION = "clean-chunks 3"  # part of every chunk key: change it when the stage's output changes
 
 
 @dataclass
@@ -438,11 +516,15 @@ def _stream_raw(engine: Engine, p: CleanParams, first_key: str, previous: Previo
                 if r["ingest_error"] is not None or rid in dispatched:
                     continue
                 dispatched.add(rid)
-                if rid in cached:
-                    chunk.results[rid] = {**cached[rid], "raw_pack": pack_path(r["raw_pack"])}
+                blur = wants_blur(r, p)
+                reuse = cached[rid] if rid in cached else None
+                if reuse is not None and "reason" not in reuse and reuse["faces"] and bool(reuse["blurred"]) != blur:
+                    reuse = None  # decoded under another face decision (its metadata changed): decode again
+                if reuse is not None:
+                    chunk.results[rid] = {**reuse, "raw_pack": pack_path(r["raw_pack"])}
                     chunk.reused += 1
                 else:
-                    todo.append((rid, pack_path(r["raw_pack"])))
+                    todo.append((rid, pack_path(r["raw_pack"]), blur))
             pending.append(chunk)
             yield todo, params
 
@@ -461,21 +543,27 @@ class ImageSource:
         self.where: dict[str, str] | None = None  # record_id -> the last run's pack
         self.previous = previous
 
-    def pngs(self, wanted: dict[str, str]) -> dict[str, bytes]:
-        """{record_id: PNG bytes} for {record_id: raw pack path}."""
+    def pngs(self, wanted: dict[str, tuple[str, bool]]) -> dict[str, bytes]:
+        """{record_id: PNG bytes} for {record_id: (raw pack path, blur faces)}; the last run's PNG is taken only
+        when its faces were blurred as asked now."""
         if self.where is None:
             kept = self.previous.tables[0] if self.previous is not None else None
-            self.where = {} if kept is None else dict(zip(kept["record_id"].to_pylist(), kept["clean_path"].to_pylist()))
+            self.where = {} if kept is None else {
+                rid: (path, action) for rid, path, action in zip(kept["record_id"].to_pylist(),
+                                                                 kept["clean_path"].to_pylist(),
+                                                                 kept["face_action"].to_pylist())}
         out, by_pack = {}, {}
-        for rid in wanted:
+        for rid, (_, blur) in wanted.items():
             if rid in self.where:
-                by_pack.setdefault(self.where[rid], set()).add(rid)
+                pack, action = self.where[rid]
+                if action is None or (action == "blurred") == blur:  # no faces, or blurred as asked now
+                    by_pack.setdefault(pack, set()).add(rid)
         for pack, ids in by_pack.items():
             try:
                 out.update(read_pack(paths.absolute(pack), ids))
             except (OSError, pa.ArrowException):  # gone or damaged: decoded again below
                 pass
-        again = [(rid, raw) for rid, raw in wanted.items() if rid not in out]
+        again = [(rid, raw, blur) for rid, (raw, blur) in wanted.items() if rid not in out]
         out.update({rid: r["png"] for rid, r in decode_chunk(again, self.p.model_dump()).items() if "png" in r})
         return out
 
@@ -501,8 +589,10 @@ def main() -> dict:
         packs = inside(paths.CLEAN_PACKS)
         packs.mkdir()
         reducer = Reducer(p)
-        with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, KEPT_FIELDS)) as clean_out, \
-                ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, REJECT_FIELDS)) as reject_out, \
+        with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, [REDACTED_FIELD, *KEPT_FIELDS])
+                           ) as clean_out, \
+                ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, [REDACTED_FIELD, *REJECT_FIELDS])
+                              ) as reject_out, \
                 ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out, \
                 ParquetStream(inside(paths.CLEAN_CHUNKS), CHUNKS_SCHEMA) as chunks_out:
             carry: list[int] = []  # consecutive carried chunks, copied over in one go
@@ -551,7 +641,8 @@ def main() -> dict:
                     counts[reject["reason"]] += 1
                     if result is not None:
                         rejected_results[rid] = result
-                missing = {r["record_id"]: raw_packs[r["record_id"]] for r in kept if r["record_id"] not in pngs}
+                missing = {r["record_id"]: (raw_packs[r["record_id"]], r["face_action"] == "blurred") for r in kept
+                           if r["record_id"] not in pngs}
                 if missing:
                     pngs.update(earlier.pngs(missing))
                 if kept:
