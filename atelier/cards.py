@@ -18,6 +18,7 @@ import yaml
 
 from atelier.config import CleanParams
 from atelier.licenses import RIGHTS_STATEMENTS, usage_terms
+from atelier.pii import parse_summary
 
 DATASET_NAME = "atelier-licensed-train"
 CROISSANT = "http://mlcommons.org/croissant/1.1"
@@ -104,11 +105,62 @@ def _field(column: str) -> dict:
             "source": {"fileObject": {"@id": "train.parquet"}, "extract": {"column": column}}}
 
 
+def privacy_counts(train: pd.DataFrame, rejects: pd.DataFrame | None = None) -> dict:
+    """What clean did for privacy, counted from the training records (train.parquet: faces, face_action, redacted)
+    and, when given, clean's rejects (reason `faces`): the same figures in the card and in `atelier audit --dataset`."""
+    n = len(train)
+    faces = train["faces"].fillna(0).astype(int) if "faces" in train else pd.Series([0] * n, dtype=int)
+    action = train["face_action"] if "face_action" in train else pd.Series([None] * n, dtype=object)
+    redacted = train["redacted"].fillna("") if "redacted" in train else pd.Series([""] * n, dtype=object)
+    per_kind: dict[str, int] = {}
+    per_field: dict[str, int] = {}
+    for line in redacted:
+        for name, kinds in parse_summary(line).items():
+            per_field[name] = per_field.get(name, 0) + sum(kinds.values())
+            for kind, k in kinds.items():
+                per_kind[kind] = per_kind.get(kind, 0) + k
+    return {
+        "records_with_faces": int((faces > 0).sum()),
+        "faces_detected": int(faces.sum()),
+        "records_faces_blurred": int((action == "blurred").sum()),
+        "faces_blurred": int(faces[action == "blurred"].sum()),
+        "records_faces_kept_model_release": int((action == "kept_model_release").sum()),
+        "records_faces_kept_historical": int((action == "kept_historical").sum()),
+        "records_faces_kept_by_policy": int((action == "kept").sum()),
+        "records_excluded_for_faces": (None if rejects is None or "reason" not in rejects
+                                       else int((rejects["reason"] == "faces").sum())),
+        "records_redacted": int((redacted != "").sum()),
+        "redactions_per_kind": dict(sorted(per_kind.items())),
+        "redactions_per_field": dict(sorted(per_field.items())),
+    }
+
+
+def _privacy_words(c: dict, clean: CleanParams) -> str:
+    excluded = ("not counted here (see data/clean/rejects.parquet, reason faces)"
+                if c["records_excluded_for_faces"] is None else str(c["records_excluded_for_faces"]))
+    return (
+        f"Faces: every image was searched for faces at clean time (dlib's frontal-face HOG detector, offline; small, "
+        f"turned and distant faces can be missed: README 'Privacy'); policy clean.faces={clean.faces}. In the "
+        f"training set {c['faces_detected']} faces were detected in {c['records_with_faces']} works: "
+        f"{c['faces_blurred']} faces blurred in {c['records_faces_blurred']} training copies (the source files are "
+        f"unchanged), {c['records_faces_kept_model_release']} works kept unblurred with a recorded model release or "
+        f"consent, {c['records_faces_kept_historical']} as public-domain historical artworks, "
+        f"{c['records_faces_kept_by_policy']} by policy; records excluded for showing faces: {excluded}. "
+        f"Text: titles, captions and creator fields were scanned for e-mail addresses, phone numbers, street "
+        f"addresses and postcodes, government ids (SSN, UK NI, IBAN) and URLs with personal query strings, each "
+        f"replaced by a placeholder such as [email]: {c['records_redacted']} works redacted, per kind: "
+        f"{_counts(c['redactions_per_kind'])}; per field: {_counts(c['redactions_per_field'])}. "
+        "Creators' names are never redacted: they are published, per record and in ATTRIBUTION.md, because the "
+        "licences require attribution (only contact details in a creator field are). Names of people in captions "
+        "are not detected. ")
+
+
 def dataset_card(train: pd.DataFrame, summary: dict, files: dict[str, str], sources: list[tuple[str, str]],
-                 clean: CleanParams) -> dict:
+                 clean: CleanParams, rejects: pd.DataFrame | None = None) -> dict:
     """The Croissant 1.1 card of the training set: `train` (data/licensed/train.parquet), `summary` (its
     summary.json), `files` (file name beside the card -> sha256; train.parquet first), `sources` ((name, kind) of
-    each declared source) and the clean stage's params."""
+    each declared source), the clean stage's params and, optionally, clean's rejects (for the records excluded for
+    showing faces)."""
     missing = [c for c in FIELDS if c not in train.columns]
     if missing:
         raise ValueError(f"data/licensed/train.parquet lacks the columns {missing} that the dataset card reads; "
@@ -131,7 +183,8 @@ def dataset_card(train: pd.DataFrame, summary: dict, files: dict[str, str], sour
         f"{clean.resolution}x{clean.resolution} pixels; images under {clean.min_size} pixels on the shorter side, "
         f"over {clean.max_pixels} pixels (decompression bombs), empty or undecodable files are rejected; exact "
         f"duplicates (same bytes) and near duplicates (perceptual hash within {clean.near_duplicate_hamming} bits) "
-        "are removed, keeping the first copy.",
+        "are removed, keeping the first copy; faces are detected and, by clean.faces, blurred in the training copy "
+        "or the record excluded; personal data in titles, captions and creator fields is replaced by placeholders.",
         f"license: each licence is normalised to SPDX (fail closed: a missing, unknown or conflicting licence is "
         f"excluded), the policy in force ({_policy_words(summary['policy'])}) and the opt-outs (policy/opt_out.csv "
         f"and each record's noai flag) are applied; a work trains only if every duplicate copy may. "
@@ -187,9 +240,8 @@ def dataset_card(train: pd.DataFrame, summary: dict, files: dict[str, str], sour
         "rai:dataCollectionType": sorted({COLLECTION_TYPES.get(kind, "Others") for kind in kinds}),
         "rai:dataPreprocessingProtocol": preprocessing,
         "rai:personalSensitiveInformation": (
-            "Creators' names are published, per record and in ATTRIBUTION.md, because the licences require "
-            "attribution. No face or person detection is done yet: images showing people are neither found nor "
-            "removed. Opted-out creators are excluded from training; their names stay only in the operator's "
+            _privacy_words(privacy_counts(train, rejects), clean)
+            + "Opted-out creators are excluded from training; their names stay only in the operator's "
             "private records (excluded.parquet, policy/opt_out.csv), not in this card."),
         "rai:dataBiases": (
             f"The set holds only openly licensed works from the declared sources ({', '.join(kinds)}); it "

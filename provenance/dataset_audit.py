@@ -7,7 +7,9 @@ from collections import Counter
 import pandas as pd
 
 from atelier import paths
+from atelier.cards import privacy_counts
 from atelier.config import load_params
+from atelier.pii import find
 from atelier.rights import decide, identify, read_opt_outs
 
 
@@ -31,6 +33,15 @@ def audit_dataset() -> dict:
             elif str(r["creator"]).replace("|", "\\|") not in attribution:
                 problems.append(f"creator '{r['creator']}' of record {r['record_id'][:12]} is missing from "
                                 "ATTRIBUTION.md")
+    for r in train.to_dict("records"):  # privacy, recomputed: no personal data left in the text, faces dealt with
+        left = sorted({f.kind for k in ("title", "caption", "creator") for f in find(str(r.get(k) or ""))})
+        if left:
+            problems.append(f"record {r['record_id'][:12]} ({r['source_uri']}) still has personal data in its text "
+                            f"({', '.join(left)}); re-run the clean stage")
+        if (r.get("faces") or 0) > 0 and not isinstance(r.get("face_action"), str):
+            problems.append(f"record {r['record_id'][:12]} ({r['source_uri']}) shows {r['faces']} faces but no "
+                            "face action is recorded; re-run the clean stage")
+    rejects = (pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]) if paths.CLEAN_REJECTS.exists() else None)
     opted_creators = {c for r in train.to_dict("records") if (c := identify(r, opt_outs)) is not None}
     noai_in_train = int(train["noai"].sum())
     return {
@@ -44,6 +55,7 @@ def audit_dataset() -> dict:
         "opted_out_creators_in_training_set": sorted(opted_creators),
         "noai_records_in_training_set": noai_in_train,
         "policy": policy.model_dump(),
+        "privacy": privacy_counts(train, rejects),
         "problems": problems + [f"opted-out creator '{c}' has records in the training set" for c in opted_creators]
         + ([f"{noai_in_train} records flagged noai are in the training set"] if noai_in_train else []),
     }

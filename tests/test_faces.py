@@ -133,3 +133,26 @@ def test_the_stage_writes_redacted_text_and_blurred_copies_only(tmp_path, face_p
         if path.is_file():
             data = path.read_bytes()
             assert not any(n in data for n in needles), path
+
+
+def test_the_dataset_card_and_the_audit_count_what_was_done(face_photo):
+    from atelier import cards
+
+    train = pd.DataFrame([
+        {"record_id": "a" * 64, "source": "demo", "creator": "Ada", "faces": 2, "face_action": "blurred",
+         "redacted": "caption:email=1,phone=1"},
+        {"record_id": "b" * 64, "source": "demo", "creator": "Ben", "faces": 1, "face_action": "kept_model_release",
+         "redacted": ""},
+        {"record_id": "c" * 64, "source": "demo", "creator": "Ada", "faces": 0, "face_action": None,
+         "redacted": "title:phone=1"}])
+    rejects = pd.DataFrame({"reason": ["faces", "duplicate_near", "faces"]})
+    counts = cards.privacy_counts(train, rejects)
+    assert counts == {"records_with_faces": 2, "faces_detected": 3, "records_faces_blurred": 1, "faces_blurred": 2,
+                      "records_faces_kept_model_release": 1, "records_faces_kept_historical": 0,
+                      "records_faces_kept_by_policy": 0, "records_excluded_for_faces": 2, "records_redacted": 2,
+                      "redactions_per_kind": {"email": 1, "phone": 2},
+                      "redactions_per_field": {"caption": 2, "title": 1}}
+    words = cards._privacy_words(counts, CleanParams(**P))
+    assert "2 faces blurred in 1 training copies" in words and "excluded for showing faces: 2" in words
+    assert "email: 1; phone: 2" in words and "never redacted" in words
+    assert cards._privacy_words(counts, CleanParams(**P)) == words  # deterministic: no clock, no order dependence
