@@ -251,6 +251,30 @@ def cmd_takedown(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase a work, a creator's works or a picture's records everywhere (raw store, data, DVC cache, reports,
+    ledger), keep a tombstone, mark the models trained on it (not with --dry-run)."""
+    import json
+
+    from atelier.rawstore import RawStoreKeyError
+    from provenance.forget import forget, format_report
+
+    if (args.target is None) == (args.image is None):
+        print("atelier: forget needs a creator name or record id, or --image FILE (one of them)", file=sys.stderr)
+        return 2
+    if args.image is not None and not Path(args.image).is_file():
+        print(f"atelier: forget --image {args.image}: no such file", file=sys.stderr)
+        return 2
+    try:
+        report = forget(args.target, image=None if args.image is None else Path(args.image), reason=args.reason,
+                        by=args.by or "", dry_run=args.dry_run)
+    except (ValueError, RawStoreKeyError) as exc:  # no reason, a picture that is not an image, the raw store's key
+        print(f"atelier: forget: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
 def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
     """Add a source to `root`/params.yaml ingest.sources and the path it reads to the ingest stage's deps in
     `root`/dvc.yaml, in one step, as inserted lines (comments and layout kept); return notes for the user. For a
@@ -444,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="takedown request")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_takedown)
+    p = sub.add_parser("forget", help="erase a work, creator or picture everywhere (data, DVC cache, reports, "
+                                      "ledger) and keep a tombstone so it is never ingested again")
+    p.add_argument("target", nargs="?", help="a record id (sha256) or a creator name")
+    p.add_argument("--image", metavar="FILE", help="a picture of the work: erases every record whose image matches")
+    p.add_argument("--reason", required=True, help="why (kept in the tombstone, policy/erasures.csv)")
+    p.add_argument("--by", help="who asked (stored as given)")
+    p.add_argument("--dry-run", action="store_true", help="only find the records and the models: nothing is erased")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_forget)
     return parser
 
 

@@ -47,6 +47,11 @@ def erased_digests(path: Path | None = None) -> dict[str, str]:
     return {row["record_digest"]: row["erasure"] for row in read_tombstones(path)}
 
 
+def erasure_count(path: Path | None = None) -> int:
+    """How many records have been erased (distinct tombstones): for the dataset card and the audit."""
+    return len(erased_digests(path))
+
+
 def add_tombstones(record_ids: list[str], erased_at: str, reason: str, by: str, path: Path | None = None) -> str:
     """Append one erasure's rows (records already erased are skipped); return the erasure's name (E1, E2, ...)."""
     path = path or TOMBSTONES

@@ -130,8 +130,8 @@ def _load_key(folder: str, create: bool) -> DataKey:
     for p in (where, path):
         mode = stat.S_IMODE(p.stat().st_mode)
         if mode & 0o077:
-            raise RawStoreKeyError(f"{p}: mode {mode:04o} lets others read it; run `chmod {'700' if p == where else '600'} "
-                                   f"{p}`")
+            fix = "700" if p == where else "600"
+            raise RawStoreKeyError(f"{p}: mode {mode:04o} lets others read it; run `chmod {fix} {p}`")
     secret = path.read_bytes()
     if len(secret) != 32:
         raise RawStoreKeyError(f"{path}: not a raw store key (32 bytes expected); restore the right file, or move it "
@@ -232,6 +232,17 @@ def read_bytes(record: dict) -> bytes:
     if data is None:
         raise FileNotFoundError(f"record {record['record_id']} is not in its pack {record['raw_pack']}")
     return data
+
+
+def encrypted_count(records: Path | None = None) -> tuple[int, int]:
+    """(records whose original bytes are encrypted at rest, records with bytes in the raw store), from
+    data/raw/records.parquet and each pack's metadata (no key needed): for the dataset card and the audit."""
+    records = records or paths.RAW_RECORDS
+    if not records.exists():
+        return 0, 0
+    packs = [p for p in read_table(records, columns=["raw_pack"])["raw_pack"].to_pylist() if p is not None]
+    encrypted = {p: paths.absolute(p).exists() and pack_key_id(paths.absolute(p)) is not None for p in set(packs)}
+    return sum(encrypted[p] for p in packs), len(packs)
 
 
 def migrate(folder: Path, key: DataKey | None) -> int:

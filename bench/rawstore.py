@@ -59,7 +59,8 @@ def main() -> dict:
             result[f"{op}_time_ratio"] = round(result["encrypted"][f"{op}_s"] / result["plain"][f"{op}_s"], 2)
         print(f"raw store, {RECORDS} records of {SIZE // 1024} KiB in packs of {PACK}:")
         for mode in ("plain", "encrypted"):
-            print(f"  {mode:9s}: write {result[mode]['write_mb_s']:7.1f} MB/s, read {result[mode]['read_mb_s']:7.1f} MB/s")
+            r = result[mode]
+            print(f"  {mode:9s}: write {r['write_mb_s']:7.1f} MB/s, read {r['read_mb_s']:7.1f} MB/s")
         print(f"  encrypted/plain time: write {result['write_time_ratio']}x, read {result['read_time_ratio']}x "
               "(read checks every record's sha256 when encrypted)")
         return result

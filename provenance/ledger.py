@@ -25,7 +25,16 @@ canonical()); `entry_sha256` is its digest and `hash` chains it to the entry bef
 
 An upsert that changes nothing (the same artwork regenerated with the same manifest) appends nothing; one that changes
 a row appends a new entry for its key, and the latest entry for a key is what the row must equal (verify_ledger). The
-log's triggers refuse UPDATE and DELETE. provenance/publiclog.py signs the head, exports the public log and verifies
+log's triggers refuse UPDATE and DELETE.
+
+One controlled exception: erasure (`atelier forget`, erase_record()). A nearest-training-image item naming an erased
+record keeps its record id, licence and similarity but its title, creator and source become "(erased)", in the rows
+of artworks and refusals; every earlier log entry that held the record has its content replaced by "erased" (not
+JSON, so never a real entry), keeping its entry_sha256, prev and hash, so the chain still verifies (it links
+digests; the public log shows such an entry as `"withheld": "erased"`); the scrubbed rows are appended as new
+entries, and the erasure itself as an entry of kind 'erasure' (public: the record's digest, when, why, which entries
+were erased). The triggers are dropped and recreated inside that one transaction; secure_delete and a WAL checkpoint
+keep the old text out of the file. provenance/publiclog.py signs the head, exports the public log and verifies
 it. A version 1 or 2 ledger gets its log backfilled on open: artworks by (created_at, id), then refusals by
 (created_at, id), then promotions by seq.
 
@@ -95,7 +104,7 @@ CREATE TABLE IF NOT EXISTS promotions (
 );
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY,             -- 1, 2, 3, ... in the order of the writes
-    kind TEXT NOT NULL,                  -- 'artwork', 'refusal' or 'promotion'
+    kind TEXT NOT NULL,                  -- 'artwork', 'refusal', 'promotion' or 'erasure'
     key TEXT NOT NULL,                   -- the artwork or refusal id, or the promotion seq
     entry TEXT NOT NULL,                 -- canonical JSON of what was recorded
     entry_sha256 TEXT NOT NULL,
@@ -111,7 +120,10 @@ TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS log_no_delete BEFORE DELETE ON log "
     "BEGIN SELECT RAISE(ABORT, 'the ledger log is append-only: its entries are never deleted'); END",
 )
-KINDS = ("artwork", "refusal", "promotion")
+KINDS = ("artwork", "refusal", "promotion", "erasure")
+ERASED_ENTRY = "erased"     # the text of a log entry whose content an erasure removed (see erase_record)
+ERASED_VALUE = "(erased)"   # a personal field of a nearest-training-image item, once erased
+ERASED_FIELDS = ("title", "creator", "source")
 GENESIS = "0" * 64  # the prev of the first entry
 
 COLUMNS = ("id", "sha256_pixels", "phash", "watermark_id", "manifest", "model_name", "model_version", "created_at")
@@ -306,8 +318,8 @@ def log_entries(conn: sqlite3.Connection) -> list[dict]:
     """The whole log in seq order: seq, kind, key, entry (parsed), entry_sha256, prev, hash (the operator's view)."""
     _require_log(conn)
     rows = conn.execute("SELECT seq, kind, key, entry, entry_sha256, prev, hash FROM log ORDER BY seq")
-    return [{"seq": r[0], "kind": r[1], "key": r[2], "entry": json.loads(r[3]), "entry_sha256": r[4], "prev": r[5],
-             "hash": r[6]} for r in rows]
+    return [{"seq": r[0], "kind": r[1], "key": r[2], "entry_sha256": r[4], "prev": r[5], "hash": r[6],
+             **({"erased": True} if r[3] == ERASED_ENTRY else {"entry": json.loads(r[3])})} for r in rows]
 
 
 def verify_chain(entries: list[dict]) -> list[str]:
@@ -357,6 +369,10 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
                     problems.append(f"{kind} {key}: its row in the {table} table has no log entry: it was added "
                                     "outside the ledger code")
                     continue
+                if "entry" not in logged:
+                    problems.append(f"{kind} {key}: its latest log entry (seq {logged['seq']}) was erased and no entry "
+                                    "records the row since: the erasure did not finish")
+                    continue
                 recorded = logged["entry"]
                 now = (_artwork_entry(row) if kind == "artwork" else _refusal_entry(row) if kind == "refusal"
                        else _promotion_entry(row, nonce=recorded.get("nonce", "")))
@@ -366,9 +382,66 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
                                     f"(seq {logged['seq']}) in {', '.join(changed)}: the row was edited outside the "
                                     "ledger code; the log entry holds what was recorded")
         for (kind, key), e in latest.items():
+            if kind == "erasure":
+                continue  # an erasure has no row: its entry is the record
             problems.append(f"{entry_name(e)} has no row in the {kind}s table: the row was deleted outside the "
                             "ledger code")
     return problems
+
+
+def _scrub(value: object, record_id: str) -> bool:
+    """Replace the personal fields of every item naming `record_id` in `value` (dicts and lists walked) by
+    ERASED_VALUE, in place; return whether anything changed."""
+    changed = False
+    if isinstance(value, dict):
+        if value.get("record_id") == record_id:
+            for field in ERASED_FIELDS:
+                if field in value and value[field] != ERASED_VALUE:
+                    value[field] = ERASED_VALUE
+                    changed = True
+        for v in value.values():
+            changed |= _scrub(v, record_id)
+    elif isinstance(value, list):
+        for v in value:
+            changed |= _scrub(v, record_id)
+    return changed
+
+
+def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, at: str, reason: str) -> dict:
+    """Erase a training record from the ledger (see the module docstring): scrub the rows of artworks and refusals
+    that list it, erase the content of every log entry that holds it, append the scrubbed rows and an 'erasure'
+    entry {record_digest, at, reason, entries_erased, artworks, refusals}; return that entry. One transaction."""
+    record_id = record_id.strip().lower()
+    conn.execute("PRAGMA secure_delete = ON")  # overwritten text is zeroed in the file, not left in free space
+    with _write(conn):
+        scrubbed: dict[str, list] = {"artworks": [], "refusals": []}
+        for table, column, to_entry, kind in (("artworks", "manifest", _artwork_entry, "artwork"),
+                                              ("refusals", "nearest", _refusal_entry, "refusal")):
+            for row in conn.execute(f"SELECT * FROM {table} WHERE instr({column}, ?) ORDER BY id",
+                                    (record_id,)).fetchall():
+                value = json.loads(row[column])
+                if _scrub(value, record_id):
+                    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+                    conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (text, row["id"]))
+                    scrubbed[table].append(row["id"])
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM log WHERE kind IN ('artwork', 'refusal') AND "
+                                           "entry != ? AND instr(entry, ?) ORDER BY seq", (ERASED_ENTRY, record_id))]
+        if seqs:
+            conn.execute("DROP TRIGGER IF EXISTS log_no_update")
+            conn.execute("DROP TRIGGER IF EXISTS log_no_delete")
+            conn.executemany("UPDATE log SET entry = ? WHERE seq = ?", [(ERASED_ENTRY, s) for s in seqs])
+            for trigger in TRIGGERS:
+                conn.execute(trigger)
+        for artwork_id in scrubbed["artworks"]:
+            row = conn.execute("SELECT * FROM artworks WHERE id = ?", (artwork_id,)).fetchone()
+            _append(conn, "artwork", artwork_id, _artwork_entry(row))
+        for refusal_id in scrubbed["refusals"]:
+            row = conn.execute("SELECT * FROM refusals WHERE id = ?", (refusal_id,)).fetchone()
+            _append(conn, "refusal", refusal_id, _refusal_entry(row))
+        entry = {"record_digest": record_digest, "at": at, "reason": reason, "entries_erased": seqs, **scrubbed}
+        _append(conn, "erasure", record_digest, entry)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the old pages leave the write-ahead log too
+    return entry
 
 
 def _artwork_entry(row) -> dict:

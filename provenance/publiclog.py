@@ -9,6 +9,8 @@ A public log is a folder of two files:
   - an artwork or refusal entry that holds a local path (a string starting with / or ~, a drive letter, or a file: or
     sqlite: URI; manifests written before issue 17 item 3 hold the registry's): it gets `"withheld": "local path"`
     instead of `entry`. Chained entries can never be scrubbed, so they are withheld rather than published.
+  - an entry whose content an erasure removed (`atelier forget`, ledger.erase_record): `"withheld": "erased"`; the
+    erasure itself is a public entry of kind 'erasure' (the record's digest, when, why).
 - `head.json`: the signed head, {"schema": "atelier.ledger-head/1", "seq", "hash", "signed_at" (UTC, ISO 8601),
   "certificate_chain" (PEM: the leaf, then the CA; public), "signature"}: base64 of the DER ECDSA P-256/SHA-256
   signature, by the signing identity's leaf key, over the canonical JSON (ledger.canonical) of the other five fields.
@@ -35,7 +37,7 @@ from provenance.keys import SigningIdentity
 HEAD_SCHEMA = "atelier.ledger-head/1"
 HEAD_NAME = "head.json"        # beside the ledger file (ledger/head.json), and in a public log folder
 ENTRIES_NAME = "entries.jsonl"
-PUBLIC_KINDS = ("artwork", "refusal")
+PUBLIC_KINDS = ("artwork", "refusal", "erasure")
 LINE_FIELDS = ("seq", "kind", "key", "entry_sha256", "prev", "hash")
 HEAD_FIELDS = ("schema", "seq", "hash", "signed_at", "certificate_chain", "signature")
 LOCAL_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/]|file:|sqlite:)")  # a string value that names a local file
@@ -112,7 +114,9 @@ def public_entries(conn: sqlite3.Connection, upto: int | None = None) -> list[di
         if upto is not None and e["seq"] > upto:
             break
         line = {k: e[k] for k in LINE_FIELDS}
-        if e["kind"] in PUBLIC_KINDS:
+        if e.get("erased"):  # its content was erased (ledger.erase_record): the chain keeps its digest
+            line |= {"withheld": "erased"}
+        elif e["kind"] in PUBLIC_KINDS:
             line |= {"withheld": "local path"} if _holds_local_path(e["entry"]) else {"entry": e["entry"]}
         lines.append(line)
     return lines

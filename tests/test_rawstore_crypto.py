@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import stat
 
 import pytest
@@ -128,3 +127,5 @@ def test_ingest_with_encryption_gives_the_same_records_and_bytes(keydir, tmp_pat
             got |= read_pack(paths.absolute(pack))
         assert got == {rid: d for rid, d in rows(4)}
     assert tables["plain"].equals(tables["encrypted"])  # the records do not depend on the encryption
+    assert rawstore.encrypted_count(tmp_path / "encrypted" / "records.parquet") == (4, 4)
+    assert rawstore.encrypted_count(tmp_path / "plain" / "records.parquet") == (0, 4)
