@@ -153,7 +153,8 @@ def main() -> dict:
     write_text(paths.ATTRIBUTION, attribution_markdown(train))
     write_json(paths.LICENSE_SUMMARY, summary)
     files = {path.name: file_sha256(path) for path in (paths.TRAIN_RECORDS, paths.ATTRIBUTION)}
-    card = dataset_card(train, summary, files, [(s.name, s.kind) for s in params.ingest.sources], params.clean)
+    card = dataset_card(train, summary, files, [(s.name, s.kind) for s in params.ingest.sources], params.clean,
+                        rejects=pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]))
     write_text(paths.DATASET_CARD, card_text(card))
     write_text(paths.DATASHEET, datasheet_markdown(card, summary))
     print(f"license: {len(train)} allowed for training {summary['train_per_license']}; "
