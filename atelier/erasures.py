@@ -20,7 +20,11 @@ from atelier import paths
 from atelier.io import write_text
 from atelier.rights import csv_cell, from_csv_cell
 
-TOMBSTONES = paths.ROOT / "policy" / "erasures.csv"
+
+def tombstones_path() -> Path:
+    """policy/erasures.csv (paths.ERASURES when paths defines it), looked up when called so tests can move it."""
+    return getattr(paths, "ERASURES", paths.ROOT / "policy" / "erasures.csv")
+
 HEADER = ("erasure", "record_digest", "erased_at", "reason", "requested_by")
 # Fields of a raw record that name or describe the work or a person: blanked in an erased record's row.
 PERSONAL = ("title", "creator", "caption", "license_raw", "license_url", "source_url")
@@ -33,7 +37,7 @@ def record_digest(record_id: str) -> str:
 
 def read_tombstones(path: Path | None = None) -> list[dict]:
     """Every tombstone row (an absent file: none)."""
-    path = path or TOMBSTONES
+    path = path or tombstones_path()
     if not path.exists():
         return []
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
@@ -54,7 +58,7 @@ def erasure_count(path: Path | None = None) -> int:
 
 def add_tombstones(record_ids: list[str], erased_at: str, reason: str, by: str, path: Path | None = None) -> str:
     """Append one erasure's rows (records already erased are skipped); return the erasure's name (E1, E2, ...)."""
-    path = path or TOMBSTONES
+    path = path or tombstones_path()
     rows = read_tombstones(path)
     done = {row["record_digest"] for row in rows}
     name = f"E{1 + len({row['erasure'] for row in rows})}"

@@ -234,6 +234,13 @@ def read_bytes(record: dict) -> bytes:
     return data
 
 
+def encrypted_packs(folder: Path) -> int:
+    """How many packs in `folder` are encrypted (their metadata only is read)."""
+    if not folder.exists():
+        return 0
+    return sum(pack_key_id(p) is not None for p in folder.glob("*.parquet"))
+
+
 def encrypted_count(records: Path | None = None) -> tuple[int, int]:
     """(records whose original bytes are encrypted at rest, records with bytes in the raw store), from
     data/raw/records.parquet and each pack's metadata (no key needed): for the dataset card and the audit."""

@@ -80,8 +80,10 @@ def needles(record_ids: set[str], by_creator: bool) -> tuple[list[str], list[byt
         raw = pd.read_parquet(paths.RAW_RECORDS)
         rows = raw[raw["record_id"].isin(record_ids)]
         for column in ("title", "caption", "source_uri", "source_url") + (("creator",) if by_creator else ()):
-            text |= {v for v in rows[column].dropna() if len(v) >= MIN_NEEDLE}
-        for record in rows.dropna(subset=["raw_pack"]).drop_duplicates("record_id").to_dict("records"):
+            if column in rows:
+                text |= {v for v in rows[column].dropna() if len(v) >= MIN_NEEDLE}
+        stored = rows.dropna(subset=["raw_pack"]) if "raw_pack" in rows else rows.iloc[:0]
+        for record in stored.drop_duplicates("record_id").to_dict("records"):
             try:
                 blobs.append(rawstore.read_bytes(record))
             except FileNotFoundError:

@@ -52,7 +52,7 @@ from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_fi
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.erasures import erased_digests, erased_record, record_digest
-from atelier.rawstore import RawStoreKeyError, compact, data_key, key_dir, migrate, write_pack
+from atelier.rawstore import RawStoreKeyError, compact, data_key, encrypted_packs, key_dir, migrate, write_pack
 from atelier.sources import Item, iter_items
 from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
 from provenance.reservations import reservation
@@ -488,7 +488,8 @@ def main() -> dict:
     previous = load_previous(paths.INGEST_INDEX, paths.INGEST_COMPACTED)
     paths.RAW_PACKS.mkdir(parents=True, exist_ok=True)
     remove_stale_temps_in(paths.RAW_PACKS)  # a pack half written by a killed run
-    key = data_key(create=True) if p.encrypt_raw else None  # the key's folder travels to the workers, never the key
+    # the key's folder travels to the workers, never the key; a store already encrypted never gets a new key
+    key = data_key(create=not encrypted_packs(paths.RAW_PACKS)) if p.encrypt_raw else None
     migrated = migrate(paths.RAW_PACKS, key)  # an earlier run's store in the other form: rewritten in place
     if migrated:
         print(f"ingest: {migrated} raw packs {'encrypted' if key else 'decrypted'} in place (ingest.encrypt_raw is "

@@ -22,11 +22,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from atelier import dvc
+from atelier import dvc, paths
 from atelier.cli import add_source
 from atelier.erasures import erasure_count, record_digest
 from provenance import keys, ledger, publiclog
+from tests.conftest import REPO
 from tests.test_ledger import manifest
+from tests.test_takedown_image import NAME, works  # noqa: F401 (a fixture)
 
 CAPTION = "zq-unique-caption-7f31c9 a person at a window on Rue Privee"
 CREATOR = "Jane Q. Privateperson"
@@ -156,3 +158,26 @@ def test_the_ledger_erase_path_scrubs_rows_and_entries_and_the_chain_still_verif
     conn.close()
     stored = b"".join(p.read_bytes() for p in (tmp_path / "ledger").iterdir() if p.is_file())
     assert CREATOR.encode() not in stored and b"zq-private" not in stored
+
+
+def test_forget_marks_the_versions_trained_on_it_and_a_dry_run_writes_nothing(works, tmp_path, monkeypatch):
+    """The takedown fixture (tests/test_takedown_image.py): version 1 trained on Ana's work, version 2 did not."""
+    from provenance import forget
+    from registry import tracking
+
+    for name in ("RAW_PACKS", "CLEAN_PACKS", "CLEAN_CHUNKS", "REPORTS", "INGEST_INDEX", "INGEST_COMPACTED"):
+        monkeypatch.setattr(paths, name, tmp_path / getattr(paths, name).relative_to(REPO))  # ROOT moved already
+    monkeypatch.setattr(paths, "ERASURES", tmp_path / "policy" / "erasures.csv", raising=False)
+    monkeypatch.setattr(forget, "rebuild_licensed", lambda: False)  # the fixture's tables are not a license input
+    dry = forget.forget(works["ana"], reason="request", dry_run=True)
+    assert [v["version"] for v in dry["versions"]] == ["1"] and not paths.ERASURES.exists()
+    assert "takedown" not in tracking.get_version(NAME, "1")["tags"]
+
+    done = forget.forget("A. Ruiz", reason="GDPR Art. 17", by="Ana's lawyer")  # by creator: any spelling
+    assert done["kind"] == "creator" and done["record_ids"] == [works["ana"]]
+    tag = tracking.get_version(NAME, "1")["tags"]["takedown"]
+    assert "erased by E1" in tag and "Ruiz" not in tag
+    assert "takedown" not in tracking.get_version(NAME, "2")["tags"]
+    raw = pd.read_parquet(paths.RAW_RECORDS)
+    assert works["ana"] not in set(raw["record_id"]) and not raw["creator"].isin(["Ana Ruiz", "A. Ruiz"]).any()
+    assert "Dry run" in forget.format_report(dry) and "tombstone E1" in forget.format_report(done)

@@ -5,6 +5,7 @@ missing or wrong key is a clear error that holds no key material, and an earlier
 from __future__ import annotations
 
 import hashlib
+import os
 import io
 import stat
 
@@ -129,3 +130,32 @@ def test_ingest_with_encryption_gives_the_same_records_and_bytes(keydir, tmp_pat
     assert tables["plain"].equals(tables["encrypted"])  # the records do not depend on the encryption
     assert rawstore.encrypted_count(tmp_path / "encrypted" / "records.parquet") == (4, 4)
     assert rawstore.encrypted_count(tmp_path / "plain" / "records.parquet") == (0, 4)
+
+
+def test_the_stages_migrate_a_plaintext_store_and_refuse_a_lost_key(keydir, tmp_path):
+    """An earlier run's plaintext raw store is encrypted in place by the next ingest (same pack names, same records,
+    clean reads it unchanged); a lost key stops ingest with what to do, not a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import copy_repo, edit_params
+    from tests.test_scale_out import snapshot, stage
+
+    root = copy_repo(tmp_path / "ws")
+    edit_params(root, demo={"per_class": 1}, ingest={"encrypt_raw": False})
+    stage(root, "demo")
+    stage(root, "ingest")
+    stage(root, "clean")
+    plain = snapshot(root)
+    packs = sorted(p.name for p in (root / "data/raw/packs").iterdir())
+    assert all(rawstore.pack_key_id(root / "data/raw/packs" / p) is None for p in packs)
+    edit_params(root, ingest={"encrypt_raw": True})
+    assert "raw packs encrypted in place" in stage(root, "ingest")
+    assert sorted(p.name for p in (root / "data/raw/packs").iterdir()) == packs
+    assert all(rawstore.pack_key_id(root / "data/raw/packs" / p) == data_key().id for p in packs)
+    stage(root, "clean")
+    assert snapshot(root) == plain  # the pipeline's outputs do not change with the encryption
+    lost = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, capture_output=True, text=True,
+                          timeout=300, env=os.environ | {rawstore.KEY_DIR_ENV: str(tmp_path / "lost")})
+    assert lost.returncode == 2 and "Traceback" not in lost.stderr and rawstore.KEY_DIR_ENV in lost.stderr
+    assert not (tmp_path / "lost").exists()  # no new key made for a store encrypted with another
