@@ -105,9 +105,11 @@ def _field(column: str) -> dict:
             "source": {"fileObject": {"@id": "train.parquet"}, "extract": {"column": column}}}
 
 
-def privacy_counts(train: pd.DataFrame, rejects: pd.DataFrame | None = None) -> dict:
+def privacy_counts(train: pd.DataFrame, rejects: pd.DataFrame | None = None,
+                   storage: tuple[int, int] | None = None, erased: int | None = None) -> dict:
     """What clean did for privacy, counted from the training records (train.parquet: faces, face_action, redacted)
-    and, when given, clean's rejects (reason `faces`): the same figures in the card and in `atelier audit --dataset`."""
+    and, when given, clean's rejects (reason `faces`), the raw store's (encrypted, stored) record counts and the number
+    of erased records: the same figures in the card and in `atelier audit --dataset`."""
     n = len(train)
     faces = train["faces"].fillna(0).astype(int) if "faces" in train else pd.Series([0] * n, dtype=int)
     action = train["face_action"] if "face_action" in train else pd.Series([None] * n, dtype=object)
@@ -119,7 +121,7 @@ def privacy_counts(train: pd.DataFrame, rejects: pd.DataFrame | None = None) -> 
             per_field[name] = per_field.get(name, 0) + sum(kinds.values())
             for kind, k in kinds.items():
                 per_kind[kind] = per_kind.get(kind, 0) + k
-    return {
+    counts = {
         "records_with_faces": int((faces > 0).sum()),
         "faces_detected": int(faces.sum()),
         "records_faces_blurred": int((action == "blurred").sum()),
@@ -133,6 +135,11 @@ def privacy_counts(train: pd.DataFrame, rejects: pd.DataFrame | None = None) -> 
         "redactions_per_kind": dict(sorted(per_kind.items())),
         "redactions_per_field": dict(sorted(per_field.items())),
     }
+    if storage is not None:
+        counts |= {"raw_records_encrypted": storage[0], "raw_records_stored": storage[1]}
+    if erased is not None:
+        counts["records_erased"] = erased
+    return counts
 
 
 def _privacy_words(c: dict, clean: CleanParams) -> str:
@@ -152,11 +159,16 @@ def _privacy_words(c: dict, clean: CleanParams) -> str:
         f"{_counts(c['redactions_per_kind'])}; per field: {_counts(c['redactions_per_field'])}. "
         "Creators' names are never redacted: they are published, per record and in ATTRIBUTION.md, because the "
         "licences require attribution (only contact details in a creator field are). Names of people in captions "
-        "are not detected. ")
+        "are not detected. "
+        + (f"Storage: {c['raw_records_encrypted']} of {c['raw_records_stored']} original files are encrypted at rest "
+           "(AES-256-GCM, key kept outside the repository). " if "raw_records_stored" in c else "")
+        + (f"Erasure: {c['records_erased']} records were erased on request (atelier forget) and are excluded from "
+           "every later run. " if "records_erased" in c else ""))
 
 
 def dataset_card(train: pd.DataFrame, summary: dict, files: dict[str, str], sources: list[tuple[str, str]],
-                 clean: CleanParams, rejects: pd.DataFrame | None = None) -> dict:
+                 clean: CleanParams, rejects: pd.DataFrame | None = None, storage: tuple[int, int] | None = None,
+                 erased: int | None = None) -> dict:
     """The Croissant 1.1 card of the training set: `train` (data/licensed/train.parquet), `summary` (its
     summary.json), `files` (file name beside the card -> sha256; train.parquet first), `sources` ((name, kind) of
     each declared source), the clean stage's params and, optionally, clean's rejects (for the records excluded for
@@ -240,7 +252,7 @@ def dataset_card(train: pd.DataFrame, summary: dict, files: dict[str, str], sour
         "rai:dataCollectionType": sorted({COLLECTION_TYPES.get(kind, "Others") for kind in kinds}),
         "rai:dataPreprocessingProtocol": preprocessing,
         "rai:personalSensitiveInformation": (
-            _privacy_words(privacy_counts(train, rejects), clean)
+            _privacy_words(privacy_counts(train, rejects, storage, erased), clean)
             + "Opted-out creators are excluded from training; their names stay only in the operator's "
             "private records (excluded.parquet, policy/opt_out.csv), not in this card."),
         "rai:dataBiases": (

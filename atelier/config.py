@@ -39,6 +39,8 @@ class Columns(Section):
     license_url: str = "license_url"
     source_url: str = "source_url"
     noai: str = "noai"
+    model_release: str = "model_release"  # true: the people shown consented (a model release): faces stay unblurred
+    historical: str = "historical"        # true on a public-domain artwork of historical figures: faces stay
     url: str = "url"            # url sources: the column with the image URL
 
 

@@ -76,7 +76,9 @@ def blur(img: Image.Image, boxes: list[tuple[int, int, int, int]]) -> Image.Imag
     return out
 
 
-def _true(value: object) -> bool:
+def is_yes(value: object) -> bool:
+    """A consent-like flag (model release, historical): only an explicit yes counts, so a missing or unclear value
+    never exempts a work's faces from blurring."""
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in TRUE_WORDS if value is not None else False
@@ -84,9 +86,9 @@ def _true(value: object) -> bool:
 
 def exemption(record: dict) -> str | None:
     """Why a record's faces may stay unblurred ("model_release" or "historical"), or None (see the module doc)."""
-    if _true(record.get("model_release")) or _true(record.get("consent")):
+    if is_yes(record.get("model_release")) or is_yes(record.get("consent")):
         return "model_release"
-    if _true(record.get("historical")):
+    if is_yes(record.get("historical")):
         from atelier.licenses import normalise
 
         spdx, _, status = normalise(record.get("license_raw"), record.get("license_url"))

@@ -7,6 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = ROOT / "params.yaml"
 OPT_OUT = ROOT / "policy" / "opt_out.csv"
+ERASURES = ROOT / "policy" / "erasures.csv"  # tombstones of erased records (atelier/erasures.py)
 
 DATA = ROOT / "data"
 DEMO_SOURCE = DATA / "sources" / "demo"

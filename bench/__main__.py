@@ -12,12 +12,13 @@ import time
 from atelier import paths
 from atelier.io import write_json
 from bench import (clip_embedding, evaluation, faces, generate_latency, ingest_clean, ledger_audit, noop_repro,
-                   provenance_overhead, training)
+                   provenance_overhead, rawstore, training)
 
 BENCHMARKS = {"ingest_clean": ingest_clean.main, "training": training.main, "clip_embedding": clip_embedding.main,
               "provenance_overhead": provenance_overhead.main, "noop_repro": noop_repro.main,
               "ledger_audit": ledger_audit.main, "evaluation": evaluation.main,
-              "generate_latency": generate_latency.main, "faces": faces.main}
+              "generate_latency": generate_latency.main, "faces": faces.main,
+              "rawstore": rawstore.main}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)

@@ -9,6 +9,8 @@ import pandas as pd
 from atelier import paths
 from atelier.cards import privacy_counts
 from atelier.config import load_params
+from atelier.erasures import erased_digests, record_digest
+from atelier.rawstore import encrypted_count
 from atelier.pii import find
 from atelier.rights import decide, identify, read_opt_outs
 
@@ -41,6 +43,13 @@ def audit_dataset() -> dict:
         if (r.get("faces") or 0) > 0 and not isinstance(r.get("face_action"), str):
             problems.append(f"record {r['record_id'][:12]} ({r['source_uri']}) shows {r['faces']} faces but no "
                             "face action is recorded; re-run the clean stage")
+    encrypted, stored = encrypted_count()
+    if load_params().ingest.encrypt_raw and encrypted < stored:
+        problems.append(f"{stored - encrypted} raw records are stored in plaintext though ingest.encrypt_raw is on; "
+                        "run the ingest stage (it encrypts the store in place)")
+    erased = erased_digests()
+    problems += [f"record {r[:12]} was erased (erasure {erased[record_digest(r)]}) but is in the training set; run "
+                 "`atelier run`" for r in train["record_id"] if record_digest(r) in erased]
     rejects = (pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]) if paths.CLEAN_REJECTS.exists() else None)
     opted_creators = {c for r in train.to_dict("records") if (c := identify(r, opt_outs)) is not None}
     noai_in_train = int(train["noai"].sum())
@@ -55,7 +64,7 @@ def audit_dataset() -> dict:
         "opted_out_creators_in_training_set": sorted(opted_creators),
         "noai_records_in_training_set": noai_in_train,
         "policy": policy.model_dump(),
-        "privacy": privacy_counts(train, rejects),
+        "privacy": privacy_counts(train, rejects, (encrypted, stored), len(erased)),
         "problems": problems + [f"opted-out creator '{c}' has records in the training set" for c in opted_creators]
         + ([f"{noai_in_train} records flagged noai are in the training set"] if noai_in_train else []),
     }

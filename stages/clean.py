@@ -29,6 +29,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from atelier.config import CleanParams, load_params
 from atelier.io import ParquetStream, atomic_dir, read_table, sync_files
 from atelier.parallel import Engine
 from atelier.pii import redact, summary as redaction_summary
-from atelier.rawstore import read_pack, write_pack
+from atelier.rawstore import RawStoreKeyError, read_pack, write_pack
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -672,4 +673,8 @@ def _link(old: Path, new: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RawStoreKeyError as exc:  # no usable key for the encrypted raw store: a message, not a traceback
+        print(f"clean: {exc}", file=sys.stderr)
+        sys.exit(2)

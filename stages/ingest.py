@@ -52,6 +52,7 @@ from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_fi
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
 from atelier.erasures import erased_digests, erased_record, record_digest
+from atelier.faces import is_yes
 from atelier.rawstore import RawStoreKeyError, compact, data_key, encrypted_packs, key_dir, migrate, write_pack
 from atelier.sources import Item, iter_items
 from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
@@ -60,7 +61,8 @@ from provenance.reservations import reservation
 RAW_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
     ("title", pa.string()), ("creator", pa.string()), ("caption", pa.string()), ("license_raw", pa.string()),
-    ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()), ("raw_pack", pa.string()),
+    ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()),
+    ("model_release", pa.bool_()), ("historical", pa.bool_()), ("raw_pack", pa.string()),
     ("bytes", pa.int64()), ("ingest_error", pa.string()),
 ])
 RAW_COLUMNS = RAW_SCHEMA.names
@@ -73,7 +75,7 @@ RAW_COLUMNS = RAW_SCHEMA.names
 INDEX_SCHEMA = (RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
                 .append(pa.field("lines_key", pa.string())).append(pa.field("fetched_at", pa.float64()))
                 .append(pa.field("recheck_due", pa.bool_())))
-INDEX_VERSION = "ingest-index 4"  # part of every chunk key: change it when ingest_item's output changes
+INDEX_VERSION = "ingest-index 5"  # part of every chunk key: change it when ingest_item's output changes
 
 RECHECKS = paths.REPORTS / "rechecks.json"  # what the last re-check of URL opt-outs found (written when one ran)
 
@@ -140,6 +142,8 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         "caption": _text(f.get(columns.caption), max_chars), "license_raw": _text(f.get(columns.license), max_chars),
         "license_url": _text(f.get(columns.license_url), max_chars),
         "source_url": _text(f.get(columns.source_url), max_chars), "noai": _flag(f.get(columns.noai)),
+        # consent-like flags count only when explicitly yes: an unclear value never exempts faces from blurring
+        "model_release": is_yes(f.get(columns.model_release)), "historical": is_yes(f.get(columns.historical)),
         "raw_pack": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
         "fetched_at": item.fetched_at,
     }

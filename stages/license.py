@@ -19,8 +19,10 @@ import pandas as pd
 from atelier import paths
 from atelier.cards import card_text, datasheet_markdown, dataset_card
 from atelier.config import PolicyParams, load_params
+from atelier.erasures import erasure_count
 from atelier.hashing import file_sha256
 from atelier.io import write_json, write_parquet, write_text
+from atelier.rawstore import encrypted_count
 from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS, OptOuts, attributable, decide, read_opt_outs
 
 # the decision, then the duplicate group: its size, every known creator, and the member that excluded it
@@ -154,7 +156,8 @@ def main() -> dict:
     write_json(paths.LICENSE_SUMMARY, summary)
     files = {path.name: file_sha256(path) for path in (paths.TRAIN_RECORDS, paths.ATTRIBUTION)}
     card = dataset_card(train, summary, files, [(s.name, s.kind) for s in params.ingest.sources], params.clean,
-                        rejects=pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]))
+                        rejects=pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]),
+                        storage=encrypted_count(), erased=erasure_count())
     write_text(paths.DATASET_CARD, card_text(card))
     write_text(paths.DATASHEET, datasheet_markdown(card, summary))
     print(f"license: {len(train)} allowed for training {summary['train_per_license']}; "

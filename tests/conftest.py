@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ATELIER_QUIET", "1")
 # signing keys for tests live in a private temp folder, never in the user's ~/.config
 os.environ.setdefault("ATELIER_SIGNING_DIR", str(Path(tempfile.mkdtemp(prefix="atelier-test-keys-")) / "signing"))
+os.environ.setdefault("ATELIER_DATA_KEY_DIR", str(Path(tempfile.mkdtemp(prefix="atelier-test-data-key-")) / "data"))
 
 
 def copy_repo(dest: Path) -> Path:

@@ -114,8 +114,13 @@ def test_the_stage_writes_redacted_text_and_blurred_copies_only(tmp_path, face_p
     source.mkdir(parents=True)
     (source / "portrait.jpg").write_bytes(face_photo)
     (source / "grid.png").write_bytes(_png(draw_artwork(STYLES[2], "green", 64, random.Random(9))))
+    mirrored = io.BytesIO()  # another picture of the same sitter, who signed a model release
+    Image.open(io.BytesIO(face_photo)).transpose(Image.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
+    (source / "released.jpg").write_bytes(mirrored.getvalue())
     rows = [{"file_name": "portrait.jpg", "title": "Portrait", "creator": "A. Photographer",
              "caption": "a portrait of a woman", "license": "CC-BY-4.0"},
+            {"file_name": "released.jpg", "title": "Portrait, released", "creator": "A. Photographer",
+             "caption": "a portrait of a woman, mirrored", "license": "CC-BY-4.0", "model_release": "yes"},
             {"file_name": "grid.png", "title": f"Grid (contact {EMAIL})", "creator": "Ada Moreno",
              "caption": f"green stripes, call {PHONE}", "license": "CC-BY-4.0"}]
     (source / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -125,6 +130,7 @@ def test_the_stage_writes_redacted_text_and_blurred_copies_only(tmp_path, face_p
         assert done.returncode == 0, done.stderr[-2000:]
     records = pq.read_table(root / "data" / "clean" / "records.parquet").to_pandas().set_index("source_uri")
     assert records.loc["portrait.jpg", "faces"] == 1 and records.loc["portrait.jpg", "privacy"] == "1 face blurred"
+    assert records.loc["released.jpg", "face_action"] == "kept_model_release"  # read from the source's metadata
     assert records.loc["grid.png", "caption"] == "green stripes, call [phone]"
     assert records.loc["grid.png", "title"] == "Grid (contact [email])"
     assert records.loc["grid.png", "redacted"] == "caption:phone=1;title:email=1"
