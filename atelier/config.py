@@ -223,6 +223,13 @@ class PromoteParams(Section):
     #                                               (same prompts and seeds) is surely below -champion_max_drop
     min_style_accuracy: float | None = None       # demo convention only (captions "a {palette} {style} composition")
     min_palette_accuracy: float | None = None
+    # reviewers' votes (atelier review; atelier/preference.py): the defaults change nothing while there are no votes
+    preference_min_votes: int = Field(default=20, ge=1)   # head-to-head votes (challenger vs champion) for the rule
+    preference_refuse_below: float = Field(default=0.5, ge=0, le=1)  # refused when the win rate's 95% high end < this
+    preference_allow_margin: float = Field(default=0.05, ge=0, le=1)  # a CLIP figure missing its bar by less than
+    #                                               this fraction of the bar is waived when the low end is above 0.5
+    preference_ridge: float = Field(default=0.1, gt=0)    # Bradley-Terry prior N(0, 1/ridge) on each log-strength
+    follow_preferred_guidance: bool = False       # champion.json names the clearly preferred guidance for generate
 
 
 class RegistryParams(Section):

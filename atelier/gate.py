@@ -4,6 +4,11 @@ pre-registered rules in params.yaml (`promote`).
 Every threshold is relative to a figure measured in the same run (the held-out real images, the real-vs-real CMMD
 baseline, chance), so a collection of any kind can pass on merit. Each check records its value, its bar and, when it
 misses, by how much.
+
+Reviewers' votes (the head-to-head summary from atelier/preference.py) add one pre-registered rule once there are at
+least `preference_min_votes` of them: a challenger whose win-rate interval lies below `preference_refuse_below` is
+refused; one whose interval lies above 0.5 has a CLIP-based figure that misses its bar by less than
+`preference_allow_margin` (a fraction of the bar) waived. With fewer votes, or none, the decisions are unchanged.
 """
 
 from __future__ import annotations
@@ -25,19 +30,22 @@ class Check:
     bar: float
     rule: str         # the rule in words, with its parameter
     passed: bool
+    waived: str = ""  # why a miss was forgiven (reviewers' preference, within the margin); empty when not
 
     def missed_by(self) -> float:
-        return abs(self.value - self.bar) if not self.passed else 0.0
+        return abs(self.value - self.bar) if not self.passed or self.waived else 0.0
 
     def as_dict(self) -> dict:
-        return {"figure": self.figure, "value": round(self.value, 4), "bar": round(self.bar, 4), "rule": self.rule,
-                "passed": self.passed, "missed_by": round(self.missed_by(), 4)}
+        out = {"figure": self.figure, "value": round(self.value, 4), "bar": round(self.bar, 4), "rule": self.rule,
+               "passed": self.passed, "missed_by": round(self.missed_by(), 4)}
+        return {**out, "waived": self.waived} if self.waived else out
 
 
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
     checks: list[Check] = field(default_factory=list)
+    preference: str = ""  # what the reviewers' votes did, in words (empty when there were none)
 
     @property
     def reasons(self) -> list[str]:
@@ -46,13 +54,24 @@ class GateResult:
                 for c in self.checks if not c.passed]
 
     def explain(self) -> str:
-        return "passed every rule" if self.passed else "; ".join(self.reasons)
+        waived = [f"{c.figure} {c.value:.3f} missed {c.rule} = {c.bar:.3f} by {c.missed_by():.3f}, waived: {c.waived}"
+                  for c in self.checks if c.waived]
+        text = "passed every rule" if self.passed else "; ".join(self.reasons)
+        return "; ".join([text, *waived] + ([self.preference] if self.preference else []))
 
 
-def gate(candidate: dict[str, float], paired: dict | None, t: PromoteParams) -> GateResult:
+# the checks on a CLIP-based figure that reviewers' clear preference may waive within the margin (by figure name)
+CLIP_FIGURES = ("retrieval_top1", "clip_score", "cmmd",
+                "paired clip_score difference to the champion (95% interval high end)")
+PREFERENCE_FIGURE = "reviewers' win rate against the champion (95% interval high end)"
+
+
+def gate(candidate: dict[str, float], paired: dict | None, t: PromoteParams,
+         preference: dict | None = None) -> GateResult:
     """Judge a candidate: prompt retrieval and CLIPScore as fractions of the real images', CMMD as a multiple of the
-    real-vs-real baseline, replication rate, the demo's style/palette accuracy where measured, and (when there is a
-    champion to compare with) the paired CLIPScore difference on the same prompts and seeds."""
+    real-vs-real baseline, replication rate, the demo's style/palette accuracy where measured, (when there is a
+    champion to compare with) the paired CLIPScore difference on the same prompts and seeds, and (with enough votes
+    in `preference`, atelier.preference.head_to_head) the reviewers' preference rule."""
     missing = [k for k in REQUIRED if candidate.get(k) is None]
     if missing:
         raise KeyError(f"candidate metrics lack {missing}; run the evaluate stage first (`dvc repro evaluate`)")
@@ -84,4 +103,31 @@ def gate(candidate: dict[str, float], paired: dict | None, t: PromoteParams) -> 
                             f"{paired['pairs']} pairs, mean {paired['mean_difference']:+.3f}, "
                             f"win rate {paired['win_rate']:.2f})",
                             paired["ci_high"] >= -t.champion_max_drop))
-    return GateResult(passed=all(c.passed for c in checks), checks=checks)
+    checks, said = preference_rule(checks, preference, t)
+    return GateResult(passed=all(c.passed for c in checks), checks=checks, preference=said)
+
+
+def preference_rule(checks: list[Check], h2h: dict | None, t: PromoteParams) -> tuple[list[Check], str]:
+    """Apply the reviewers' rule to the checks: refuse when the win rate's interval lies below
+    preference_refuse_below; when it lies above 0.5, waive CLIP-figure misses smaller than preference_allow_margin
+    of their bar. Returns the checks and what the votes did, in words."""
+    if not h2h or not h2h.get("votes"):
+        return checks, ("preference rule not applied: no reviewers' votes compare it with the champion"
+                        if h2h is not None else "")
+    n = h2h["votes"]
+    votes = (f"{n} votes by {h2h['reviewers']} reviewers against champion version {h2h['champion']}, win rate "
+             f"{h2h['win_rate']:.2f} [{h2h['low']:.2f}, {h2h['high']:.2f}]")
+    if n < t.preference_min_votes:
+        return checks, f"preference rule not applied: {votes}, fewer than preference_min_votes {t.preference_min_votes}"
+    checks = checks + [Check(PREFERENCE_FIGURE, h2h["high"], t.preference_refuse_below,
+                             f">= preference_refuse_below {t.preference_refuse_below} ({votes})",
+                             h2h["high"] >= t.preference_refuse_below)]
+    if h2h["low"] <= 0.5:
+        return checks, f"preference rule applied: {votes}; no clear preference for the challenger, nothing waived"
+    reason = f"reviewers clearly prefer the challenger ({votes}), within preference_allow_margin {t.preference_allow_margin}"
+    out = []
+    for c in checks:
+        near = c.figure in CLIP_FIGURES and not c.passed and c.bar != 0 and \
+            c.missed_by() < t.preference_allow_margin * abs(c.bar)
+        out.append(Check(c.figure, c.value, c.bar, c.rule, True, reason) if near else c)
+    return out, f"preference rule applied: {votes}"

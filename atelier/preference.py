@@ -168,3 +168,26 @@ def preferred_guidance(votes: list[dict], version: str, current: float, ridge: f
     else:
         out["clearly"] = False  # the current setting is the preferred one, or was never compared
     return out
+
+
+def existing_work_flags(votes: list[dict]) -> list[dict]:
+    """Artworks flagged as looking like a specific existing work, one row each: artwork id, prompt, seed, model
+    version, guidance, how many reviewers flagged it, the vote ids and when it was first flagged (oldest first)."""
+    found: dict[str, dict] = {}
+    for v in votes:
+        if v["choice"] != "flag" or v.get("flag_reason") != "existing_work":
+            continue
+        artwork = v["flagged"]
+        if artwork not in (v["left_artwork"], v["right_artwork"]):
+            raise ValueError(f"vote {v['id']}: flags artwork {artwork!r}, which is neither side of the pair "
+                             f"({v['left_artwork']!r}, {v['right_artwork']!r})")
+        side = "left" if artwork == v["left_artwork"] else "right"
+        row = found.setdefault(artwork, {"artwork": artwork, "prompt": v["prompt"], "seed": int(v["seed"]),
+                                         "version": str(v[f"{side}_version"]),
+                                         "guidance": float(v[f"{side}_guidance"]), "reason": "existing_work",
+                                         "first_flagged": v["created_at"], "vote_ids": [], "reviewers": set()})
+        row["vote_ids"].append(int(v["id"]))
+        row["reviewers"].add(v["reviewer"])
+        row["first_flagged"] = min(row["first_flagged"], v["created_at"])
+    return [{**row, "reviewers": len(row["reviewers"])}
+            for row in sorted(found.values(), key=lambda r: (r["first_flagged"], r["artwork"]))]

@@ -2,13 +2,14 @@
 so the team's own preference data can be audited like its training data (`atelier review export FOLDER`).
 
 The export is pseudonymous: reviewers appear by the pseudonym they chose; their consent is recorded as the sha256 of
-the consent statement they accepted and its time. Nothing else personal is stored in the ledger, so nothing else is
+the consent statement they accepted (with its version) and its time. Nothing else personal is stored in the ledger, so nothing else is
 exported. The card is deterministic (no clock, no path): the same votes give the same bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from pathlib import Path
 
@@ -26,7 +27,7 @@ VOTE_COLUMNS = ("id", "reviewer", "prompt", "seed", "left_artwork", "right_artwo
 FIELDS = {
     "vote_id": ("sc:Integer", "the vote's number in the ledger's votes table"),
     "reviewer": ("sc:Text", "the pseudonym the reviewer chose (no name, e-mail or address is collected)"),
-    "consent_sha256": ("sc:Text", "sha256 of the consent statement the reviewer accepted (UTF-8)"),
+    "consent": ("sc:Text", "the consent statement the reviewer accepted: its version and 'sha256:' its text's hash"),
     "consented_at": ("sc:Text", "when the reviewer consented (ISO 8601, UTC)"),
     "prompt": ("sc:Text", "the prompt both artworks were made from"),
     "seed": ("sc:Integer", "the seed both artworks were made with"),
@@ -83,6 +84,14 @@ def read_reviewers(ledger: Path = paths.LEDGER) -> dict[str, dict]:
         conn.close()
 
 
+def consent_reference(consent: str) -> str:
+    """The consent as exported: kept when the ledger already stores a statement reference ("<version> sha256:<hex>"),
+    else the sha256 of the statement's text."""
+    if re.fullmatch(r"\S+ sha256:[0-9a-f]{64}", consent):
+        return consent
+    return "sha256:" + hashlib.sha256(consent.encode("utf-8")).hexdigest()
+
+
 def votes_table(votes: list[dict], reviewers: dict[str, dict]) -> pd.DataFrame:
     """The exported table: one row per vote, the reviewer's consent as a statement hash and time."""
     missing = sorted({v["reviewer"] for v in votes} - set(reviewers))
@@ -90,7 +99,7 @@ def votes_table(votes: list[dict], reviewers: dict[str, dict]) -> pd.DataFrame:
         raise ValueError(f"votes by {missing} have no consent in the ledger's reviewers table; they cannot be "
                          "exported (a vote is stored only after consent: the ledger was changed by hand?)")
     rows = [{"vote_id": int(v["id"]), "reviewer": v["reviewer"],
-             "consent_sha256": hashlib.sha256(reviewers[v["reviewer"]]["consent"].encode("utf-8")).hexdigest(),
+             "consent": consent_reference(reviewers[v["reviewer"]]["consent"]),
              "consented_at": reviewers[v["reviewer"]]["consented_at"], "prompt": v["prompt"], "seed": int(v["seed"]),
              "left_artwork": v["left_artwork"], "right_artwork": v["right_artwork"],
              "left_version": str(v["left_version"]), "right_version": str(v["right_version"]),

@@ -254,3 +254,29 @@ def log_quarantine(model_name: str, version: str, quarantined: int, made: int) -
 def log_run_file(run_id: str, path: Path, artifact_path: str) -> None:
     """Log one file on a run under `artifact_path` (e.g. a version's signed model credential)."""
     client().log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def log_preference(model_name: str, version: str, scores: dict[str, dict], votes: int, plot: Path,
+                   head_to_head: dict | None = None) -> None:
+    """Log reviewers' preference on the version's training run (metrics `pref_score_<item>` for every scored item,
+    `pref_votes` and, against the champion, `pref_win_rate_vs_champion`, one step per call; the plot as
+    preference/scores.png) and as `preference.*` tags on the version (its own score and interval, the vote count, the
+    win rate against the champion with its interval)."""
+    c = client()
+    mv = c.get_model_version(model_name, str(version))
+    step = len(c.get_metric_history(mv.run_id, "pref_votes"))
+    for item, s in scores.items():
+        c.log_metric(mv.run_id, f"pref_score_{item}", float(s["score"]), step=step)
+    c.log_metric(mv.run_id, "pref_votes", float(votes), step=step)
+    tags = {"preference.votes": str(votes)}
+    own = scores.get(f"v{version}")
+    if own:
+        tags["preference.score"] = f"{own['score']:.4f} [{own['low']:.4f}, {own['high']:.4f}] (95%, Bradley-Terry)"
+    if head_to_head and head_to_head.get("votes"):
+        c.log_metric(mv.run_id, "pref_win_rate_vs_champion", float(head_to_head["win_rate"]), step=step)
+        tags["preference.win_rate_vs_champion"] = (
+            f"{head_to_head['win_rate']:.4f} [{head_to_head['low']:.4f}, {head_to_head['high']:.4f}] (95% Wilson, "
+            f"{head_to_head['votes']} votes against version {head_to_head['champion']})")
+    for key, value in tags.items():
+        c.set_model_version_tag(model_name, str(version), key, value)
+    c.log_artifact(mv.run_id, str(plot), artifact_path="preference")
