@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) browser
 
-# Debian's chromium, for the tests that open the gallery and the audit report in a headless browser.
+# Debian's chromium and chromedriver (package chromium-driver), for the tests that open the gallery, the audit report
+# and the review page in a headless browser.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: install Debian's chromium package for the browser tests (needs root)"; fi; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: install Debian's chromium and chromium-driver packages for the browser tests (needs root)"; fi; }
 
 run: $(STAMP)
 	$(BIN)/atelier run

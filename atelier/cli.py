@@ -275,6 +275,24 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """`review`: serve the review page (consent, comparisons, votes into the ledger) until Ctrl-C; `review export
+    FOLDER`: write the votes as a Croissant-described dataset (atelier/review_export.py)."""
+    if args.action == "export":
+        import importlib.util
+
+        if importlib.util.find_spec("atelier.review_export") is None:
+            print("atelier: review export is not available in this version", file=sys.stderr)
+            return 2
+        from atelier.review_export import export
+
+        export(Path(args.folder))
+        return 0
+    from atelier.review import main as serve_review
+
+    return serve_review(args.host, args.port)
+
+
 def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
     """Add a source to `root`/params.yaml ingest.sources and the path it reads to the ingest stage's deps in
     `root`/dvc.yaml, in one step, as inserted lines (comments and layout kept); return notes for the user. For a
@@ -477,6 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only find the records and the models: nothing is erased")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_forget)
+    p = sub.add_parser("review", help="serve the review page on 127.0.0.1: reviewers compare artworks and vote "
+                                      "(votes go to the ledger)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    actions = p.add_subparsers(dest="action")
+    e = actions.add_parser("export", help="write the votes as a Croissant-described, pseudonymous dataset")
+    e.add_argument("folder", help="where to write it")
+    p.set_defaults(func=cmd_review)
     return parser
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -49,3 +51,43 @@ def screenshot(page: Path, name: str, width: int = 1400, height: int = 1800) -> 
                  page.resolve().as_uri()])
     assert proc.returncode == 0 and out.exists(), proc.stderr[-2000:]
     return out
+
+
+def chromedriver() -> str:
+    """Path of Debian's chromedriver (package chromium-driver), with chromium and selenium present; else skip the
+    test with the reason (only outside CI: in CI they must exist)."""
+    import importlib.util
+    import os
+
+    chromium()
+    found = shutil.which("chromedriver")
+    missing = ("chromedriver is not installed (Debian's chromium-driver; `make setup` as root)" if found is None
+               else "selenium is not installed (pip install -e '.[dev]')"
+               if importlib.util.find_spec("selenium") is None else None)
+    if missing:
+        if os.environ.get("CI"):
+            raise RuntimeError(missing)
+        pytest.skip(missing)
+    return found
+
+
+@contextmanager
+def webdriver_session(width: int = 1100, height: int = 1000) -> Iterator:
+    """A selenium WebDriver on headless Chromium through Debian's chromedriver (never a downloaded driver), with a
+    throwaway profile; quit on exit."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium()
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver()))
+        try:
+            driver.set_page_load_timeout(60)
+            yield driver
+        finally:
+            driver.quit()
