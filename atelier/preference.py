@@ -50,6 +50,9 @@ def _fit(comparisons: list[tuple[str, str, float]], ridge: float, max_iter: int 
         raise ValueError("each comparison's score must be 1 (first preferred), 0.5 (tie) or 0 (second preferred)")
     if any(a == b):
         raise ValueError("an item cannot be compared with itself")
+    if ridge == 0 and not _strongly_connected(n, a, b, y):
+        raise ValueError("with ridge 0 the Bradley-Terry fit has no maximum (some items never lost, or never won, "
+                         "against the rest); use a ridge > 0")
     s = np.zeros(n)
 
     def hessian(s):
@@ -85,6 +88,16 @@ def _fit(comparisons: list[tuple[str, str, float]], ridge: float, max_iter: int 
                         "wins": int((won == 1).sum()), "losses": int((won == 0).sum()), "ties": int((won == 0.5).sum()),
                         "votes": int(mine.sum())}
     return scores, s, cov, index
+
+
+def _strongly_connected(n: int, a, b, y) -> bool:
+    """Ford's condition for a maximum-likelihood fit: every item reaches every other through "beat or tied" edges."""
+    reach = np.eye(n, dtype=bool)
+    reach[a[y > 0], b[y > 0]] = True   # a beat (or tied) b
+    reach[b[y < 1], a[y < 1]] = True   # b beat (or tied) a
+    for _ in range(max(n - 1, 0).bit_length() + 1):  # transitive closure by repeated squaring
+        reach = reach | ((reach.astype(int) @ reach.astype(int)) > 0)
+    return bool(reach.all())
 
 
 def win_probability(comparisons: list[tuple[str, str, float]], first: str, second: str,
