@@ -81,6 +81,29 @@ def evaluation_lines(report: dict) -> list[str]:
     return lines
 
 
+def preference_lines(promotion: dict) -> list[str]:
+    """Reviewers' preference from reports/promotion.json: the gate rule, each version's Bradley-Terry score with its
+    95% interval, the preferred guidance and the existing-work flags."""
+    pref = promotion.get("preference") or {}
+    rule = pref.get("rule", "")
+    lines = [f"  {rule if rule.startswith('preference rule') else 'preference rule ' + rule}"] if rule else []
+    if pref.get("scores"):
+        lines.append(f"Reviewers' preference ({pref['votes']} votes by {pref['reviewers']} reviewers; "
+                     f"{pref.get('model', 'Bradley-Terry')}):")
+        for item, s in sorted(pref["scores"].items(), key=lambda kv: -kv[1]["score"]):
+            lines.append(f"  {item:<8} score {s['score']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]  "
+                         f"{s['wins']} won, {s['losses']} lost, {s['ties']} tied")
+    g = pref.get("preferred_guidance")
+    if g:
+        verdict = "clearly preferred" if g["clearly"] else "not clearly preferred"
+        lines.append(f"  preferred guidance of version {g['version']}: {g['guidance']:g} (score {g['score']:+.2f} "
+                     f"[{g['low']:+.2f}, {g['high']:+.2f}], {g['votes']} votes; {verdict} to {g['current']:g})")
+    if promotion.get("flags"):
+        lines.append(f"Flagged by reviewers as looking like an existing work: {len(promotion['flags'])} artworks "
+                     "(reports/review_flags.json; follow up with `atelier takedown --image`)")
+    return lines
+
+
 def format_summary(s: dict) -> str:
     """Plain-text rendering of pipeline_summary() for the terminal."""
     lines: list[str] = ["", "Atelier run summary", "==================="]
@@ -104,6 +127,7 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {mark} {check['figure']} {check['value']:.3f}, rule {check['rule']}{by}")
         if not p.get("checks"):
             lines.append(f"  {p.get('reason')}")
+        lines += preference_lines(p)
     if "generation" in s and s["generation"].get("no_champion"):
         lines.append(f"Generation: {s['generation']['no_champion']}; no artworks made this run")
     if s.get("generation", {}).get("quarantined"):

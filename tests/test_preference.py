@@ -258,6 +258,10 @@ def test_a_clearly_preferred_challenger_is_promoted_despite_a_marginal_clip_miss
     assert metrics["pref_score_v2"] > 0 > metrics["pref_score_v1"]
     assert "preference/scores.png" in [f.path for f in c.list_artifacts(s["runs"][1], "preference")]
     assert s["tracking"].get_version(s["name"], "2")["tags"]["preference.votes"] == "24"
+    from atelier.report import format_summary  # the run summary shows the scores
+    text = format_summary({"promotion": decision})
+    assert "Reviewers' preference (24 votes by 3 reviewers" in text and "  v2       score +" in text
+    assert "preference rule applied: 24 votes by 3 reviewers" in text and "1 artworks" in text
 
 
 def test_a_clearly_dispreferred_challenger_is_refused_and_the_preferred_guidance_is_named(stage):
