@@ -124,7 +124,8 @@ def preference_rule(checks: list[Check], h2h: dict | None, t: PromoteParams) -> 
                              h2h["high"] >= t.preference_refuse_below)]
     if h2h["low"] <= 0.5:
         return checks, f"preference rule applied: {votes}; no clear preference for the challenger, nothing waived"
-    reason = f"reviewers clearly prefer the challenger ({votes}), within preference_allow_margin {t.preference_allow_margin}"
+    reason = (f"reviewers clearly prefer the challenger ({votes}), within preference_allow_margin "
+              f"{t.preference_allow_margin}")
     out = []
     for c in checks:
         near = c.figure in CLIP_FIGURES and not c.passed and c.bar != 0 and \

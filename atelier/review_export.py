@@ -2,8 +2,8 @@
 so the team's own preference data can be audited like its training data (`atelier review export FOLDER`).
 
 The export is pseudonymous: reviewers appear by the pseudonym they chose; their consent is recorded as the sha256 of
-the consent statement they accepted (with its version) and its time. Nothing else personal is stored in the ledger, so nothing else is
-exported. The card is deterministic (no clock, no path): the same votes give the same bytes.
+the consent statement they accepted (with its version) and its time. Nothing else personal is stored in the ledger,
+so nothing else is exported. The card is deterministic (no clock, no path): the same votes give the same bytes.
 """
 
 from __future__ import annotations

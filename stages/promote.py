@@ -178,8 +178,9 @@ def write_flags(votes: list[dict]) -> list[dict]:
     flags = preference.existing_work_flags(votes)
     write_json(REVIEW_FLAGS, {
         "flags": flags, "reason": "existing_work: reviewers say the artwork looks like a specific existing work",
-        "next_step": "check each artwork, then `atelier takedown --image artworks/<artwork>.png --reason \"review flag: "
-                     "looks like an existing work\"` finds the training works it may copy and opts them out"})
+        "next_step": "check each artwork, then `atelier takedown --image artworks/<artwork>.png --reason "
+                     "\"review flag: looks like an existing work\"` finds the training works it may copy and opts "
+                     "them out"})
     return flags
 
 
