@@ -284,9 +284,11 @@ def cmd_review(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("atelier.review_export") is None:
             print("atelier: review export is not available in this version", file=sys.stderr)
             return 2
+        import json
+
         from atelier.review_export import export
 
-        export(Path(args.folder))
+        print(json.dumps(export(Path(args.folder)), indent=2, default=str))  # its summary
         return 0
     from atelier.review import main as serve_review
 
