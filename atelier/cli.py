@@ -279,20 +279,57 @@ def cmd_review(args: argparse.Namespace) -> int:
     """`review`: serve the review page (consent, comparisons, votes into the ledger) until Ctrl-C; `review export
     FOLDER`: write the votes as a Croissant-described dataset (atelier/review_export.py)."""
     if args.action == "export":
-        import importlib.util
-
-        if importlib.util.find_spec("atelier.review_export") is None:
-            print("atelier: review export is not available in this version", file=sys.stderr)
-            return 2
         import json
 
         from atelier.review_export import export
 
-        print(json.dumps(export(Path(args.folder)), indent=2, default=str))  # its summary
+        try:
+            print(json.dumps(export(Path(args.folder)), indent=2, default=str))  # its summary
+        except ValueError as exc:  # e.g. a vote whose reviewer has no recorded consent: nothing is exported
+            print(f"atelier: review export: {exc}", file=sys.stderr)
+            return 2
         return 0
+    if args.action == "prepare":
+        return review_prepare(args.version, args.guidance)
     from atelier.review import main as serve_review
 
     return serve_review(args.host, args.port)
+
+
+def review_prepare(versions: list[str] | None, guidances: list[float] | None) -> int:
+    """Artworks of each version (default: champion and challenger) at each guidance for the generate prompts and
+    seed, so that reviewers have pairs (same prompt and seed, another version or guidance) to compare."""
+    from atelier import paths
+    from atelier.config import load_params
+    from provenance import ledger, votes
+    from registry import tracking
+    from stages.generate import generate_artworks, opted_out_creators, screen_prompts
+
+    params = load_params()
+    name, g = params.registry.model_name, params.generate
+    if not versions:
+        found = [tracking.version_by_alias(name, alias) for alias in (tracking.CHAMPION, tracking.CHALLENGER)]
+        versions = [info["version"] for info in found if info is not None]
+    versions = list(dict.fromkeys(str(v) for v in versions))
+    guidances = list(dict.fromkeys(guidances or [g.guidance]))
+    if len(versions) * len(guidances) < 2:
+        print(f"atelier: review prepare: nothing to compare (versions {versions or 'none'}, guidance {guidances}); "
+              "name two versions with --version, or two settings with --guidance", file=sys.stderr)
+        return 2
+    prompts, _ = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))
+    made = 0
+    for version in versions:
+        for guidance in guidances:
+            made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version))
+    conn = ledger.open_read_only(paths.LEDGER)
+    try:
+        found = len(votes.pairs(conn)) if conn is not None else 0
+    finally:
+        if conn is not None:
+            conn.close()
+    print(f"review prepare: {made} artworks from versions {', '.join(versions)} at guidance "
+          f"{', '.join(map(str, guidances))}; {found} pairs to compare: run `atelier review`")
+    return 0
 
 
 def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
@@ -504,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action")
     e = actions.add_parser("export", help="write the votes as a Croissant-described, pseudonymous dataset")
     e.add_argument("folder", help="where to write it")
+    r = actions.add_parser("prepare", help="make the pairs reviewers compare: each version's artworks for the "
+                                           "generate prompts and seed, at each guidance")
+    r.add_argument("--version", action="append", help="a registered version (repeatable; default: the champion and "
+                                                      "the challenger)")
+    r.add_argument("--guidance", type=float, action="append", help="a guidance setting (repeatable; default: "
+                                                                   "params.yaml generate.guidance)")
     p.set_defaults(func=cmd_review)
     return parser
 

@@ -44,6 +44,7 @@ TRAIN_SUMMARY = REPORTS / "train.json"
 EVAL_REPORT = REPORTS / "eval.json"
 EVAL_GRID = REPORTS / "samples.png"
 PROMOTION = REPORTS / "promotion.json"
+REVIEW_FLAGS = REPORTS / "review_flags.json"  # artworks reviewers flagged as looking like an existing work
 TIMINGS = REPORTS / "timings"  # seconds per stage: not tracked by DVC (they differ on every run)
 
 ARTWORKS = ROOT / "artworks"

@@ -98,6 +98,7 @@ class Champion:
     credential: dict | None = None               # the version's signed model credential (provenance/credentials.py)
     dataset_card: bytes | None = None            # the training set's Croissant card, as logged on the run
     embedded: tuple = ()                         # ingredients(): the documents every artwork embeds
+    alias: str = "champion"                      # the version's alias when it makes artworks
 
 
 def ingredients(champ: Champion) -> tuple[Ingredient, ...]:
@@ -175,6 +176,16 @@ def load_champion(model_name: str) -> Champion:
     if info["tags"].get("takedown"):
         raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
                          f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
+    return load_version(info, "champion")
+
+
+def load_version(info: dict, alias: str) -> Champion:
+    """A registered version (`info` from the registry: name, version, run id, tags), fetched and checked like the
+    champion: for the champion, or for a challenger's artworks made for reviewers to compare (`alias` says which)."""
+    if info["tags"].get("takedown"):
+        raise NoChampion(f"{info['name']} version {info['version']} is marked by a takedown "
+                         f"({info['tags']['takedown']}); it makes no artworks")
+    model_name = info["name"]
     model_dir, run_dir = _cached_download(model_name, info)
     digest = info["tags"]["weights_sha256"]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -193,7 +204,7 @@ def load_champion(model_name: str) -> Champion:
     card = run_dir / DATASET_CARD_ARTIFACT
     champ = Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb, evaluator,
                      eval_tokenizer, eval_prompts, credential=credential,
-                     dataset_card=card.read_bytes() if card.exists() else None)
+                     dataset_card=card.read_bytes() if card.exists() else None, alias=alias)
     champ.embedded = ingredients(champ)
     return champ
 
@@ -310,7 +321,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "generator": {"prompt": prompt, "negative_prompt": negative_prompt or None, "seed": seed,
                                "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
-        model={"name": info["name"], "version": info["version"], "alias": "champion", "run_id": info["run_id"],
+        model={"name": info["name"], "version": info["version"], "alias": champ.alias, "run_id": info["run_id"],
                "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
                "credential_sha256": signed.digest(champ.credential)},
         data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
@@ -370,8 +381,11 @@ def quarantine(image: Image.Image, facts: dict, out_dir: Path, conn: sqlite3.Con
 
 def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | None = None,
                       guidance: float | None = None, negative_prompt: str | None = None,
-                      out_dir: Path | None = None) -> list[dict]:
-    """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests.
+                      out_dir: Path | None = None, version: str | None = None) -> list[dict]:
+    """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests. With
+    `version`, from that registered version instead (a challenger, for reviewers to compare with the champion).
+    Guidance: `guidance`, else the champion's preferred guidance when models/champion.json names one (reviewers'
+    votes, promote.follow_preferred_guidance), else params.yaml's.
 
     Every prompt is checked against the opt-outs before any model is loaded; a prompt far from the training data is
     warned about (on stderr and in the manifest) before it is generated."""
@@ -380,7 +394,16 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
     opted_out = opted_out_creators(paths.OPT_OUT)
     for prompt in prompts:
         check_prompt(prompt, opted_out)
-    champ = load_champion(params.registry.model_name)
+    if version is None:
+        champ = load_champion(params.registry.model_name)
+    else:
+        from registry import tracking
+
+        info = tracking.get_version(params.registry.model_name, version)
+        champ = load_version(info, "champion" if "champion" in info["aliases"] else
+                             ("challenger" if "challenger" in info["aliases"] else "none"))
+    if guidance is None:
+        guidance = followed_guidance(champ.info["version"]) or g.guidance
     out_dir = out_dir or paths.ARTWORKS
     manifests = []
     conn = ledger.open_ledger(paths.LEDGER)
@@ -389,8 +412,7 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
             for warning in prompt_warnings(champ, prompt):
                 print(f"atelier: warning for {prompt!r}: {warning}", file=sys.stderr)
             for j in range(n):
-                manifest = make_artwork(champ, prompt, seed + j, steps or g.steps,
-                                        g.guidance if guidance is None else guidance,
+                manifest = make_artwork(champ, prompt, seed + j, steps or g.steps, guidance,
                                         g.negative_prompt if negative_prompt is None else negative_prompt, out_dir,
                                         params=params, conn=conn)
                 manifests.append(summarise(manifest))
@@ -404,6 +426,17 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
         tracking.log_quarantine(champ.info["name"], champ.info["version"], held, len(manifests))
     write_gallery(out_dir, GALLERY_PLOTS)
     return manifests
+
+
+def followed_guidance(version: str) -> float | None:
+    """The guidance reviewers preferred for `version`, when the promote stage chose to follow it (models/champion.json
+    `guidance`, written only with promote.follow_preferred_guidance), else None."""
+    if not paths.CHAMPION.exists():
+        return None
+    record = json.loads(paths.CHAMPION.read_text(encoding="utf-8"))
+    if str(record.get("version")) != str(version) or record.get("guidance") is None:
+        return None
+    return float(record["guidance"])
 
 
 def summarise(manifest: dict) -> dict:

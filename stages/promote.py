@@ -23,7 +23,6 @@ from atelier.review_export import read_votes
 GATE_TAG = "gate.decision"
 GUIDANCE_TAG = "preference.guidance"  # the champion's guidance setting reviewers clearly prefer, or "none"
 HEADLINE_KEYS = REQUIRED + OPTIONAL
-REVIEW_FLAGS = paths.REPORTS / "review_flags.json"  # the takedown queue from reviewers' flags (to move to paths.py)
 NO_VOTES = "not applied: no reviewers' votes in the ledger"
 
 
@@ -176,7 +175,7 @@ def log_preference(model_name: str, summary: dict, h2h: dict | None, candidate: 
 def write_flags(votes: list[dict]) -> list[dict]:
     """reports/review_flags.json: artworks reviewers flagged as looking like an existing work, for takedown."""
     flags = preference.existing_work_flags(votes)
-    write_json(REVIEW_FLAGS, {
+    write_json(paths.REVIEW_FLAGS, {
         "flags": flags, "reason": "existing_work: reviewers say the artwork looks like a specific existing work",
         "next_step": "check each artwork, then `atelier takedown --image artworks/<artwork>.png --reason "
                      "\"review flag: looks like an existing work\"` finds the training works it may copy and opts "

@@ -204,9 +204,9 @@ def stage(tmp_path, monkeypatch, empty_store):
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     for key, file in (("LEDGER", "ledger/ledger.sqlite"), ("CHAMPION", "champion.json"),
-                      ("PROMOTION", "promotion.json"), ("TRAIN_SUMMARY", "train.json")):
+                      ("PROMOTION", "promotion.json"), ("TRAIN_SUMMARY", "train.json"),
+                      ("REVIEW_FLAGS", "review_flags.json")):
         monkeypatch.setattr(paths, key, tmp_path / file)
-    monkeypatch.setattr(promote, "REVIEW_FLAGS", tmp_path / "review_flags.json")
     monkeypatch.setattr(promote, "paired_comparison", lambda *a: {
         "pairs": 96, "mean_difference": -0.01, "ci_low": -0.04, "ci_high": 0.02, "win_rate": 0.48, "champion": "1"})
     c = tracking.client()
