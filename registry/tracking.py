@@ -212,10 +212,12 @@ def download_pipeline(model_name: str, version: str, dest: Path) -> Path:
 
 
 def download_run_file(run_id: str, artifact_path: str, dest: Path) -> Path:
-    """Download one artifact file logged on a run; return its local path."""
+    """Download one artifact file logged on a run to `dest`/`artifact_path` (its folders kept: MLflow alone would
+    put `evaluation/eval.json` at `dest`/eval.json); return its local path."""
     client()
-    dest.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dest)))
+    folder = dest / Path(artifact_path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(folder)))
 
 
 def load_pyfunc(model_name: str, alias: str):

@@ -50,6 +50,7 @@ PROMPT_MATCH_MEANING = ("rank of the artwork's own prompt among it and the champ
                         "evaluator; rank 1 is a match, anything else is a low prompt match")
 NEAREST_SHOWN = 3
 DATASET_CARD_ARTIFACT = "cards/croissant.json"  # logged on the training run by registry/tracking.py
+CACHE_LAYOUT = 2  # 2: run files keep their folders (evaluation/eval.json); a cache of another layout is fetched again
 ATTRIBUTION_EMBED_MAX = 256 * 1024  # a longer attribution list is named by digest in the manifest, not embedded
 QUARANTINE = "quarantine"  # artworks held back (possible replications): a subfolder of the artworks folder
 GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
@@ -128,7 +129,8 @@ def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
     if marker.exists():
         known = json.loads(marker.read_text(encoding="utf-8"))
         model_dir = cache / known["pipeline"]
-        if known.get("weights_sha256") == expected and model_dir.is_dir() and weights_digest(model_dir) == expected:
+        if known.get("weights_sha256") == expected and known.get("layout") == CACHE_LAYOUT and model_dir.is_dir() \
+                and weights_digest(model_dir) == expected:
             return model_dir, cache / "run"
     if cache.exists():
         shutil.rmtree(cache)
@@ -143,7 +145,8 @@ def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
         except Exception as exc:  # noqa: BLE001 (MLflow raises several kinds); eval.json and the card may be absent
             if name not in ("evaluation/eval.json", DATASET_CARD_ARTIFACT):
                 raise FileNotFoundError(f"run {info['run_id']} has no artifact {name}: {exc}") from None
-    write_json(marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest})
+    write_json(marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest,
+                        "layout": CACHE_LAYOUT})
     return model_dir, cache / "run"
 
 
