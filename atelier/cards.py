@@ -415,7 +415,8 @@ def model_card(model: dict, dataset: dict, evaluation: dict | None = None) -> st
         "compare this model with the collection's own held-out images, not with other models.",
         "- The replication check (embedding distance and perceptual hash against the training images) is a "
         "heuristic; artworks it flags are quarantined, but it can miss a close copy.",
-        "- No face or person detection is done on the training data.", "",
+        "- Faces in the training images are found by a frontal-face detector and blurred (or the work excluded) by "
+        "policy; small, turned and distant faces can be missed (the dataset card counts what was done).", "",
         "## Licences and obligations", "",
         terms["statement"], "",
         "The credits the licences require are in the attribution list (`ATTRIBUTION.md`, logged with this run).", "",
