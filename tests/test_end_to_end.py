@@ -186,10 +186,27 @@ def test_every_artwork_audits_clean_and_trusted(built):
         assert detail["C2PA signature and trust chain"].startswith("Trusted")
 
 
-def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
+def one_pixel_changed(png: bytes) -> bytes:
+    """The signed PNG with one pixel's lowest bit flipped, its C2PA chunks kept (a tampered copy, not a re-save)."""
     import io
 
     import numpy as np
+    from PIL import Image
+
+    from tests.test_provenance_signing import assemble, chunks
+
+    pixels = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
+    pixels[10, 10, 0] ^= 1
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    idat = [c for c in chunks(buf.getvalue()) if c[0] == b"IDAT"]
+    rest = [c for c in chunks(png) if c[0] != b"IDAT"]
+    return assemble(rest[:-1] + idat + rest[-1:])
+
+
+def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
+    import io
+
     from PIL import Image
 
     from provenance.keys import create_signing_identity
@@ -213,13 +230,7 @@ def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
         assert code != 0
         return result
 
-    pixels = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
-    pixels[10, 10, 0] ^= 1
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    idat = [c for c in chunks(buf.getvalue()) if c[0] == b"IDAT"]
-    rest = [c for c in chunks(png) if c[0] != b"IDAT"]
-    r = audited("pixel.png", assemble(rest[:-1] + idat + rest[-1:]))
+    r = audited("pixel.png", one_pixel_changed(png))
     assert r["status"] == "failed" and "assertion.dataHash.mismatch" in r["summary"] + json.dumps(r["checks"])
 
     prompt = manifest["artwork"]["generator"]["prompt"].encode()
@@ -243,6 +254,166 @@ def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
     r = audited("stripped.jpg", buf.getvalue(), sidecar=None)
     assert r["status"] == "recovered" and r["manifest"]["id"] == manifest["id"]
     assert "not verified" in r["summary"]
+
+
+def test_an_outsider_verifies_with_the_published_bundle_alone(built, tmp_path):
+    """An auditor with the artworks and the published bundle, in an empty folder with a fresh HOME and no workspace,
+    keys, MLflow, DVC cache or ledger: every artwork verifies; each kind of tampering is caught with its reason."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from provenance.keys import create_signing_identity
+    from provenance.signing import artwork_terms, sign_png
+    from tests.test_provenance_signing import assemble, chunks
+
+    published = atelier(built, "publish", str(tmp_path / "published"))
+    assert published.returncode == 0, published.stderr
+    outside, home = tmp_path / "outside", tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(tmp_path / "published", outside / "bundle")
+    pngs = sorted((built / "artworks").glob("*.png"))
+    for png in pngs:  # the artworks alone, without their sidecars
+        shutil.copy(png, outside / png.name)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}  # no ATELIER_*, no MLFLOW_*
+
+    def audit(*names: str, bundle: str = "bundle") -> tuple[int, list[dict]]:
+        proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", "--bundle", bundle, "--json", *names],
+                              cwd=outside, env=env, capture_output=True, text=True, timeout=600)
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        return proc.returncode, json.loads(proc.stdout)
+
+    code, results = audit(*(p.name for p in pngs))
+    assert code == 0, json.dumps(results, indent=1)[:3000]
+    for r in results:
+        assert r["status"] == "verified"
+        checks = {c["name"]: c for c in r["checks"]}
+        for name in ("C2PA signature and trust chain", "hash binding", "model credential", "dataset card",
+                     "attribution list", "entry in the signed log"):
+            assert checks[name]["ok"], (name, checks[name])
+        assert any("no sidecar" in n for n in r["notes"])  # a note, not a failure
+        assert r["attribution"] and r["marking"]["watermark"]["readable"] and r["marking"]["ai_disclosure"]
+    assert not list(home.iterdir()), "the audit created files in HOME (keys?)"
+
+    target = pngs[0]
+    png = target.read_bytes()
+    manifest = json.loads(target.with_suffix(".provenance.json").read_text())
+
+    def tampered(name: str, data: bytes) -> dict:
+        (outside / name).write_bytes(data)
+        code, [result] = audit(name)
+        assert code != 0 and result["status"] != "verified"
+        return result
+
+    r = tampered("pixel.png", one_pixel_changed(png))
+    assert "assertion.dataHash.mismatch" in json.dumps(r["checks"])
+
+    prompt = manifest["artwork"]["generator"]["prompt"].encode()
+    r = tampered("manifest.png", assemble([(k, d.replace(prompt, prompt.upper()) if k == b"caBX" else d)
+                                           for k, d in chunks(png)]))
+    assert "Invalid" in json.dumps(r["checks"])
+
+    (outside / "sidecar").mkdir()
+    shutil.copy(target, outside / "sidecar" / target.name)
+    (outside / "sidecar" / f"{manifest['id']}.provenance.json").write_text(json.dumps(
+        {**manifest, "model": {**manifest["model"], "version": "99"}}))
+    code, [r] = audit(f"sidecar/{target.name}")
+    assert code != 0 and [c["detail"] for c in r["checks"] if c["name"] == "sidecar copy" and not c["ok"]] \
+        and "model.version" in json.dumps(r["checks"])
+
+    stranger = create_signing_identity(tmp_path / "stranger", "Someone Else")
+    plain = Image.open(io.BytesIO(png)).convert("RGB")
+    buf = io.BytesIO()
+    plain.save(buf, format="PNG")
+    r = tampered("other-key.png", sign_png(buf.getvalue(), manifest, stranger, artwork_terms(manifest)))
+    assert "signingCredential.untrusted" in json.dumps(r["checks"])
+
+    buf = io.BytesIO()
+    plain.save(buf, format="JPEG", quality=85)
+    (outside / "stripped.jpg").write_bytes(buf.getvalue())
+    code, [r] = audit("stripped.jpg")
+    assert r["status"] == "recovered" and r["manifest"]["id"] == manifest["id"] and code != 0
+
+    # an edited entry of the published log: every artwork's log check fails, naming the entry
+    shutil.copytree(outside / "bundle", outside / "edited")
+    log = outside / "edited" / "log" / "entries.jsonl"
+    lines = log.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line).get("key") == manifest["id"])
+    entry = json.loads(lines[at])
+    entry["entry"]["manifest"]["artwork"]["generator"]["prompt"] = "something else"
+    lines[at] = json.dumps(entry)
+    log.write_text("\n".join(lines) + "\n")
+    code, [r] = audit(target.name, bundle="edited")
+    log_check = next(c for c in r["checks"] if c["name"] == "entry in the signed log")
+    assert code != 0 and not log_check["ok"] and f"seq {entry['seq']}" in log_check["detail"], log_check
+
+    # the report to hand on, and no trust without an anchor
+    report = outside / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", "--bundle", "bundle", "--html", str(report),
+                           *(p.name for p in pngs)], cwd=outside, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and report.stat().st_size > 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", pngs[0].name], cwd=outside, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "no trust anchor" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(home.iterdir())
+
+
+def test_plain_c2pa_reader_finds_the_model_credential_on_every_artwork(built):
+    import io
+
+    import c2pa
+
+    from provenance.keys import trust_anchor
+
+    settings = {"verify": {"remote_manifest_fetch": False}, "trust": {"user_anchors": trust_anchor()}}
+    pngs = sorted((built / "artworks").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        with c2pa.Context.from_dict(settings) as context, \
+                c2pa.Reader("image/png", io.BytesIO(png.read_bytes()), None, context) as reader:
+            assert reader.get_validation_state() == "Trusted"
+            store = json.loads(reader.json())
+            ingredients = store["manifests"][store["active_manifest"]]["ingredients"]
+            model = [i for i in ingredients if any(t["type"].startswith("c2pa.types.model") for t in i["data_types"])]
+            assert len(model) == 1 and model[0]["relationship"] == "inputTo", ingredients
+            out = io.BytesIO()
+            reader.resource_to_stream(model[0]["data"]["identifier"], out)
+            credential = json.loads(out.getvalue())
+        manifest = json.loads(png.with_suffix(".provenance.json").read_text())
+        assert credential["payload"]["model"]["weights_sha256"] == manifest["model"]["weights_sha256"]
+        datasets = [i for i in ingredients if {"type": "c2pa.types.dataset"} in i["data_types"]]
+        assert len(datasets) == 2 and manifest["data"]["dataset_card"]["embedded"]  # the card and the credits
+        assert manifest["checks"]["prompt_match"]["of"] > 1  # ranked among the evaluation prompts
+
+
+def test_no_local_path_user_host_or_key_in_anything_published(built, tmp_path):
+    """Every manifest, sidecar, card and bundle file is scanned for absolute paths, the user and host names, keys."""
+    import getpass
+    import re
+    import socket
+
+    from provenance.png import read_manifest
+
+    bundle = tmp_path / "bundle"
+    assert atelier(built, "publish", str(bundle)).returncode == 0
+    texts = {str(p): p.read_text(errors="replace") for p in bundle.rglob("*") if p.is_file()}
+    for png in (built / "artworks").glob("*.png"):
+        texts[str(png)] = json.dumps(read_manifest(png))
+    for sidecar in (built / "artworks").glob("*.provenance.json"):
+        texts[str(sidecar)] = sidecar.read_text()
+    for card in ("croissant.json", "DATASHEET.md"):
+        texts[card] = (built / "data/licensed" / card).read_text()
+    assert any(name.endswith("MODEL_CARD.md") for name in texts) and any(n.endswith("croissant.json") for n in texts)
+    user, host = getpass.getuser(), socket.gethostname()
+    forbidden = [str(built), str(Path.home()), str(tmp_path), "/tmp/", "/home/", "/root/", "/work/", "file://",
+                 "sqlite:///", "PRIVATE KEY"]
+    names = [re.compile(rf"(?<![A-Za-z0-9]){re.escape(n)}(?![A-Za-z0-9])") for n in (user, host) if len(n) >= 4]
+    for name, text in texts.items():
+        for needle in forbidden:
+            assert needle not in text, f"{name} contains {needle!r}"
+        for pattern in names:
+            assert not pattern.search(text), f"{name} names the user or host ({pattern.pattern})"
 
 
 def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
@@ -321,6 +492,17 @@ def test_gallery_shows_every_artwork_with_its_card(built):
         assert f'data-artwork-id="{manifest["id"]}"' in dom
     assert dom.count('class="ai"') == len(sidecars) and dom.count('class="clipscore"') == len(sidecars)
     screenshot(built / "artworks" / "index.html", "gallery-end-to-end.png")
+
+
+def test_review_prepare_makes_pairs_reviewers_can_compare(built):
+    """The loop's first step on the real pipeline: the champion at two guidance settings gives pairs (same prompt and
+    seed) for the review page, each artwork signed and in the ledger like any other."""
+    made = atelier(built, "review", "prepare", "--guidance", "1.5", "--guidance", "3.0")
+    assert made.returncode == 0, made.stderr[-3000:]
+    pairs = int(made.stdout.split(" pairs to compare")[0].split()[-1])
+    assert pairs >= 1, made.stdout
+    nothing = atelier(built, "review", "prepare", "--guidance", "3.0", "--version", "3")
+    assert nothing.returncode == 2 and "nothing to compare" in nothing.stderr
 
 
 def _rss_mib(pid: int) -> float | None:
