@@ -138,7 +138,7 @@ def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
     conn.create_function("phash_distance", 2, _phash_distance, deterministic=True)
     if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
         raise sqlite3.OperationalError(f"{path}: could not switch the ledger to WAL mode")
-    with _write(conn):
+    with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, 1, 2, SCHEMA_VERSION):  # 0: new file; 1, 2: gain the tables added since
             raise sqlite3.DatabaseError(f"{path}: ledger schema version {version}, this code knows {SCHEMA_VERSION}")
@@ -166,7 +166,7 @@ def open_read_only(path: Path | str | None = None) -> sqlite3.Connection | None:
 
 def watermark_id_for(conn: sqlite3.Connection, source: str) -> int:
     """The watermark id reserved for `source` (sha256 of the unmarked pixels), reserving the next free one if new."""
-    with _write(conn):
+    with transaction(conn):
         row = conn.execute("SELECT watermark_id FROM watermarks WHERE source = ?", (source,)).fetchone()
         if row:
             return row[0]
@@ -189,7 +189,7 @@ def record(conn: sqlite3.Connection, manifest: dict, watermark_id: int | None) -
            json.dumps(manifest, sort_keys=True, ensure_ascii=False), model["name"], str(model["version"]),
            art["created_at"])
     try:
-        with _write(conn):
+        with transaction(conn):
             conn.execute(f"INSERT INTO artworks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
                          "ON CONFLICT (id) DO UPDATE SET "
                          + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]), row)
@@ -212,7 +212,7 @@ def record_refusal(conn: sqlite3.Connection, refusal: dict) -> None:
     row = (refusal["id"], refusal["sha256_pixels"], refusal["phash"], refusal["prompt"], int(refusal["seed"]),
            model["name"], str(model["version"]), refusal["reason"],
            json.dumps(refusal["nearest_training_images"], sort_keys=True, ensure_ascii=False), refusal["created_at"])
-    with _write(conn):
+    with transaction(conn):
         conn.execute(f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
                      f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
                      + ", ".join(f"{c} = excluded.{c}" for c in REFUSAL_COLUMNS[1:]), row)
@@ -229,7 +229,7 @@ def refusals(conn: sqlite3.Connection, model_name: str | None = None) -> list[di
 def record_promotion(conn: sqlite3.Connection, model_name: str, version: str, by: str, at: str, reason: str,
                      previous_champion: str | None) -> None:
     """Append who made `version` champion, when (UTC ISO time) and why, and which version it replaced."""
-    with _write(conn):
+    with transaction(conn):
         seq = conn.execute("INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
                            "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
                            (model_name, str(version), by, at, reason, None if previous_champion is None
@@ -413,7 +413,7 @@ def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, a
     entry {record_digest, at, reason, entries_erased, artworks, refusals}; return that entry. One transaction."""
     record_id = record_id.strip().lower()
     conn.execute("PRAGMA secure_delete = ON")  # overwritten text is zeroed in the file, not left in free space
-    with _write(conn):
+    with transaction(conn):
         scrubbed: dict[str, list] = {"artworks": [], "refusals": []}
         for table, column, to_entry, kind in (("artworks", "manifest", _artwork_entry, "artwork"),
                                               ("refusals", "nearest", _refusal_entry, "refusal")):
@@ -519,8 +519,9 @@ def code_word(message: int) -> int:
 
 
 @contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, taking the write lock up front so concurrent writers queue instead of deadlocking."""
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the write lock up front so concurrent writers queue instead of deadlocking
+    (also for the other tables of the ledger file: provenance/votes.py)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

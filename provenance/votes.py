@@ -23,11 +23,9 @@ import json
 import re
 import secrets
 import sqlite3
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
-from typing import Iterator
 
 from provenance import ledger
 
@@ -97,7 +95,7 @@ def open_votes(path: Path | str | None = None) -> sqlite3.Connection:
     the reviewers, forms and votes tables if missing. WAL, 30 s busy timeout, explicit transactions."""
     conn = ledger.open_ledger(path)
     conn.execute("PRAGMA foreign_keys = ON")
-    with _write(conn):
+    with ledger.transaction(conn):
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -121,7 +119,7 @@ def register_reviewer(conn: sqlite3.Connection, pseudonym: str, at: str | None =
     replaced); return its reviewers row. Raises VoteRefused for a pseudonym outside 1-40 of [A-Za-z0-9._-]."""
     if not isinstance(pseudonym, str) or not PSEUDONYM.fullmatch(pseudonym):
         raise VoteRefused("a pseudonym is 1 to 40 letters, digits, '-', '_' or '.'")
-    with _write(conn):
+    with ledger.transaction(conn):
         conn.execute("INSERT INTO reviewers (pseudonym, consent, consented_at) VALUES (?, ?, ?) "
                      "ON CONFLICT (pseudonym) DO UPDATE SET consent = excluded.consent, "
                      "consented_at = excluded.consented_at WHERE consent != excluded.consent",
@@ -168,7 +166,7 @@ def voted_pairs(conn: sqlite3.Connection, pseudonym: str) -> set[frozenset[str]]
 def issue_form(conn: sqlite3.Connection, pseudonym: str, left: str, right: str, at: str | None = None) -> str:
     """Issue a one-time form for `pseudonym` to compare artworks `left` and `right` (as shown); return its token.
     Raises VoteRefused unless the reviewer consented and the two artworks form a pair."""
-    with _write(conn):
+    with ledger.transaction(conn):
         if reviewer(conn, pseudonym) is None:
             raise VoteRefused(f"reviewer {pseudonym!r} has not consented to the current statement")
         a, b = ledger.get(conn, left), ledger.get(conn, right)
@@ -195,7 +193,7 @@ def record_vote(conn: sqlite3.Connection, form_id: str, pseudonym: str, left: st
             raise VoteRefused("a flag names the left or the right artwork of the pair")
     elif flag_reason is not None or flagged is not None:
         raise VoteRefused("a flag reason and flagged artwork go only with the choice 'flag'")
-    with _write(conn):
+    with ledger.transaction(conn):
         form = conn.execute("SELECT * FROM forms WHERE form_id = ?", (form_id,)).fetchone()
         if form is None or form["reviewer"] != pseudonym:
             raise VoteRefused("unknown form: reload the comparison page for a new one")
@@ -239,16 +237,4 @@ def summary(conn: sqlite3.Connection) -> dict:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, taking the write lock up front so concurrent writers queue (as in ledger.py)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 

@@ -156,7 +156,7 @@ def test_votes_table_schema_and_one_transaction_per_vote(tmp_path):
     with pytest.raises(votes.VoteRefused):  # a reviewer who never consented
         votes.issue_form(conn, "bob", ids[0], ids[1])
     with pytest.raises(sqlite3.IntegrityError):  # the table's own checks hold without the code's
-        with votes._write(conn):
+        with ledger.transaction(conn):
             conn.execute("INSERT INTO votes (form_id, reviewer, prompt, seed, left_artwork, right_artwork, "
                          "left_version, right_version, left_guidance, right_guidance, choice, created_at) "
                          "VALUES ('x', 'ann', 'p', 1, 'a', 'b', '1', '2', 1, 1, 'maybe', 'now')")
