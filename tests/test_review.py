@@ -163,8 +163,9 @@ def test_votes_table_schema_and_one_transaction_per_vote(tmp_path):
     assert ledger.log_head(conn) == log_before and ledger.verify_ledger(conn) == []  # the chain is untouched
 
 
-def test_browser_consents_compares_and_flags_by_clicking(review):
-    """Headless Chromium through chromedriver: consent, three comparisons and a flag, all by clicking."""
+def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monkeypatch, empty_store):
+    """Headless Chromium through chromedriver: consent, three comparisons and a flag, all by clicking; the votes
+    are in the ledger and, through the promote stage's scoring and logging, in the MLflow versions' metrics."""
     chromedriver()  # skips (outside CI) when chromium or chromedriver is absent
     server, ids = review
     with webdriver_session() as browser:
@@ -196,6 +197,30 @@ def test_browser_consents_compares_and_flags_by_clicking(review):
         [("reviewer-7", left, right, choice) for (left, right), choice in zip(shown, ("left", "right", "tie", "flag"))]
     assert got[3]["flag_reason"] == "broken" and got[3]["flagged"] == shown[3][1]
     assert len({frozenset(p) for p in shown}) == 4  # never the same pair twice
+
+    # the promote stage's Bradley-Terry scores of these votes, logged to a real MLflow registry (versions 3 and 4)
+    import shutil
+
+    from atelier.config import load_params
+    from registry import tracking
+    from stages import promote
+
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    name, c = load_params().registry.model_name, tracking.client()
+    c.create_registered_model(name)
+    runs = {}
+    for _ in range(4):
+        run = c.create_run(c.create_experiment(f"review-{len(runs)}", artifact_location=(tmp_path / "a").as_uri()))
+        runs[str(c.create_model_version(name, (tmp_path / "a").as_uri(), run_id=run.info.run_id).version)] = \
+            run.info.run_id
+    summary = promote.preference_scores(got, load_params(), "3")
+    promote.log_preference(name, summary, None, "4")
+    between = [v for v in got if v["choice"] != "flag" and v["left_version"] != v["right_version"]]
+    assert summary["votes"] == 3 and between
+    for version in ("3", "4"):
+        metrics = c.get_run(runs[version]).data.metrics
+        assert metrics["pref_votes"] == 3 and f"pref_score_v{version}" in metrics
 
 
 def _shown_pair(browser) -> tuple[str, str]:
