@@ -55,6 +55,7 @@ def built(tmp_path_factory) -> Path:
 
     root = copy_repo(tmp_path_factory.mktemp("e2e"))
     write_scenes(root / "data/sources/scenes", n=SCENES, seed=0)
+    _add_work_with_personal_data(root / "data/sources/scenes")
     added = atelier(root, "sources", "add", "scenes", "data/sources/scenes")
     assert added.returncode == 0, added.stderr
     edit_params(root, **TOY)
@@ -62,6 +63,43 @@ def built(tmp_path_factory) -> Path:
                                           ["sources"] if s["name"] != "demo"]})
     dvc.repro(root=root)
     return root
+
+
+def _add_work_with_personal_data(folder: Path) -> None:
+    """One more CC BY work whose title holds an e-mail address and whose caption a phone number (tests.test_faces)."""
+    import io
+    import random
+
+    from atelier.demo import STYLES, draw_artwork
+    from tests.test_faces import EMAIL, PHONE
+
+    buf = io.BytesIO()
+    draw_artwork(STYLES[2], "green", 64, random.Random(9)).save(buf, "PNG")
+    (folder / "contact.png").write_bytes(buf.getvalue())
+    with (folder / "metadata.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"file_name": "contact.png", "title": f"Harbour study (contact {EMAIL})",
+                              "caption": f"a green harbour at dawn, call {PHONE}", "creator": "Ada Moreno",
+                              "license": "CC-BY-4.0"}) + "\n")
+
+
+def test_personal_data_is_redacted_in_everything_published(built):
+    """The caption and title with an e-mail address and a phone number train redacted: the credits the artworks embed
+    and the gallery carry the redacted title, and no published file holds the address or the number."""
+    import pandas as pd
+
+    from tests.test_faces import EMAIL, PHONE
+
+    train = pd.read_parquet(built / "data/licensed/train.parquet").set_index("source_uri")
+    assert train.loc["contact.png", "title"] == "Harbour study (contact [email])"
+    assert train.loc["contact.png", "caption"] == "a green harbour at dawn, call [phone]"
+    credits = (built / "data/licensed/ATTRIBUTION.md").read_text()
+    assert "Harbour study (contact \\[email\\])" in credits  # Markdown-escaped brackets
+    published = [p for p in (built / "artworks").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".png" for p in published) and any(p.name == "index.html" for p in published)
+    for path in published + [built / "data/licensed/croissant.json", built / "data/licensed/DATASHEET.md"]:
+        data = path.read_bytes()
+        for needle in (EMAIL, PHONE, "7946 0958"):
+            assert needle.encode() not in data, f"{path} holds {needle!r}"
 
 
 def _walk(value, path=""):
