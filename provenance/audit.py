@@ -262,28 +262,29 @@ def _document_check(name: str, expected: str | None, credited: str | None, ingre
 
 
 def _record_check(manifest: dict, context: Context) -> Check:
-    """The artwork's entry in the signed public log (bundle) or its ledger row and log (workspace)."""
+    """The artwork's entry in the signed public log (bundle) or its ledger row and log (workspace): present, equal to
+    the signed manifest, and the log's chain and signed head intact (its problems name the entries)."""
+    problems = []
     if context.mode == "bundle":
-        entry = context.bundle.artworks.get(manifest["id"])
-        name = "entry in the signed log"
-        if entry is None:
-            return Check(name, False, f"artwork {manifest['id']} has no entry in the bundle's log")
-        if entry.get("manifest") != manifest:
-            fields = differing_fields(manifest, entry.get("manifest"))
-            return Check(name, False, f"the log's entry differs from the signed manifest in {', '.join(fields[:8])}")
+        name, where = "entry in the signed log", "the log's entry"
+        found = context.bundle.artworks.get(manifest["id"])
+        if found is None:
+            problems.append(f"artwork {manifest['id']} has no entry in the bundle's log")
+        else:
+            found = found.get("manifest")
     else:
-        name = "ledger copy"
+        name, where = "ledger copy", "the ledger row"
         row = None if context.conn is None else ledger.get(context.conn, manifest["id"])
+        found = None if row is None else row["manifest"]
         if row is None:
-            return Check(name, False, "no ledger row for this artwork" + (" (no ledger here)" if context.conn is None
-                                                                           else ""))
-        if row["manifest"] != manifest:
-            fields = differing_fields(manifest, row["manifest"])
-            return Check(name, False, f"the ledger row differs from the signed manifest in {', '.join(fields[:8])}")
+            problems.append("no ledger row for this artwork" + (" (no ledger here)" if context.conn is None else ""))
+    if found is not None and found != manifest:
+        problems.append(f"{where} differs from the signed manifest in "
+                        f"{', '.join(differing_fields(manifest, found)[:8])}")
     if context.log_problems:
-        return Check(name, False, "the entry is there, but the log cannot be trusted: "
-                     + "; ".join(context.log_problems[:5]))
-    return Check(name, True, "present, equal to the signed manifest, and the log's chain and signed head verify")
+        problems.append("the log cannot be trusted: " + "; ".join(context.log_problems[:5]))
+    return Check(name, not problems, "; ".join(problems) if problems else
+                 "present, equal to the signed manifest, and the log's chain and signed head verify")
 
 
 def _marking(creds: dict, image: Image.Image, manifest: dict | None, context: Context) -> dict:
