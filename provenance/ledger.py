@@ -47,6 +47,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -133,10 +134,10 @@ def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the ledger at `path` (default: atelier.paths.LEDGER) in WAL mode."""
     path = Path(path or DEFAULT_PATH)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are explicit (see _write)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are explicit (see transaction)
     conn.row_factory = sqlite3.Row
     conn.create_function("phash_distance", 2, _phash_distance, deterministic=True)
-    if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+    if _journal_mode_wal(conn) != "wal":
         raise sqlite3.OperationalError(f"{path}: could not switch the ledger to WAL mode")
     with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -151,6 +152,19 @@ def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
             _backfill_log(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> str:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy timeout, while another process
+    creates or migrates the same new ledger: retry for up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def open_read_only(path: Path | str | None = None) -> sqlite3.Connection | None:
