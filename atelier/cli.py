@@ -228,6 +228,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_refused(args: argparse.Namespace, command: str) -> bool:
+    """Print why, and say so, when `command` was not given exactly one of a target and an existing --image file."""
+    if (args.target is None) == (args.image is None):
+        print(f"atelier: {command} needs a creator name or record id, or --image FILE (one of them)", file=sys.stderr)
+        return True
+    if args.image is not None and not Path(args.image).is_file():
+        print(f"atelier: {command} --image {args.image}: no such file", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_takedown(args: argparse.Namespace) -> int:
     """Which models and artworks used a work, creator or picture; opt it out and mark the models (not with
     --dry-run)."""
@@ -235,11 +246,7 @@ def cmd_takedown(args: argparse.Namespace) -> int:
 
     from provenance.takedown import format_report, takedown
 
-    if (args.target is None) == (args.image is None):
-        print("atelier: takedown needs a creator name or record id, or --image FILE (one of them)", file=sys.stderr)
-        return 2
-    if args.image is not None and not Path(args.image).is_file():
-        print(f"atelier: takedown --image {args.image}: no such file", file=sys.stderr)
+    if _target_refused(args, "takedown"):
         return 2
     try:
         report = takedown(args.target, reason=args.reason, image=None if args.image is None else Path(args.image),
@@ -259,11 +266,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from atelier.rawstore import RawStoreKeyError
     from provenance.forget import forget, format_report
 
-    if (args.target is None) == (args.image is None):
-        print("atelier: forget needs a creator name or record id, or --image FILE (one of them)", file=sys.stderr)
-        return 2
-    if args.image is not None and not Path(args.image).is_file():
-        print(f"atelier: forget --image {args.image}: no such file", file=sys.stderr)
+    if _target_refused(args, "forget"):
         return 2
     try:
         report = forget(args.target, image=None if args.image is None else Path(args.image), reason=args.reason,
