@@ -191,6 +191,28 @@ class DiffusionParams(Section):
     prediction_type: Literal["epsilon", "v_prediction"]
     offset_noise: float = Field(ge=0)
     pooled_scale: float = Field(gt=0)
+    # which generator: `latent` trains Atelier's own autoencoder + UNet from scratch on the licensed set; `lora_sd`
+    # fine-tunes LoRA adapters (peft) on the local diffusers Stable Diffusion folder `base_model`, which must be
+    # declared under `components` (its licence and training data)
+    backend: Literal["latent", "lora_sd"] = "latent"
+    base_model: str | None = None
+    lora_rank: int = Field(default=4, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # auto: a GPU when one is present, else the CPU
+    processes: int = Field(default=1, ge=1)  # data-parallel training processes (torchrun + DDP: gloo on CPUs, NCCL on
+    #                                          GPUs); the global batch stays batch_size, split across the processes
+
+    @model_validator(mode="after")
+    def _base_model_with_lora(self) -> "DiffusionParams":
+        if self.backend == "lora_sd" and not self.base_model:
+            raise ValueError("train_diffusion.backend lora_sd needs train_diffusion.base_model: the path of a local "
+                             "diffusers Stable Diffusion folder")
+        if self.backend == "latent" and self.base_model:
+            raise ValueError(f"train_diffusion.base_model {self.base_model!r} is set but backend is latent, which "
+                             "trains from scratch; set backend: lora_sd or remove base_model")
+        if self.batch_size % self.processes:
+            raise ValueError(f"train_diffusion.batch_size {self.batch_size} is not divisible by processes "
+                             f"{self.processes}: each process takes an equal share of the global batch")
+        return self
 
 
 class EvaluateParams(Section):
@@ -247,6 +269,18 @@ class GenerateParams(Section):
     resampler: Literal["nearest", "bicubic", "lanczos"]
 
 
+class ComponentParams(Section):
+    """A model part that was not trained here (a base model, its text encoder, a pretrained CLIP), as its makers
+    declare it. Its weights digest is computed from `path`, never declared."""
+    name: str = Field(min_length=1)
+    role: Literal["base_model", "text_encoder", "clip"]
+    path: str = Field(min_length=1)  # local file or folder holding its weights
+    license: str = Field(min_length=1)
+    training_data: str = Field(min_length=1)  # what it was trained on, in its makers' words
+    training_data_licensed: bool | None = None  # true only when its makers declare licensed/opt-in training data;
+    #                                            null (unknown) counts as false in the licensed_only verdict
+
+
 class Params(Section):
     demo: DemoParams
     ingest: IngestParams
@@ -260,6 +294,7 @@ class Params(Section):
     promote: PromoteParams
     registry: RegistryParams
     generate: GenerateParams
+    components: list[ComponentParams] = []   # every model part not trained here; see ComponentParams
 
     @model_validator(mode="after")
     def _patches_tile_images(self) -> "Params":
@@ -267,6 +302,18 @@ class Params(Section):
         if self.train_clip.pretrained is None and resolution % patch:
             raise ValueError(f"clean.resolution {resolution} is not divisible by train_clip.patch_size {patch}: the "
                              "CLIP cuts each image into patch_size x patch_size patches; choose sizes that divide")
+        return self
+
+    @model_validator(mode="after")
+    def _outside_parts_declared(self) -> "Params":
+        declared = {c.path.rstrip("/") for c in self.components}
+        used = {"train_clip.pretrained": self.train_clip.pretrained, "train_diffusion.base_model":
+                self.train_diffusion.base_model}
+        for key, path in used.items():
+            if path and path.removeprefix("local-dir:").rstrip("/") not in declared:
+                raise ValueError(f"{key} {path!r} is not declared under components: name its licence and training "
+                                 "data there (README 'Bring your own models'); a part whose training data is not "
+                                 "declared cannot be used")
         return self
 
 
