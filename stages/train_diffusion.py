@@ -30,6 +30,10 @@ def main() -> dict:
 
     params = load_params()
     p = params.train_diffusion
+    if p.backend == "lora_sd":  # LoRA on a local Stable Diffusion base: its own stage module, the same outputs
+        from stages import train_lora
+
+        return train_lora.main()
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, _ = split(records, params.train_clip.holdout_fraction)
     clip, tokenizer = load_clip(paths.CLIP_DIR)
