@@ -38,13 +38,16 @@ the s0 // scale interval in flat regions, so neither is used.
 
 from __future__ import annotations
 
+import base64
+import binascii
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-METHOD = "dwtDctSvd"
-BITS = 32
+ARTWORK_SIDE = 256  # px: generate.output_size; a resized copy is read back at this size
+BITS = 32  # version 1
 SCALES = [0, 56, 0]  # Y, U, V strengths: the U (chroma) channel only, as the library's default but stronger
 MIN_SIDE = 256  # invisible-watermark refuses smaller images
 MAX_EMBED_ERRORS = 1  # bits allowed to differ when the freshly marked image is read back losslessly
@@ -60,8 +63,9 @@ class Match(NamedTuple):
     margin: int | None  # bits by which the runner-up is farther than the nearest
 
 
-def embed(image: Image.Image, wm_id: int) -> Image.Image:
-    """A copy of the RGB `image` with `wm_id` (0 <= id < 2**32) embedded; raises WatermarkError if it cannot be read."""
+def embed_v1(image: Image.Image, wm_id: int) -> Image.Image:
+    """Version 1: a copy of the RGB `image` with the 32 bits `wm_id` embedded; raises WatermarkError if they cannot be
+    read back. New artworks are marked with embed() (version 2); this stays for tests and old ledgers' marks."""
     _check_size(image)
     if image.mode != "RGB":
         raise WatermarkError(f"expected an RGB image, got mode {image.mode}; convert it first (alpha is not kept)")
@@ -77,14 +81,14 @@ def embed(image: Image.Image, wm_id: int) -> Image.Image:
 
 
 def decode(image: Image.Image) -> int:
-    """The 32 bits read from `image` as an integer (blind: whatever mark, or noise, the pixels hold)."""
+    """Version 1: the 32 bits read from `image` as an integer (blind: whatever mark, or noise, the pixels hold)."""
     _check_size(image)
     bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
     return _from_bits(_decode(bgr, BITS))
 
 
 def match(image: Image.Image, candidate_ids: list[int], max_bits: int = 4, min_margin: int = 2) -> Match:
-    """The candidate whose id is nearest to the bits decoded from `image`, accepted only when clear and unique."""
+    """Version 1: the candidate whose id is nearest to the bits decoded from `image`, accepted only when clear and unique."""
     return nearest(decode(image), candidate_ids, max_bits=max_bits, min_margin=min_margin)
 
 
@@ -197,3 +201,274 @@ def _dct(blocks: np.ndarray, inverse: bool = False) -> np.ndarray:
     rows_done = cv2.dct(np.ascontiguousarray(blocks).reshape(-1, 4), flags=flags).reshape(-1, 4, 4)
     columns = np.ascontiguousarray(rows_done.swapaxes(1, 2)).reshape(-1, 4)
     return cv2.dct(columns, flags=flags).reshape(-1, 4, 4).swapaxes(1, 2)
+
+
+# ---- version 2 -------------------------------------------------------------------------------------------------------
+
+ALG = "local.atelier.watermark.2"  # the C2PA soft-binding algorithm identifier (Atelier's own, not on the C2PA list)
+METHOD = "atelier.wm2"  # the manifest's watermark method for version 2 marks
+METHOD_V1 = "dwtDctSvd"  # version 1 (RM(2,5) ids matched by nearest code word): still read, no longer written
+ID_BITS = 48  # ids 0 .. 2**48 - 1
+BLOCK = 8  # px: one code bit per 8x8 block
+TILE = 16  # blocks: the 16x16 layout (128 px) repeats across the image, so a crop is a cyclic shift of it
+SYNC = 64  # tile positions holding a known pattern (finds the block grid and the tile's shift)
+PARITY = 16  # Reed-Solomon parity bytes: message 8 bytes (id 6 + CRC-16 2), code word 24 bytes = 192 bits
+MARGINS = (2.0, 6.0)  # Y, U: the projection on PATTERN each block is pushed to (sign = bit), in 8-bit levels
+CAPS = (10.0, 24.0)  # Y, U: the largest push per block and pass (larger needs would show)
+PASSES = 3  # re-read after rounding and clipping and push again where the mark fell short
+MIN_READ = 128  # px: the smallest side read (one whole tile)
+KEY = 20_261_202  # seeds the tile layout, the sync pattern and the whitening; a mark reads only with the same key
+
+
+class Reading(NamedTuple):
+    id: int | None  # the decoded watermark id, or None when no mark decoded with confidence
+    confidence: float  # 0 (noise) .. 1 (every code bit read cleanly): the weighted agreement of the soft bits
+    corrected_errors: int | None  # Reed-Solomon byte errors corrected; None when nothing decoded
+    transform_found: str | None  # how the image was read: "as is", "offset (dy, dx)", "scaled to 256x256 ..."
+
+
+def binding_value(wm_id: int) -> str:
+    """The C2PA soft-binding value of `wm_id`: standard padded base64 of the id as 8 big-endian bytes."""
+    _check_id(wm_id)
+    return base64.b64encode(wm_id.to_bytes(8, "big")).decode("ascii")
+
+
+def id_from_binding(value: str) -> int:
+    """The watermark id of a soft-binding value (the inverse of binding_value); ValueError on anything else."""
+    if not isinstance(value, str):
+        raise ValueError(f"soft-binding value must be a base64 string, got {type(value).__name__}")
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as e:
+        raise ValueError(f"soft-binding value {value[:40]!r} is not standard padded base64: {e}") from None
+    if len(raw) != 8:
+        raise ValueError(f"soft-binding value {value[:40]!r} holds {len(raw)} bytes, expected 8 (a big-endian id)")
+    wm_id = int.from_bytes(raw, "big")
+    if wm_id >= 2**ID_BITS:
+        raise ValueError(f"soft-binding value {value!r} names id {wm_id}, above the {ID_BITS}-bit id space")
+    return wm_id
+
+
+def embed(image: Image.Image, wm_id: int) -> Image.Image:
+    """A copy of the RGB `image` with `wm_id` (0 <= id < 2**48) embedded as a version 2 mark; raises WatermarkError
+    when the image cannot carry it (too small, or its own lossless read-back does not give the id)."""
+    _check_id(wm_id)
+    if image.mode != "RGB":
+        raise WatermarkError(f"expected an RGB image, got mode {image.mode}; convert it first (alpha is not kept)")
+    if min(image.size) < MIN_READ:
+        raise WatermarkError(f"image is {image.width}x{image.height}; a version 2 mark needs at least "
+                             f"{MIN_READ}x{MIN_READ} px (upscale the model output first)")
+    layout = _layout()
+    tile = np.empty(TILE * TILE, dtype=np.int8)
+    tile[layout.sync_pos] = layout.sync_bits
+    tile[layout.data_pos] = _code_bits(wm_id)
+    rgb = np.asarray(image, dtype=np.float32)
+    nr, nc = rgb.shape[0] // BLOCK, rgb.shape[1] // BLOCK
+    rr, cc = np.meshgrid(np.arange(nr) % TILE, np.arange(nc) % TILE, indexing="ij")
+    signs = np.where(tile[rr * TILE + cc] > 0, 1.0, -1.0).astype(np.float32)  # +1 / -1 per block
+    out = rgb.copy()
+    pushed = np.zeros((2, nr, nc), dtype=np.float32)
+    for _ in range(PASSES):
+        yuv = _yuv(out)
+        for channel in range(2):
+            have = _block_projection(yuv[..., channel], nr, nc) * signs
+            need = np.clip(MARGINS[channel] - have, 0.0, None)
+            need = np.minimum(need, np.clip(CAPS[channel] * 1.5 - pushed[channel], 0.0, CAPS[channel]))
+            pushed[channel] += need
+            delta = (need * signs)[:, None, :, None] * PATTERN[None, :, None, :]
+            yuv[: nr * BLOCK, : nc * BLOCK, channel] += delta.reshape(nr * BLOCK, nc * BLOCK)
+        out = np.clip(np.rint(_rgb(yuv)), 0, 255)
+    marked = Image.fromarray(out.astype(np.uint8))
+    reading = read(marked)
+    if reading.id != wm_id:
+        raise WatermarkError(f"watermark {wm_id} does not read back from the marked image even losslessly (read "
+                             f"{reading.id}, confidence {reading.confidence:.2f}): its colours leave no room for the "
+                             "mark; find it by perceptual hash instead")
+    return marked
+
+
+def read(image: Image.Image) -> Reading:
+    """The version 2 mark of `image`, blind: the block grid and the tile's shift are found from the sync pattern, at
+    the image's own scale (a crop) and else resized to 256 px (a resized copy); id None when nothing decodes to a
+    valid Reed-Solomon code word whose CRC matches."""
+    rgb = image.convert("RGB")
+    tried = []
+    for size in _sizes(rgb.size):
+        scaled = rgb if size == rgb.size else rgb.resize(size, Image.BICUBIC)
+        if min(scaled.size) < MIN_READ:
+            continue
+        yuv = _yuv(np.asarray(scaled, dtype=np.float32))
+        grids = _soft_grids(yuv)  # (8, 8, nr, nc): the soft value of every block at every pixel offset
+        for (dy, dx), shift, z in _hypotheses(grids):
+            soft = _fold(grids[dy, dx], shift)[_layout().data_pos]
+            reading = _decode_soft(soft)
+            where = "as is" if size == rgb.size else f"scaled to {size[0]}x{size[1]}"
+            if reading is not None:
+                wm_id, errors, confidence = reading
+                how = f"{where}, block offset ({dy}, {dx}) px, tile shift {shift}, sync z {z:.1f}"
+                return Reading(wm_id, round(confidence, 3), errors, how)
+            tried.append(z)
+    return Reading(None, 0.0, None, None)
+
+
+class _Layout(NamedTuple):
+    sync_pos: np.ndarray  # tile positions (row * TILE + col) of the sync pattern
+    sync_bits: np.ndarray  # its +1 / -1 values
+    data_pos: np.ndarray  # tile positions of the 192 code bits, in code-bit order
+    whitening: np.ndarray  # XORed onto the code bits (no id, not even 0, makes a flat or regular pattern)
+
+
+def _basis() -> np.ndarray:
+    """The 8x8 pattern whose projection carries a bit: the 2-D DCT basis (1, 1), unit norm, zero mean (so that a
+    brightness offset leaves it, a contrast change only scales it, and JPEG's quantiser keeps it)."""
+    b = np.sqrt(2 / BLOCK) * np.cos(np.pi * (2 * np.arange(BLOCK) + 1) / (2 * BLOCK))
+    return np.outer(b, b).astype(np.float32)
+
+
+PATTERN = _basis()
+# JPEG's YCbCr (BT.601, full range) without the offsets, which the zero-mean pattern does not see
+_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+_TO_RGB = np.linalg.inv(_TO_YUV).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _layout() -> _Layout:
+    rng = np.random.default_rng(KEY)
+    order = rng.permutation(TILE * TILE)
+    sync_bits = np.where(rng.integers(0, 2, SYNC) > 0, 1, -1).astype(np.int8)
+    whitening = rng.integers(0, 2, TILE * TILE - SYNC).astype(np.uint8)
+    return _Layout(order[:SYNC], sync_bits, order[SYNC:], whitening)
+
+
+@lru_cache(maxsize=1)
+def _codec():
+    import reedsolo
+
+    return reedsolo.RSCodec(PARITY)
+
+
+def _check_id(wm_id: int) -> None:
+    if isinstance(wm_id, bool) or not isinstance(wm_id, (int, np.integer)) or not 0 <= int(wm_id) < 2**ID_BITS:
+        raise ValueError(f"watermark id must be an integer in [0, 2**{ID_BITS}), got {wm_id!r}")
+
+
+def _message(wm_id: int) -> bytes:
+    """The 8-byte message: the id (6 bytes, big-endian) and its CRC-16/CCITT."""
+    body = int(wm_id).to_bytes(ID_BITS // 8, "big")
+    return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
+
+
+def code_bits(wm_id: int) -> np.ndarray:
+    """The 192 whitened code bits (0/1, uint8) of `wm_id`: Reed-Solomon (24, 8) over GF(256) of id + CRC."""
+    _check_id(wm_id)
+    word = bytes(_codec().encode(_message(wm_id)))
+    return np.unpackbits(np.frombuffer(word, np.uint8)) ^ _layout().whitening
+
+
+def id_from_code_bits(bits: np.ndarray) -> tuple[int, int] | None:
+    """(id, byte errors corrected) for 192 hard code bits, or None when they are no valid code word or the CRC fails."""
+    import reedsolo
+
+    word = np.packbits((np.asarray(bits, np.uint8) & 1) ^ _layout().whitening).tobytes()
+    try:
+        message, _, errata = _codec().decode(word)
+    except reedsolo.ReedSolomonError:
+        return None
+    message = bytes(message)
+    wm_id = int.from_bytes(message[: ID_BITS // 8], "big")
+    if _message(wm_id) != message:
+        return None
+    return wm_id, len(errata)
+
+
+def _code_bits(wm_id: int) -> np.ndarray:
+    return np.where(code_bits(wm_id) > 0, 1, -1).astype(np.int8)
+
+
+def _yuv(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ _TO_YUV.T
+
+
+def _rgb(yuv: np.ndarray) -> np.ndarray:
+    return yuv @ _TO_RGB.T
+
+
+def _block_projection(channel: np.ndarray, nr: int, nc: int) -> np.ndarray:
+    """The projection of every aligned 8x8 block of `channel` on PATTERN, (nr, nc)."""
+    blocks = channel[: nr * BLOCK, : nc * BLOCK].reshape(nr, BLOCK, nc, BLOCK)
+    return np.einsum("iajb,ab->ij", blocks, PATTERN)
+
+
+def _soft_grids(yuv: np.ndarray) -> np.ndarray:
+    """(8, 8, nr, nc): for every block-grid offset (dy, dx), each block's soft bit, Y and U summed, each channel's
+    projections divided by their median magnitude (a contrast change scales them all alike) and clipped to +-3."""
+    cv2 = _cv2()
+    h, w = yuv.shape[:2]
+    nr, nc = (h - BLOCK + 1) // BLOCK, (w - BLOCK + 1) // BLOCK
+    total = np.zeros((BLOCK, BLOCK, nr, nc), np.float32)
+    for channel in range(2):
+        # correlation at every pixel position: out[y, x] = sum PATTERN * channel[y:y+8, x:x+8]
+        full = cv2.filter2D(np.ascontiguousarray(yuv[..., channel]), cv2.CV_32F, PATTERN, anchor=(0, 0),
+                            borderType=cv2.BORDER_CONSTANT)
+        grids = np.stack([np.stack([full[dy::BLOCK, dx::BLOCK][:nr, :nc] for dx in range(BLOCK)])
+                          for dy in range(BLOCK)])
+        scale = np.median(np.abs(grids), axis=(2, 3), keepdims=True) + 1e-3
+        total += np.clip(grids / scale, -3, 3)
+    return total
+
+
+def _fold(grid: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """The soft values of `grid` summed per tile position, the tile rolled by `shift`, flattened (256,)."""
+    nr, nc = grid.shape
+    pr, pc = -nr % TILE, -nc % TILE
+    padded = np.pad(grid, ((0, pr), (0, pc)))
+    folded = padded.reshape(-1, TILE, padded.shape[1] // TILE, TILE).sum(axis=(0, 2))
+    return np.roll(folded, shift, axis=(0, 1)).ravel()
+
+
+@lru_cache(maxsize=1)
+def _shift_index() -> np.ndarray:
+    """(256, 64): for each tile shift (sr * 16 + sc), the folded positions that hold the sync positions."""
+    layout = _layout()
+    r, c = layout.sync_pos // TILE, layout.sync_pos % TILE
+    shifts = np.arange(TILE * TILE)
+    sr, sc = shifts[:, None] // TILE, shifts[:, None] % TILE
+    return ((r[None] - sr) % TILE) * TILE + (c[None] - sc) % TILE
+
+
+def _hypotheses(grids: np.ndarray, keep: int = 4) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
+    """The `keep` best (block offset, tile shift, sync z-score) by correlation with the sync pattern."""
+    folded = np.stack([_fold(grids[dy, dx], (0, 0)) for dy in range(BLOCK) for dx in range(BLOCK)])  # (64, 256)
+    scores = folded[:, _shift_index()] @ _layout().sync_bits.astype(np.float32)  # (64, 256)
+    spread = np.sqrt(SYNC * (folded**2).mean(axis=1, keepdims=True)) + 1e-6
+    z = scores / spread
+    best = np.argsort(z, axis=None)[::-1][:keep]
+    out = []
+    for flat in best:
+        offset, shift = divmod(int(flat), TILE * TILE)
+        out.append((divmod(offset, BLOCK), divmod(shift, TILE), float(z.flat[flat])))
+    return out
+
+
+def _decode_soft(soft: np.ndarray) -> tuple[int, int, float] | None:
+    """(id, byte errors corrected, confidence) from the 192 soft code bits, or None."""
+    found = id_from_code_bits(soft > 0)
+    if found is None:
+        return None
+    wm_id, errors = found
+    expected = np.where(code_bits(wm_id) > 0, 1.0, -1.0)
+    weight = np.abs(soft).sum()
+    agreement = float((np.abs(soft) * (np.sign(soft) == expected)).sum() / weight) if weight > 0 else 0.0
+    return wm_id, errors, max(0.0, 2 * agreement - 1)
+
+
+def _sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The sizes to read at: the image's own (a crop keeps the scale), then resized so that its longer, then its
+    shorter side is the artworks' 256 px (a resized copy)."""
+    w, h = size
+    out = [size]
+    for side in (max(w, h), min(w, h)):
+        scaled = (round(w * ARTWORK_SIDE / side), round(h * ARTWORK_SIDE / side))
+        if scaled not in out:
+            out.append(scaled)
+    return out
