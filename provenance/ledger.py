@@ -4,11 +4,17 @@ every artwork of a model version. Two more tables keep the decisions that must b
 quarantined instead of published, e.g. as a possible replication of a training image) and `promotions` (who made a
 version champion, when and why).
 
-Watermark ids are code words of the Reed-Muller code RM(2,5): 32 bits, any two at least 8 bits apart, so a watermark
-read back with up to 3 wrong bits is still uniquely nearest to the right id. Code words with fewer than 12 or more than
-20 one-bits are skipped (a flat, unmarked image reads as all zeros or all ones), leaving 64,294 ids. An id is reserved
-for a *source*, the sha256 of the pixels before marking: a regenerated artwork (same model, prompt and seed, so the
-same source) gets the same id, hence the same marked pixels, the same artwork id and an idempotent upsert.
+Watermark ids (version 2, provenance/watermark.py): the reservation's `seq` itself, 1, 2, 3, ... (the mark carries
+48 bits with its own error correction and CRC, so the id needs no distance of its own and decodes to the id
+directly; by_watermark_id() then finds the artwork by an indexed lookup). An id is reserved for a *source*, the
+sha256 of the pixels before marking: a regenerated artwork (same model, prompt and seed, so the same source) gets the
+same id, hence the same marked pixels, the same artwork id and an idempotent upsert.
+
+Ledgers made before hold version 1 ids: code words of the Reed-Muller code RM(2,5) (32 bits, any two at least 8 bits
+apart, weight 12 to 20; `seq` was the code word's message index), read with watermark.decode() and matched by nearest
+code word (by_watermark). Such a row is told from a version 2 one by its watermark_id differing from its seq (no
+RM(2,5) code word of weight 12-20 equals its own message index; the smallest is 65,535). A version 2 reservation in
+such a ledger continues after the highest seq and skips any number already taken as a version 1 id.
 
 Every write also appends an entry to `log`, in the same transaction: an append-only hash chain that makes an edited,
 reordered or deleted entry detectable (issue 17, item 4). Each entry is the canonical JSON of what was recorded (see
@@ -56,11 +62,11 @@ from typing import Iterator
 
 from atelier import paths
 from provenance import signed
-from provenance.watermark import Match, hamming, nearest
+from provenance.watermark import ID_BITS as WATERMARK_ID_BITS, Match, hamming, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
 SCHEMA_VERSION = 3  # 2 added refusals and promotions, 3 the log; older ledgers are migrated on open
-MIN_WEIGHT, MAX_WEIGHT = 12, 20
+MIN_WEIGHT, MAX_WEIGHT = 12, 20  # version 1 code words
 CODE_SIZE = 1 << 16  # RM(2,5) has 2**16 code words
 
 SCHEMA = """
@@ -179,21 +185,20 @@ def open_read_only(path: Path | str | None = None) -> sqlite3.Connection | None:
 
 
 def watermark_id_for(conn: sqlite3.Connection, source: str) -> int:
-    """The watermark id reserved for `source` (sha256 of the unmarked pixels), reserving the next free one if new."""
+    """The watermark id reserved for `source` (sha256 of the unmarked pixels), reserving the next free one if new: a
+    version 2 id (= its seq), whatever ids an older ledger holds."""
     with transaction(conn):
         row = conn.execute("SELECT watermark_id FROM watermarks WHERE source = ?", (source,)).fetchone()
         if row:
             return row[0]
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM watermarks").fetchone()[0] + 1
-        while seq < CODE_SIZE and not MIN_WEIGHT <= code_word(seq).bit_count() <= MAX_WEIGHT:
-            seq += 1
-        if seq >= CODE_SIZE:
-            raise OverflowError("the ledger has used every watermark id (64,294); start a new ledger and watermark "
-                                "code before generating more artworks")
-        wm_id = code_word(seq)
+        while conn.execute("SELECT 1 FROM watermarks WHERE watermark_id = ?", (seq,)).fetchone():
+            seq += 1  # taken by a version 1 code word
+        if seq >= 2**WATERMARK_ID_BITS:
+            raise OverflowError(f"the ledger has used every watermark id (2**{WATERMARK_ID_BITS}); start a new ledger")
         conn.execute("INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
-                     (seq, wm_id, source, datetime.now(timezone.utc).isoformat(timespec="seconds")))
-        return wm_id
+                     (seq, seq, source, datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        return seq
 
 
 def record(conn: sqlite3.Connection, manifest: dict, watermark_id: int | None) -> None:
@@ -272,9 +277,16 @@ def by_sha256_pixels(conn: sqlite3.Connection, sha256_pixels: str) -> dict | Non
     return _row(row) if row else None
 
 
+def by_watermark_id(conn: sqlite3.Connection, wm_id: int) -> dict | None:
+    """The artwork whose watermark id is exactly `wm_id` (a version 2 mark decodes to it), or None; indexed."""
+    row = conn.execute("SELECT * FROM artworks WHERE watermark_id = ?", (int(wm_id),)).fetchone()
+    return _row(row) if row else None
+
+
 def by_watermark(conn: sqlite3.Connection, bits: int, max_bits: int = 4, min_margin: int = 2) -> dict | None:
-    """The artwork whose watermark id is the clear, unique nearest match to decoded `bits` (row + "match"), or None."""
-    found: Match = nearest(bits, all_watermark_ids(conn), max_bits=max_bits, min_margin=min_margin)
+    """Version 1: the artwork whose watermark id is the clear, unique nearest match to the 32 `bits` decoded by
+    watermark.decode() (row + "match"), or None. Only version 1 ids are candidates."""
+    found: Match = nearest(bits, v1_watermark_ids(conn), max_bits=max_bits, min_margin=min_margin)
     if found.id is None:
         return None
     row = conn.execute("SELECT * FROM artworks WHERE watermark_id = ?", (found.id,)).fetchone()
@@ -301,6 +313,13 @@ def by_model_version(conn: sqlite3.Connection, model_name: str, model_version: s
 def all_watermark_ids(conn: sqlite3.Connection) -> list[int]:
     """Watermark ids of every recorded artwork (the candidates for watermark matching)."""
     return [r[0] for r in conn.execute("SELECT watermark_id FROM artworks WHERE watermark_id IS NOT NULL")]
+
+
+def v1_watermark_ids(conn: sqlite3.Connection) -> list[int]:
+    """Version 1 (RM(2,5) code word) watermark ids of recorded artworks: those not reserved as a version 2 id."""
+    return [r[0] for r in conn.execute(
+        "SELECT watermark_id FROM artworks WHERE watermark_id IS NOT NULL AND watermark_id NOT IN "
+        "(SELECT seq FROM watermarks WHERE watermark_id = seq)")]
 
 
 # The log: an append-only hash chain of every write (see the module docstring).
