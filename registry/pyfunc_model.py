@@ -16,9 +16,10 @@ import pandas as pd
 
 class AtelierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from atelier.models.latent_diffusion import LatentDiffusionPipeline
+        from atelier.models.generator import load_generator
 
-        self.pipeline = LatentDiffusionPipeline.from_pretrained(context.artifacts["pipeline"])
+        # either backend; a LoRA model refuses a base model whose weights digest differs from the recorded one
+        self.pipeline = load_generator(context.artifacts["pipeline"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         rows = []

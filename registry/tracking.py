@@ -19,7 +19,7 @@ from atelier import paths
 from atelier.cards import card_sha256, model_card
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow"]
+PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow", "transformers", "peft"]
 
 
 def tracking_uri() -> str:

@@ -31,8 +31,9 @@ from atelier.dataset import labels, load_images, split
 from atelier.embedding import embed_records
 from atelier.hashing import phash
 from atelier.io import write_json
-from atelier.models.clip import encode_images, encode_texts, load_clip, zero_shot
-from atelier.models.latent_diffusion import LatentDiffusionPipeline, to_pil
+from atelier.models.clip import encode_images, encode_texts, image_size, load_clip, zero_shot
+from atelier.models.generator import load_generator
+from atelier.models.latent_diffusion import to_pil
 from atelier.models.metrics import (calibrate_replication, calibrated_thresholds, clip_score, cmmd, diversity,
                                     prompt_ranks, replication, retrieval_accuracy)
 from atelier.plots import plot_clip_scores
@@ -124,7 +125,14 @@ def prompt_similarity_floor(evaluator, tokenizer, train: pd.DataFrame, holdout: 
     return float(torch.quantile(nearest.double(), 0.01))
 
 
-def evaluate(pipeline: LatentDiffusionPipeline, evaluator, eval_tokenizer, train: pd.DataFrame,
+def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images [N,3,R,R] scaled to size x size for a CLIP (a LoRA base makes its own resolution); as is when R fits."""
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
+
+
+def evaluate(pipeline, evaluator, eval_tokenizer, train: pd.DataFrame,
              holdout: pd.DataFrame, p: EvaluateParams, embed_train=None) -> tuple[dict, dict]:
     """All metrics as a JSON-ready dict, and the headline generations (for the grid and the plots) with the sampling
     seconds per guidance scale.
@@ -150,8 +158,8 @@ def evaluate(pipeline: LatentDiffusionPipeline, evaluator, eval_tokenizer, train
     headline, seconds = None, {}
     for g in p.guidance:
         start = time.time()
-        images = pipeline.generate_tensor(generation_prompts, seed=p.seed, steps=p.sampling_steps, guidance=g,
-                                          batch_size=24)
+        images = at_size(pipeline.generate_tensor(generation_prompts, seed=p.seed, steps=p.sampling_steps,
+                                                  guidance=g, batch_size=24), image_size(evaluator))
         scored = score(evaluator, eval_tokenizer, images, generation_prompts, prompts, prompt_emb)
         report["per_guidance"][str(g)] = public(scored)  # no wall-clock time in the report: DVC tracks eval.json
         seconds[str(g)] = round(time.time() - start, 1)
@@ -221,7 +229,7 @@ def main() -> dict:
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, holdout = split(records, params.train_clip.holdout_fraction)
     evaluator, eval_tokenizer = load_clip(paths.EVALUATOR_DIR)
-    pipeline = LatentDiffusionPipeline.from_pretrained(paths.DIFFUSION_DIR, resolution=params.clean.resolution)
+    pipeline = load_generator(paths.DIFFUSION_DIR, resolution=params.clean.resolution)
     report, shown = evaluate(pipeline, evaluator, eval_tokenizer, train, holdout, p,
                              embed_train=lambda r, clip_dir: embed_records(clip_dir, r, params.engine))
     firsts = list(range(0, len(shown["pils"]), p.per_prompt))  # one generation per prompt

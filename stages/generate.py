@@ -29,7 +29,7 @@ from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
 from atelier.lineage import training_records
 from atelier.models.clip import encode_images, encode_texts, load_evaluator
-from atelier.models.latent_diffusion import LatentDiffusionPipeline
+from atelier.models.generator import load_generator
 from atelier.models.metrics import clip_score, prompt_ranks, replication
 from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
@@ -82,7 +82,7 @@ def check_prompt(prompt: str, opt_outs: OptOuts) -> None:
 
 @dataclass
 class Champion:
-    pipeline: LatentDiffusionPipeline
+    pipeline: object  # LatentDiffusionPipeline or LoraGenerator (atelier/models/generator.py)
     info: dict  # name, version, run_id, tags
     model_dir: Path
     weights_sha256: str
@@ -195,7 +195,7 @@ def load_version(info: dict, alias: str) -> Champion:
     attribution = run_dir / "ATTRIBUTION.md"
     eval_file = run_dir / "evaluation" / "eval.json"
     eval_prompts = json.loads(eval_file.read_text())["prompt_set"] if eval_file.exists() else []
-    pipeline = LatentDiffusionPipeline.from_pretrained(model_dir)
+    pipeline = load_generator(model_dir)  # either backend; a LoRA model checks its base model's digest
     evaluator, eval_tokenizer = load_evaluator(model_dir)[:2]
     train = training_records(info["tags"]["dataset_md5"])
     present = train[train["clean_path"].map(lambda p: paths.absolute(p).exists())].reset_index(drop=True)

@@ -46,7 +46,7 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
     import torch.nn.functional as F
 
     from atelier.models.clip import encode_images, encode_texts, image_size, load_evaluator
-    from atelier.models.latent_diffusion import LatentDiffusionPipeline
+    from atelier.models.generator import load_generator
     from atelier.models.metrics import clip_score, paired_difference
 
     e = params.evaluate
@@ -64,7 +64,7 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
         size = image_size(evaluator)
         scores = []
         for folder in (cand_dir, champ_dir):
-            pipe = LatentDiffusionPipeline.from_pretrained(folder)
+            pipe = load_generator(folder)
             images = pipe.generate_tensor(prompts, seed=e.seed, steps=e.sampling_steps, guidance=e.headline_guidance,
                                           batch_size=24)
             if images.shape[-1] != size:  # a champion trained at another resolution: compare at the evaluator's

@@ -37,10 +37,29 @@ def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
     return out
 
 
+NOT_USED = "NOT_USED.json"  # what models/autoencoder holds when the generator's backend brings its own VAE
+
+
+def not_used(backend: str) -> dict:
+    """Write the record saying the autoencoder is not trained for `backend` (its base model has its own VAE), in
+    place of the model, the report and the curve that dvc.yaml declares."""
+    summary = {"used": False, "backend": backend,
+               "reason": f"train_diffusion.backend {backend} fine-tunes a base model that has its own VAE; Atelier's "
+                         "autoencoder is trained only for backend latent"}
+    with atomic_dir(paths.AUTOENCODER_DIR) as tmp:
+        write_json(tmp / NOT_USED, summary)
+    write_curve(paths.TRAIN_CURVES / "autoencoder.csv", "ae_l1", [])
+    write_json(paths.REPORTS / "autoencoder.json", summary)
+    print(f"train_autoencoder: not used: {summary['reason']}")
+    return summary
+
+
 def main() -> dict:
     """Train the autoencoder on the licensed training split (clean.resolution px); save it to models/autoencoder."""
     params = load_params()
     p = params.train_autoencoder
+    if params.train_diffusion.backend != "latent":
+        return not_used(params.train_diffusion.backend)
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, holdout = split(records, params.train_clip.holdout_fraction)
     images = load_images(train)

@@ -17,6 +17,7 @@ from atelier.demo import PALETTES, STYLES, build_demo, caption_for
 from atelier.models import clip as C
 from atelier.models import latent_diffusion as L
 from atelier.models import metrics as M
+from tests.tiny_models import build_tiny_sd, clip_tokenizer_from_open_clip
 
 CLIP_P = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
                     context_length=16, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
@@ -213,56 +214,17 @@ def test_training_rejects_bad_input(data):
 # ------------------------------------------------------------------------------------------------------ LoRA SD backend
 
 
-def _clip_tokenizer_from_open_clip(folder):
-    """A transformers CLIPTokenizer built offline from open_clip's bundled BPE merges."""
-    import gzip
-    import importlib.resources
-
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import CLIPTokenizer
-
-    bpe = importlib.resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(str(bpe)).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    vocab = list(bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-
-
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    tokenizer = _clip_tokenizer_from_open_clip(tmp_path_factory.mktemp("tok"))
-    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=2, attention_head_dim=2)
-    vae = AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=2)
-    text = CLIPTextModel(CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32,
-                                        intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                                        vocab_size=49408))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 def test_lora_backend_trains_saves_and_generates(tiny_sd, data, tmp_path):
     from atelier.models import lora_sd
 
     images, captions = data
-    assert "composition" in _clip_tokenizer_from_open_clip(tmp_path).decode(
-        _clip_tokenizer_from_open_clip(tmp_path)("a red grid composition").input_ids, skip_special_tokens=True)
+    assert "composition" in clip_tokenizer_from_open_clip(tmp_path).decode(
+        clip_tokenizer_from_open_clip(tmp_path)("a red grid composition").input_ids, skip_special_tokens=True)
     p = lora_sd.LoraParams(seed=0, steps=2, batch_size=2, lr=1e-3, rank=2, device="cpu")
     sha = lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, tmp_path / "lora")
     assert (tmp_path / "lora" / lora_sd.LORA_WEIGHTS).is_file() and len(sha) == 64
@@ -270,3 +232,36 @@ def test_lora_backend_trains_saves_and_generates(tiny_sd, data, tmp_path):
     a = lora_sd.generate(tiny_sd, tmp_path / "lora", captions[:1], seed=5, steps=2, guidance=2.0)
     b = lora_sd.generate(tiny_sd, tmp_path / "lora", captions[:1], seed=5, steps=2, guidance=2.0)
     assert a[0].size == (32, 32) and _pixels_sha(a) == _pixels_sha(b)
+
+
+class _Killed(Exception):
+    """Stands for a kill in the middle of training."""
+
+
+def test_lora_resume_after_a_kill_matches_an_uninterrupted_run(tiny_sd, data, tmp_path):
+    from atelier.checkpoint import Checkpointer
+    from atelier.models import lora_sd
+
+    images, captions = data
+    p = lora_sd.LoraParams(seed=0, steps=4, batch_size=2, lr=1e-3, rank=2, device="cpu")
+    whole = lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, tmp_path / "whole")
+
+    def killed_at_step_3(step: int, metrics: dict) -> None:
+        if step == 3:
+            raise _Killed
+
+    resumable = Checkpointer(tmp_path / "ck", {"run": "lora"}, label="train_lora", every=2)
+    with pytest.raises(_Killed):
+        lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, tmp_path / "killed", on_step=killed_at_step_3,
+                           checkpoint=resumable)
+    assert not (tmp_path / "killed").exists()
+    steps: list[int] = []
+    resumed = lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, tmp_path / "resumed",
+                                 on_step=lambda step, m: steps.append(step), checkpoint=resumable)
+    assert steps == [0, 1, 2, 3]  # steps 0-1 replayed from the checkpoint, 2-3 trained again
+    assert resumed == whole       # bitwise the adapters of the run that was never killed
+    from safetensors import safe_open
+
+    with safe_open(str(next((tmp_path / "ck").glob("step-*")) / "tensors.safetensors"), "pt") as saved:
+        weights = [k for k in saved.keys() if k.startswith("module.")]
+    assert weights and all(".lora." in k or k.startswith("module.lora.") for k in weights)  # never the frozen base

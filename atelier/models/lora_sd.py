@@ -1,8 +1,15 @@
-"""Second backend, for GPU users: LoRA (peft) on a local Stable Diffusion pipeline; weights saved as safetensors."""
+"""Second backend, for GPU users: LoRA (peft) on a local Stable Diffusion pipeline; weights saved as safetensors.
+
+A LoRA model folder (models/diffusion with backend lora_sd) holds only what was made here: the adapters
+(lora/pytorch_lora_weights.safetensors), the replication CLIP (clip/, a copy of models/clip) and the evaluator
+(evaluator/), with atelier_config.json naming the base model by path, name, licence and weights digest. The base is
+never copied (it can be gigabytes): LoraGenerator.from_pretrained checks its digest and refuses a base that changed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,10 +23,14 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from tqdm import tqdm
 
-from atelier.models.clip import progress_disabled
-from atelier.models.latent_diffusion import _refuse_pickles, image_seed
+from atelier.checkpoint import Checkpointer, TrainState
+from atelier.hashing import weights_digest
+from atelier.models.clip import load_clip, progress_disabled
+from atelier.models.latent_diffusion import CONFIG_NAME, _refuse_pickles, image_seed, to_pil
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+LORA_DIR = "lora"      # the adapters' subfolder in a saved LoRA model
+BACKEND = "lora_sd"
 
 
 @dataclass(frozen=True)
@@ -35,20 +46,40 @@ class LoraParams:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when a GPU is present, else cpu; `cuda` without a GPU is an error naming the param."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train_diffusion.device is cuda but torch sees no GPU here; set device: auto or cpu")
+    return device
+
+
 def load_pipeline(pipeline_path: str | Path, device: str = "cpu") -> StableDiffusionPipeline:
     """A local Stable Diffusion pipeline folder (safetensors only, no network, no safety checker download)."""
     path = Path(pipeline_path)
     if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"{path}: not a local diffusers pipeline folder (model_index.json missing)")
+        raise FileNotFoundError(f"{path}: not a local diffusers pipeline folder (model_index.json missing); "
+                                "train_diffusion.base_model must name a folder written by save_pretrained")
     _refuse_pickles(path)
     pipe = StableDiffusionPipeline.from_pretrained(
         path, use_safetensors=True, safety_checker=None, requires_safety_checker=False, local_files_only=True
     )
+    pipe.set_progress_bar_config(disable=progress_disabled())
     return pipe.to(device)
 
 
-def _resolution(pipe: StableDiffusionPipeline) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+def resolution(pipe: StableDiffusionPipeline) -> int:
+    """The side in pixels of the images the base pipeline makes (UNet sample size x VAE scale factor)."""
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+def base_resolution(pipeline_path: str | Path) -> int:
+    """resolution() read from a base folder's unet/ and vae/ configs, without loading its weights."""
+    path = Path(pipeline_path)
+    unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+    vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
+    return int(unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1))
 
 
 def train_lora(
@@ -58,13 +89,17 @@ def train_lora(
     p: LoraParams,
     out_dir: str | Path,
     on_step: Callable[[int, dict], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> str:
-    """Train LoRA adapters on the UNet's attention projections; write them to out_dir; return their sha256."""
+    """Train LoRA adapters on the UNet's attention projections; write them to out_dir; return their sha256.
+
+    With a `checkpoint`, resumes from its last checkpoint and saves one periodically (only the adapters, the
+    optimizer and the RNG states: never the frozen base)."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     torch.manual_seed(p.seed)
     pipe = load_pipeline(pipeline_path, p.device)
-    size = _resolution(pipe)
+    size = resolution(pipe)
     pixels = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -75,9 +110,14 @@ def train_lora(
     opt = torch.optim.AdamW(params, lr=p.lr)
     sched = pipe.scheduler
     g = torch.Generator().manual_seed(p.seed)
+    # the adapters alone as a module: a checkpoint holds them (shared with the UNet, restored in place), not the base
+    state = TrainState(total=p.steps, modules={"lora": torch.nn.ParameterList(params)}, optimizer=opt,
+                       generators={"batches": g}, checkpoint=checkpoint, on_step=on_step)
+    state.resume()
     pipe.unet.train()
     max_length = min(pipe.tokenizer.model_max_length, pipe.text_encoder.config.max_position_embeddings)
-    for step in tqdm(range(p.steps), desc="train lora", disable=progress_disabled()):
+    for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train lora",
+                  disable=progress_disabled()):
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
         caps = ["" if torch.rand(1, generator=g).item() < p.caption_dropout else captions[i] for i in idx.tolist()]
         tokens = pipe.tokenizer(caps, padding="max_length", max_length=max_length,
@@ -93,15 +133,86 @@ def train_lora(
         loss = F.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=states).sample.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if on_step is not None:
-            on_step(step, {"lora_loss": loss.item()})
+        state.record({"lora_loss": loss.item(), "grad_norm": grad_norm.item()})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
     return hashlib.sha256((out / LORA_WEIGHTS).read_bytes()).hexdigest()
+
+
+def _sample(pipe: StableDiffusionPipeline, prompts: list[str], seed: int, steps: int, guidance: float,
+            negative_prompt: str, batch_size: int) -> torch.Tensor:
+    """DDIM + CFG; images [N,3,R,R] in [0,1] on the CPU, image i seeded from (seed, i) like the latent backend."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(prompts))))
+        gens = [torch.Generator(device="cpu").manual_seed(image_seed(seed, i)) for i in chunk]
+        result = pipe([prompts[i] for i in chunk], negative_prompt=[negative_prompt] * len(chunk) if negative_prompt
+                      else None, num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="pt")
+        out.append(result.images.float().cpu().clamp(0, 1))
+    return torch.cat(out)
+
+
+def base_path(config: dict) -> Path:
+    """The base model's folder as recorded (a relative path is taken from the project root)."""
+    from atelier import paths
+
+    recorded = Path(config["base_model"]["path"])
+    return recorded if recorded.is_absolute() else paths.ROOT / recorded
+
+
+def check_base(folder: Path, recorded: str, what: str) -> None:
+    """Refuse a base model whose weights digest differs from the one recorded when the LoRA was trained."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: its base model {folder} is not there; a LoRA model needs the base it was "
+                                "trained on: put that folder back (its digest is recorded) or retrain")
+    found = weights_digest(folder)
+    if found != recorded:
+        raise ValueError(f"{what}: the base model {folder} has weights digest {found}, but the LoRA was trained on "
+                         f"{recorded}; the base changed since training, so its artworks would not be what was "
+                         "evaluated and signed. Restore the recorded base, or retrain (dvc repro train_diffusion)")
+
+
+class LoraGenerator:
+    """A base Stable Diffusion pipeline with trained LoRA adapters, exposing what the stages use of
+    LatentDiffusionPipeline: __call__ (PIL images), generate_tensor, clip_model, tokenizer and config."""
+
+    def __init__(self, pipe: StableDiffusionPipeline, clip_model, tokenizer, config: dict) -> None:
+        self.pipe, self.clip_model, self.tokenizer, self.config = pipe, clip_model.eval(), tokenizer, dict(config)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "auto") -> "LoraGenerator":
+        """Load a folder written by stages/train_lora.py; refuses pickles and a base whose digest changed."""
+        folder = Path(folder)
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        if config.get("backend") != BACKEND:
+            raise ValueError(f"{folder / CONFIG_NAME}: backend {config.get('backend')!r}, not {BACKEND!r}")
+        _refuse_pickles(folder)
+        base = base_path(config)
+        check_base(base, config["base_model"]["weights_sha256"], f"LoRA model {folder}")
+        pipe = load_pipeline(base, resolve_device(device))
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.load_lora_weights(folder / LORA_DIR, weight_name=LORA_WEIGHTS)
+        clip_model, tokenizer = load_clip(folder / "clip")
+        return cls(pipe, clip_model, tokenizer, config)
+
+    @torch.no_grad()
+    def generate_tensor(self, prompts: list[str], seed: int, steps: int = 25, guidance: float = 7.5,
+                        negative_prompt: str = "", batch_size: int = 1) -> torch.Tensor:
+        """Images [N,3,R,R] in [0,1], R the base's resolution; image i depends on (prompts[i], seed, i, ...)."""
+        return _sample(self.pipe, prompts, seed, steps, guidance, negative_prompt, batch_size)
+
+    def __call__(self, prompts: list[str], seed: int, steps: int = 25, guidance: float = 7.5,
+                 negative_prompt: str = "", batch_size: int = 1) -> list[Image.Image]:
+        """One RGB image per prompt at the base's resolution."""
+        return to_pil(self.generate_tensor(prompts, seed, steps, guidance, negative_prompt, batch_size))
 
 
 @torch.no_grad()
@@ -115,18 +226,11 @@ def generate(
     negative_prompt: str = "",
     device: str = "cpu",
 ) -> list[Image.Image]:
-    """DDIM + CFG, one image per prompt, image i seeded from (seed, i) like the latent-diffusion backend."""
+    """DDIM + CFG from a base folder and an adapters folder, one image per prompt, image i seeded from (seed, i)."""
     pipe = load_pipeline(pipeline_path, device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     if lora_dir is not None:
         lora_dir = Path(lora_dir)
         _refuse_pickles(lora_dir)
         pipe.load_lora_weights(lora_dir, weight_name=LORA_WEIGHTS)
-    pipe.set_progress_bar_config(disable=progress_disabled())
-    images = []
-    for i, prompt in enumerate(prompts):
-        gen = torch.Generator(device="cpu").manual_seed(image_seed(seed, i))
-        out = pipe(prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=gen, output_type="pil")
-        images.append(out.images[0])
-    return images
+    return to_pil(_sample(pipe, prompts, seed, steps, guidance, negative_prompt, batch_size=1))

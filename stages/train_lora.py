@@ -1,0 +1,142 @@
+"""train_diffusion stage, backend lora_sd: LoRA adapters (peft) on the declared local Stable Diffusion base, trained
+on the licensed training split (the same records, split and captions as the latent backend), saved to
+models/diffusion with the replication CLIP and the evaluator, then logged, registered and aliased `challenger` in
+MLflow with the base model recorded (name, path, licence, weights digest). The base is not copied into the registry:
+loading the model checks its digest (atelier/models/lora_sd.py LoraGenerator)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import defaultdict
+
+import pandas as pd
+
+from atelier import checkpoint, dvc, paths
+from atelier.config import ComponentParams, Params, load_params
+from atelier.dataset import load_images, split
+from atelier.hashing import file_sha256, weights_digest
+from atelier.io import atomic_dir, write_json
+from atelier.models.clip import WEIGHTS_NAME
+from atelier.models.latent_diffusion import CONFIG_NAME
+from atelier.models.lora_sd import BACKEND, LORA_DIR, LORA_WEIGHTS, LoraParams, base_resolution, resolve_device, \
+    train_lora
+from atelier.plots import plot_license_breakdown, plot_training_curves
+from atelier.reports import read_curve, write_curve
+from atelier.version import code_version
+
+
+def base_component(params: Params) -> ComponentParams:
+    """The `components:` entry declaring train_diffusion.base_model (params validation guarantees there is one)."""
+    wanted = str(params.train_diffusion.base_model).rstrip("/")
+    return next(c for c in params.components if c.path.rstrip("/") == wanted)
+
+
+def base_record(component: ComponentParams) -> dict:
+    """The base model as the LoRA model and its registry entry record it: name, path, licence, computed digest."""
+    folder = paths.absolute(component.path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"train_diffusion.base_model {component.path!r}: no such folder; point it at a local "
+                                "diffusers Stable Diffusion folder (model_index.json, safetensors weights)")
+    return {"name": component.name, "path": component.path, "license": component.license,
+            "training_data": component.training_data, "training_data_licensed": component.training_data_licensed,
+            "weights_sha256": weights_digest(folder)}
+
+
+def lora_params(params: Params) -> LoraParams:
+    """The LoRA loop's tunables from train_diffusion (lr, steps, batch, caption dropout shared with the latent
+    backend; lora_rank; device auto -> cuda when present)."""
+    p = params.train_diffusion
+    return LoraParams(seed=p.seed, steps=p.steps, batch_size=p.batch_size, lr=p.lr, rank=p.lora_rank,
+                      caption_dropout=p.caption_dropout, device=resolve_device(p.device))
+
+
+def main() -> dict:
+    """Train the adapters, save the model folder, register it; write reports/train.json like the latent stage."""
+    from registry.tracking import TrainingRecord, log_training
+
+    params = load_params()
+    p = params.train_diffusion
+    lp = lora_params(params)
+    base = base_record(base_component(params))
+    base_dir = paths.absolute(base["path"])
+    records = pd.read_parquet(paths.TRAIN_RECORDS)
+    train, _ = split(records, params.train_clip.holdout_fraction)
+    images = load_images(train)
+    curves: dict[str, list[float]] = defaultdict(list)
+
+    def on_step(step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            curves[key].append(value)
+
+    start = time.time()
+    # a killed run resumes from its last checkpoint; the key adds the base's digest (the base is not a DVC dep)
+    resumable = checkpoint.Checkpointer(paths.CHECKPOINTS / "train_diffusion",
+                                        {"stage": checkpoint.stage_key("train_diffusion"),
+                                         "base_model": base["weights_sha256"]}, label="train_lora")
+    with atomic_dir(paths.DIFFUSION_DIR) as tmp:
+        lora_sha = train_lora(base_dir, images, list(train["caption"]), lp, tmp / LORA_DIR, on_step=on_step,
+                              checkpoint=resumable)
+        size = base_resolution(base_dir)
+        config = {"backend": BACKEND, "resolution": size, "base_model": base, "lora_rank": lp.rank,
+                  "lora_weights": f"{LORA_DIR}/{LORA_WEIGHTS}"}
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.copytree(paths.CLIP_DIR, tmp / "clip")            # replication and neighbours, as the latent model's
+        shutil.copytree(paths.EVALUATOR_DIR, tmp / "evaluator")  # the registered model carries its own judge
+        weights = {f"{LORA_DIR}/{LORA_WEIGHTS}": lora_sha,
+                   f"clip/{WEIGHTS_NAME}": file_sha256(tmp / "clip" / WEIGHTS_NAME),
+                   f"evaluator/{WEIGHTS_NAME}": file_sha256(tmp / "evaluator" / WEIGHTS_NAME)}
+    seconds = round(time.time() - start, 1)
+    for key, values in curves.items():
+        write_curve(paths.TRAIN_CURVES / f"{key}.csv", key, values)
+    write_curve(paths.TRAIN_CURVES / "unet_loss.csv", "unet_loss", curves["lora_loss"])  # dvc.yaml's plot
+
+    licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
+    clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
+    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
+    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
+    tags = {
+        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
+        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
+        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
+        "git_commit": code_version(), "weights_sha256": weights_sha256, "backend": BACKEND,
+        "device": lp.device, **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license",
+                                                                           "weights_sha256")},
+    }
+    record = TrainingRecord(
+        params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+                **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
+                **{f"base_model.{k}": v for k, v in base.items()}},
+        curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"), **curves},
+        metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
+                 "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
+                 "lora_seconds": seconds},
+        tags=tags,
+        dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
+        dataset_digest=data_md5,
+        dataset_source=paths.relative(paths.TRAIN_RECORDS),
+        pipeline_dir=paths.DIFFUSION_DIR,
+        artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
+    )
+    plot_training_curves(record.curves, paths.REPORTS / "training_loss.png")
+    plot_license_breakdown(licensed["train_per_license"], licensed["excluded_per_reason"],
+                           paths.REPORTS / "licenses.png")
+    record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
+    registered = log_training(record, params.registry.model_name, params.registry.experiment)
+    # reports/train.json is tracked by DVC: no clock time and no random id
+    summary = {"model_name": registered["model_name"], "version": registered["version"], "backend": BACKEND,
+               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
+               "train_records": len(records), "lora_steps": p.steps, "resolution": size,
+               "base_model": {k: base[k] for k in ("name", "path", "license", "weights_sha256")}}
+    write_json(paths.TRAIN_SUMMARY, summary)
+    write_json(paths.TIMINGS / "train_diffusion.json", {"lora_seconds": seconds, "device": lp.device})  # untracked
+    resumable.clear()  # every output is written and the model registered: nothing left to resume
+    print(f"train_diffusion (lora_sd on {base['name']}): registered {registered['model_name']} version "
+          f"{registered['version']} as challenger (run {registered['run_id']}), {p.steps} steps on {lp.device} "
+          f"in {seconds} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
