@@ -1,7 +1,8 @@
 """train_clip stage: two CLIPs on the licensed image-caption pairs of the training split. The first (models/clip) is
 the generator's text encoder and the similarity model; the second (models/evaluator), the same model trained with
 another seed, scores the generator, so the judge is not the text encoder it judges. With a local pretrained
-checkpoint named in params.yaml, that one model is both."""
+checkpoint named in params.yaml (train_clip.pretrained, declared under components), that one model is both: it is
+saved with its own open_clip config, and the sha256 of its weights is recorded (atelier/components.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import time
 
 import pandas as pd
 
-from atelier import checkpoint, paths
+from atelier import checkpoint, components, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
-from atelier.models.clip import image_size, load_clip, refuse_other_resolution, save_clip_bundle, train_clip, zero_shot
+from atelier.models.clip import clip_config, load_clip, save_clip_bundle, train_clip, zero_shot
 from atelier.reports import write_curve
 
 
@@ -40,11 +41,12 @@ def main() -> dict:
     start = time.time()
     curve: list[float] = []
     resumables = []
-    if p.pretrained:
-        model, _ = load_clip(p.pretrained)
-        refuse_other_resolution(image_size(model), resolution, f"the image size (vision_cfg.image_size) of "
-                                f"train_clip.pretrained {p.pretrained}")
-        evaluator, source, evaluator_source = model, f"pretrained:{p.pretrained}", "same as text encoder (pretrained)"
+    pretrained = {}
+    if p.pretrained:  # refused unless made for clean.resolution and its tensors fit its config
+        model, _ = load_clip(components.local_path(p.pretrained), resolution)
+        config = clip_config(components.local_path(p.pretrained))
+        evaluator, source, evaluator_source = model, "pretrained", "same as text encoder (pretrained)"
+        pretrained = {"pretrained_weights_sha256": components.weights_sha256(p.pretrained)}
     else:
         # Each loop has its own checkpoint folder: a killed run resumes both, the finished one at its last step.
         resumables = [checkpoint.for_stage("train_clip"),
@@ -56,15 +58,17 @@ def main() -> dict:
         evaluator = train_clip(images, captions, p.model_copy(update={"seed": p.evaluator_seed}),
                                checkpoint=resumables[1])
         source, evaluator_source = "trained", f"trained separately (train_clip.evaluator_seed {p.evaluator_seed})"
+        config = p  # the bundle's model_cfg is built from these params
     with atomic_dir(paths.CLIP_DIR) as tmp:
-        sha256 = save_clip_bundle(model, p, tmp)
+        sha256 = save_clip_bundle(model, config, tmp)
     with atomic_dir(paths.EVALUATOR_DIR) as tmp:
-        evaluator_sha256 = save_clip_bundle(evaluator, p, tmp)
+        evaluator_sha256 = save_clip_bundle(evaluator, config, tmp)
     model, tokenizer = load_clip(paths.CLIP_DIR)
     evaluator, evaluator_tokenizer = load_clip(paths.EVALUATOR_DIR)
     seconds = round(time.time() - start, 1)
     # No wall-clock time in clip.json: DVC tracks it, and two runs of the same code and data must hash alike.
-    summary = {"source": source, "weights_sha256": sha256, "train_images": len(train), "steps": len(curve),
+    summary = {"source": source, **pretrained, "weights_sha256": sha256, "train_images": len(train),
+               "steps": len(curve),
                **holdout_accuracy(model, tokenizer, holdout),
                "evaluator": evaluator_source, "evaluator_weights_sha256": evaluator_sha256,
                **{f"evaluator_{k}": v for k, v in holdout_accuracy(evaluator, evaluator_tokenizer, holdout).items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +12,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
+from open_clip.model import set_model_preprocess_cfg
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -89,11 +92,20 @@ def build_tokenizer(context_length: int) -> open_clip.tokenizer.SimpleTokenizer:
     return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
 
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """[N,3,H,W] in [0,1] -> the CLIP's input normalisation."""
-    mean = torch.tensor(IMAGE_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, dtype=images.dtype).view(1, 3, 1, 1)
+def normalize_images(images: torch.Tensor, model: open_clip.CLIP | None = None) -> torch.Tensor:
+    """[N,3,H,W] in [0,1] -> the CLIP's input normalisation: Atelier's (IMAGE_MEAN, IMAGE_STD), or a loaded model's
+    own preprocess_cfg mean and std (a pretrained checkpoint's)."""
+    mean, std = _mean_std(model)
+    mean = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+def _mean_std(model: open_clip.CLIP | None) -> tuple[tuple, tuple]:
+    """A model's image normalisation (open_clip keeps it as visual.image_mean / image_std), else Atelier's."""
+    visual = getattr(model, "visual", None)
+    mean, std = getattr(visual, "image_mean", None), getattr(visual, "image_std", None)
+    return (tuple(mean), tuple(std)) if mean is not None and std is not None else (IMAGE_MEAN, IMAGE_STD)
 
 
 def _check_images(images: torch.Tensor, size: int | None = None) -> None:
@@ -151,13 +163,15 @@ def train_clip(
 
 
 def save_clip_bundle(model: open_clip.CLIP, p: ClipParams | dict, folder: str | Path) -> str:
-    """Write a `local-dir:` bundle (open_clip_config.json + safetensors), check it loads back, return the weights' sha256."""
+    """Write a `local-dir:` bundle (open_clip_config.json + safetensors), check it loads back, return the weights' sha256.
+    `p`: the params it was built from, or its own model_cfg (a pretrained checkpoint's, from clip_config)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = model_config(p, image_size(model)) if isinstance(p, ClipParams) else p
+    mean, std = _mean_std(model)  # a pretrained model keeps its own normalisation
     config = {
         "model_cfg": cfg,
-        "preprocess_cfg": {"size": cfg["vision_cfg"]["image_size"], "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
+        "preprocess_cfg": {"size": cfg["vision_cfg"]["image_size"], "mean": list(mean), "std": list(std)},
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -169,28 +183,99 @@ def save_clip_bundle(model: open_clip.CLIP, p: ClipParams | dict, folder: str | 
     return hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
 
 
-def load_clip(spec: str | Path) -> tuple[open_clip.CLIP, open_clip.tokenizer.SimpleTokenizer]:
-    """Load (model, tokenizer) from a bundle folder (`local-dir:` prefix optional) or a .safetensors file beside its config."""
+# open_clip's names for a local-dir bundle's weights, in its own order of preference (factory._find_checkpoint_in_dir);
+# Atelier reads safetensors only
+BUNDLE_WEIGHTS = (WEIGHTS_NAME, "open_clip_pytorch_model.safetensors", "model.safetensors")
+BUNDLED_VOCAB = 49408  # open_clip's bundled BPE tokenizer (SimpleTokenizer)
+UNSUPPORTED = {  # model_cfg keys Atelier cannot use, and why
+    "custom_text": "a custom text tower (CustomTextCLIP)", "multimodal_cfg": "a CoCa captioning head",
+    "timm_model_name": "a timm image tower (its weights come from the network)",
+    "hf_model_name": "a Hugging Face text tower (its weights come from the network)",
+}
+
+
+def _checkpoint_files(spec: str | Path) -> tuple[Path, Path]:
+    """(config json, safetensors weights) of a CLIP spec: a `local-dir:` bundle folder (open_clip's local-dir schema:
+    open_clip_config.json with model_cfg and preprocess_cfg, and safetensors weights), or a `.safetensors` file with
+    open_clip_config.json beside it (the same file names as open_clip's hub format)."""
     text = str(spec)
+    if text.startswith("hf-hub:"):
+        raise ValueError(f"CLIP spec {text!r}: Atelier never downloads a model; save it as a local-dir: bundle and "
+                         "name that folder")
     path = Path(text.removeprefix("local-dir:"))
     if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
+        config = path / CONFIG_NAME
+        if not config.is_file():
             raise FileNotFoundError(f"{path}: not a CLIP bundle ({CONFIG_NAME} missing)")
-        if not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{path}: CLIP bundle has no {WEIGHTS_NAME}; only safetensors weights are loaded")
-        model = open_clip.create_model(f"local-dir:{path}", device="cpu")
-        cfg = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))["model_cfg"]
-    elif path.suffix == ".safetensors" and path.is_file():
-        config_path = path.parent / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{path}: a .safetensors CLIP checkpoint needs {CONFIG_NAME} beside it")
-        cfg = json.loads(config_path.read_text(encoding="utf-8"))["model_cfg"]
-        model = _from_config(cfg)
-        model.load_state_dict(load_file(str(path)))
-    else:
-        raise FileNotFoundError(f"CLIP spec {text!r} is neither a bundle folder nor a .safetensors file")
+        weights = next((path / name for name in BUNDLE_WEIGHTS if (path / name).is_file()), None)
+        if weights is None:
+            found = sorted(f.name for f in path.iterdir() if f.suffix in (".bin", ".pth", ".pt", ".safetensors"))
+            raise FileNotFoundError(f"{path}: CLIP bundle has none of {list(BUNDLE_WEIGHTS)} (found {found}); only "
+                                    "safetensors weights are loaded: convert the checkpoint with safetensors")
+        return config, weights
+    if path.suffix == ".safetensors" and path.is_file():
+        config = path.parent / CONFIG_NAME
+        if not config.is_file():
+            raise FileNotFoundError(f"{path}: a .safetensors CLIP checkpoint needs its open_clip config "
+                                    f"{CONFIG_NAME} (model_cfg, preprocess_cfg) beside it")
+        return config, path
+    raise FileNotFoundError(f"CLIP spec {text!r} is neither a bundle folder (local-dir:) nor a .safetensors file")
+
+
+def clip_config(spec: str | Path) -> dict:
+    """The open_clip model_cfg of a CLIP spec, refused when Atelier cannot use it (names the key and why)."""
+    config_path, _ = _checkpoint_files(spec)
+    document = json.loads(config_path.read_text(encoding="utf-8"))
+    if "model_cfg" not in document:
+        raise ValueError(f"{config_path}: no model_cfg (open_clip's local-dir config holds model_cfg and "
+                         "preprocess_cfg)")
+    cfg = document["model_cfg"]
+    for key, what in UNSUPPORTED.items():
+        if cfg.get(key) or cfg.get("vision_cfg", {}).get(key) or cfg.get("text_cfg", {}).get(key):
+            raise ValueError(f"{config_path}: {key} ({what}) is not supported: Atelier conditions on open_clip's "
+                             "CLIP text transformer and loads local weights only")
+    text = cfg.get("text_cfg", {})
+    if text.get("hf_tokenizer_name"):
+        raise ValueError(f"{config_path}: text_cfg.hf_tokenizer_name {text['hf_tokenizer_name']!r} names a Hugging "
+                         "Face tokenizer; Atelier uses open_clip's bundled BPE tokenizer only (offline)")
+    if text.get("vocab_size", BUNDLED_VOCAB) != BUNDLED_VOCAB:
+        raise ValueError(f"{config_path}: text_cfg.vocab_size {text['vocab_size']} differs from the bundled "
+                         f"tokenizer's {BUNDLED_VOCAB}; that checkpoint needs another tokenizer")
+    return cfg
+
+
+def tensor_mismatches(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
+    """Each key whose tensor differs in shape between the config's model (`expected`) and a checkpoint (`found`), or
+    that only one of them has."""
+    out = [f"{key}: checkpoint {tuple(found[key].shape)} vs config {tuple(expected[key].shape)}"
+           for key in expected if key in found and found[key].shape != expected[key].shape]
+    out += [f"{key}: in the config's model, not in the checkpoint" for key in expected if key not in found]
+    out += [f"{key}: in the checkpoint, not in the config's model" for key in found if key not in expected]
+    return out
+
+
+def load_clip(spec: str | Path, resolution: int | None = None) -> tuple[open_clip.CLIP, object]:
+    """Load (model, tokenizer) from a bundle folder (`local-dir:` prefix optional) or a .safetensors file beside its
+    config. With `resolution` (clean.resolution), refuse a model made for other images. A checkpoint whose tensors
+    do not fit its config is refused, naming the keys and both shapes."""
+    config_path, weights = _checkpoint_files(spec)
+    cfg = clip_config(spec)
+    if resolution is not None:
+        size = cfg["vision_cfg"].get("image_size")
+        refuse_other_resolution(size, resolution, f"vision_cfg.image_size in {config_path}")
+    model = open_clip.CLIP(**cfg)
+    state = load_file(str(weights))
+    problems = tensor_mismatches(model.state_dict(), state)
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise ValueError(f"{weights}: the checkpoint does not fit its config {config_path} ({shown}); use the "
+                         "config the checkpoint was saved with")
+    model.load_state_dict(state)
+    preprocess = json.loads(config_path.read_text(encoding="utf-8")).get("preprocess_cfg", {})
+    set_model_preprocess_cfg(model, merge_preprocess_dict(asdict(PreprocessCfg()), preprocess)
+                             | {"size": image_size(model)})
     model.eval()
-    return model, build_tokenizer(cfg["text_cfg"]["context_length"])
+    return model, open_clip.get_tokenizer(f"local-dir:{config_path.parent}")
 
 
 def evaluator_dir(model_dir: str | Path) -> Path:
@@ -212,7 +297,7 @@ def encode_images(model: open_clip.CLIP, images: torch.Tensor, batch_size: int =
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
-        out.append(model.encode_image(normalize_images(images[i : i + batch_size].float()), normalize=True))
+        out.append(model.encode_image(normalize_images(images[i : i + batch_size].float(), model), normalize=True))
     return torch.cat(out)
 
 

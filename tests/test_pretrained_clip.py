@@ -1,0 +1,107 @@
+"""A pretrained open_clip checkpoint, built here (tiny, random, no download): loaded as a .safetensors file beside its
+config or as a local-dir: bundle, refused when it does not fit clean.resolution or its own config (naming the keys),
+and, once, through `dvc repro` to signed artworks whose manifests name it with its digest and licence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from atelier.hashing import file_sha256
+from atelier.models import clip as C
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]  # a normalisation unlike Atelier's own, to see it carried
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def tiny_config(image_size: int = 32) -> dict:
+    """An open_clip model_cfg small enough to build in a test."""
+    return {"embed_dim": 16,
+            "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def tiny_clip_checkpoint(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A randomly initialised tiny open_clip CLIP saved as folder/tiny-clip.safetensors with open_clip_config.json
+    beside it (open_clip's local-dir layout, with a file name of its own); return the checkpoint's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = tiny_config(image_size)
+    model = open_clip.CLIP(**cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "tiny-clip.safetensors"))
+    (folder / C.CONFIG_NAME).write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
+        "size": image_size, "mean": OPENAI_MEAN, "std": OPENAI_STD}}), encoding="utf-8")
+    return folder / "tiny-clip.safetensors"
+
+
+def test_a_safetensors_checkpoint_and_a_local_dir_bundle_load_with_their_own_config_and_tokenizer(tmp_path):
+    ckpt = tiny_clip_checkpoint(tmp_path / "ckpt")
+    model, tokenizer = C.load_clip(ckpt, resolution=32)
+    assert C.image_size(model) == 32 and model.visual.image_mean == OPENAI_MEAN
+    assert torch.equal(tokenizer(["a red boat"]), open_clip.tokenizer.SimpleTokenizer(context_length=32)(["a red boat"]))
+    images = torch.rand(2, 3, 32, 32)
+    want = model.encode_image((images - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1))
+                              / torch.tensor(OPENAI_STD).view(1, 3, 1, 1), normalize=True)
+    assert torch.allclose(C.encode_images(model, images), want, atol=1e-6)  # its own normalisation, not Atelier's
+    # saved as Atelier's bundle: the checkpoint's config and normalisation, the same tensors; and loaded back as one
+    C.save_clip_bundle(model, C.clip_config(ckpt), tmp_path / "bundle")
+    saved = json.loads((tmp_path / "bundle" / C.CONFIG_NAME).read_text())
+    assert saved["model_cfg"] == tiny_config() and saved["preprocess_cfg"]["mean"] == OPENAI_MEAN
+    again, _ = C.load_clip(f"local-dir:{tmp_path / 'bundle'}", resolution=32)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    assert torch.allclose(C.encode_images(again, images), want, atol=1e-6)
+
+
+def test_a_checkpoint_made_for_another_resolution_is_refused_naming_the_key(tmp_path):
+    ckpt = tiny_clip_checkpoint(tmp_path / "ckpt", image_size=64)
+    with pytest.raises(ValueError, match=r"vision_cfg\.image_size in .*open_clip_config\.json is 64 but "
+                                         r"clean\.resolution in params\.yaml is 32"):
+        C.load_clip(ckpt, resolution=32)
+
+
+def test_tensors_that_do_not_fit_the_config_are_refused_naming_the_keys_and_shapes(tmp_path):
+    ckpt = tiny_clip_checkpoint(tmp_path / "ckpt", image_size=64)  # tensors for 64 px: 8x8 patches + 1 = 65 positions
+    config = json.loads((ckpt.parent / C.CONFIG_NAME).read_text())
+    config["model_cfg"]["vision_cfg"]["image_size"] = 32  # a config for 32 px: 4x4 + 1 = 17 positions
+    (ckpt.parent / C.CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"visual\.positional_embedding: checkpoint \(65, 32\) vs config \(17, 32\)"):
+        C.load_clip(ckpt, resolution=32)
+    config["model_cfg"]["vision_cfg"]["image_size"] = 64
+    config["model_cfg"]["text_cfg"]["layers"] = 2
+    (ckpt.parent / C.CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"transformer\.resblocks\.1\.\S+: in the config's model, not in the check"):
+        C.load_clip(ckpt)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda cfg: cfg["text_cfg"].update(hf_tokenizer_name="some-org/tokenizer"), "Hugging Face tokenizer"),
+    (lambda cfg: cfg["text_cfg"].update(hf_model_name="some-org/text"), "hf_model_name"),
+    (lambda cfg: cfg["text_cfg"].update(vocab_size=1000), "vocab_size 1000"),
+])
+def test_what_would_need_the_network_or_another_tokenizer_is_refused(tmp_path, edit, message):
+    ckpt = tiny_clip_checkpoint(tmp_path / "ckpt")
+    config = json.loads((ckpt.parent / C.CONFIG_NAME).read_text())
+    edit(config["model_cfg"])
+    (ckpt.parent / C.CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        C.load_clip(ckpt)
+
+
+def test_hub_names_pickles_and_missing_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="never downloads"):
+        C.load_clip("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    ckpt = tiny_clip_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / C.CONFIG_NAME).write_text((ckpt.parent / C.CONFIG_NAME).read_text())
+    (tmp_path / "pickled" / "open_clip_pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FileNotFoundError, match=r"only safetensors weights are loaded"):
+        C.load_clip(f"local-dir:{tmp_path / 'pickled'}")
+    (ckpt.parent / C.CONFIG_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match="needs its open_clip config open_clip_config.json"):
+        C.load_clip(ckpt)
