@@ -374,28 +374,58 @@ def _evaluation(headline: dict | None) -> list[str]:
             f"{int(headline.get('figures_beating_real', 0))}.", ""]
 
 
-def model_card(model: dict, dataset: dict, evaluation: dict | None = None) -> str:
+def _components(parts: list[dict] | None, reason: str | None) -> list[str]:
+    """The model card's section on the model's parts (atelier/components.py) and the licensed-only verdict."""
+    if parts is None:
+        return ["Not recorded: this version was registered before its parts were (re-run train_diffusion).", ""]
+    rows = [f"| {p['name']} | {p['role']} | {'here, on the training data below' if p['trained_here'] else 'outside'}"
+            f" | `{p['weights_sha256'] or 'in the registered weights'}` | {p['license'] or 'the training data terms'} "
+            f"| {p['training_data']} | {_licensed_words(p['training_data_licensed'])} |" for p in parts]
+    verdict = all(p["trained_here"] or p["training_data_licensed"] is True for p in parts)
+    return [f"Licensed only: **{'yes' if verdict else 'no'}**. {reason or ''}".rstrip(), "",
+            "| part | role | trained | weights sha256 | licence | training data | licensed training data |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def _licensed_words(value: bool | None) -> str:
+    return {True: "yes", False: "no"}.get(value, "unknown")
+
+
+def model_card(model: dict, dataset: dict, evaluation: dict | None = None, components: list[dict] | None = None,
+               licensed_only_reason: str | None = None) -> str:
     """MODEL_CARD.md of one registered version. `model`: name, version, run_id, weights_sha256, backend,
     resolution, git_commit; `dataset`: name, card_sha256, dvc_md5, records, per_license (licence -> records);
-    `evaluation`: eval.json's headline figures, or None before the evaluate stage."""
+    `evaluation`: eval.json's headline figures, or None before the evaluate stage; `components`: the model's parts
+    (atelier/components.py; None when the version predates them) with the licensed-only verdict's reason."""
     per_license = dataset["per_license"]
+    outside = [p for p in components or [] if not p["trained_here"]]
+    base = next((p for p in outside if p["role"] == "base_model"), None)
     front = {**hf_license(per_license), "datasets": [dataset["name"]],
              "dataset_card_sha256": dataset["card_sha256"], "tags": MODEL_TAGS, "library_name": "diffusers",
-             "pipeline_tag": "text-to-image"}
+             "pipeline_tag": "text-to-image", **({"base_model": base["name"]} if base else {})}
+    if outside:
+        made = ("Built on parts made elsewhere (" + ", ".join(f"{p['role']} {p['name']}" for p in outside) +
+                "), declared with their licence and training data under Components; the other parts are trained "
+                "by Atelier on the training data below.")
+    else:
+        made = ("Base model: none. The autoencoder, the CLIP text encoder and the UNet are all trained from scratch "
+                "on the training data below.")
     terms = usage_terms(per_license)
     licences = "\n".join(f"| {spdx} | {n} |" for spdx, n in sorted(per_license.items()))
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip("\n"), "---", "",
         f"# {model['name']} version {model['version']}", "",
-        "A small text-to-image latent diffusion model trained from scratch by Atelier on openly licensed works only; "
-        "each artwork it makes is signed with its provenance.", "",
+        ("A text-to-image model trained by Atelier on openly licensed works, on top of parts made elsewhere (see "
+         "Components); " if outside else "A small text-to-image latent diffusion model trained from scratch by "
+         "Atelier on openly licensed works only; ") + "each artwork it makes is signed with its provenance.", "",
         "## Model details", "",
         f"- Name and version: {model['name']} {model['version']} (MLflow run `{model['run_id']}`)",
         f"- Weights sha256: `{model['weights_sha256']}`",
         f"- Backend: {model['backend']}; resolution {model['resolution']}x{model['resolution']} pixels",
-        "- Base model: none. The autoencoder, the CLIP text encoder and the UNet are all trained from scratch on "
-        "the training data below.",
+        f"- {made}",
         f"- Code version: `{model.get('git_commit', 'unknown')}`", "",
+        "## Components", "",
+        *_components(components, licensed_only_reason),
         "## Training data", "",
         f"- Dataset: {dataset['name']}, {dataset['records']} records (Croissant card `cards/croissant.json`, "
         f"datasheet `cards/DATASHEET.md`)",

@@ -2,7 +2,8 @@
 
 Two kinds of part:
 - **trained here** on the licensed set (the autoencoder, the UNet, the CLIP text encoder and evaluator of the default
-  pipeline; LoRA adapters): their training data is the licensed set, named by its dataset card's sha256;
+  pipeline; the LoRA adapters, the similarity CLIP and evaluator of lora_sd): their training data is the licensed
+  set, named by its dataset card's sha256;
 - **declared** in params.yaml `components` (a pretrained CLIP, a base model, its text encoder): name, role, licence
   and training-data statement as their makers give them, and a weights digest computed here from their files, never
   declared (sha256 of a file; for a folder, hashing.weights_digest over its safetensors files).
@@ -25,7 +26,8 @@ from atelier.hashing import file_sha256, weights_digest
 TRAINED_HERE = {
     "latent": [("atelier-autoencoder", "autoencoder", "vae"), ("atelier-unet", "unet", "unet"),
                ("atelier-clip", "text_encoder", "clip"), ("atelier-evaluator", "evaluator", "evaluator")],
-    "lora_sd": [("atelier-lora", "lora_adapters", None), ("atelier-evaluator", "evaluator", "evaluator")],
+    "lora_sd": [("atelier-lora", "lora_adapters", "lora"), ("atelier-clip", "similarity_clip", "clip"),
+                ("atelier-evaluator", "evaluator", "evaluator")],
 }
 CLIP_PARTS = ("clip", "evaluator")  # folders that hold the pretrained CLIP instead, when train_clip.pretrained is set
 TAG_LIMIT = 5000  # MLflow's longest model-version tag value

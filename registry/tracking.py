@@ -15,8 +15,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from atelier import paths
+from atelier import components, paths
 from atelier.cards import card_sha256, model_card
+from atelier.config import load_params
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow", "transformers", "peft"]
@@ -72,6 +73,7 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
                                     "stage first (dvc repro license)")
     dataset_card_sha256 = card_sha256(record.dataset_card)
     resolution = _resolution(record.pipeline_dir)
+    tags = {**record.tags, **component_tags(record.pipeline_dir, dataset_card_sha256)}
     c = client()
     with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
@@ -82,7 +84,7 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
         dataset = mlflow.data.from_pandas(record.dataset, source=record.dataset_source, name="licensed-train",
                                           digest=record.dataset_digest)
         mlflow.log_input(dataset, context="training")
-        mlflow.set_tags(record.tags)
+        mlflow.set_tags(tags)
         for artifact in record.artifacts:
             mlflow.log_artifact(str(artifact))
         mlflow.log_artifact(str(record.dataset_card), artifact_path="cards")
@@ -95,7 +97,7 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
             registered_model_name=model_name,
         )
     version = str(info.registered_model_version)
-    for key, value in record.tags.items():
+    for key, value in tags.items():
         c.set_model_version_tag(model_name, version, key, value)
     c.set_model_version_tag(model_name, version, "dataset_digest", record.dataset_digest)
     c.set_model_version_tag(model_name, version, "dataset_card_sha256", dataset_card_sha256)
@@ -121,6 +123,19 @@ def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str
         print(f"evaluate: note: {model_name} version {version} was registered without a dataset card, so its model "
               "card is not written; re-run train_diffusion (dvc repro train_diffusion) to register one with it",
               file=sys.stderr)
+
+
+def component_tags(pipeline_dir: Path, dataset_card_sha256: str) -> dict[str, str]:
+    """Tags `components` (every part of the model as JSON: atelier/components.py), `licensed_only` (true/false) and
+    `licensed_only_reason`, from params.yaml and the weights on disk; refused when the pretrained CLIP changed since
+    the train_clip stage recorded its digest (reports/clip.json)."""
+    clip_report = paths.REPORTS / "clip.json"
+    recorded = json.loads(clip_report.read_text(encoding="utf-8")).get("pretrained_weights_sha256") \
+        if clip_report.exists() else None
+    parts = components.for_run(load_params(), dataset_card_sha256, pipeline_dir, recorded)
+    verdict, reason = components.licensed_only(parts)
+    return {"components": components.as_tag(parts), "licensed_only": str(verdict).lower(),
+            "licensed_only_reason": reason[:components.TAG_LIMIT]}
 
 
 MODEL_CARD_TAGS = ("weights_sha256", "backend", "resolution", "dataset_digest", "dataset_card_sha256",
@@ -161,7 +176,8 @@ def write_model_card(model_name: str, version: str, evaluation: dict[str, float]
     dataset = {"name": dataset_card["name"], "card_sha256": tags["dataset_card_sha256"],
                "dvc_md5": tags["dataset_digest"], "records": tags["train_records"],
                "per_license": json.loads(tags["license_summary"])}
-    text = model_card(model, dataset, evaluation)
+    parts = components.from_tag(tags["components"]) if "components" in tags else None
+    text = model_card(model, dataset, evaluation, parts, tags.get("licensed_only_reason"))
     c.log_text(mv.run_id, text, "cards/MODEL_CARD.md")
     c.update_model_version(model_name, str(version), description=text)
     return text

@@ -146,6 +146,22 @@ def test_the_model_card_front_matter_parses_with_licence_datasets_and_tags():
     assert "| CMMD (lower is closer) | 1.900 | - | 0.700 |" in evaluated and "Not evaluated yet" not in evaluated
 
 
+def test_the_model_card_names_a_declared_base_model_and_the_licensed_only_verdict():
+    model, dataset = _model_facts({"CC0-1.0": 2})
+    parts = [{"name": "atelier-lora", "role": "lora_adapters", "trained_here": True, "weights_sha256": "a" * 64,
+              "license": None, "training_data": "the licensed set", "training_data_licensed": True},
+             {"name": "tiny-sd", "role": "base_model", "trained_here": False, "weights_sha256": "b" * 64,
+              "license": "CreativeML-OpenRAIL-M", "training_data": "LAION-5B subset", "training_data_licensed": None}]
+    text = cards.model_card(model, dataset, None, parts, "not licensed-only: base_model 'tiny-sd' ...")
+    assert cards.model_card_front_matter(text)["base_model"] == "tiny-sd"
+    assert "Licensed only: **no**. not licensed-only: base_model 'tiny-sd'" in text
+    assert f"| tiny-sd | base_model | outside | `{'b' * 64}` | CreativeML-OpenRAIL-M | LAION-5B subset | unknown |" \
+        in text
+    assert "Base model: none" not in text and "trained from scratch" not in text
+    default = cards.model_card(model, dataset, None, parts[:1], "every part was trained here on the licensed set")
+    assert "base_model" not in cards.model_card_front_matter(default) and "Licensed only: **yes**" in default
+
+
 def test_the_registered_version_carries_its_cards_in_mlflow(tmp_path, monkeypatch, empty_store):
     from registry import tracking
 
@@ -180,6 +196,9 @@ def test_the_registered_version_carries_its_cards_in_mlflow(tmp_path, monkeypatc
     front = cards.model_card_front_matter(card)
     assert front["dataset_card_sha256"] == version.tags["dataset_card_sha256"] and front["license"] == "other"
     assert str(tmp_path) not in card and str(paths.ROOT) not in card
+    assert version.tags["licensed_only"] == "true" and "Licensed only: **yes**" in card  # every part trained here
+    assert [p["name"] for p in json.loads(version.tags["components"])] == [
+        "atelier-autoencoder", "atelier-unet", "atelier-clip", "atelier-evaluator"]
 
     tracking.log_evaluation(registered["run_id"], "cards-test", registered["version"], HEADLINE, [])
     evaluated = c.get_model_version("cards-test", registered["version"]).description
