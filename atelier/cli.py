@@ -299,6 +299,13 @@ def cmd_review(args: argparse.Namespace) -> int:
     return serve_review(args.host, args.port)
 
 
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """`resolve serve`: the C2PA Soft Binding Resolution API's queries over the ledger (read-only) until Ctrl-C."""
+    from provenance.resolve import main as serve_resolve
+
+    return serve_resolve(args.host, args.port, args.ledger, args.artworks, args.public)
+
+
 def review_prepare(versions: list[str] | None, guidances: list[float] | None) -> int:
     """Artworks of each version (default: champion and challenger) at each guidance for the generate prompts and
     seed, so that reviewers have pairs (same prompt and seed, another version or guidance) to compare."""
@@ -551,6 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--guidance", type=float, action="append", help="a guidance setting (repeatable; default: "
                                                                    "params.yaml generate.guidance)")
     p.set_defaults(func=cmd_review)
+    p = sub.add_parser("resolve", help="resolve a watermark or an image to its artwork's manifest (C2PA Soft Binding "
+                                       "Resolution API)")
+    actions = p.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("serve", help="serve byBinding, byContent, manifests and supportedAlgorithms over the "
+                                         "ledger, read-only")
+    r.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; another needs --public)")
+    r.add_argument("--port", type=int, default=8010, help="port (default 8010; 0: any free port, printed)")
+    r.add_argument("--ledger", type=Path, help="the ledger file (default: ledger/ledger.sqlite)")
+    r.add_argument("--artworks", type=Path, help="the signed artworks' folder, for the manifest stores (default: "
+                                                 "artworks/)")
+    r.add_argument("--public", action="store_true", help="allow a non-loopback --host: anyone who reaches it can "
+                                                         "ask")
+    p.set_defaults(func=cmd_resolve)
     return parser
 
 

@@ -1,9 +1,17 @@
 """C2PA content credentials for an artwork PNG, with c2pa-python 0.38 (offline, local certificates).
 
-The signed claim holds three assertions, all listed in `created_assertion_labels` so they are attributed to the
-signer: `c2pa.actions` (one `c2pa.created` action, digital source type `trainedAlgorithmicMedia`),
-`cawg.training-mining` (the artwork's own terms for AI training and data mining) and `org.atelier.provenance` (the
-Atelier provenance manifest). No thumbnail; no remote manifest fetching; verify-after-sign stays on.
+The signed claim holds these assertions, all listed in `created_assertion_labels` so they are attributed to the
+signer: `c2pa.actions` (a `c2pa.created` action, digital source type `trainedAlgorithmicMedia`, then, for a marked
+artwork, a `c2pa.watermarked.bound` action), `cawg.training-mining` (the artwork's own terms for AI training and data
+mining), `org.atelier.provenance` (the Atelier provenance manifest) and, for a marked artwork, `c2pa.soft-binding`
+(its watermark: algorithm `watermark.ALG`, Atelier's own identifier, not on the C2PA soft binding algorithm list; one
+block of scope {} (the whole image) whose value is the watermark id as base64 of 8 big-endian bytes). An artwork
+without a mark has neither. C2PA 2.2 wants `c2pa.created` first among the actions, so the watermark action follows
+it; the watermark is embedded before the pixels are hashed and signed. No thumbnail; no remote manifest fetching;
+verify-after-sign stays on.
+
+A C2PA reader whose SDK checks soft binding algorithms against a configured list (c2pa-rs since mid 2026; 0.38's
+does not) should list `watermark.ALG` in its `soft_binding.soft_binding_algorithms` setting, as read_credentials does.
 
 Sign last: any change to the file after signing (one pixel) invalidates it, and a re-save strips it.
 """
@@ -20,12 +28,15 @@ from PIL import Image
 
 from atelier.hashing import pixels_sha256
 from atelier.io import write_bytes
+from provenance import watermark
 from provenance.keys import SigningIdentity
 from provenance.manifest import DIGITAL_SOURCE_TYPE, validate
 
 ATELIER_LABEL = "org.atelier.provenance"
 ACTIONS_LABEL = "c2pa.actions"  # the SDK writes it as c2pa.actions.v2: match labels by prefix
 TRAINING_MINING_LABEL = "cawg.training-mining"
+SOFT_BINDING_LABEL = "c2pa.soft-binding"
+WATERMARKED_ACTION = "c2pa.watermarked.bound"
 TRAINING_MINING_ENTRIES = ("cawg.ai_generative_training", "cawg.ai_training", "cawg.data_mining", "cawg.ai_inference")
 USES = ("allowed", "notAllowed", "constrained")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,8 +44,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIGN_SETTINGS = {
     "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False, "verify_after_sign": True},
     "builder": {"thumbnail": {"enabled": False},
-                "created_assertion_labels": [ACTIONS_LABEL, TRAINING_MINING_LABEL, ATELIER_LABEL]},
+                "created_assertion_labels": [ACTIONS_LABEL, TRAINING_MINING_LABEL, ATELIER_LABEL,
+                                             SOFT_BINDING_LABEL]},
 }
+READ_SETTINGS = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+                 "soft_binding": {"soft_binding_algorithms": [watermark.ALG]}}
 
 
 def artwork_terms(manifest: dict) -> dict:
@@ -64,25 +78,45 @@ class Ingredient:
     identifier: str        # a resource name, unique within the manifest
 
 
+def soft_binding(manifest: dict) -> dict | None:
+    """The `c2pa.soft-binding` assertion data declaring the artwork's watermark, or None when it carries no mark."""
+    wm_id = (manifest["artwork"].get("watermark") or {}).get("id")
+    if wm_id is None:
+        return None
+    return {"alg": watermark.ALG,
+            "blocks": [{"scope": {}, "value": watermark.binding_value(int(wm_id))}],
+            "name": "Atelier's own invisible watermark (dwtDctSvd in the chroma), not on the C2PA algorithm list: "
+                    "the value is the artwork's ledger watermark id, 8 bytes big-endian, base64",
+            "bindingMetadata": {"description": "Resolve with the Atelier ledger's resolution service "
+                                               "(atelier resolve serve: the C2PA Soft Binding Resolution API)"}}
+
+
 def manifest_definition(manifest: dict, terms: dict, ingredients: tuple[Ingredient, ...] = ()) -> dict:
     """The C2PA manifest definition (title, claim generator, assertions, ingredients) for one artwork."""
     rights = manifest["rights"]
     model = manifest["model"]
     agent = {"name": "Atelier", "version": rights["code_version"]}
+    actions = [{
+        "action": "c2pa.created",
+        "digitalSourceType": DIGITAL_SOURCE_TYPE,
+        "softwareAgent": agent,
+        "description": f"{rights['disclosure']} Model: {model['name']} version {model['version']}.",
+    }]
+    binding = soft_binding(manifest)
+    if binding is not None:  # c2pa.created stays first (C2PA 2.2); the mark was embedded before signing
+        actions.append({"action": WATERMARKED_ACTION, "softwareAgent": agent,
+                        "description": "An invisible watermark carrying the artwork's ledger id was embedded in "
+                                       "the pixels; the c2pa.soft-binding assertion declares it.",
+                        "parameters": {"alg": binding["alg"]}})
     return {
         "title": manifest["artwork"]["file"],
         "format": "image/png",
         "claim_generator_info": [agent],
         "assertions": [
-            {"label": ACTIONS_LABEL, "data": {"actions": [{
-                "action": "c2pa.created",
-                "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                "softwareAgent": agent,
-                "description": f"{rights['disclosure']} Model: {model['name']} version {model['version']}.",
-            }]}},
+            {"label": ACTIONS_LABEL, "data": {"actions": actions}},
             {"label": TRAINING_MINING_LABEL, "data": {"entries": terms}},
             {"label": ATELIER_LABEL, "data": manifest},
-        ],
+        ] + ([{"label": SOFT_BINDING_LABEL, "data": binding}] if binding is not None else []),
         "ingredients": [{"title": i.title, "format": i.format, "relationship": i.relationship,
                          "data_types": [{"type": i.data_type}], "data": {"format": i.format, "identifier": i.identifier}}
                         for i in ingredients],
@@ -130,11 +164,11 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
     """
     name = str(source) if isinstance(source, (str, Path)) else "<bytes>"
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    settings = dict(READ_SETTINGS)
     if trust_anchor_pem:
         settings["trust"] = {"user_anchors": trust_anchor_pem}
     result = {"state": None, "codes": [], "atelier": None, "actions": None, "training_mining": None, "signer": None,
-              "manifest_label": None, "error": None, "ingredients": []}
+              "manifest_label": None, "error": None, "ingredients": [], "soft_binding": None}
     with c2pa.Context.from_dict(settings) as context:
         try:
             reader = c2pa.Reader.try_create(_mime_type(data), io.BytesIO(data), None, context)
@@ -156,6 +190,7 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
     result["atelier"] = _assertion(assertions, ATELIER_LABEL)
     result["actions"] = (_assertion(assertions, ACTIONS_LABEL) or {}).get("actions")
     result["training_mining"] = (_assertion(assertions, TRAINING_MINING_LABEL) or {}).get("entries")
+    result["soft_binding"] = _assertion(assertions, SOFT_BINDING_LABEL)
     return result
 
 

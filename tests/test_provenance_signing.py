@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from atelier.hashing import phash, pixels_sha256
+from provenance import watermark
 from provenance.keys import SigningIdentity, create_signing_identity, ensure_signing_identity
 from provenance.manifest import build_manifest
 from provenance.png import png_with_manifest
@@ -224,3 +225,34 @@ def test_an_independent_c2pa_reader_sees_the_assertions(signed, identity):
     assert all(a.get("created") for a in labels.values())
     assert labels["org.atelier.provenance"]["data"]["rights"]["ai_generated"] is True
     assert "thumbnail" not in active
+
+
+def test_a_marked_artwork_declares_its_watermark_to_an_independent_reader(identity):
+    """c2pa-python alone: the soft-binding assertion and the watermarked action are there, attributed to the signer,
+    and validation has no failure (no softBindingMissing, no unsupported algorithm): Trusted under our CA."""
+    image = artwork()
+    manifest = manifest_for(image)
+    manifest["artwork"]["watermark"]["id"] = 4_000_000_123
+    png = sign_png(png_with_manifest(image, manifest), manifest, identity, artwork_terms(manifest))
+    context = c2pa.Context.from_dict({"trust": {"user_anchors": identity.ca_cert.read_text()},
+                                      "verify": {"remote_manifest_fetch": False}})
+    with c2pa.Reader("image/png", io.BytesIO(png), context=context) as reader:
+        state = reader.get_validation_state()
+        failures = reader.get_validation_results()["activeManifest"].get("failure", [])
+        store = json.loads(reader.json())
+    assert state == "Trusted" and failures == []
+    labels = {a["label"]: a for a in store["manifests"][store["active_manifest"]]["assertions"]}
+    binding = labels["c2pa.soft-binding"]
+    assert binding["created"] and binding["data"]["alg"] == watermark.ALG == "local.atelier.watermark.2"
+    assert binding["data"]["blocks"] == [{"scope": {}, "value": watermark.binding_value(4_000_000_123)}]
+    assert watermark.id_from_binding(binding["data"]["blocks"][0]["value"]) == 4_000_000_123
+    assert [a["action"] for a in labels["c2pa.actions.v2"]["data"]["actions"]] == ["c2pa.created",
+                                                                                    "c2pa.watermarked.bound"]
+    creds = read_credentials(png, identity.ca_pem())
+    assert creds["state"] == "Trusted" and creds["codes"] == [] and creds["soft_binding"] == binding["data"]
+
+
+def test_an_unmarked_artwork_declares_no_watermark(signed, identity):
+    creds = read_credentials(signed[0], identity.ca_pem())
+    assert creds["state"] == "Trusted" and creds["soft_binding"] is None
+    assert [a["action"] for a in creds["actions"]] == ["c2pa.created"]
