@@ -402,15 +402,18 @@ def test_plain_c2pa_reader_finds_the_model_credential_on_every_artwork(built):
 
     import c2pa
 
+    from provenance import watermark
     from provenance.keys import trust_anchor
 
     settings = {"verify": {"remote_manifest_fetch": False}, "trust": {"user_anchors": trust_anchor()}}
     pngs = sorted((built / "artworks").glob("*.png"))
     assert pngs
+    marked = 0
     for png in pngs:
         with c2pa.Context.from_dict(settings) as context, \
                 c2pa.Reader("image/png", io.BytesIO(png.read_bytes()), None, context) as reader:
             assert reader.get_validation_state() == "Trusted"
+            assert reader.get_validation_results()["activeManifest"].get("failure", []) == [], png.name
             store = json.loads(reader.json())
             ingredients = store["manifests"][store["active_manifest"]]["ingredients"]
             model = [i for i in ingredients if any(t["type"].startswith("c2pa.types.model") for t in i["data_types"])]
@@ -420,9 +423,18 @@ def test_plain_c2pa_reader_finds_the_model_credential_on_every_artwork(built):
             credential = json.loads(out.getvalue())
         manifest = json.loads(png.with_suffix(".provenance.json").read_text())
         assert credential["payload"]["model"]["weights_sha256"] == manifest["model"]["weights_sha256"]
+        # the mark is declared (issue 20 item 3): a soft binding and a watermarked action exactly when it is marked
+        assertions = {a["label"]: a["data"] for a in store["manifests"][store["active_manifest"]]["assertions"]}
+        actions = [a["action"] for a in assertions["c2pa.actions.v2"]["actions"]]
+        wm_id, binding = manifest["artwork"]["watermark"]["id"], assertions.get("c2pa.soft-binding")
+        assert (wm_id is not None) == (binding is not None) == ("c2pa.watermarked.bound" in actions), png.name
+        assert binding is None or (binding["alg"], binding["blocks"][0]["value"]) == (
+            "local.atelier.watermark.2", watermark.binding_value(wm_id))
+        marked += wm_id is not None
         datasets = [i for i in ingredients if {"type": "c2pa.types.dataset"} in i["data_types"]]
         assert len(datasets) == 2 and manifest["data"]["dataset_card"]["embedded"]  # the card and the credits
         assert manifest["checks"]["prompt_match"]["of"] > 1  # ranked among the evaluation prompts
+    assert marked > 0
 
 
 def test_no_local_path_user_host_or_key_in_anything_published(built, tmp_path):
