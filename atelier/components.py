@@ -58,7 +58,7 @@ def declared_part(c: ComponentParams, root: Path = paths.ROOT) -> dict:
 
 
 def trained_part(name: str, role: str, dataset_card_sha256: str, weights: str | None) -> dict:
-    """One part trained here on the licensed set (`weights`: its folder's digest in the saved pipeline, if it has one)."""
+    """One part trained here on the licensed set (`weights`: its folder's digest in the saved pipeline, if any)."""
     return {"name": name, "role": role, "trained_here": True, "weights_sha256": weights, "license": None,
             "training_data": f"the licensed set (dataset card sha256 {dataset_card_sha256})",
             "training_data_licensed": True}
@@ -89,7 +89,7 @@ def for_run(params: Params, dataset_card_sha256: str, pipeline_dir: Path | None 
             recorded_clip_sha256: str | None = None, root: Path = paths.ROOT) -> list[dict]:
     """Every part of the model this run registers: those trained here (with their folder's digest in `pipeline_dir`
     when it has one) then the declared ones (digests computed from their files now). `recorded_clip_sha256`: the
-    pretrained CLIP's digest as the train_clip stage recorded it (reports/clip.json); a different file now is refused."""
+    pretrained CLIP's digest as the train_clip stage recorded it (reports/clip.json); another file now is refused."""
     refuse_unused(params)
     pretrained = params.train_clip.pretrained
     parts = []

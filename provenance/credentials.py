@@ -2,7 +2,9 @@
 
 The payload names the version (name, number, run id, backend), the sha256 of its weights, and its training data: the
 DVC md5 of the training set, the sha256 of its dataset card (Croissant) and of its attribution list, the record count
-and the count per licence, plus a base model when there is one (`null`: Atelier trains every component itself). It is
+and the count per licence, plus a base model when there is one (`null`: Atelier trains every component itself), every
+part of the model (`components`: trained here, or declared in params.yaml with its licence, training data and
+computed weights digest; atelier/components.py) and the `licensed_only` verdict over them with its reason. It is
 signed with the operator's signing identity (provenance/signed.py), made once per version, kept as the run artifact
 `credential/model-credential.json`, embedded as an ingredient in every artwork the version makes, and published in the
 bundle. Anyone holding the CA certificate can check it.
@@ -14,6 +16,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from atelier import components
 from atelier.io import write_json
 from provenance import signed
 from provenance.keys import SigningIdentity
@@ -26,18 +29,36 @@ FILE_NAME = "model-credential.json"
 def payload(info: dict, license_summary: dict, attribution_sha256: str, code_version: str) -> dict:
     """The credential's payload for a registered version (`info`: name, version, run_id, tags)."""
     tags = info["tags"]
+    parts = components.from_tag(tags["components"]) if "components" in tags else None  # None: registered before
+    base = next((p["name"] for p in parts or [] if p["role"] == "base_model"), None)
     return {
         "schema": SCHEMA,
         "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": info["name"], "version": str(info["version"]), "run_id": info["run_id"],
                   "backend": tags.get("backend", "latent-diffusion"), "weights_sha256": tags["weights_sha256"],
-                  "base_model": tags.get("base_model") or None},
+                  "base_model": base or tags.get("base_model.name") or tags.get("base_model") or None,
+                  **_component_facts(parts)},
         "training_data": {"dvc_md5": tags["dataset_md5"], "records": int(tags["train_records"]),
                           "dataset_card_sha256": tags.get("dataset_card_sha256") or None,
                           "attribution_sha256": attribution_sha256,
                           "per_license": dict(sorted(license_summary["train_per_license"].items()))},
         "code_version": code_version,
     }
+
+
+def _component_facts(parts: list[dict] | None) -> dict:
+    """components, licensed_only and licensed_only_reason for the credential's model (none for an older version)."""
+    if parts is None:
+        return {}
+    verdict, reason = components.licensed_only(parts)
+    return {"components": parts, "licensed_only": verdict, "licensed_only_reason": reason}
+
+
+def manifest_facts(credential: dict) -> dict:
+    """What an artwork's manifest copies from its model credential into `model`: components, licensed_only and its
+    reason (nothing for a credential made before components were recorded)."""
+    model = credential["payload"]["model"]
+    return {k: model[k] for k in ("components", "licensed_only", "licensed_only_reason") if k in model}
 
 
 def check(document: dict, anchor_pem: str, *, weights_sha256: str | None = None) -> list[str]:

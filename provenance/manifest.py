@@ -1,6 +1,9 @@
 """The provenance manifest (`atelier.provenance/2`): built from recorded facts only, validated against the schema
 the project ships (provenance/manifest.schema.json). Version 2 names the model credential and the dataset card by
-digest and holds no local path (version 1 carried the registry's URI and the attribution list's local path)."""
+digest and holds no local path (version 1 carried the registry's URI and the attribution list's local path).
+Optional in version 2, copied from the model credential (provenance/credentials.py manifest_facts): `model.components`
+(every part of the model with its weights digest, licence and training data) and `model.licensed_only` with
+`model.licensed_only_reason`; a manifest without them (made before components were recorded) stays valid."""
 
 from __future__ import annotations
 

@@ -326,7 +326,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                                "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
         model={"name": info["name"], "version": info["version"], "alias": champ.alias, "run_id": info["run_id"],
                "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
-               "credential_sha256": signed.digest(champ.credential)},
+               "credential_sha256": signed.digest(champ.credential), **credentials.manifest_facts(champ.credential)},
         data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
               "per_license": champ.license_summary["train_per_license"],
               "excluded_per_reason": champ.license_summary["excluded_per_reason"],

@@ -96,3 +96,31 @@ def test_plain_c2pa_reader_finds_the_model_credential_ingredient(identity, crede
     read = read_credentials(png, identity.ca_pem())
     assert [i["data"] for i in read["ingredients"]] == [data, card]
     assert hashlib.sha256(read["ingredients"][1]["data"]).hexdigest() == hashlib.sha256(card).hexdigest()
+
+
+PARTS = [{"name": "atelier-unet", "role": "unet", "trained_here": True, "weights_sha256": "1" * 64, "license": None,
+          "training_data": "the licensed set (dataset card sha256 " + "d" * 64 + ")", "training_data_licensed": True},
+         {"name": "tiny-clip", "role": "clip", "trained_here": False, "weights_sha256": "2" * 64, "license": "MIT",
+          "training_data": "web image-text pairs", "training_data_licensed": None}]
+
+
+def test_the_credential_carries_the_components_and_the_manifest_copies_them(identity):
+    from atelier import components
+
+    info = copy.deepcopy(INFO)
+    info["tags"]["components"] = components.as_tag(PARTS)
+    document = signed.sign(credentials.payload(info, SUMMARY, "e" * 64, "abc123"), identity)
+    assert credentials.check(document, identity.ca_pem(), weights_sha256="b" * 64) == []
+    model = document["payload"]["model"]
+    assert model["components"] == PARTS and model["licensed_only"] is False
+    assert "clip 'tiny-clip'" in model["licensed_only_reason"] and "unknown" in model["licensed_only_reason"]
+    facts = credentials.manifest_facts(document)
+    assert facts == {"components": PARTS, "licensed_only": False, "licensed_only_reason":
+                     model["licensed_only_reason"]}
+    edited = copy.deepcopy(document)
+    edited["payload"]["model"]["licensed_only"] = True  # a claim changed after signing is caught
+    assert credentials.check(edited, identity.ca_pem())
+
+
+def test_a_credential_made_before_components_gives_the_manifest_nothing_to_copy(credential):
+    assert "components" not in credential["payload"]["model"] and credentials.manifest_facts(credential) == {}

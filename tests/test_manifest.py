@@ -72,3 +72,27 @@ def test_png_round_trip(tmp_path):
     assert read_manifest(path) == json.loads(json.dumps(m))
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     assert read_manifest(tmp_path / "plain.png") is None
+
+
+PARTS = [{"name": "atelier-unet", "role": "unet", "trained_here": True, "weights_sha256": SHA, "license": None,
+          "training_data": "the licensed set", "training_data_licensed": True},
+         {"name": "tiny-clip", "role": "clip", "trained_here": False, "weights_sha256": SHA, "license": "MIT",
+          "training_data": "web image-text pairs", "training_data_licensed": None}]
+
+
+def test_components_and_licensed_only_are_optional_and_come_together():
+    facts = copy.deepcopy(FACTS)
+    facts["model"].update(components=PARTS, licensed_only=False,
+                          licensed_only_reason="not licensed-only: clip 'tiny-clip' ...")
+    validate(build_manifest(**facts))  # with them
+    validate(build_manifest(**copy.deepcopy(FACTS)))  # without them (made before components were recorded)
+    for drop in ("licensed_only", "licensed_only_reason", "components"):
+        broken = build_manifest(**copy.deepcopy(facts))
+        del broken["model"][drop]
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
+    for key, value in (("weights_sha256", "not-a-digest"), ("training_data_licensed", "maybe"), ("path", "/tmp/x")):
+        broken = build_manifest(**copy.deepcopy(facts))
+        broken["model"]["components"][1][key] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)

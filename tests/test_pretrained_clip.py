@@ -44,7 +44,8 @@ def test_a_safetensors_checkpoint_and_a_local_dir_bundle_load_with_their_own_con
     ckpt = tiny_clip_checkpoint(tmp_path / "ckpt")
     model, tokenizer = C.load_clip(ckpt, resolution=32)
     assert C.image_size(model) == 32 and model.visual.image_mean == OPENAI_MEAN
-    assert torch.equal(tokenizer(["a red boat"]), open_clip.tokenizer.SimpleTokenizer(context_length=32)(["a red boat"]))
+    bundled = open_clip.tokenizer.SimpleTokenizer(context_length=32)
+    assert torch.equal(tokenizer(["a red boat"]), bundled(["a red boat"]))
     images = torch.rand(2, 3, 32, 32)
     want = model.encode_image((images - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1))
                               / torch.tensor(OPENAI_STD).view(1, 3, 1, 1), normalize=True)
