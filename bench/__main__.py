@@ -13,12 +13,14 @@ from atelier import paths
 from atelier.io import write_json
 from bench import (clip_embedding, evaluation, faces, generate_latency, ingest_clean, ledger_audit, noop_repro,
                    provenance_overhead, rawstore, training)
+from bench import resolution_scale  # issue 20 item 5
 
 BENCHMARKS = {"ingest_clean": ingest_clean.main, "training": training.main, "clip_embedding": clip_embedding.main,
               "provenance_overhead": provenance_overhead.main, "noop_repro": noop_repro.main,
               "ledger_audit": ledger_audit.main, "evaluation": evaluation.main,
               "generate_latency": generate_latency.main, "faces": faces.main,
-              "rawstore": rawstore.main}
+              "rawstore": rawstore.main,
+              "resolution_scale": resolution_scale.main}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)
