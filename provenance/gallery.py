@@ -82,6 +82,15 @@ def _replication(rep: dict) -> str:
     return f'<span class="verdict">{escape(rep["verdict"])}</span>{detail}'
 
 
+def _licensed_only(model: dict) -> str:
+    """The licensed-only verdict row: yes/no with its reason (atelier/components.py), or absent before it was kept."""
+    if "licensed_only" not in model:
+        return ""
+    yes = bool(model["licensed_only"])
+    return (f'<dt>Licensed only</dt><dd class="licensed-only {"ok" if yes else "warn"}">{"yes" if yes else "no"}'
+            f'<span class="scale">{escape(str(model.get("licensed_only_reason") or ""))}</span></dd>')
+
+
 def card(m: dict, index_dir: Path) -> str:
     """One artwork and its provenance card (links relative to index_dir, where the gallery is)."""
     a, model, data, checks, rights = m["artwork"], m["model"], m["data"], m["checks"], m["rights"]
@@ -111,6 +120,7 @@ def card(m: dict, index_dir: Path) -> str:
     <dl>
       <dt>Model</dt><dd class="model">{escape(model['name'])} version {escape(model['version'])}
         ({escape(model['alias'])}), run {escape(model['run_id'][:8])}</dd>
+      {_licensed_only(model)}
       <dt>Generation</dt><dd>seed {int(a['generator']['seed'])}, {int(a['generator']['steps'])}
         {escape(a['generator']['scheduler'])} steps, guidance scale {float(a['generator']['guidance'])};
         {int(a['model_output_width'])} px upscaled to {int(a['width'])} px ({escape(a['resampler'])})</dd>

@@ -161,6 +161,23 @@ def test_low_prompt_match_badge_and_warnings_only_when_flagged(tmp_path):
     assert page.count('class="badge') == 1
 
 
+def test_each_card_says_licensed_only_yes_or_no_with_its_reason(tmp_path):
+    _artworks(tmp_path, ["a", "b", "c"])
+    verdicts = {0: (True, "every part was trained here on the licensed set"),
+                1: (False, "not licensed-only: clip '<tiny-clip>' was trained on unknown data: web pairs")}
+    for i, (verdict, reason) in verdicts.items():  # manifests as generate writes them from the model credential
+        sidecar = tmp_path / f"{i:016x}.provenance.json"
+        m = json.loads(sidecar.read_text())
+        m["model"].update(components=[], licensed_only=verdict, licensed_only_reason=reason)
+        sidecar.write_text(json.dumps(m))
+    page = write_gallery(tmp_path, plots=[]).read_text()
+    cards = {c.split('"', 1)[0]: c for c in page.split('data-artwork-id="')[1:]}
+    yes, no, old = cards[f"{0:016x}"], cards[f"{1:016x}"], cards[f"{2:016x}"]
+    assert '<dd class="licensed-only ok">yes<span class="scale">every part was trained here' in yes
+    assert '<dd class="licensed-only warn">no<span class="scale">not licensed-only: clip &#x27;&lt;tiny-clip&gt;' in no
+    assert "Licensed only" not in old  # a manifest made before the verdict was kept says nothing
+
+
 def test_every_figure_states_its_scale(tmp_path):
     _artworks(tmp_path, ["a", "b"], {1: {"clip_score_scale": "CLIPScore scale from the manifest",
                                          "similarity_scale": "similarity scale from the manifest"}})
