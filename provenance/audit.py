@@ -130,6 +130,9 @@ def audit_artwork(path: Path, context: Context) -> dict:
         ingredient_checks, attribution = _ingredients(manifest, creds, context)
         checks += ingredient_checks
         checks.append(_record_check(manifest, context))
+        binding = _soft_binding_check(creds, image, manifest, context, notes)
+        if binding is not None:
+            checks.append(binding)
         if context.lineage and context.mode == "workspace":
             checks += _lineage_checks(manifest)
     ok = all(c.ok for c in checks)
@@ -259,6 +262,40 @@ def _document_check(name: str, expected: str | None, credited: str | None, ingre
     where = ", ".join(w for w, on in (("embedded", embedded), ("in the bundle", published is not None)) if on)
     return Check(name, not problems, "; ".join(problems) if problems else
                  f"sha256 {expected[:12]}... matches the manifest and the model credential ({where or 'by digest'})")
+
+
+def _soft_binding_check(creds: dict, image: Image.Image, manifest: dict, context: Context,
+                        notes: list[str]) -> Check | None:
+    """The signed soft binding (issue 20) against the manifest's watermark id, the id read from the pixels and the
+    ledger row or log entry; None (with a note) when the artwork declares no binding (unmarked, or signed before)."""
+    expected = (manifest["artwork"].get("watermark") or {}).get("id")
+    binding = creds.get("soft_binding")
+    if binding is None:
+        if expected is not None:
+            notes.append("the credentials declare no soft binding for the watermark (signed before issue 20)")
+        return None
+    try:
+        declared = watermark.id_from_binding(binding["blocks"][0]["value"]) if binding.get("alg") == watermark.ALG \
+            else None
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return Check("soft binding", False, f"the c2pa.soft-binding value is malformed ({exc})")
+    if declared is None:
+        return Check("soft binding", False, f"unknown soft-binding algorithm {binding.get('alg')!r}")
+    problems = [] if declared == expected else [f"declares watermark id {declared}, the manifest {expected}"]
+    read = watermark.read(image).id if min(image.size) >= watermark.MIN_READ else None
+    if read is None:
+        notes.append(f"the soft binding's watermark id {declared} could not be read from the pixels")
+    elif read != declared:
+        problems.append(f"the pixels carry watermark id {read}")
+    row = (context.bundle.artworks.get(manifest["id"]) if context.mode == "bundle"
+           else ledger.get(context.conn, manifest["id"]) if context.conn is not None else None)
+    if isinstance(row, dict) and "watermark_id" in row and row["watermark_id"] != declared:
+        problems.append(f"the {'log entry' if context.mode == 'bundle' else 'ledger row'} holds watermark id "
+                        f"{row['watermark_id']}")
+    return Check("soft binding", not problems, "; ".join(problems) if problems else
+                 f"watermark id {declared} declared, " + ("read from the pixels" if read is not None
+                                                          else "not read from the pixels (see notes)")
+                 + (", and recorded" if isinstance(row, dict) and "watermark_id" in row else ""))
 
 
 def _record_check(manifest: dict, context: Context) -> Check:

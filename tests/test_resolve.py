@@ -227,3 +227,24 @@ def test_an_oversized_upload_is_refused(site):
 def test_a_non_loopback_host_needs_public(capsys):
     assert cli_main(["resolve", "serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "--public" in capsys.readouterr().err
+
+
+def test_the_audit_checks_the_soft_binding_against_pixels_and_ledger(site, tmp_path):
+    from provenance.audit import Context, audit_artwork
+
+    conn = ledger.open_read_only(site["ledger"])
+    try:
+        context = Context(site["identity"].ca_pem(), "workspace", conn=conn, lineage=False)
+        good = site["artworks"] / f"{site['manifests'][0]['id']}.png"
+        check = next(c for c in audit_artwork(good, context)["checks"] if c["name"] == "soft binding")
+        assert check["ok"] and "read from the pixels, and recorded" in check["detail"], check
+        marked = watermark.embed(picture(5), 777)  # the pixels carry 777, the signed manifest declares 778
+        manifest = manifest_for(marked)
+        manifest["artwork"]["watermark"]["id"] = 778
+        lying = tmp_path / "lying.png"
+        lying.write_bytes(sign_png(png_with_manifest(marked, manifest), manifest, site["identity"],
+                                   artwork_terms(manifest)))
+        check = next(c for c in audit_artwork(lying, context)["checks"] if c["name"] == "soft binding")
+        assert not check["ok"] and "the pixels carry watermark id 777" in check["detail"], check
+    finally:
+        conn.close()
