@@ -107,7 +107,11 @@ class TrainState:
 
 
 def _tensor(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().contiguous()  # own storage: safetensors refuses tensors that share memory
+    return t.detach().cpu().clone().contiguous()  # own storage: safetensors refuses tensors that share memory
+
+
+def _on_cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu()  # the tensor itself on the CPU (a copy only of a GPU tensor)
 
 
 def pack(state: TrainState, copy: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
@@ -115,7 +119,7 @@ def pack(state: TrainState, copy: bool = True) -> tuple[dict[str, torch.Tensor],
 
     copy=False returns the live tensors (detached) instead of copies: for save(), which writes them out at once and
     changes nothing in between (the copies cost as much as the serialisation)."""
-    own = _tensor if copy else torch.Tensor.detach
+    own = _tensor if copy else _on_cpu
     tensors: dict[str, torch.Tensor] = {GLOBAL_RNG: torch.get_rng_state()}
     for name, module in state.modules.items():
         tensors.update({f"module.{name}.{k}": own(v) for k, v in module.state_dict().items()})
@@ -243,13 +247,16 @@ class Checkpointer:
 
     `key` is any JSON-able value that identifies what the run computes (stage_key() for a stage); only its digest is
     stored. `label` names the loop in log lines ("train_unet"; default: the folder's name); `every` is the period in
-    steps (default: checkpoint_every())."""
+    steps (default: checkpoint_every()). A `read_only` one (the other ranks of a data-parallel run) resumes from the
+    checkpoints but never writes or deletes one: rank 0 alone does (atelier/distributed.py)."""
 
-    def __init__(self, folder: Path, key: object, label: str | None = None, every: int | None = None):
+    def __init__(self, folder: Path, key: object, label: str | None = None, every: int | None = None,
+                 read_only: bool = False):
         self.folder = Path(folder)
         self.label = label or self.folder.name
         self.key = _digest(key)
         self.every = checkpoint_every() if every is None else every
+        self.read_only = read_only
 
     def _say(self, text: str) -> None:
         print(f"{self.label}: {text}", flush=True)
@@ -289,23 +296,27 @@ class Checkpointer:
         return load_tensors(blobs[TENSORS]), json.loads(blobs[STATE])
 
     def resume(self, state: TrainState) -> bool:
-        """Restore `state` from the newest valid checkpoint; True when it did. Unusable checkpoints are deleted."""
-        self._remove_dead_temporaries()
+        """Restore `state` from the newest valid checkpoint; True when it did. Unusable checkpoints are deleted (unless
+        read_only: then only skipped, quietly, since the writer says it)."""
+        if not self.read_only:
+            self._remove_dead_temporaries()
         for folder in self._checkpoints():
             found = self._read(folder)
             problem = found if isinstance(found, str) else fits(state, *found)
             if problem:
-                self._say(f"ignoring checkpoint {paths.relative(folder)}: {problem}; deleted")
-                shutil.rmtree(folder, ignore_errors=True)
+                if not self.read_only:
+                    self._say(f"ignoring checkpoint {paths.relative(folder)}: {problem}; deleted")
+                    shutil.rmtree(folder, ignore_errors=True)
                 continue
             unpack(state, *found)
-            self._say(f"resuming from step {state.step} of {state.total} (checkpoint {paths.relative(folder)})")
+            if not self.read_only:
+                self._say(f"resuming from step {state.step} of {state.total} (checkpoint {paths.relative(folder)})")
             return True
         return False
 
     def save_if_due(self, state: TrainState) -> None:
-        """Save every `every` steps and after the last one (unless `every` is 0)."""
-        if self.every > 0 and (state.step % self.every == 0 or state.step == state.total):
+        """Save every `every` steps and after the last one (unless `every` is 0, or read_only)."""
+        if not self.read_only and self.every > 0 and (state.step % self.every == 0 or state.step == state.total):
             self.save(state)
 
     def save(self, state: TrainState) -> Path:
@@ -357,6 +368,6 @@ def stage_key(stage: str) -> dict:
     return {"stage": stage, "params": values, "deps": deps}
 
 
-def for_stage(stage: str, label: str | None = None) -> Checkpointer:
+def for_stage(stage: str, label: str | None = None, read_only: bool = False) -> Checkpointer:
     """The Checkpointer of a dvc.yaml stage: folder paths.CHECKPOINTS/<stage>, key stage_key(stage)."""
-    return Checkpointer(paths.CHECKPOINTS / stage, stage_key(stage), label or stage)
+    return Checkpointer(paths.CHECKPOINTS / stage, stage_key(stage), label or stage, read_only=read_only)

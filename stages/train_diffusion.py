@@ -8,11 +8,12 @@ import json
 import shutil
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 import pandas as pd
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from atelier import checkpoint, dvc, paths
+from atelier import checkpoint, distributed, dvc, paths
 from atelier.config import load_params
 from atelier.dataset import load_images, split
 from atelier.hashing import file_sha256, weights_digest
@@ -25,15 +26,42 @@ from atelier.version import code_version
 
 
 def main() -> dict:
-    """Train the UNet, save the pipeline, register it; write reports/train.json with the registry coordinates."""
-    from registry.tracking import TrainingRecord, log_training
+    """Train the UNet, save the pipeline, register it; write reports/train.json with the registry coordinates.
 
+    With train_diffusion.processes > 1 the stage re-launches itself under torchrun and waits: each process trains on
+    its share of the global batch, and rank 0 alone writes the outputs and registers the model (atelier/distributed.py).
+    """
     params = load_params()
     p = params.train_diffusion
     if p.backend == "lora_sd":  # LoRA on a local Stable Diffusion base: its own stage module, the same outputs
         from stages import train_lora
 
         return train_lora.main()
+    if distributed.must_launch(p.processes):
+        distributed.launch("stages.train_diffusion", p.processes, p.device)  # raises when a rank fails
+        return json.loads(paths.TRAIN_SUMMARY.read_text())
+    with distributed.process_group(p.device, p.processes) as group:
+        trained = _train(params, group)
+    return _save_and_register(params, trained) if trained is not None else {}  # the other ranks are done
+
+
+class Trained(NamedTuple):
+    """What rank 0 holds once the UNet is trained, for _save_and_register."""
+
+    records: pd.DataFrame
+    train: pd.DataFrame
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel  # with the EMA weights
+    clip: object
+    tokenizer: object
+    curves: dict[str, list[float]]
+    seconds: float
+    resumable: checkpoint.Checkpointer
+
+
+def _train(params, group: distributed.Group) -> Trained | None:
+    """Load the training latents and captions and train the UNet (this rank's share); None on ranks other than 0."""
+    p = params.train_diffusion
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, _ = split(records, params.train_clip.holdout_fraction)
     clip, tokenizer = load_clip(paths.CLIP_DIR)
@@ -53,10 +81,23 @@ def main() -> dict:
             curves[key].append(value)
 
     start = time.time()
-    resumable = checkpoint.for_stage("train_diffusion", label="train_unet")  # a killed run resumes from its last one
+    # a killed run resumes from its last checkpoint; rank 0 alone writes them
+    resumable = checkpoint.for_stage("train_diffusion", label="train_unet", read_only=not group.is_main)
     unet = train_unet(latents, list(train["caption"]), clip, tokenizer, p, on_step=on_step, flipped_latents=flipped,
-                      checkpoint=resumable)
+                      checkpoint=resumable, group=group)
     seconds = round(time.time() - start, 1)
+    if unet is None:
+        return None
+    return Trained(records, train, vae, unet, clip, tokenizer, curves, seconds, resumable)
+
+
+def _save_and_register(params, trained: Trained) -> dict:
+    """Save the pipeline and the curves, register the model in MLflow, write reports/train.json (rank 0 only)."""
+    from registry.tracking import TrainingRecord, log_training
+
+    p = params.train_diffusion
+    records, train, vae, unet, clip, tokenizer, curves, seconds, resumable = trained
+    scale = float(vae.config.scaling_factor)
     clip_cfg = json.loads((paths.CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"]
     config = {"latent_scale": scale, "pooled_scale": p.pooled_scale, "resolution": params.clean.resolution,
               "clip_model_cfg": clip_cfg, "backend": "latent-diffusion"}

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from atelier.checkpoint import Checkpointer, TrainState
 from atelier.config import SUPPORTED_RESOLUTIONS, AutoencoderParams, DiffusionParams
+from atelier.distributed import Group
 from atelier.models.clip import (image_size, load_clip, progress_disabled, refuse_other_resolution, save_clip_bundle,
                                  text_token_states)
 
@@ -216,20 +217,30 @@ def train_unet(
     on_step: Callable[[int, dict], None] | None = None,
     flipped_latents: torch.Tensor | None = None,
     checkpoint: Checkpointer | None = None,
-) -> UNet2DConditionModel:
+    group: Group | None = None,
+) -> UNet2DConditionModel | None:
     """Train the text-conditional UNet on scaled latents [N,4,n,n]; return a UNet holding the EMA weights.
 
-    With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
+    With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py). With a
+    `group` of several processes (atelier/distributed.py), each rank draws the whole global batch's randomness from
+    the same generator and trains on its share, the model wrapped in DDP; the loss reported is the global batch's
+    mean. Rank 0 alone keeps the EMA and returns the UNet; the other ranks return None."""
     if len(latents) != len(captions):
         raise ValueError(f"{len(latents)} latents but {len(captions)} captions")
     if latents.ndim != 4 or latents.shape[-1] != latents.shape[-2]:
         raise ValueError(f"expected square latents [N, C, n, n], got {tuple(latents.shape)}")
+    group = group or Group()
+    device = group.device
     torch.manual_seed(p.seed)
     distinct, states, pooled = caption_conditioning(clip_model, tokenizer, captions)
+    states = states.to(device)
     cap_index = torch.tensor([distinct.index(c) for c in captions])
-    pooled_in = pooled * p.pooled_scale
-    unet = build_unet(states.shape[-1], pooled.shape[-1], latents.shape[-1])
+    pooled_in = (pooled * p.pooled_scale).to(device)
+    latents = latents.to(device)
+    flipped_latents = flipped_latents.to(device) if flipped_latents is not None else None
+    unet = build_unet(states.shape[-1], pooled.shape[-1], latents.shape[-1]).to(device)
     unet.train()
+    model = group.wrap(unet)  # what the loop calls: DDP averages the ranks' gradients (the UNet itself for one rank)
     weights = list(unet.parameters())
     ema_flat, ema = _ema_buffer(weights)
     sched = build_scheduler(p)
@@ -241,40 +252,51 @@ def train_unet(
     state = TrainState(p.steps, modules={"unet": unet}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
                        tensors={"ema": ema}, checkpoint=checkpoint, on_step=on_step)
     state.resume()
+    group.same(state.step, "the step to resume from")
+    mine = group.share(p.batch_size)
     for step in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train unet",
-                     disable=progress_disabled()):
+                     disable=progress_disabled() or not group.is_main):
+        # the whole global batch's draws, in the same order on every rank; then this rank's share of them
         idx = torch.randperm(len(latents), generator=g)[: p.batch_size]
-        x0 = latents[idx]
-        if flipped_latents is not None:
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x0 = torch.where(flip.view(-1, 1, 1, 1), flipped_latents[idx], x0)
-        noise = torch.randn(x0.shape, generator=g)
+        flip = torch.rand(len(idx), generator=g) < 0.5 if flipped_latents is not None else None
+        noise = torch.randn((len(idx), *latents.shape[1:]), generator=g)
         if p.offset_noise > 0:
-            noise = noise + p.offset_noise * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=g)
+            noise = noise + p.offset_noise * torch.randn(len(idx), latents.shape[1], 1, 1, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
-        xt = sched.add_noise(x0, noise, t)
         cond = cap_index[idx].clone()
         cond[torch.rand(len(idx), generator=g) < p.caption_dropout] = 0  # "" is the unconditional input
-        pred = unet(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample
+        if group.world > 1:
+            idx, noise, t, cond = idx[mine], noise[mine], t[mine], cond[mine]
+            flip = flip[mine] if flip is not None else None
+        idx, noise, t, cond = idx.to(device), noise.to(device), t.to(device), cond.to(device)
+        x0 = latents[idx]
+        if flip is not None:
+            x0 = torch.where(flip.to(device).view(-1, 1, 1, 1), flipped_latents[idx], x0)
+        xt = sched.add_noise(x0, noise, t)
+        pred = model(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample
         target = noise if p.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
-        ac = alphas_cumprod[t]
+        ac = alphas_cumprod.to(device)[t]
         weight = min_snr_weight(ac / (1 - ac), p.min_snr_gamma, p.prediction_type, snr_plus_one)
-        loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()  # this rank's share
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(weights, 1.0)
         opt.step()
         lr_sched.step()
-        decay = min(p.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():  # ema = ema * decay + weights * (1 - decay), per element as diffusers' EMAModel
-            ema_flat.mul_(decay)  # one call over the whole buffer: the same products as one per tensor
-            torch._foreach_add_(ema, weights, alpha=1 - decay)
-        state.record({"unet_loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_sched.get_last_lr()[0]})
+        if group.is_main:  # the EMA lives on rank 0 (every rank holds the same weights after each step)
+            decay = min(p.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():  # ema = ema * decay + weights * (1 - decay), per element as diffusers' EMAModel
+                ema_flat.mul_(decay)  # one call over the whole buffer: the same products as one per tensor
+                torch._foreach_add_(ema, weights, alpha=1 - decay)
+        state.record({"unet_loss": group.mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
+                      "lr": lr_sched.get_last_lr()[0]})
+    if not group.is_main:
+        return None
     with torch.no_grad():
         for e, q in zip(ema, unet.parameters()):
             q.copy_(e)
     unet.eval()
-    return unet
+    return unet.cpu()
 
 
 # -------------------------------------------------------------------------------------------------------------- pipeline
