@@ -154,7 +154,8 @@ def write_signed(path: Path, png_bytes: bytes, manifest: dict, identity: Signing
 
 
 def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = None) -> dict:
-    """What a C2PA reader sees in a file or bytes: validation state, failure codes and the Atelier assertions.
+    """What a C2PA reader sees in a file or bytes: validation state, failure codes, the Atelier assertions and the
+    soft binding (`soft_binding`: the c2pa.soft-binding data, or None).
 
     `state` is "Trusted" (valid and signed under `trust_anchor_pem`), "Valid" (intact, signer not trusted), "Invalid"
     (tampered or malformed), or None when there is no manifest. `codes` lists the failure codes, e.g.
