@@ -10,9 +10,9 @@ that finds Atelier's watermark (or only has the picture) can ask for the artwork
 A match is {"manifestId": the artwork id, "similarityScore": 0-100, "foundBy": "watermark" | "phash"}, plus the
 perceptual hash distance in bits ("phashDistance") when found that way. byBinding knows the watermark (watermark.ALG,
 value: base64 of the 8-byte id) and the perceptual hash (PHASH_ALG, value: base64 of its 8 bytes). byContent reads
-the watermark (v2 `watermark.read`, an exact id; then a version 1 mark, nearest among the version 1 ids as
-ledger.by_watermark matches and confirmed by perceptual hash as the audit does), then looks the perceptual hash up within PHASH_MAX_BITS (the audit's threshold for a match by hash
-alone). No match is 200 with {"matches": []}.
+the watermark (version 2 `watermark.read`: an exact id; else a version 1 mark, the nearest version 1 id as
+ledger.by_watermark matches, confirmed by perceptual hash as the audit does), then looks the perceptual hash up within
+PHASH_MAX_BITS (the audit's threshold for a match by hash alone). No match is 200 with {"matches": []}.
 
 /manifests/{id}: the ledger keeps the Atelier provenance manifest (JSON), not the C2PA manifest store, so the store
 is read from the signed artwork `<artworks>/<id>.png` (its caBX chunk: the JUMBF store as c2pa embeds it in a PNG)
@@ -80,8 +80,7 @@ class PhashIndex:
     ledger with the rows added since."""
 
     def __init__(self) -> None:
-        self.hashes = np.empty(0, dtype=np.uint64)
-        self.ids: list[str] = []
+        self.entries: tuple[np.ndarray, list[str]] = (np.empty(0, dtype=np.uint64), [])  # hashes and their artworks
         self.v1_ids: dict[int, str] = {}  # version 1 watermark id -> artwork id
         self.last_rowid = 0
         self._lock = threading.Lock()
@@ -95,16 +94,17 @@ class PhashIndex:
                                 "LEFT JOIN watermarks w ON w.seq = a.watermark_id AND w.watermark_id = w.seq "
                                 "WHERE a.rowid > ? ORDER BY a.rowid", (self.last_rowid,)).fetchall()
             if rows:
-                added = np.fromiter((int(r[2], 16) for r in rows), dtype=np.uint64, count=len(rows))
-                self.hashes = np.concatenate([self.hashes, added])
-                self.ids = self.ids + [r[1] for r in rows]
+                added = np.frombuffer(bytes.fromhex("".join(r[2] for r in rows)), dtype=">u8").astype(np.uint64)
+                hashes, ids = self.entries
+                # replaced whole, never edited: a lookup in another thread keeps the pair it took
+                self.entries = (np.concatenate([hashes, added]), ids + [r[1] for r in rows])
                 self.v1_ids = self.v1_ids | {r[3]: r[1] for r in rows if r[3] is not None and not r[4]}
                 self.last_rowid = rows[-1][0]
             return len(rows)
 
     def near(self, h: str, max_bits: int, limit: int) -> list[tuple[str, int]]:
         """(artwork id, Hamming distance) of the hashes within `max_bits` of `h`, nearest first, at most `limit`."""
-        hashes, ids = self.hashes, self.ids  # one consistent pair: refresh() replaces the array, never edits it
+        hashes, ids = self.entries
         distances = np.bitwise_count(hashes ^ np.uint64(int(h, 16)))
         hits = np.flatnonzero(distances <= max_bits)
         order = hits[np.lexsort((hits, distances[hits]))][:limit]
@@ -389,8 +389,14 @@ def main(host: str, port: int, ledger_path: Path | None, artworks: Path | None, 
               file=sys.stderr)
         return 2
     server = make_server(host, port, ledger_path, artworks)
-    print(f"resolution service on {server.url}/ (ledger {server.ledger_path}, read-only; signed artworks "
-          f"{server.artworks}); Ctrl-C stops", flush=True)
+    conn = ledger.open_read_only(server.ledger_path)
+    if conn is not None:  # load the perceptual hashes now rather than on the first request (seconds at a million)
+        try:
+            server.index.refresh(conn)
+        finally:
+            conn.close()
+    print(f"resolution service on {server.url}/ (ledger {server.ledger_path}, read-only, "
+          f"{len(server.index.entries[1]):,} artworks; signed artworks {server.artworks}); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -248,3 +248,42 @@ def test_the_audit_checks_the_soft_binding_against_pixels_and_ledger(site, tmp_p
         assert not check["ok"] and "the pixels carry watermark id 777" in check["detail"], check
     finally:
         conn.close()
+
+
+def test_the_phash_index_agrees_with_the_ledger_scan(site):
+    conn = ledger.open_read_only(site["ledger"])
+    try:
+        index = resolve.PhashIndex()
+        assert index.refresh(conn) == len(site["manifests"]) and index.refresh(conn) == 0
+        for m in site["manifests"]:
+            h = f"{int(m['artwork']['phash'], 16) ^ 0b101:016x}"  # 2 bits off
+            expected = [(r["id"], r["distance"]) for r in ledger.by_phash(conn, h, max_distance=resolve.PHASH_MAX_BITS)]
+            assert index.near(h, resolve.PHASH_MAX_BITS, 10) == expected and expected[0] == (m["id"], 2)
+    finally:
+        conn.close()
+
+
+def test_the_cli_serves_until_stopped(site):
+    """`atelier resolve serve --port 0` in its own process: prints its address, answers, stops on SIGINT."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "atelier.cli", "resolve", "serve", "--port", "0", "--ledger",
+                             str(site["ledger"]), "--artworks", str(site["artworks"])], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert found and f"{len(site['manifests'])} artworks" in line, line
+        conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=60)
+        value = watermark.binding_value(site["manifests"][0]["artwork"]["watermark"]["id"])
+        conn.request("GET", "/matches/byBinding?" + urlencode({"alg": watermark.ALG, "value": value}))
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["matches"][0]["manifestId"] == site["manifests"][0]["id"]
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
