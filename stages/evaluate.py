@@ -32,7 +32,7 @@ from atelier.embedding import embed_records
 from atelier.hashing import phash
 from atelier.io import write_json
 from atelier.models.clip import encode_images, encode_texts, image_size, load_clip, zero_shot
-from atelier.models.generator import load_generator
+from atelier.models.generator import at_size, load_generator
 from atelier.models.latent_diffusion import to_pil
 from atelier.models.metrics import (calibrate_replication, calibrated_thresholds, clip_score, cmmd, diversity,
                                     prompt_ranks, replication, retrieval_accuracy)
@@ -123,13 +123,6 @@ def prompt_similarity_floor(evaluator, tokenizer, train: pd.DataFrame, holdout: 
     same = torch.tensor([[h == t for t in train_caps] for h in held])
     nearest = sims.masked_fill(same, -1.0).max(dim=1).values
     return float(torch.quantile(nearest.double(), 0.01))
-
-
-def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Images [N,3,R,R] scaled to size x size for a CLIP (a LoRA base makes its own resolution); as is when R fits."""
-    if images.shape[-1] == size:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
 
 
 def evaluate(pipeline, evaluator, eval_tokenizer, train: pd.DataFrame,

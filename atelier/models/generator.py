@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from atelier.models.latent_diffusion import CONFIG_NAME, LatentDiffusionPipeline
 
 
@@ -35,3 +37,11 @@ def load_generator(folder: str | Path, resolution: int | None = None):
         raise ValueError(f"{Path(folder) / CONFIG_NAME}: unknown backend {backend!r}; expected latent-diffusion or "
                          "lora_sd")
     return LatentDiffusionPipeline.from_pretrained(folder, resolution=resolution)
+
+
+def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images [N,3,R,R] in [0,1] scaled to size x size for a CLIP (a LoRA base makes its own resolution, which may
+    differ from clean.resolution, the CLIPs'); returned as they are when R is already `size`."""
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from atelier.checkpoint import Checkpointer, TrainState
+from atelier.distributed import Group, resolve_device
 from atelier.hashing import weights_digest
 from atelier.models.clip import load_clip, progress_disabled
 from atelier.models.latent_diffusion import CONFIG_NAME, _refuse_pickles, image_seed, to_pil
@@ -46,16 +47,7 @@ class LoraParams:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when a GPU is present, else cpu; `cuda` without a GPU is an error naming the param."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train_diffusion.device is cuda but torch sees no GPU here; set device: auto or cpu")
-    return device
-
-
-def load_pipeline(pipeline_path: str | Path, device: str = "cpu") -> StableDiffusionPipeline:
+def load_pipeline(pipeline_path: str | Path, device: str | torch.device = "cpu") -> StableDiffusionPipeline:
     """A local Stable Diffusion pipeline folder (safetensors only, no network, no safety checker download)."""
     path = Path(pipeline_path)
     if not (path / "model_index.json").is_file():
@@ -87,18 +79,24 @@ def train_lora(
     images: torch.Tensor,
     captions: list[str],
     p: LoraParams,
-    out_dir: str | Path,
     on_step: Callable[[int, dict], None] | None = None,
     checkpoint: Checkpointer | None = None,
-) -> str:
-    """Train LoRA adapters on the UNet's attention projections; write them to out_dir; return their sha256.
+    group: Group | None = None,
+) -> dict[str, torch.Tensor] | None:
+    """Train LoRA adapters on the UNet's attention projections; return their weights (diffusers names, on the CPU)
+    for save_lora.
 
     With a `checkpoint`, resumes from its last checkpoint and saves one periodically (only the adapters, the
-    optimizer and the RNG states: never the frozen base)."""
+    optimizer and the RNG states: never the frozen base). With a `group` of several processes
+    (atelier/distributed.py), every rank draws the whole global batch's randomness from the same generator and trains
+    on its share, the UNet wrapped in DDP; the loss reported is the global batch's mean. Rank 0 alone returns the
+    weights; the other ranks return None."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    group = group or Group(device=torch.device(p.device))
+    device = group.device
     torch.manual_seed(p.seed)
-    pipe = load_pipeline(pipeline_path, p.device)
+    pipe = load_pipeline(pipeline_path, device)
     size = resolution(pipe)
     pixels = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
     pipe.vae.requires_grad_(False)
@@ -114,31 +112,46 @@ def train_lora(
     state = TrainState(total=p.steps, modules={"lora": torch.nn.ParameterList(params)}, optimizer=opt,
                        generators={"batches": g}, checkpoint=checkpoint, on_step=on_step)
     state.resume()
+    group.same(state.step, "the step to resume from")
+    mine = group.share(p.batch_size)
     pipe.unet.train()
+    unet = group.wrap(pipe.unet)  # what the loop calls: DDP averages the ranks' gradients (the UNet for one rank)
     max_length = min(pipe.tokenizer.model_max_length, pipe.text_encoder.config.max_position_embeddings)
+    side = size // pipe.vae_scale_factor
     for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train lora",
-                  disable=progress_disabled()):
+                  disable=progress_disabled() or not group.is_main):
+        # the whole global batch's draws, in the same order on every rank; then this rank's share of them
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
-        caps = ["" if torch.rand(1, generator=g).item() < p.caption_dropout else captions[i] for i in idx.tolist()]
+        drop = [torch.rand(1, generator=g).item() < p.caption_dropout for _ in range(len(idx))]
+        eps = torch.randn((len(idx), pipe.vae.config.latent_channels, side, side), generator=g)  # the VAE's sample
+        noise = torch.randn(eps.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+        idx, eps, noise, t = idx[mine], eps[mine].to(device), noise[mine].to(device), t[mine].to(device)
+        caps = ["" if dropped else captions[i] for i, dropped in zip(idx.tolist(), drop[mine])]
         tokens = pipe.tokenizer(caps, padding="max_length", max_length=max_length,
-                                truncation=True, return_tensors="pt").input_ids.to(p.device)
+                                truncation=True, return_tensors="pt").input_ids.to(device)
         with torch.no_grad():
             states = pipe.text_encoder(tokens)[0]
-            latents = pipe.vae.encode(pixels[idx].to(p.device)).latent_dist.sample(generator=g)
-            latents = latents * pipe.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=g).to(p.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(p.device)
+            posterior = pipe.vae.encode(pixels[idx].to(device)).latent_dist
+            latents = (posterior.mean + posterior.std * eps) * pipe.vae.config.scaling_factor
         noisy = sched.add_noise(latents, noise, t)
         target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
-        loss = F.mse_loss(pipe.unet(noisy, t, encoder_hidden_states=states).sample.float(), target.float())
+        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=states).sample.float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        state.record({"lora_loss": loss.item(), "grad_norm": grad_norm.item()})
+        state.record({"lora_loss": group.mean(loss.detach()).item(), "grad_norm": grad_norm.item()})
+    if not group.is_main:
+        return None
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    return {k: v.detach().cpu().contiguous() for k, v in layers.items()}
+
+
+def save_lora(layers: dict[str, torch.Tensor], out_dir: str | Path) -> str:
+    """Write the adapters as out_dir/pytorch_lora_weights.safetensors (diffusers' LoRA format); return its sha256."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
     return hashlib.sha256((out / LORA_WEIGHTS).read_bytes()).hexdigest()
 
@@ -162,10 +175,9 @@ def _sample(pipe: StableDiffusionPipeline, prompts: list[str], seed: int, steps:
 
 def base_path(config: dict) -> Path:
     """The base model's folder as recorded (a relative path is taken from the project root)."""
-    from atelier import paths
+    from atelier.components import local_path
 
-    recorded = Path(config["base_model"]["path"])
-    return recorded if recorded.is_absolute() else paths.ROOT / recorded
+    return local_path(config["base_model"]["path"])
 
 
 def check_base(folder: Path, recorded: str, what: str) -> None:
@@ -173,7 +185,7 @@ def check_base(folder: Path, recorded: str, what: str) -> None:
     if not folder.is_dir():
         raise FileNotFoundError(f"{what}: its base model {folder} is not there; a LoRA model needs the base it was "
                                 "trained on: put that folder back (its digest is recorded) or retrain")
-    found = weights_digest(folder)
+    found = weights_digest(folder)  # as atelier/components.py computes a folder's digest
     if found != recorded:
         raise ValueError(f"{what}: the base model {folder} has weights digest {found}, but the LoRA was trained on "
                          f"{recorded}; the base changed since training, so its artworks would not be what was "
