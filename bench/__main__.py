@@ -12,7 +12,7 @@ import time
 from atelier import paths
 from atelier.io import write_json
 from bench import (clip_embedding, evaluation, faces, generate_latency, ingest_clean, ledger_audit, noop_repro,
-                   provenance_overhead, rawstore, training)
+                   provenance_overhead, rawstore, training, watermark_robustness)
 from bench import resolution_scale  # issue 20 item 5
 
 BENCHMARKS = {"ingest_clean": ingest_clean.main, "training": training.main, "clip_embedding": clip_embedding.main,

@@ -88,7 +88,7 @@ def decode(image: Image.Image) -> int:
 
 
 def match(image: Image.Image, candidate_ids: list[int], max_bits: int = 4, min_margin: int = 2) -> Match:
-    """Version 1: the candidate whose id is nearest to the bits decoded from `image`, accepted only when clear and unique."""
+    """Version 1: the candidate whose id is nearest to the bits decoded from `image`, if clear and unique."""
     return nearest(decode(image), candidate_ids, max_bits=max_bits, min_margin=min_margin)
 
 
@@ -213,8 +213,10 @@ BLOCK = 8  # px: one code bit per 8x8 block
 TILE = 16  # blocks: the 16x16 layout (128 px) repeats across the image, so a crop is a cyclic shift of it
 SYNC = 64  # tile positions holding a known pattern (finds the block grid and the tile's shift)
 PARITY = 16  # Reed-Solomon parity bytes: message 8 bytes (id 6 + CRC-16 2), code word 24 bytes = 192 bits
-MARGINS = (2.0, 6.0)  # Y, U: the projection on PATTERN each block is pushed to (sign = bit), in 8-bit levels
-CAPS = (10.0, 24.0)  # Y, U: the largest push per block and pass (larger needs would show)
+MARGINS = (10.0, 8.0)  # Y, U: the projection on PATTERN each block is pushed to (sign = bit), in 8-bit levels
+CAPS = (30.0, 40.0)  # Y, U: the largest push per block and pass (larger needs would show)
+KEEP = 3  # sync hypotheses decoded per image size and channel choice
+ERASURES = (0, 6, 10)  # bytes erased per decoding try (see _decode_soft)
 PASSES = 3  # re-read after rounding and clipping and push again where the mark fell short
 MIN_READ = 128  # px: the smallest side read (one whole tile)
 KEY = 20_261_202  # seeds the tile layout, the sync pattern and the whitening; a mark reads only with the same key
@@ -292,22 +294,22 @@ def read(image: Image.Image) -> Reading:
     the image's own scale (a crop) and else resized to 256 px (a resized copy); id None when nothing decodes to a
     valid Reed-Solomon code word whose CRC matches."""
     rgb = image.convert("RGB")
-    tried = []
     for size in _sizes(rgb.size):
         scaled = rgb if size == rgb.size else rgb.resize(size, Image.BICUBIC)
         if min(scaled.size) < MIN_READ:
             continue
-        yuv = _yuv(np.asarray(scaled, dtype=np.float32))
-        grids = _soft_grids(yuv)  # (8, 8, nr, nc): the soft value of every block at every pixel offset
-        for (dy, dx), shift, z in _hypotheses(grids):
-            soft = _fold(grids[dy, dx], shift)[_layout().data_pos]
-            reading = _decode_soft(soft)
-            where = "as is" if size == rgb.size else f"scaled to {size[0]}x{size[1]}"
-            if reading is not None:
-                wm_id, errors, confidence = reading
-                how = f"{where}, block offset ({dy}, {dx}) px, tile shift {shift}, sync z {z:.1f}"
-                return Reading(wm_id, round(confidence, 3), errors, how)
-            tried.append(z)
+        folded = _fold(_soft_grids(_yuv(np.asarray(scaled, dtype=np.float32))))  # (2, 64, 256)
+        where = "as is" if size == rgb.size else f"scaled to {size[0]}x{size[1]}"
+        # Y and U together, then each alone: JPEG's chroma subsampling can leave U pure noise, a saturated image Y
+        for channels, tiles in (("Y+U", folded.sum(axis=0)), ("Y", folded[0]), ("U", folded[1])):
+            for offset, shift, z in _hypotheses(tiles):
+                aligned = np.roll(tiles[offset].reshape(TILE, TILE), shift, axis=(0, 1)).ravel()
+                found = _decode_soft(aligned[_layout().data_pos])
+                if found is not None:
+                    wm_id, errors, confidence = found
+                    how = (f"{where}, {channels}, block offset {divmod(offset, BLOCK)} px, tile shift {shift}, "
+                           f"sync z {z:.1f}")
+                    return Reading(wm_id, round(confidence, 3), errors, how)
     return Reading(None, 0.0, None, None)
 
 
@@ -365,13 +367,14 @@ def code_bits(wm_id: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(word, np.uint8)) ^ _layout().whitening
 
 
-def id_from_code_bits(bits: np.ndarray) -> tuple[int, int] | None:
-    """(id, byte errors corrected) for 192 hard code bits, or None when they are no valid code word or the CRC fails."""
+def id_from_code_bits(bits: np.ndarray, erasures: list[int] | None = None) -> tuple[int, int] | None:
+    """(id, bytes corrected) for 192 hard code bits, or None when they are no valid code word (with the code word's
+    bytes at `erasures` treated as unknown) or the CRC fails."""
     import reedsolo
 
     word = np.packbits((np.asarray(bits, np.uint8) & 1) ^ _layout().whitening).tobytes()
     try:
-        message, _, errata = _codec().decode(word)
+        message, _, errata = _codec().decode(word, erase_pos=erasures or None)
     except reedsolo.ReedSolomonError:
         return None
     message = bytes(message)
@@ -400,35 +403,39 @@ def _block_projection(channel: np.ndarray, nr: int, nc: int) -> np.ndarray:
 
 
 def _soft_grids(yuv: np.ndarray) -> np.ndarray:
-    """(8, 8, nr, nc): for every block-grid offset (dy, dx), each block's soft bit, Y and U summed, each channel's
-    projections divided by their median magnitude (a contrast change scales them all alike) and clipped to +-3."""
+    """(2, 8, 8, nr, nc): for Y and U and every block-grid offset (dy, dx), each block's soft bit: its projection on
+    PATTERN divided by the median magnitude (a contrast change scales them all alike), clipped to +-1 (a block
+    whose own content outweighed the mark must not outvote the others)."""
     cv2 = _cv2()
     h, w = yuv.shape[:2]
     nr, nc = (h - BLOCK + 1) // BLOCK, (w - BLOCK + 1) // BLOCK
-    total = np.zeros((BLOCK, BLOCK, nr, nc), np.float32)
+    out = np.zeros((2, BLOCK, BLOCK, nr, nc), np.float32)
     for channel in range(2):
-        # correlation at every pixel position: out[y, x] = sum PATTERN * channel[y:y+8, x:x+8]
+        # correlation at every pixel position: full[y, x] = sum PATTERN * channel[y:y+8, x:x+8]
         full = cv2.filter2D(np.ascontiguousarray(yuv[..., channel]), cv2.CV_32F, PATTERN, anchor=(0, 0),
                             borderType=cv2.BORDER_CONSTANT)
         grids = np.stack([np.stack([full[dy::BLOCK, dx::BLOCK][:nr, :nc] for dx in range(BLOCK)])
                           for dy in range(BLOCK)])
         scale = np.median(np.abs(grids), axis=(2, 3), keepdims=True) + 1e-3
-        total += np.clip(grids / scale, -3, 3)
-    return total
+        out[channel] = np.clip(grids / scale, -1, 1)
+    return out
 
 
-def _fold(grid: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
-    """The soft values of `grid` summed per tile position, the tile rolled by `shift`, flattened (256,)."""
-    nr, nc = grid.shape
-    pr, pc = -nr % TILE, -nc % TILE
-    padded = np.pad(grid, ((0, pr), (0, pc)))
-    folded = padded.reshape(-1, TILE, padded.shape[1] // TILE, TILE).sum(axis=(0, 2))
-    return np.roll(folded, shift, axis=(0, 1)).ravel()
+def _fold(grids: np.ndarray) -> np.ndarray:
+    """(..., 64, 256): the soft values of (..., 8, 8, nr, nc) block grids summed per tile position (row * 16 + col,
+    counted from the grid's first block), per block-grid offset dy * 8 + dx."""
+    nr, nc = grids.shape[-2:]
+    pad = [(0, 0)] * (grids.ndim - 2) + [(0, -nr % TILE), (0, -nc % TILE)]
+    padded = np.pad(grids, pad)
+    rows, cols = padded.shape[-2] // TILE, padded.shape[-1] // TILE
+    folded = padded.reshape(*grids.shape[:-2], rows, TILE, cols, TILE).sum(axis=(-4, -2))
+    return folded.reshape(*grids.shape[:-4], BLOCK * BLOCK, TILE * TILE)
 
 
 @lru_cache(maxsize=1)
 def _shift_index() -> np.ndarray:
-    """(256, 64): for each tile shift (sr * 16 + sc), the folded positions that hold the sync positions."""
+    """(256, 64): for each tile shift (sr * 16 + sc), the folded positions that hold the sync positions: a block
+    at folded position (r, c) sits at tile position ((r + sr) % 16, (c + sc) % 16)."""
     layout = _layout()
     r, c = layout.sync_pos // TILE, layout.sync_pos % TILE
     shifts = np.arange(TILE * TILE)
@@ -436,24 +443,27 @@ def _shift_index() -> np.ndarray:
     return ((r[None] - sr) % TILE) * TILE + (c[None] - sc) % TILE
 
 
-def _hypotheses(grids: np.ndarray, keep: int = 4) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
-    """The `keep` best (block offset, tile shift, sync z-score) by correlation with the sync pattern."""
-    folded = np.stack([_fold(grids[dy, dx], (0, 0)) for dy in range(BLOCK) for dx in range(BLOCK)])  # (64, 256)
+def _hypotheses(folded: np.ndarray, keep: int = KEEP) -> list[tuple[int, tuple[int, int], float]]:
+    """The `keep` best (block-grid offset dy * 8 + dx, tile shift, sync z-score) of the (64, 256) folded soft values
+    by correlation with the sync pattern; z is about normal(0, 1) for an unmarked image."""
     scores = folded[:, _shift_index()] @ _layout().sync_bits.astype(np.float32)  # (64, 256)
     spread = np.sqrt(SYNC * (folded**2).mean(axis=1, keepdims=True)) + 1e-6
     z = scores / spread
     best = np.argsort(z, axis=None)[::-1][:keep]
-    out = []
-    for flat in best:
-        offset, shift = divmod(int(flat), TILE * TILE)
-        out.append((divmod(offset, BLOCK), divmod(shift, TILE), float(z.flat[flat])))
-    return out
+    return [(int(k) // (TILE * TILE), divmod(int(k) % (TILE * TILE), TILE), float(z.flat[k])) for k in best]
 
 
 def _decode_soft(soft: np.ndarray) -> tuple[int, int, float] | None:
-    """(id, byte errors corrected, confidence) from the 192 soft code bits, or None."""
-    found = id_from_code_bits(soft > 0)
-    if found is None:
+    """(id, bytes corrected, confidence) from the 192 soft code bits, or None. Tried as they are, then with the least
+    reliable bytes (smallest soft magnitude) erased (ERASURES): a Reed-Solomon code corrects twice as many erasures
+    as errors. Each try must also pass the CRC-16."""
+    reliability = np.abs(soft).reshape(-1, 8).min(axis=1)
+    order = [int(k) for k in np.argsort(reliability, kind="stable")]
+    for erased in ERASURES:
+        found = id_from_code_bits(soft > 0, order[:erased])
+        if found is not None:
+            break
+    else:
         return None
     wm_id, errors = found
     expected = np.where(code_bits(wm_id) > 0, 1.0, -1.0)

@@ -1,4 +1,5 @@
-"""The invisible watermark: it survives PNG and JPEG quality 75, names the right id among many candidates, refuses
+"""The version 1 invisible watermark (dwtDctSvd, still read for old ledgers; tests/test_watermark_ids.py tests
+version 2): it survives PNG and JPEG quality 75, names the right id among many candidates, refuses
 unmarked images, and refuses images that cannot carry it."""
 
 import io
@@ -39,7 +40,7 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 def test_mark_survives_png_and_jpeg_q75_and_names_the_right_id(seed):
     wm_id = CANDIDATES[17 + seed]
     original = artwork(seed)
-    marked = watermark.embed(original, wm_id)
+    marked = watermark.embed_v1(original, wm_id)
     assert psnr(original, marked) > 33
 
     lossless = watermark.match(reencode(marked, "PNG"), CANDIDATES)
@@ -52,28 +53,28 @@ def test_unmarked_images_and_unknown_ids_have_no_match():
     for seed in (1, 2, 3):
         found = watermark.match(artwork(seed), CANDIDATES)
         assert found.id is None and found.distance > 4
-    marked = watermark.embed(artwork(1), CANDIDATES[5])
+    marked = watermark.embed_v1(artwork(1), CANDIDATES[5])
     others = CANDIDATES[:5] + CANDIDATES[6:]
     assert watermark.match(marked, others).id is None
 
 
 def test_embedding_and_decoding_are_deterministic():
-    a, b = watermark.embed(artwork(3), 0xC0FFEE), watermark.embed(artwork(3), 0xC0FFEE)
+    a, b = watermark.embed_v1(artwork(3), 0xC0FFEE), watermark.embed_v1(artwork(3), 0xC0FFEE)
     assert a.tobytes() == b.tobytes() and a.mode == "RGB" and a.size == (256, 256)
     assert watermark.decode(a) == watermark.decode(reencode(a, "PNG")) == 0xC0FFEE
 
 
 def test_small_or_unsuitable_images_are_refused():
     with pytest.raises(WatermarkError, match="at least 256x256"):
-        watermark.embed(Image.new("RGB", (255, 256), (90, 90, 90)), 1)
+        watermark.embed_v1(Image.new("RGB", (255, 256), (90, 90, 90)), 1)
     with pytest.raises(WatermarkError, match="at least 256x256"):
         watermark.decode(Image.new("RGB", (300, 200)))
     with pytest.raises(WatermarkError, match="RGB"):
-        watermark.embed(Image.new("RGBA", (256, 256)), 1)
+        watermark.embed_v1(Image.new("RGBA", (256, 256)), 1)
     with pytest.raises(ValueError, match="2\\*\\*32"):
-        watermark.embed(artwork(1), 2**32)
+        watermark.embed_v1(artwork(1), 2**32)
     with pytest.raises(WatermarkError, match="saturated"):  # white cannot carry a chroma change
-        watermark.embed(Image.new("RGB", (256, 256), (255, 255, 255)), CANDIDATES[0])
+        watermark.embed_v1(Image.new("RGB", (256, 256), (255, 255, 255)), CANDIDATES[0])
 
 
 def test_only_a_clear_unique_nearest_match_is_accepted():

@@ -114,7 +114,7 @@ def test_same_pixels_and_same_bits_as_the_library(name):
 
 
 def _library_embed(image, wm_id):
-    """provenance.watermark.embed as it was before the vectorised code: the library, then the lossless read-back."""
+    """provenance.watermark.embed_v1 as it was before the vectorised code: the library, then the lossless read-back."""
     marked = _library_encode(image, wm_id)
     if watermark.hamming(watermark._from_bits(_library_decode(marked)), wm_id) > watermark.MAX_EMBED_ERRORS:
         return None
@@ -128,9 +128,9 @@ def test_public_embed_and_decode_agree_with_the_library(name):
     if expected is None:  # too saturated to carry the mark: refused by both
         assert name in ("flat white", "checkerboard")
         with pytest.raises(watermark.WatermarkError, match="saturated"):
-            watermark.embed(image, wm_id)
+            watermark.embed_v1(image, wm_id)
         return
-    marked = watermark.embed(image, wm_id)
+    marked = watermark.embed_v1(image, wm_id)
     assert marked.mode == "RGB" and marked.tobytes() == expected.tobytes()
     assert watermark.decode(marked) == watermark._from_bits(_library_decode(marked))
     assert watermark.hamming(watermark.decode(marked), wm_id) <= watermark.MAX_EMBED_ERRORS
