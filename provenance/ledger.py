@@ -62,7 +62,7 @@ from typing import Iterator
 
 from atelier import paths
 from provenance import signed
-from provenance.watermark import ID_BITS as WATERMARK_ID_BITS, Match, hamming, nearest
+from provenance.watermark import ID_BITS as WATERMARK_ID_BITS, METHOD, METHOD_V1, Match, hamming, identify, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
 SCHEMA_VERSION = 3  # 2 added refusals and promotions, 3 the log; older ledgers are migrated on open
@@ -281,6 +281,20 @@ def by_watermark_id(conn: sqlite3.Connection, wm_id: int) -> dict | None:
     """The artwork whose watermark id is exactly `wm_id` (a version 2 mark decodes to it), or None; indexed."""
     row = conn.execute("SELECT * FROM artworks WHERE watermark_id = ?", (int(wm_id),)).fetchone()
     return _row(row) if row else None
+
+
+def by_mark(conn: sqlite3.Connection, image) -> dict | None:
+    """The artwork whose mark `image` (a PIL image) carries: a version 2 mark's exact id, else a version 1 mark's
+    clear, unique nearest id; row + "match" ({"method", "distance", "margin"}: distance 0 and margin None for
+    version 2, whose id decodes exactly or not at all), or None."""
+    found = identify(image, lambda: v1_watermark_ids(conn))
+    if found.id is None:
+        return None
+    row = conn.execute("SELECT * FROM artworks WHERE watermark_id = ?", (found.id,)).fetchone()
+    if row is None:
+        return None
+    method = METHOD if found.margin is None else METHOD_V1
+    return _row(row) | {"match": {"method": method, "distance": found.distance, "margin": found.margin}}
 
 
 def by_watermark(conn: sqlite3.Connection, bits: int, max_bits: int = 4, min_margin: int = 2) -> dict | None:

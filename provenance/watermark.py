@@ -41,7 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -312,6 +312,39 @@ def read(image: Image.Image) -> Reading:
                     return Reading(wm_id, round(confidence, 3), errors, how)
     return Reading(None, 0.0, None, None)
 
+
+
+def identify(image: Image.Image, v1_ids: Callable[[], Iterable[int]]) -> Match:
+    """The watermark id of `image` for a lookup: a version 2 mark's exact id (distance 0, margin None), else the
+    version 1 candidate (ids from `v1_ids`, called only then) nearest to the 32 bits read, if clear and unique."""
+    reading = read(image)
+    if reading.id is not None:
+        return Match(reading.id, 0, None)
+    if min(image.size) < MIN_SIDE:
+        return Match(None, None, None)
+    return nearest(decode(image), list(v1_ids()))
+
+
+def check(image: Image.Image, expected: int | None, method: str | None, max_bits: int = 4) -> dict:
+    """The marking checklist's view of a mark (audit): {"read", "distance", "readable"}. Version 2 (`method` METHOD,
+    or unknown): read = the decoded id or None, distance = Reed-Solomon bytes corrected when it is `expected`,
+    readable = it is. Version 1 (METHOD_V1): read = the 32 bits, distance = bits from `expected`, readable within
+    `max_bits`. Nothing is read from an image too small for the method."""
+    out = {"read": None, "distance": None, "readable": None}
+    if method == METHOD_V1:
+        if min(image.size) >= MIN_SIDE:
+            out["read"] = decode(image.convert("RGB"))
+            if expected is not None:
+                out["distance"] = hamming(out["read"], int(expected))
+                out["readable"] = out["distance"] <= max_bits
+        return out
+    if min(image.size) >= MIN_READ:
+        reading = read(image)
+        out["read"] = reading.id
+        if expected is not None:
+            out["readable"] = reading.id == int(expected)
+            out["distance"] = reading.corrected_errors if out["readable"] else None
+    return out
 
 class _Layout(NamedTuple):
     sync_pos: np.ndarray  # tile positions (row * TILE + col) of the sync pattern

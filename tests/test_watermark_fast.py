@@ -82,12 +82,12 @@ def _bgr(image):
 def _library_encode(image, wm_id):
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", watermark._to_bits(wm_id))
-    bgr = encoder.encode(_bgr(image), watermark.METHOD, scales=watermark.SCALES)
+    bgr = encoder.encode(_bgr(image), watermark.METHOD_V1, scales=watermark.SCALES)
     return Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
 
 
 def _library_decode(image):
-    return WatermarkDecoder("bits", watermark.BITS).decode(_bgr(image), watermark.METHOD, scales=watermark.SCALES)
+    return WatermarkDecoder("bits", watermark.BITS).decode(_bgr(image), watermark.METHOD_V1, scales=watermark.SCALES)
 
 
 def _copies(image):

@@ -121,6 +121,20 @@ def test_a_version_1_mark_does_not_read_as_version_2_and_an_old_ledger_still_res
     assert ledger.by_watermark_id(conn, watermark.read(new_mark).id)["id"] == "new4"
     assert ledger.by_watermark_id(conn, 5) is None
 
+    # one lookup for either version (for the audit's recovery), and the marking checklist's view of each
+    hit = ledger.by_mark(conn, reencode(new_mark, "JPEG", quality=75))
+    assert hit["id"] == "new4" and hit["match"] == {"method": watermark.METHOD, "distance": 0, "margin": None}
+    hit = ledger.by_mark(conn, reencode(old_mark, "JPEG", quality=75))
+    assert hit["id"] == "old2" and hit["match"]["method"] == "dwtDctSvd" and hit["match"]["distance"] <= 4
+    assert ledger.by_mark(conn, artwork(5)) is None
+    assert ledger.by_mark(conn, watermark.embed(artwork(5), 77)) is None  # a mark this ledger never issued
+    assert watermark.check(new_mark, new_id, watermark.METHOD) == {"read": new_id, "distance": 0, "readable": True}
+    assert watermark.check(new_mark, new_id + 1, watermark.METHOD)["readable"] is False
+    assert watermark.check(old_mark, old_id, "dwtDctSvd") == {"read": old_id, "distance": 0, "readable": True}
+    assert watermark.check(old_mark.crop((0, 0, 200, 200)), old_id, "dwtDctSvd")["read"] is None
+    assert watermark.check(artwork(5), new_id, watermark.METHOD) == {"read": None, "distance": None,
+                                                                      "readable": False}
+
 
 def test_version_2_ids_skip_numbers_an_old_ledger_holds_and_are_sequential(tmp_path):
     conn = ledger.open_ledger(tmp_path / "l.sqlite")
