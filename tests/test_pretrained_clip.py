@@ -106,3 +106,98 @@ def test_hub_names_pickles_and_missing_configs_are_refused(tmp_path):
     (ckpt.parent / C.CONFIG_NAME).unlink()
     with pytest.raises(FileNotFoundError, match="needs its open_clip config open_clip_config.json"):
         C.load_clip(ckpt)
+
+
+# --- once through the real pipeline (slow) --------------------------------------------------------------------------
+
+CHECKPOINT = "pretrained/tiny-clip/tiny-clip.safetensors"  # relative to the workspace root, as a user writes it
+CLIP_COMPONENT = {"name": "tiny-clip-test", "role": "clip", "path": CHECKPOINT, "license": "MIT",
+                  "training_data": "nothing known: random initialisation, built by the tests",
+                  "training_data_licensed": None}
+TOY = dict(
+    demo={"per_class": 2},
+    train_clip={"pretrained": CHECKPOINT},
+    train_autoencoder={"steps": 10, "batch_size": 16},
+    train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
+    evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0, "prompts": 8},
+    promote={"min_retrieval_fraction": 0.0, "min_clip_score_fraction": 0.0, "max_cmmd_multiple": 1e9,
+             "max_replication_rate": 1.0, "champion_max_drop": 10.0},
+    generate={"prompts": ["a red grid composition", "a blue spiral composition"], "steps": 2},
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    import subprocess
+    import sys
+
+    from atelier import dvc
+    from tests.conftest import copy_repo, edit_params
+
+    root = copy_repo(tmp_path_factory.mktemp("pretrained-clip"))
+    tiny_clip_checkpoint((root / CHECKPOINT).parent)
+    edit_params(root, **TOY)
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    data["components"] = [CLIP_COMPONENT]
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    dvc.repro("promote", root=root)
+    # a random CLIP may leave the model short of the gate's bar: then a person promotes it (recorded as theirs), so
+    # that generation and signing are tested whatever the gate decided
+    if json.loads((root / "reports/promotion.json").read_text())["decision"] != "promoted to champion":
+        forced = subprocess.run([sys.executable, "-m", "atelier.cli", "promote", "--version", "1", "--reason",
+                                 "test: reach generation", "--by", "tests"], cwd=root, capture_output=True,
+                                text=True, timeout=600)
+        assert forced.returncode == 0, forced.stderr
+    dvc.repro(root=root)
+    return root
+
+
+@pytest.mark.slow
+def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_licensed_only(built):
+    from provenance.png import read_manifest
+    from provenance.signing import read_credentials
+    from provenance.keys import ensure_signing_identity
+
+    digest = file_sha256(built / CHECKPOINT)
+    report = json.loads((built / "reports/clip.json").read_text())
+    assert report["source"] == "pretrained" and report["pretrained_weights_sha256"] == digest
+    assert report["evaluator"] == "same as text encoder (pretrained)" and report["steps"] == 0
+    for folder in ("models/clip", "models/diffusion/clip", "models/diffusion/evaluator"):  # its own config, kept
+        assert json.loads((built / folder / C.CONFIG_NAME).read_text())["model_cfg"] == tiny_config(), folder
+    sidecars = sorted((built / "artworks").glob("*.provenance.json"))
+    assert sidecars
+    anchor = ensure_signing_identity().ca_pem()
+    for sidecar in sidecars:
+        manifest = json.loads(sidecar.read_text())
+        png = built / "artworks" / manifest["artwork"]["file"]
+        assert read_manifest(png) == manifest and read_credentials(png, anchor)["state"] == "Trusted"
+        model = manifest["model"]
+        declared = [p for p in model["components"] if not p["trained_here"]]
+        assert declared == [{"name": "tiny-clip-test", "role": "clip", "trained_here": False,
+                             "weights_sha256": digest, "license": "MIT",
+                             "training_data": CLIP_COMPONENT["training_data"], "training_data_licensed": None}]
+        trained = [p["name"] for p in model["components"] if p["trained_here"]]
+        assert trained == ["atelier-autoencoder", "atelier-unet"]
+        assert model["licensed_only"] is False
+        assert "clip 'tiny-clip-test'" in model["licensed_only_reason"] and "unknown" in model["licensed_only_reason"]
+        assert CHECKPOINT not in sidecar.read_text() and str(built) not in sidecar.read_text()  # no local path
+    page = (built / "artworks/index.html").read_text()
+    assert page.count('<dd class="licensed-only warn">no') == len(sidecars)
+    credential = json.loads((built / "models/registry-cache/v1/model-credential.json").read_text())
+    assert {k: credential["payload"]["model"][k] for k in ("components", "licensed_only", "licensed_only_reason")} \
+        == {k: model[k] for k in ("components", "licensed_only", "licensed_only_reason")}  # copied from the credential
+    tags = json.loads(subprocess_stdout(built, "import json; from registry.tracking import get_version; print(json."
+                                               "dumps(get_version('atelier-latent-diffusion', '1')['tags']))"))
+    assert tags["licensed_only"] == "false" and json.loads(tags["components"]) == model["components"]
+    card = tags and (built / "mlartifacts").rglob("MODEL_CARD.md")
+    assert any("Licensed only: **no**" in c.read_text() and digest in c.read_text() for c in card)
+
+
+def subprocess_stdout(root: Path, code: str) -> str:
+    """stdout of Python code run in the workspace (its own modules and registry store)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
