@@ -441,8 +441,10 @@ def model_card(model: dict, dataset: dict, evaluation: dict | None = None, compo
         "## Limitations", "",
         f"- Small and narrow: trained at {model['resolution']} pixels on {dataset['records']} works; prompts far "
         "from the training captions give poor images.",
-        "- The evaluation's judge is a CLIP trained on the same collection, not an independent model; the figures "
-        "compare this model with the collection's own held-out images, not with other models.",
+        ("- The evaluation's judge is the pretrained CLIP that is also the text encoder, so it is not independent "
+         "of what it judges; " if any(p["role"] == "clip" for p in outside) else
+         "- The evaluation's judge is a CLIP trained on the same collection, not an independent model; ") +
+        "the figures compare this model with the collection's own held-out images, not with other models.",
         "- The replication check (embedding distance and perceptual hash against the training images) is a "
         "heuristic; artworks it flags are quarantined, but it can miss a close copy.",
         "- Faces in the training images are found by a frontal-face detector and blurred (or the work excluded) by "

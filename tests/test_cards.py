@@ -160,6 +160,11 @@ def test_the_model_card_names_a_declared_base_model_and_the_licensed_only_verdic
     assert "Base model: none" not in text and "trained from scratch" not in text
     default = cards.model_card(model, dataset, None, parts[:1], "every part was trained here on the licensed set")
     assert "base_model" not in cards.model_card_front_matter(default) and "Licensed only: **yes**" in default
+    assert "judge is a CLIP trained on the same collection" in default
+    clip = dict(parts[1], name="tiny-clip", role="clip")
+    with_clip = cards.model_card(model, dataset, None, [parts[0], clip], "not licensed-only: clip 'tiny-clip' ...")
+    assert "judge is the pretrained CLIP that is also the text encoder" in with_clip
+    assert "base_model" not in cards.model_card_front_matter(with_clip)
 
 
 def test_the_registered_version_carries_its_cards_in_mlflow(tmp_path, monkeypatch, empty_store):
