@@ -263,3 +263,24 @@ def test_lora_resume_after_a_kill_matches_an_uninterrupted_run(tiny_sd, data, tm
     with safe_open(str(next((tmp_path / "ck").glob("step-*")) / "tensors.safetensors"), "pt") as saved:
         weights = [k for k in saved.keys() if k.startswith("module.")]
     assert weights and all(".lora." in k or k.startswith("module.lora.") for k in weights)  # never the frozen base
+
+
+@pytest.mark.slow  # torchrun starts two processes that each load torch and the base
+def test_lora_on_two_processes_follows_the_one_process_curve(tiny_sd, tmp_path):
+    """Two CPU processes under torchrun (gloo, DDP), each on half the global batch, give the loss curve of one
+    process on the whole batch, to float rounding (the halves go through the VAE and text encoder apart)."""
+    import subprocess
+    import sys
+
+    from tests.tiny_models import lora_curve
+
+    one = lora_curve(tiny_sd)
+    out = tmp_path / "curve.json"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                          "tests.tiny_models", str(tiny_sd), str(out), "2"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert len(two) == len(one) == 4
+    assert two == pytest.approx(one, rel=1e-4)
+    assert len(set(one)) == 4  # the steps differ: a curve, not a constant

@@ -54,3 +54,28 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         f.unlink()
     (folder / "_tokenizer_build").rmdir()
     return folder
+
+
+def lora_curve(base: Path, steps: int = 4, batch_size: int = 4, group=None) -> list[float]:
+    """The LoRA loss curve of `steps` steps on 8 seeded random images of the tiny base (`group`: this process's
+    place in a data-parallel run, atelier/distributed.py)."""
+    from atelier.models.lora_sd import LoraParams, train_lora
+
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    captions = [f"a {c} shape on a {b} ground" for c, b in zip(["red", "blue", "green", "white"] * 2,
+                                                                ["dark", "pale"] * 4)]
+    losses: list[float] = []
+    p = LoraParams(seed=0, steps=steps, batch_size=batch_size, lr=1e-3, rank=2, device="cpu")
+    train_lora(base, images, captions, p, on_step=lambda step, m: losses.append(m["lora_loss"]), group=group)
+    return losses
+
+
+if __name__ == "__main__":  # under torchrun: python -m torch.distributed.run ... -m tests.tiny_models BASE OUT
+    import sys
+
+    from atelier import distributed
+
+    with distributed.process_group("cpu", int(sys.argv[3])) as group:
+        curve = lora_curve(Path(sys.argv[1]), group=group)
+    if group.is_main:
+        Path(sys.argv[2]).write_text(json.dumps(curve), encoding="utf-8")
