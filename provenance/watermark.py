@@ -1,8 +1,35 @@
-"""The invisible watermark: the artwork's 32-bit ledger watermark id hidden in the chroma of its pixels with
-invisible-watermark's `dwtDctSvd` method, so that a copy stripped of its manifest (re-saved, re-encoded as JPEG) can
-still be traced to its ledger row.
-
+"""The invisible watermark: the artwork's ledger watermark id hidden in its pixels, so that a copy stripped of its
+manifest (re-saved, re-encoded, resized, cropped, its colours edited) can still be traced to its ledger row.
 Embed before the pixel sha256 is computed and before signing: the watermark changes the pixels.
+
+Version 2 (METHOD "atelier.wm2", soft-binding algorithm ALG; embed(), read(); new artworks):
+- Payload: a 48-bit id and its CRC-16/CCITT (8 bytes), Reed-Solomon (24, 8) over GF(256) (`reedsolo`): 16 parity
+  bytes, so 8 wrong bytes or 16 erased ones are corrected; whitened with a keyed pseudo-random sequence. The id
+  decodes directly: no candidate list. A read is accepted only as a valid code word whose CRC matches: a random
+  192-bit word passes with probability about 6e-19, 1e-13 with 6 bytes erased, 3e-10 with 10 (the code's radius
+  times 2**-16 for the CRC); one read of an unmarked image makes at most 81 tries (3 sizes x 3 channel choices x
+  KEEP 3 hypotheses x 3 erasure counts), so about 3e-8 per read at worst.
+- Layout: one code bit per 8x8 pixel block, as the sign of the block's projection on the 2-D DCT basis (1, 1) (zero
+  mean, so a brightness offset leaves it and a contrast change only scales it; low frequency, so JPEG, WebP and
+  resizing keep it), in both Y and U (JPEG's YCbCr). A 16x16-block tile (128 px) holds 64 sync positions and the
+  192 code bits (keyed positions) and repeats over the image, so a crop is a cyclic shift of the tile.
+- Embedding is informed: each block is pushed just far enough that its projection has the bit's sign with MARGINS
+  (Y 10, U 8 levels), at most CAPS per pass, in PASSES passes re-reading after rounding and clipping (saturated
+  colours: what one channel cannot carry the other does). `embed` reads its own output back (WatermarkError if not).
+- Reading is blind: the projection at every pixel position (one cv2.filter2D per channel), each channel's values
+  divided by their median magnitude and clipped to +-1, summed per tile position for each of the 64 block-grid
+  offsets; the sync pattern's correlation over the 256 tile shifts picks the best KEEP hypotheses, for Y+U, Y alone
+  (JPEG's chroma subsampling) and U alone; each is decoded (then with the least reliable bytes erased). First at the
+  image's own size (a crop), then resized so its longer, then its shorter side is 256 px (a resized copy).
+- Measured (bench/watermark_robustness.py, bench/README.md): 236 images (demo, scenes, photographs): PSNR mean 40.1
+  dB, 5th percentile 36.7 dB; every image carried the mark (also flat white, black, pure red or blue); exact id
+  after JPEG q50-q95 94-95%, WebP q80 75%, resize 0.5x/2x and crops of 10-25% 100%, brightness/contrast +-20%
+  98-100%; no wrong id and no id from 1,264 reads of unmarked images. Embed about 45 ms, read about 50 ms (marked),
+  135 ms (unmarked: every hypothesis tried), on a loaded 2-core machine.
+
+Version 1 (METHOD_V1 "dwtDctSvd"; embed_v1(), decode(), match(); artworks of older ledgers, still read): 32-bit
+Reed-Muller code words (provenance/ledger.py) in the U channel by invisible-watermark's dwtDctSvd, matched by
+nearest code word among the ledger's candidates. What follows describes it.
 
 Measured on 159 demo training images upscaled to 256 px (nearest), invisible-watermark 0.2.0:
 - the library's default strength (U-channel scale 36, PSNR about 42 dB) read back exactly from JPEG quality 75 for
