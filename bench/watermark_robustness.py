@@ -13,8 +13,9 @@ PHASH_ONLY_BITS. The control set is every CONTROL_EVERY-th image unmarked, throu
 a false match (as is any wrong id read from a marked image).
 
 Writes reports/bench/watermark_robustness.json and a 1:1 crop (reports/bench/watermark_crop.png: a photograph and a
-demo drawing, each as original, marked, and their difference x8; bench/watermark_crop.png is a copy for the README). Run: `python -m bench.watermark_robustness` (or `python -m bench
-watermark_robustness`); `--per-set N` limits each set.
+demo drawing, each as original, marked, and their difference x8; bench/watermark_crop.png is a copy for the README).
+Run: `python -m bench.watermark_robustness` (or `python -m bench watermark_robustness`); `--per-set N` limits each
+set (default 80).
 """
 
 from __future__ import annotations
