@@ -179,3 +179,12 @@ def _manifest(artwork_id: str, method: str) -> dict:
                                           "created_at": "2026-12-01T00:00:00+00:00",
                                           "watermark": {"method": method}},
             "model": {"name": "atelier-diffusion", "version": "1"}}
+
+
+def test_embedding_is_deterministic_and_reads_any_mode():
+    """generate relies on it: the same unmarked pixels and id give the same marked pixels (the same artwork id)."""
+    a, b = watermark.embed(photo_like(3), 2**40 + 5), watermark.embed(photo_like(3), 2**40 + 5)
+    assert a.tobytes() == b.tobytes()
+    for mode in ("RGBA", "P", "L"):
+        reading = watermark.read(a.convert(mode))
+        assert reading.id in (2**40 + 5, None) and (mode == "L" or reading.id == 2**40 + 5)
