@@ -189,15 +189,23 @@ def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_lice
     tags = json.loads(subprocess_stdout(built, "import json; from registry.tracking import get_version; print(json."
                                                "dumps(get_version('atelier-latent-diffusion', '1')['tags']))"))
     assert tags["licensed_only"] == "false" and json.loads(tags["components"]) == model["components"]
-    card = tags and (built / "mlartifacts").rglob("MODEL_CARD.md")
+    card = (built / "mlartifacts").rglob("MODEL_CARD.md")
     assert any("Licensed only: **no**" in c.read_text() and digest in c.read_text() for c in card)
+    audit = subprocess_run(built, "-m", "atelier.cli", "audit", "--json",
+                           *(str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"]) for s in sidecars))
+    assert audit.returncode == 0 and all(r["status"] == "verified" for r in json.loads(audit.stdout)), audit.stdout
 
 
-def subprocess_stdout(root: Path, code: str) -> str:
-    """stdout of Python code run in the workspace (its own modules and registry store)."""
+def subprocess_run(root: Path, *args: str):
+    """Python run in the workspace with `args` (its own modules and registry store)."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=600)
+
+
+def subprocess_stdout(root: Path, code: str) -> str:
+    """The last line of stdout of Python code run in the workspace."""
+    proc = subprocess_run(root, "-c", code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
