@@ -53,7 +53,7 @@ def main() -> dict:
         image = Image.open(paths.ARTWORKS / template["artwork"]["file"]).convert("RGB")
         marked = watermark.embed(image, target["watermark_id"])
         start = time.perf_counter()
-        found = ledger.by_watermark(conn, watermark.decode(marked))
+        found = ledger.by_mark(conn, marked)
         candidates = ledger.by_phash(conn, phash(marked), max_distance=10)
         recover = time.perf_counter() - start
         conn.close()

@@ -332,13 +332,8 @@ def _marking(creds: dict, image: Image.Image, manifest: dict | None, context: Co
     if manifest is not None:
         disclosed = disclosed and bool(manifest.get("rights", {}).get("ai_generated"))
     expected = ((manifest or {}).get("artwork", {}).get("watermark") or {}).get("id")
-    mark = {"expected": expected, "read": None, "distance": None, "readable": None}
-    if min(image.size) >= 256:
-        bits = watermark.decode(image.convert("RGB"))
-        mark["read"] = bits
-        if expected is not None:
-            mark["distance"] = watermark.hamming(bits, int(expected))
-            mark["readable"] = mark["distance"] <= WATERMARK_MAX_BITS
+    method = ((manifest or {}).get("artwork", {}).get("watermark") or {}).get("method")
+    mark = {"expected": expected, **watermark.check(image, expected, method, WATERMARK_MAX_BITS)}
     logged = None
     if manifest is not None and context.mode == "bundle":
         logged = manifest["id"] in context.bundle.artworks and not context.log_problems
@@ -355,12 +350,12 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
     """A copy without credentials: find it in the log (bundle) or ledger (workspace) by watermark, then phash."""
     if context.mode == "bundle":
         rows = [r for r in context.bundle.artworks.values() if isinstance(r, dict)]
-        found, how = recover(image, lambda bits: _nearest_row(rows, bits),
+        found, how = recover(image, lambda copy: _nearest_row(rows, copy),
                              lambda h: _close_rows(rows, h, PHASH_ONLY_BITS))
         where = "the bundle's signed log"
     elif context.conn is not None:
         conn = context.conn
-        found, how = recover(image, lambda bits: ledger.by_watermark(conn, bits),
+        found, how = recover(image, lambda copy: ledger.by_mark(conn, copy),
                              lambda h: ledger.by_phash(conn, h, max_distance=PHASH_ONLY_BITS))
         where = "the ledger"
     else:
@@ -375,11 +370,9 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
                         Check(f"recovery from {where}", False, how)], marking=mark)
     manifest = found["manifest"]
     expected = manifest["artwork"]["watermark"]["id"]
-    if min(image.size) >= 256 and expected is not None:
-        bits = watermark.decode(image.convert("RGB"))
-        distance = watermark.hamming(bits, int(expected))
-        mark["watermark"] = {"expected": expected, "read": bits, "distance": distance,
-                             "readable": distance <= WATERMARK_MAX_BITS}
+    if expected is not None:
+        method = manifest["artwork"]["watermark"].get("method")
+        mark["watermark"] = {"expected": expected, **watermark.check(image, expected, method, WATERMARK_MAX_BITS)}
     checks = [Check("content credentials", False, "no C2PA manifest in the file (stripped or re-encoded)"),
               Check(f"recovery from {where}", True, f"provenance of artwork {found['id']} recovered by {how}")]
     if context.log_problems:
@@ -390,31 +383,38 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
                    manifest=manifest, marking=mark)
 
 
-def recover(image: Image.Image, by_watermark: Callable[[int], dict | None],
+def recover(image: Image.Image, by_watermark: Callable[[Image.Image], dict | None],
             by_phash: Callable[[str], list[dict]]) -> tuple[dict | None, str]:
-    """The record of a stripped or re-encoded copy: a clear watermark match confirmed by perceptual hash, else a
-    unique, very close perceptual hash; (record, how it was found) or (None, why not)."""
+    """The record of a stripped or re-encoded copy: a version 2 watermark's exact id (its CRC and code already rule
+    out noise, and a crop changes the perceptual hash), or a clear version 1 match confirmed by perceptual hash,
+    else a unique, very close perceptual hash; (record, how it was found) or (None, why not)."""
     h = phash(image)
-    if min(image.size) >= 256:
-        found = by_watermark(watermark.decode(image.convert("RGB")))
-        if found is not None:
-            distance = phash_distance(h, found["phash"])
-            if distance <= PHASH_CONFIRM_BITS:
-                return found, (f"watermark id {found['watermark_id']} ({found['match']['distance']} bits off), "
-                               f"confirmed by perceptual hash ({distance} bits)")
+    found = by_watermark(image.convert("RGB"))
+    if found is not None:
+        distance = phash_distance(h, found["phash"])
+        if found["match"].get("margin") is None:  # version 2: decoded exactly
+            return found, f"watermark id {found['watermark_id']} (decoded exactly; perceptual hash {distance} bits)"
+        if distance <= PHASH_CONFIRM_BITS:
+            return found, (f"watermark id {found['watermark_id']} ({found['match']['distance']} bits off), "
+                           f"confirmed by perceptual hash ({distance} bits)")
     close = by_phash(h)
     if len(close) == 1 or (len(close) > 1 and close[0]["distance"] < close[1]["distance"]):
         return close[0], f"perceptual hash only ({close[0]['distance']} bits), no watermark match"
     return None, "no watermark or perceptual-hash match"
 
 
-def _nearest_row(rows: list[dict], bits: int) -> dict | None:
-    """The log entry whose watermark id is the clear, unique nearest match to `bits` (as ledger.by_watermark)."""
-    ids = [int(r["watermark_id"]) for r in rows if r.get("watermark_id") is not None]
-    found = watermark.nearest(bits, ids)
-    if found.id is None:
+def _nearest_row(rows: list[dict], image: Image.Image) -> dict | None:
+    """The log entry whose watermark id `image` carries (as ledger.by_mark): a version 2 mark's exact id, else the
+    clear, unique nearest version 1 id (entries whose manifest names method dwtDctSvd)."""
+    def method(r: dict) -> str | None:
+        return ((r.get("manifest") or {}).get("artwork", {}).get("watermark") or {}).get("method")
+
+    v1 = [int(r["watermark_id"]) for r in rows
+          if r.get("watermark_id") is not None and method(r) == watermark.METHOD_V1]
+    found = watermark.identify(image, lambda: v1)
+    row = next((r for r in rows if found.id is not None and r.get("watermark_id") == found.id), None)
+    if row is None:
         return None
-    row = next(r for r in rows if r.get("watermark_id") == found.id)
     return row | {"match": {"distance": found.distance, "margin": found.margin}}
 
 
