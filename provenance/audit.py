@@ -216,6 +216,10 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
         problems += credentials.check(credential, context.anchor_pem, weights_sha256=model["weights_sha256"])
         if signed.digest(credential) != model["credential_sha256"]:
             problems.append("it is not the credential the manifest names (digest differs)")
+        credited = credential.get("payload", {}).get("model", {})
+        for key in ("components", "licensed_only", "licensed_only_reason"):
+            if key in model and model[key] != credited.get(key):
+                problems.append(f"the manifest's model.{key} differs from the model credential's")
         if context.bundle is not None:
             published = context.bundle.credentials.get((model["name"], str(model["version"])))
             if published is None:

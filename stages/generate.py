@@ -41,7 +41,8 @@ from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, sign_png
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
-EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder), "
+EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder, or "
+             "the pretrained CLIP itself when one is declared), "
              "cosine of normalised embeddings")
 CLIP_SCORE_SCALE = "CLIPScore = 2.5 x max(cosine(artwork, prompt), 0) on the evaluator; range 0-2.5, higher is closer"
 SIMILARITY_SCALE = ("similarity of the nearest training images: cosine in the generator's CLIP space, -1..1; a high "

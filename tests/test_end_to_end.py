@@ -129,6 +129,7 @@ def test_artworks_carry_complete_manifests(built):
         for path, value in _walk(manifest):
             assert value != "" and str(value).lower() != "unknown", path
         assert manifest["model"]["version"] == "1"
+        assert manifest["model"]["licensed_only"] is True, manifest["model"]["licensed_only_reason"]
         assert manifest["data"]["dvc_md5"] == dvc.lock_md5(built / "data/licensed/train.parquet", root=built)
         assert manifest["checks"]["nearest_training_images"][0]["creator"]
     eval_report = json.loads((built / "reports/eval.json").read_text())
