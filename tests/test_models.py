@@ -284,3 +284,22 @@ def test_lora_on_two_processes_follows_the_one_process_curve(tiny_sd, tmp_path):
     assert len(two) == len(one) == 4
     assert two == pytest.approx(one, rel=1e-4)
     assert len(set(one)) == 4  # the steps differ: a curve, not a constant
+
+
+def test_load_generator_reads_the_backend_from_the_config(pipeline, tmp_path):
+    from atelier.models.generator import at_size, load_generator
+
+    pipeline.save_pretrained(tmp_path)
+    loaded = load_generator(tmp_path, resolution=32)
+    assert isinstance(loaded, L.LatentDiffusionPipeline)
+    prompts = [caption_for("grid", "red")]
+    assert _pixels_sha(loaded(prompts, seed=1, steps=2, guidance=2.0)) == _pixels_sha(
+        pipeline(prompts, seed=1, steps=2, guidance=2.0))
+    with pytest.raises(ValueError, match="clean.resolution in params.yaml is 64"):
+        load_generator(tmp_path, resolution=64)
+    config = json.loads((tmp_path / L.CONFIG_NAME).read_text())
+    (tmp_path / L.CONFIG_NAME).write_text(json.dumps({**config, "backend": "gan"}))
+    with pytest.raises(ValueError, match="unknown backend 'gan'"):
+        load_generator(tmp_path)
+    images = torch.rand(2, 3, 64, 64)
+    assert at_size(images, 64) is images and at_size(images, 32).shape == (2, 3, 32, 32)
