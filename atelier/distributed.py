@@ -33,20 +33,25 @@ the loop's numbers: a one-process run is bitwise the same as a loop that never h
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 LAUNCHED_ENV = "ATELIER_DISTRIBUTED_LAUNCHED"  # set by launch() for the processes torchrun starts
+FAILURES_ENV = "ATELIER_DISTRIBUTED_FAILURES"  # a folder where a failing rank notes its error for launch()
 PR_SET_PDEATHSIG = 1
 
 
@@ -77,11 +82,17 @@ def launched() -> bool:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere); exit now if it is already gone."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere); exit now if it is already gone.
+
+    Also run between fork and exec for torchrun (subprocess's preexec_fn): prctl is looked up beforehand, so the
+    child only makes one system call."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(1)
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def launch(module: str, processes: int, device: str = "auto") -> None:
@@ -95,28 +106,40 @@ def launch(module: str, processes: int, device: str = "auto") -> None:
                                     f"{torch.cuda.device_count()}: set processes to at most that, or device: cpu")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", module]
-    env = dict(os.environ, **{LAUNCHED_ENV: "1"})
     print(f"{module}: training in {processes} processes: {' '.join(cmd[1:])}", flush=True)
     tail: deque[str] = deque(maxlen=200)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_die_with_parent)
-    try:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            tail.append(line)
-        code = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    with tempfile.TemporaryDirectory(prefix="atelier-ranks-") as failures:
+        env = dict(os.environ, **{LAUNCHED_ENV: "1", FAILURES_ENV: failures})
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_die_with_parent)
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                tail.append(line)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        noted = sorted(json.loads(f.read_text()) for f in Path(failures).glob("rank-*.json"))
     if code != 0:
-        ranks = sorted(set(re.findall(r"^\s*rank\s*:\s*(\d+)", "".join(tail), flags=re.M)), key=int)
-        who = f"rank {', '.join(ranks)} failed" if ranks else "a process failed"
-        raise DistributedFailed(f"{module}: training in {processes} processes under torchrun failed ({who}, "
-                                f"torchrun exit code {code}); the failing rank's error is printed above. Nothing was "
-                                "saved or registered; fix the error and run the stage again (it resumes from its "
-                                "last checkpoint)")
+        if noted:  # the first error noted; the other ranks' errors (a lost connection) follow from it
+            who = f"rank {noted[0][1]} failed first: {noted[0][2]}"
+        else:      # failed outside the training group (rank 0 saving or registering), or torchrun itself
+            first = re.search(r"Root Cause.*?^\s*rank\s*:\s*(\d+)", "".join(tail), flags=re.S | re.M)
+            who = f"rank {first.group(1)} failed" if first else "a process failed"
+        raise DistributedFailed(f"{module}: training in {processes} processes under torchrun failed ({who}; "
+                                f"torchrun exit code {code}); the failing rank's error is printed above. Fix it and "
+                                "run the stage again: it resumes from its last checkpoint")
+
+
+def _note_failure(rank: int, error: BaseException) -> None:
+    """Note this rank's error, with the time, for launch() to name the rank that failed first."""
+    folder = os.environ.get(FAILURES_ENV)
+    if folder:
+        note = [time.time_ns(), rank, f"{type(error).__name__}: {error}"[:500]]
+        (Path(folder) / f"rank-{rank}.json").write_text(json.dumps(note))
 
 
 @dataclass(frozen=True)
@@ -184,5 +207,9 @@ def process_group(device: str, processes: int) -> Iterator[Group]:
     dist.init_process_group("nccl" if where.type == "cuda" else "gloo", rank=rank, world_size=world)
     try:
         yield Group(rank, world, where)
+    except BaseException as error:
+        if not (isinstance(error, SystemExit) and error.code in (0, None)):
+            _note_failure(rank, error)
+        raise
     finally:
         dist.destroy_process_group()
