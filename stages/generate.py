@@ -28,8 +28,8 @@ from atelier.embedding import embed_records
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
 from atelier.lineage import training_records
-from atelier.models.clip import encode_images, encode_texts, load_evaluator
-from atelier.models.generator import load_generator
+from atelier.models.clip import encode_images, encode_texts, image_size, load_evaluator
+from atelier.models.generator import at_size, load_generator
 from atelier.models.metrics import clip_score, prompt_ranks, replication
 from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
@@ -270,6 +270,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     small = champ.pipeline([prompt], seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
     big = upscale(small, g.output_size, g.resampler)
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    tensor = at_size(tensor, image_size(champ.evaluator))  # a LoRA base's resolution may differ from the CLIPs'
     img_emb = encode_images(champ.pipeline.clip_model, tensor)  # the generator's CLIP: replication, neighbours
     eval_emb = encode_images(champ.evaluator, tensor)           # the evaluator: prompt match and CLIPScore
     score = float(clip_score(eval_emb, _text_embedding(champ, prompt))[0])
