@@ -6,16 +6,17 @@ How a training stage uses it (stages/train_diffusion.py; the LoRA loop the same 
         distributed.launch("stages.train_diffusion", p.processes, p.device)  # torchrun; waits; raises on failure
         return ...                                        # rank 0 wrote the outputs
     with distributed.process_group(p.device, p.processes) as group:  # in each launched process (or the only one)
-        ckpt = checkpoint.for_stage(stage, read_only=not group.is_main)
+        ckpt = checkpoint.for_stage(stage, read_only=not group.is_main)  # rank 0 alone writes checkpoints
         model = train(..., group=group, checkpoint=ckpt)  # the loop calls group.wrap / group.share / group.mean
     if not group.is_main:
         return {}                                         # the other ranks exit cleanly
-    ... save, write curves, register (rank 0 only) ...
+    ... save, write curves, register (rank 0 only, after the group is gone) ...
 
 `launch` runs `python -m torch.distributed.run --standalone --nproc_per_node N -m <module>` with LAUNCHED_ENV set, so
 the launched processes train instead of launching again, and waits. A rank that fails makes torchrun stop the others
-and exit non-zero; `launch` then raises DistributedFailed naming the rank. The launched processes die with their
-launcher (Linux: PR_SET_PDEATHSIG), so a killed stage leaves no rank training on its own.
+and exit non-zero; `launch` then raises DistributedFailed naming the rank that failed first and its error (an error
+raised inside process_group is noted with its time; the others' lost connections come after it). The launched
+processes die with their launcher (Linux: PR_SET_PDEATHSIG), so a killed stage leaves no rank training on its own.
 
 Inside the loop, a Group gives
     group.rank, group.world, group.device, group.is_main

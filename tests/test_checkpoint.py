@@ -154,6 +154,34 @@ def test_partial_and_corrupt_checkpoints_are_never_loaded(uninterrupted, tmp_pat
     assert sorted(p.name for p in folder.iterdir()) == sorted([live.name, f"step-{STEPS:07d}"])
 
 
+def test_a_read_only_checkpointer_resumes_but_never_writes_or_deletes(uninterrupted, tmp_path, capsys):
+    """The other ranks of a data-parallel run (atelier/distributed.py) resume from rank 0's checkpoints, and leave
+    the writing, the deleting and the log lines to it."""
+    import json
+
+    folder = tmp_path / "ae"
+    key = {"params": "A"}
+    _stopped_run("autoencoder", ckpt.Checkpointer(folder, key, "train_autoencoder", every=EVERY))
+    good = folder / "step-0000004"
+    meta = json.loads((good / ckpt.STATE).read_text())
+    meta["rows"][0]["ae_l1"] = 123.0  # a mark: seen in the curve only if the run resumed from this checkpoint
+    (good / ckpt.STATE).write_text(json.dumps(meta))
+    manifest = json.loads((good / ckpt.MANIFEST).read_text())
+    manifest["files"][ckpt.STATE] = hashlib.sha256((good / ckpt.STATE).read_bytes()).hexdigest()
+    (good / ckpt.MANIFEST).write_text(json.dumps(manifest))
+    unusable = folder / "step-0000006"  # newer, but its manifest never reached the disk
+    shutil.copytree(good, unusable)
+    (unusable / ckpt.MANIFEST).unlink()
+    capsys.readouterr()
+
+    reader = ckpt.Checkpointer(folder, key, "train_autoencoder", every=EVERY, read_only=True)
+    weights, rows = _train("autoencoder", reader)
+    assert rows[0] == (0, {**uninterrupted["autoencoder"][1][0][1], "ae_l1": 123.0})  # resumed from step 4
+    assert (weights, rows[1:]) == (uninterrupted["autoencoder"][0], uninterrupted["autoencoder"][1][1:])
+    assert sorted(p.name for p in folder.iterdir()) == ["step-0000004", "step-0000006"]  # nothing saved or deleted
+    assert capsys.readouterr().out == ""
+
+
 def test_checkpoint_period_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(ckpt.EVERY_ENV, raising=False)
     assert ckpt.checkpoint_every() == ckpt.CHECKPOINT_EVERY
