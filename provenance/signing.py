@@ -85,9 +85,9 @@ def soft_binding(manifest: dict) -> dict | None:
         return None
     return {"alg": watermark.ALG,
             "blocks": [{"scope": {}, "value": watermark.binding_value(int(wm_id))}],
-            "name": "Atelier's own invisible watermark (a Reed-Solomon coded id in 8x8 DCT blocks of luma and chroma), not on "
-                    "the C2PA algorithm list: "
-                    "the value is the artwork's ledger watermark id, 8 bytes big-endian, base64",
+            "name": "Atelier's own invisible watermark (a Reed-Solomon coded id in 8x8 DCT blocks of luma and "
+                    "chroma), not on the C2PA algorithm list: the value is the artwork's ledger watermark id, 8 bytes "
+                    "big-endian, base64",
             "bindingMetadata": {"description": "Resolve with the Atelier ledger's resolution service "
                                                "(atelier resolve serve: the C2PA Soft Binding Resolution API)"}}
 
