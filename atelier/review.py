@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import re
+import signal
 import sys
 from html import escape
 from http import HTTPStatus
@@ -98,6 +99,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, artworks: Path | None = Non
     server = make_server(host, port, artworks, ledger_path)
     print(f"review page on {server.url}/ (artworks: {server.artworks}, votes: {server.ledger_path}); Ctrl-C stops",
           flush=True)
+    # Ctrl-C and SIGTERM stop it, whatever the parent left: a shell's background job inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -88,6 +88,7 @@ def webdriver_session(width: int = 1100, height: int = 1000) -> Iterator:
         driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver()))
         try:
             driver.set_page_load_timeout(60)
+            driver.implicitly_wait(30)  # a click's page may still be loading on a busy machine: find_element waits
             yield driver
         finally:
             driver.quit()

@@ -187,7 +187,10 @@ def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monke
         browser.find_element("css selector", "select[name=flag_reason] option[value=broken]").click()
         browser.save_screenshot(str(_artifact("review.png")))
         browser.find_element("css selector", "button[value=flag]").click()
-        assert f"pair {PAIRS} of {PAIRS}" in browser.find_element("tag name", "p").text  # 4 voted, the last shown
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(  # the flag's page has loaded: 4 voted, the last pair shown
+            lambda b: any(f"pair {PAIRS} of {PAIRS}" in e.text for e in b.find_elements("tag name", "p")))
         browser.get(server.url + f"/card/{shown[0][0]}")
         browser.save_screenshot(str(_artifact("review-card.png")))
         assert "Provenance card" in browser.page_source and HOSTILE not in browser.page_source
