@@ -40,7 +40,9 @@ LICENSE_TEXT = st.one_of(st.lists(PIECES, max_size=9).map(" ".join), st.lists(PI
 # Squashed forms of every token that can grant training (see atelier/licenses.py: TERMS, _ALIASES, _CC_URL).
 PERMITTING = ["cc0", "cczero", "publicdomain", "pdm", "mit", "apache2.0", "ccby", "creativecommonsby",
               "creativecommons.org/licenses/by", "nocnc", "nocopyrightnoncommercial", "licenserefrsnoc",
-              "rightsstatements.org/vocab/noc"]  # rightsstatements.org's NoC-NC is a non-commercial permission
+              "rightsstatements.org/vocab/noc", "licenserefrsnkc", "rightsstatements.org/vocab/nkc",
+              "noknowncopyright"]  # rightsstatements.org's NoC-NC is a non-commercial permission; NKC permits
+#                                    training only where the policy's allow_no_known_copyright says so (license stage)
 
 
 def squash(text: str) -> str:
