@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 import re
-import signal
 import sys
 from html import escape
 from http import HTTPStatus
@@ -31,6 +30,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from atelier import paths
+from atelier.serving import serve_until_stopped
 from provenance import ledger, votes
 
 MAX_BODY = 16 * 1024
@@ -99,15 +99,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, artworks: Path | None = Non
     server = make_server(host, port, artworks, ledger_path)
     print(f"review page on {server.url}/ (artworks: {server.artworks}, votes: {server.ledger_path}); Ctrl-C stops",
           flush=True)
-    # Ctrl-C and SIGTERM stop it, whatever the parent left: a shell's background job inherits SIGINT ignored
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
 def page(title: str, body: str, reviewer: str | None = None) -> bytes:

@@ -38,7 +38,6 @@ import email.policy
 import io
 import json
 import re
-import signal
 import sqlite3
 import sys
 import threading
@@ -54,6 +53,7 @@ from PIL import Image
 
 from atelier import paths
 from atelier.hashing import phash
+from atelier.serving import serve_until_stopped
 from provenance import ledger, watermark
 from provenance.audit import PHASH_CONFIRM_BITS, PHASH_ONLY_BITS
 
@@ -398,13 +398,5 @@ def main(host: str, port: int, ledger_path: Path | None, artworks: Path | None, 
             conn.close()
     print(f"resolution service on {server.url}/ (ledger {server.ledger_path}, read-only, "
           f"{len(server.index.entries[1]):,} artworks; signed artworks {server.artworks}); Ctrl-C stops", flush=True)
-    # Ctrl-C and SIGTERM stop it, whatever the parent left: a shell's background job inherits SIGINT ignored
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
     return 0
