@@ -174,23 +174,20 @@ def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monke
         assert "Nothing else about you is stored" in browser.find_element("id", "statement").text
         browser.find_element("name", "pseudonym").send_keys("reviewer-7")
         browser.find_element("name", "consent").click()
-        browser.find_element("css selector", "button[type=submit]").click()
+        _click_and_wait(browser, "button[type=submit]")
         shown = []
         for choice in ("left", "right", "tie"):
             assert browser.title == "Atelier review: compare"
             shown.append(_shown_pair(browser))
-            browser.find_element("css selector", f"button[value={choice}]").click()
+            _click_and_wait(browser, f"button[value={choice}]")
         shown.append(_shown_pair(browser))
         widths = browser.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
         assert widths == [32, 32]  # both artworks loaded (WebDriver's script is not the page's: CSP allows none)
         browser.find_element("css selector", "select[name=flagged] option:nth-child(3)").click()  # the right one
         browser.find_element("css selector", "select[name=flag_reason] option[value=broken]").click()
         browser.save_screenshot(str(_artifact("review.png")))
-        browser.find_element("css selector", "button[value=flag]").click()
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        WebDriverWait(browser, 30).until(  # the flag's page has loaded: 4 voted, the last pair shown
-            lambda b: any(f"pair {PAIRS} of {PAIRS}" in e.text for e in b.find_elements("tag name", "p")))
+        _click_and_wait(browser, "button[value=flag]")
+        assert f"pair {PAIRS} of {PAIRS}" in browser.find_element("tag name", "body").text  # 4 voted, the last pair
         browser.get(server.url + f"/card/{shown[0][0]}")
         browser.save_screenshot(str(_artifact("review-card.png")))
         assert "Provenance card" in browser.page_source and HOSTILE not in browser.page_source
@@ -224,6 +221,19 @@ def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monke
     for version in ("3", "4"):
         metrics = c.get_run(runs[version]).data.metrics
         assert metrics["pref_votes"] == 3 and f"pref_score_v{version}" in metrics
+
+
+def _click_and_wait(browser, selector: str) -> None:
+    """Click a submit button and wait until the page it posts to has replaced this one and finished loading: a
+    click returns before the navigation, and an element read from the old page goes stale under the reader."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = browser.find_element("tag name", "html")
+    browser.find_element("css selector", selector).click()
+    wait = WebDriverWait(browser, 30)
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def _shown_pair(browser) -> tuple[str, str]:
