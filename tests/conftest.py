@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,9 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ATELIER_QUIET", "1")
-# signing keys for tests live in a private temp folder, never in the user's ~/.config
-os.environ.setdefault("ATELIER_SIGNING_DIR", str(Path(tempfile.mkdtemp(prefix="atelier-test-keys-")) / "signing"))
-os.environ.setdefault("ATELIER_DATA_KEY_DIR", str(Path(tempfile.mkdtemp(prefix="atelier-test-data-key-")) / "data"))
+# signing and data keys for tests live in one private temp folder (never the user's ~/.config), removed at exit
+if "ATELIER_SIGNING_DIR" not in os.environ or "ATELIER_DATA_KEY_DIR" not in os.environ:
+    _KEYS = Path(tempfile.mkdtemp(prefix="atelier-test-keys-"))
+    atexit.register(shutil.rmtree, _KEYS, ignore_errors=True)
+    os.environ.setdefault("ATELIER_SIGNING_DIR", str(_KEYS / "signing"))
+    os.environ.setdefault("ATELIER_DATA_KEY_DIR", str(_KEYS / "data"))
 
 
 def copy_repo(dest: Path) -> Path:
