@@ -93,8 +93,6 @@ def _train(params, group: distributed.Group) -> Trained | None:
 
 def _save_and_register(params, trained: Trained) -> dict:
     """Save the pipeline and the curves, register the model in MLflow, write reports/train.json (rank 0 only)."""
-    from registry.tracking import TrainingRecord, log_training
-
     p = params.train_diffusion
     records, train, vae, unet, clip, tokenizer, curves, seconds, resumable = trained
     scale = float(vae.config.scaling_factor)
@@ -112,18 +110,11 @@ def _save_and_register(params, trained: Trained) -> dict:
     licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
     clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
     ae_report = json.loads((paths.REPORTS / "autoencoder.json").read_text())
-    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
-    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
-    tags = {
-        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
-        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
-        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
-        "git_commit": code_version(), "weights_sha256": weights_sha256, "backend": "latent-diffusion",
-    }
-    record = TrainingRecord(
-        params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
-                **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
-                **{f"diffusion.{k}": v for k, v in p.model_dump().items()}},
+    registered = register(
+        params, records, train, licensed,
+        logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+                       **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
+                       **{f"diffusion.{k}": v for k, v in p.model_dump().items()}},
         curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"),
                 "ae_l1": read_curve(paths.TRAIN_CURVES / "autoencoder.csv"), **curves},
         metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
@@ -132,7 +123,38 @@ def _save_and_register(params, trained: Trained) -> dict:
                  "ae_recon_style_accuracy": ae_report.get("recon_style_accuracy", 0.0),
                  "ae_recon_palette_accuracy": ae_report.get("recon_palette_accuracy", 0.0),
                  "unet_seconds": seconds},
-        tags=tags,
+        tags={"backend": "latent-diffusion"})
+    data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
+    # reports/train.json is tracked by DVC: no clock time and no random id (the run id is the registry's to give)
+    summary = {"model_name": registered["model_name"], "version": registered["version"],
+               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
+               "train_records": len(records), "unet_steps": p.steps}
+    write_json(paths.TRAIN_SUMMARY, summary)
+    write_json(paths.TIMINGS / "train_diffusion.json", {"unet_seconds": seconds})  # not tracked
+    resumable.clear()  # every output is written and the model registered: nothing left to resume
+    print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
+          f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
+    return summary
+
+
+def register(params, records: pd.DataFrame, train: pd.DataFrame, licensed: dict, *, logged_params: dict,
+             curves: dict[str, list[float]], metrics: dict, tags: dict) -> dict:
+    """Log the training run of models/diffusion (either backend) and register it as challenger: its params, curves
+    and metrics, the training records as its dataset, the licence summary, attribution and the loss and licence
+    plots; `tags` add to the tags every run carries (dataset md5, record counts, licences, code, weights digest).
+    Returns the registry coordinates with the dataset md5 and the weights digest."""
+    from registry.tracking import TrainingRecord, log_training
+
+    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
+    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
+    common = {
+        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
+        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
+        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
+        "git_commit": code_version(), "weights_sha256": weights_sha256,
+    }
+    record = TrainingRecord(
+        params=logged_params, curves=curves, metrics=metrics, tags=common | tags,
         dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
         dataset_digest=data_md5,
         dataset_source=paths.relative(paths.TRAIN_RECORDS),
@@ -144,16 +166,7 @@ def _save_and_register(params, trained: Trained) -> dict:
                            paths.REPORTS / "licenses.png")
     record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
     registered = log_training(record, params.registry.model_name, params.registry.experiment)
-    # reports/train.json is tracked by DVC: no clock time and no random id (the run id is the registry's to give)
-    summary = {"model_name": registered["model_name"], "version": registered["version"],
-               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
-               "train_records": len(records), "unet_steps": p.steps}
-    write_json(paths.TRAIN_SUMMARY, summary)
-    write_json(paths.TIMINGS / "train_diffusion.json", {"unet_seconds": seconds})  # not tracked
-    resumable.clear()  # every output is written and the model registered: nothing left to resume
-    print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
-          f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
-    return summary
+    return {**registered, "dataset_md5": data_md5, "weights_sha256": weights_sha256}
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ from collections import defaultdict
 
 import pandas as pd
 
-from atelier import checkpoint, components, distributed, dvc, paths
+from atelier import checkpoint, components, distributed, paths
 from atelier.config import ComponentParams, Params, load_params
 from atelier.dataset import load_images, split
-from atelier.hashing import file_sha256, weights_digest
+from atelier.hashing import file_sha256
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import WEIGHTS_NAME
 from atelier.models.latent_diffusion import CONFIG_NAME
 from atelier.models.lora_sd import BACKEND, LORA_DIR, LORA_WEIGHTS, LoraParams, base_resolution, save_lora, train_lora
-from atelier.plots import plot_license_breakdown, plot_training_curves
 from atelier.reports import read_curve, write_curve
-from atelier.version import code_version
 
 
 def base_component(params: Params) -> ComponentParams:
@@ -93,7 +91,7 @@ def _save_and_register(params: Params, base: dict, records: pd.DataFrame, train:
                        curves: dict[str, list[float]], seconds: float, lp: LoraParams,
                        resumable: checkpoint.Checkpointer) -> dict:
     """Rank 0: write models/diffusion, the curves and plots, register the model, write reports/train.json."""
-    from registry.tracking import TrainingRecord, log_training
+    from stages.train_diffusion import register  # the latent backend's registration, shared
 
     p = params.train_diffusion
     with atomic_dir(paths.DIFFUSION_DIR) as tmp:
@@ -113,36 +111,18 @@ def _save_and_register(params: Params, base: dict, records: pd.DataFrame, train:
 
     licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
     clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
-    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
-    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
-    tags = {
-        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
-        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
-        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
-        "git_commit": code_version(), "weights_sha256": weights_sha256, "backend": BACKEND,
-        "device": lp.device, "processes": str(p.processes),
-        **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")},
-    }
-    record = TrainingRecord(
-        params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
-                **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
-                **{f"base_model.{k}": v for k, v in base.items()}},
+    registered = register(
+        params, records, train, licensed,
+        logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+                       **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
+                       **{f"base_model.{k}": v for k, v in base.items()}},
         curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"), **curves},
         metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
                  "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
                  "lora_seconds": seconds},
-        tags=tags,
-        dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
-        dataset_digest=data_md5,
-        dataset_source=paths.relative(paths.TRAIN_RECORDS),
-        pipeline_dir=paths.DIFFUSION_DIR,
-        artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
-    )
-    plot_training_curves(record.curves, paths.REPORTS / "training_loss.png")
-    plot_license_breakdown(licensed["train_per_license"], licensed["excluded_per_reason"],
-                           paths.REPORTS / "licenses.png")
-    record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
-    registered = log_training(record, params.registry.model_name, params.registry.experiment)
+        tags={"backend": BACKEND, "device": lp.device, "processes": str(p.processes),
+              **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")}})
+    data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
     # reports/train.json is tracked by DVC: no clock time and no random id
     summary = {"model_name": registered["model_name"], "version": registered["version"], "backend": BACKEND,
                "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
