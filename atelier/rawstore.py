@@ -252,16 +252,19 @@ def encrypted_count(records: Path | None = None) -> tuple[int, int]:
     return sum(encrypted[p] for p in packs), len(packs)
 
 
+def _packs(folder: Path) -> list[Path]:
+    """The packs in `folder` in name order (hidden files, such as a write in progress, left out); none when absent."""
+    if not folder.exists():
+        return []
+    return [Path(e.path) for e in sorted(os.scandir(folder), key=lambda e: e.name)
+            if not e.name.startswith(".") and e.name.endswith(".parquet")]
+
+
 def migrate(folder: Path, key: DataKey | None) -> int:
     """Bring every pack in `folder` to the wanted form in place, keeping its name: encrypted with `key`, or plaintext
     when `key` is None (packs of another key raise RawStoreKeyError); return how many packs were rewritten."""
     rewritten = 0
-    if not folder.exists():
-        return 0
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.name.endswith(".parquet"):
-            continue
-        path = Path(entry.path)
+    for path in _packs(folder):
         have = pack_key_id(path)
         if have == (None if key is None else key.id):
             continue
@@ -276,12 +279,7 @@ def remove_records(folder: Path, ids: set[str]) -> int:
     """Rewrite every pack in `folder` that holds any of `ids` without them (a pack left empty is deleted), as stored
     (ciphertext stays ciphertext); return how many packs changed. Used by an erasure."""
     changed = 0
-    if not folder.exists():
-        return 0
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.name.endswith(".parquet"):
-            continue
-        path = Path(entry.path)
+    for path in _packs(folder):
         held = set(read_table(path, columns=["record_id"])["record_id"].to_pylist())
         if not held & ids:
             continue
