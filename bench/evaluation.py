@@ -14,7 +14,7 @@ from atelier.config import load_params
 from atelier.dataset import split
 from atelier.embedding import embed_records
 from atelier.models.clip import load_clip
-from atelier.models.latent_diffusion import LatentDiffusionPipeline
+from atelier.models.generator import load_generator
 from stages.evaluate import evaluate, prompt_set
 
 
@@ -24,7 +24,7 @@ def main() -> dict:
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, holdout = split(records, params.train_clip.holdout_fraction)
     evaluator, tokenizer = load_clip(paths.EVALUATOR_DIR)
-    pipeline = LatentDiffusionPipeline.from_pretrained(paths.DIFFUSION_DIR)
+    pipeline = load_generator(paths.DIFFUSION_DIR)  # either backend
     prompts = [q for q in prompt_set(holdout, p) for _ in range(p.per_prompt)]
     torch.manual_seed(p.seed)
     start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Single-prompt latency of `atelier generate` as a whole process (imports, the champion from the registry, the
 prompt checks, sampling, the provenance work, signing, the ledger and the gallery), against a bare process that
-imports diffusers, loads the same pipeline from models/diffusion and samples the same prompt and seed. Median of
+imports the model code, loads the same model from models/diffusion (either backend) and samples the same prompt and
+seed. Median of
 ROUNDS interleaved runs after one warm-up each (the first call of a new version fills the champion cache)."""
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ PROMPT = os.environ.get("ATELIER_BENCH_PROMPT", "a blue spiral composition")
 ROUNDS = int(os.environ.get("ATELIER_BENCH_ROUNDS", 5))
 BARE = """
 import sys
-from atelier.models.latent_diffusion import LatentDiffusionPipeline
-pipe = LatentDiffusionPipeline.from_pretrained(sys.argv[1])
+from atelier.models.generator import load_generator
+pipe = load_generator(sys.argv[1])
 pipe([sys.argv[2]], seed=7, steps=25, guidance=3.0)[0].save(sys.argv[3])
 """
 
