@@ -9,7 +9,7 @@ import pytest
 from imwatermark import WatermarkDecoder, WatermarkEncoder
 from PIL import Image, ImageDraw
 
-from provenance import watermark
+from provenance import watermark, watermark_v1
 from tests.test_watermark import artwork
 
 
@@ -81,13 +81,13 @@ def _bgr(image):
 
 def _library_encode(image, wm_id):
     encoder = WatermarkEncoder()
-    encoder.set_watermark("bits", watermark._to_bits(wm_id))
-    bgr = encoder.encode(_bgr(image), watermark.METHOD_V1, scales=watermark.SCALES)
+    encoder.set_watermark("bits", watermark_v1._to_bits(wm_id))
+    bgr = encoder.encode(_bgr(image), watermark.METHOD_V1, scales=watermark_v1.SCALES)
     return Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
 
 
 def _library_decode(image):
-    return WatermarkDecoder("bits", watermark.BITS).decode(_bgr(image), watermark.METHOD_V1, scales=watermark.SCALES)
+    return WatermarkDecoder("bits", watermark_v1.BITS).decode(_bgr(image), watermark.METHOD_V1, scales=watermark_v1.SCALES)
 
 
 def _copies(image):
@@ -106,17 +106,17 @@ def _copies(image):
 def test_same_pixels_and_same_bits_as_the_library(name):
     image, wm_id = IMAGES[name], IDS[name]
     expected = _library_encode(image, wm_id)
-    marked = watermark._encode(_bgr(image), watermark._to_bits(wm_id))
+    marked = watermark_v1._encode(_bgr(image), watermark_v1._to_bits(wm_id))
     assert np.array_equal(marked, _bgr(expected)), f"{name}: {np.count_nonzero(marked != _bgr(expected))} values differ"
 
     for copy_ in _copies(expected) + [image]:  # marked copies, and the unmarked original (noise bits)
-        assert np.array_equal(watermark._decode(_bgr(copy_), watermark.BITS), _library_decode(copy_))
+        assert np.array_equal(watermark_v1._decode(_bgr(copy_), watermark_v1.BITS), _library_decode(copy_))
 
 
 def _library_embed(image, wm_id):
     """provenance.watermark.embed_v1 as it was before the vectorised code: the library, then the lossless read-back."""
     marked = _library_encode(image, wm_id)
-    if watermark.hamming(watermark._from_bits(_library_decode(marked)), wm_id) > watermark.MAX_EMBED_ERRORS:
+    if watermark.hamming(watermark_v1._from_bits(_library_decode(marked)), wm_id) > watermark_v1.MAX_EMBED_ERRORS:
         return None
     return marked
 
@@ -132,5 +132,5 @@ def test_public_embed_and_decode_agree_with_the_library(name):
         return
     marked = watermark.embed_v1(image, wm_id)
     assert marked.mode == "RGB" and marked.tobytes() == expected.tobytes()
-    assert watermark.decode(marked) == watermark._from_bits(_library_decode(marked))
-    assert watermark.hamming(watermark.decode(marked), wm_id) <= watermark.MAX_EMBED_ERRORS
+    assert watermark.decode(marked) == watermark_v1._from_bits(_library_decode(marked))
+    assert watermark.hamming(watermark.decode(marked), wm_id) <= watermark_v1.MAX_EMBED_ERRORS
