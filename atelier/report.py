@@ -104,6 +104,15 @@ def preference_lines(promotion: dict) -> list[str]:
     return lines
 
 
+def licensed_only_text(champion: dict) -> str:
+    """The champion's `licensed_only` verdict and its reason (atelier/components.py), as models/champion.json holds
+    them from the registry."""
+    verdict = champion.get("licensed_only")
+    if verdict is None:
+        return "not recorded (a version registered before its components were)"
+    return f"{'yes' if verdict else 'NO'}: {champion.get('licensed_only_reason') or 'no reason recorded'}"
+
+
 def format_summary(s: dict) -> str:
     """Plain-text rendering of pipeline_summary() for the terminal."""
     lines: list[str] = ["", "Atelier run summary", "==================="]
@@ -136,6 +145,8 @@ def format_summary(s: dict) -> str:
     if "champion" in s:
         c = s["champion"]
         lines.append(f"Champion: {c.get('name')} version {c.get('version')} (run {c.get('run_id')})")
+        if c.get("version") is not None:
+            lines.append(f"  licensed only: {licensed_only_text(c)}")
     if "artworks" in s:
         lines.append(f"Artworks with provenance: {s['artworks']} in {paths.ARTWORKS} (gallery: {paths.GALLERY})")
     return "\n".join(lines)

@@ -195,7 +195,10 @@ def champion_record(model_name: str, follow_guidance: bool = False) -> dict:
     tags = champion["tags"]
     record = {"name": model_name, "version": champion["version"], "alias": tracking.CHAMPION,
               "run_id": champion["run_id"], "weights_sha256": tags.get("weights_sha256"),
-              "dataset_md5": tags.get("dataset_md5"), "metrics": metrics_from_tags(tags)}
+              "dataset_md5": tags.get("dataset_md5"), "metrics": metrics_from_tags(tags),
+              # the components verdict registered with the version (None: registered before it was recorded)
+              "licensed_only": {"true": True, "false": False}.get(tags.get("licensed_only", "")),
+              "licensed_only_reason": tags.get("licensed_only_reason")}
     if follow_guidance and tags.get(GUIDANCE_TAG, "none") != "none":
         record["guidance"] = float(tags[GUIDANCE_TAG])  # promote.follow_preferred_guidance: generate uses it
     return record

@@ -111,3 +111,17 @@ def test_a_declared_part_the_run_does_not_use_is_refused(tmp_path):
 def test_missing_weights_name_the_path_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found.*params.yaml components"):
         components.weights_sha256(str(tmp_path / "nowhere.safetensors"))
+
+
+def test_the_run_summary_states_the_champions_verdict():
+    from atelier.report import format_summary
+
+    champion = {"name": "m", "version": "1", "run_id": "r"}
+    yes = format_summary({"champion": champion | {"licensed_only": True,
+                                                  "licensed_only_reason": "every part was trained here"}})
+    assert "  licensed only: yes: every part was trained here" in yes.splitlines()
+    no = format_summary({"champion": champion | {"licensed_only": False,
+                                                 "licensed_only_reason": "not licensed-only: clip 'x' was ..."}})
+    assert "  licensed only: NO: not licensed-only: clip 'x' was ..." in no.splitlines()
+    assert "licensed only: not recorded" in format_summary({"champion": champion})  # a version from before
+    assert "licensed only" not in format_summary({"champion": {"name": "m", "version": None}})

@@ -132,6 +132,9 @@ def test_artworks_carry_complete_manifests(built):
         assert manifest["model"]["licensed_only"] is True, manifest["model"]["licensed_only_reason"]
         assert manifest["data"]["dvc_md5"] == dvc.lock_md5(built / "data/licensed/train.parquet", root=built)
         assert manifest["checks"]["nearest_training_images"][0]["creator"]
+    champion = json.loads((built / "models/champion.json").read_text())  # the run summary's verdict, from the registry
+    assert champion["licensed_only"] is True and champion["licensed_only_reason"] == manifest["model"][
+        "licensed_only_reason"]
     eval_report = json.loads((built / "reports/eval.json").read_text())
     head = eval_report["headline"]
     # every figure of a free-text collection, each beside the real images' figure (and chance where there is one)

@@ -189,6 +189,8 @@ def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_lice
     tags = json.loads(subprocess_stdout(built, "import json; from registry.tracking import get_version; print(json."
                                                "dumps(get_version('atelier-latent-diffusion', '1')['tags']))"))
     assert tags["licensed_only"] == "false" and json.loads(tags["components"]) == model["components"]
+    champion = json.loads((built / "models/champion.json").read_text())  # what the run summary prints
+    assert champion["licensed_only"] is False and champion["licensed_only_reason"] == model["licensed_only_reason"]
     card = (built / "mlartifacts").rglob("MODEL_CARD.md")
     assert any("Licensed only: **no**" in c.read_text() and digest in c.read_text() for c in card)
     audit = subprocess_run(built, "-m", "atelier.cli", "audit", "--json",
