@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -94,7 +95,7 @@ def _start(name: str, cmd: list[str], env: dict[str, str], port: int, health_pat
             with urllib.request.urlopen(server.health_url, timeout=2) as response:
                 if response.status == 200:
                     return server
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):  # not up yet (or a half-open answer)
             pass
         time.sleep(0.5)
     server.stop()

@@ -30,7 +30,7 @@ def prefect_harness(tmp_path_factory):
     env.setenv("PREFECT_HOME", str(home))
     env.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with temporary_settings(updates={PREFECT_HOME: home, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-        with prefect_test_harness(server_startup_timeout=90):
+        with prefect_test_harness(server_startup_timeout=300):
             yield
     env.undo()
 

@@ -422,7 +422,7 @@ def _run_and_kill(root: Path, stage: str, when) -> str:
     """Start `python -m stages.<stage>`, SIGKILL it once `when(start_time)` holds (or it ends first); say how it ended."""
     start = time.time()
     proc = _stage(root, stage)
-    while proc.poll() is None and not when(start) and time.time() - start < 60:
+    while proc.poll() is None and not when(start) and time.time() - start < 300:
         time.sleep(0.01)
     if proc.poll() is not None:
         return f"finished (exit {proc.returncode})"
@@ -522,10 +522,12 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
         if params == "B":
             edit_params(workspace, clean={"near_duplicate_hamming": 0})
         ended = _run_and_kill(workspace, "clean", when)
+        if label.startswith("never"):
+            assert ended == "finished (exit 0)", ended  # run A is complete: what follows is checked against it
         log.append(f"clean ({params}) {label}: {ended}; data/clean: {_generation(workspace, references)}")
 
     twins = [_stage(workspace, "clean") for _ in range(2)]  # two runs at once, without the pipeline's lock
-    codes = sorted(t.wait(timeout=120) for t in twins)
+    codes = sorted(t.wait(timeout=600) for t in twins)
     assert codes[0] == 0, codes
     log.append(f"two clean runs at once: exit codes {codes}; data/clean: {_generation(workspace, references)}")
 

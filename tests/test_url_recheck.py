@@ -94,7 +94,7 @@ def test_recheck_after_zero_days_checks_every_run(tmp_path, serve):
     first, _ = run(tmp_path, source, t0, days=0)
     assert reason(first[a]) is None
     site.routes["/robots.txt"] = Route(DISALLOW_A)
-    second, rechecks = run(tmp_path, source, t0 + 1, days=0)
+    second, rechecks = run(tmp_path, source, time.time() + 1, days=0)  # a second after the first run ended
     assert reason(second[a]) == "opted_out:robots_txt" and reason(second[b]) is None
     assert [c["url"] for c in rechecks["changed"]] == [a]
     assert site.hits["/b.png"] == 2  # fetched again: its headers are checked anew too
