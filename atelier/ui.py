@@ -3,13 +3,13 @@ registered models, aliases) on the loopback interface, until Ctrl-C."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import http.client
 import time
 import urllib.error
 import urllib.request
