@@ -139,3 +139,20 @@ def as_tag(parts: list[dict]) -> str:
 def from_tag(text: str) -> list[dict]:
     """Inverse of as_tag()."""
     return json.loads(text)
+
+
+def base_component(params: Params) -> ComponentParams:
+    """The `components:` entry declaring train_diffusion.base_model (params validation guarantees there is one)."""
+    wanted = str(params.train_diffusion.base_model).rstrip("/")
+    return next(c for c in params.components if c.path.rstrip("/") == wanted)
+
+
+def base_record(component: ComponentParams) -> dict:
+    """The base model as the LoRA model and its registry entry record it: name, path, licence, computed digest."""
+    folder = local_path(component.path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"train_diffusion.base_model {component.path!r}: no such folder ({folder}); point it "
+                                "at a local diffusers Stable Diffusion folder (model_index.json, safetensors weights)")
+    return {"name": component.name, "path": component.path, "license": component.license,
+            "training_data": component.training_data, "training_data_licensed": component.training_data_licensed,
+            "weights_sha256": weights_sha256(component.path)}

@@ -268,3 +268,67 @@ def _same_but_appended(old: str, new: str, keys: tuple[str, ...], item: object, 
     if yaml.safe_load(new) != expected:
         raise ValueError(f"{name}: inserting into {'.'.join(keys)} as text did not give the expected YAML; "
                          f"edit it by hand")
+
+
+def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
+    """Add a source to `root`/params.yaml ingest.sources and the path it reads to the ingest stage's deps in
+    `root`/dvc.yaml, in one step, as inserted lines (comments and layout kept); return notes for the user. For a
+    source already in params.yaml with this kind and path whose dep is missing, add only the dep."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from atelier.io import write_text
+
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ConfigError(f"source name '{name}': use lowercase letters, digits, '_' and '-' only (^[a-z0-9_-]+$)")
+    if image_column is not None and kind != "parquet":
+        raise ConfigError(f"--image-column is for parquet sources; '{name}' is {kind}")
+    params_yaml, dvc_yaml = root / "params.yaml", root / "dvc.yaml"
+    ingest = load_params(params_yaml).ingest
+    stages = load_stages(dvc_yaml)
+    stored = as_dep(path, root)  # normalised; relative to the project when inside it
+    entry: dict | None = {"name": name, "kind": kind, "path": stored}
+    if image_column is not None:
+        entry["image_column"] = image_column
+    source = SimpleNamespace(**entry)
+    notes = []
+    existing = {s.name: s for s in ingest.sources}.get(name)
+    if existing is not None:
+        same = (existing.kind == kind and as_dep(existing.path, root) == stored
+                and image_column in (None, getattr(existing, "image_column", None)))
+        if not same:
+            raise ConfigError(f"{params_yaml}: a source named '{name}' exists already ({existing.kind}, "
+                              f"{existing.path}); choose another name, or edit params.yaml to change it")
+        if covered(read_path(existing), ingest_deps(stages), root):
+            raise ConfigError(f"source '{name}' is in params.yaml and declared in dvc.yaml already; nothing to add")
+        entry, source = None, existing
+    reads = read_path(source)
+    dep = None if covered(reads, ingest_deps(stages), root) else as_dep(reads, root)
+    notes.append(f"source '{name}' ({source.kind}, {source.path}): "
+                 + ("added to params.yaml ingest.sources" if entry else "in params.yaml ingest.sources already")
+                 + (f"; {dep} added to the ingest stage's deps in dvc.yaml" if dep else
+                    f"; {as_dep(reads, root)} is covered by an ingest dep in dvc.yaml already"))
+    try:
+        params_text, dvc_text = add_source_text(params_yaml.read_text(encoding="utf-8"),
+                                                         dvc_yaml.read_text(encoding="utf-8"), entry, dep)
+    except ValueError as exc:
+        raise ConfigError(f"cannot add source '{name}' as text: {exc}; add it to params.yaml ingest.sources and "
+                          f"its path to stages.ingest.deps in dvc.yaml by hand") from None
+    with tempfile.TemporaryDirectory() as tmp:  # validate the new params.yaml before writing anything
+        (Path(tmp) / "params.yaml").write_text(params_text, encoding="utf-8")
+        try:
+            new_ingest = load_params(Path(tmp) / "params.yaml").ingest
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(str(Path(tmp) / "params.yaml"), str(params_yaml))) from None
+    found = check(new_ingest, (yaml.safe_load(dvc_text) or {}).get("stages") or {}, root)
+    if any(p.level == "error" and p.source == name for p in found):
+        raise ConfigError(f"source '{name}': still not covered by the ingest stage's deps after adding it")
+    notes += [f"note: {p.message}" for p in found if p.source != name]  # problems that were there before
+    if dep is not None:
+        write_text(dvc_yaml, dvc_text)  # dvc.yaml first: a dep no source reads is only a warning
+    if entry is not None:
+        write_text(params_yaml, params_text)
+    if not (root / reads).exists():
+        notes.append(f"note: {as_dep(reads, root)} does not exist yet: put the source there before the "
+                     f"next run (DVC stops on a missing dependency)")
+    return notes

@@ -160,6 +160,15 @@ def read_table(path: Path, columns: list[str] | None = None):
         return pf.read(columns=columns)
 
 
+def read_frame(path: Path, columns: list[str]) -> "pd.DataFrame":
+    """`columns` of a Parquet file as a DataFrame; an empty one with those columns when the file does not exist."""
+    import pandas as pd
+
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    return pd.read_parquet(path, columns=columns)
+
+
 class ParquetStream:
     """Write a Parquet file batch by batch, atomically: rows go to a temporary sibling that replaces `path` on close.
 

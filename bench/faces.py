@@ -7,7 +7,7 @@ Sets (all offline):
   Faces in the Wild, 25x25 grey, shipped inside the package): tiny, tightly cropped faces, the hard case;
 - `photos_without_faces`: scikit-image's other photographs (cat, coffee, rocket, camera...);
 - `demo` and `scenes`: every drawing of the built-in demo (params.yaml demo section) and of the scenes collection
-  (atelier/scenes.py, 400): no face is drawn in them, so every detection is a false positive.
+  (tests/scenes.py, 400): no face is drawn in them, so every detection is a false positive.
 
 scikit-image is needed for the first four sets only; install it with `.venv/bin/pip install scikit-image` (it is not
 a dependency of the pipeline). Run: `python -m bench.faces` (or `python -m bench faces`).
@@ -86,7 +86,7 @@ def _skimage_sets() -> dict[str, list[Image.Image]]:
 
 def _drawn_sets() -> dict[str, list[Image.Image]]:
     from atelier.demo import build_demo
-    from atelier.scenes import build_scenes, upright
+    from tests.scenes import build_scenes, upright
 
     d = load_params().demo
     demo, _, _ = build_demo(d.seed, d.per_class, d.size)

@@ -35,7 +35,7 @@ def _time(cmd: list[str]) -> float:
 
 def main() -> dict:
     with tempfile.TemporaryDirectory() as out:
-        ours_cmd = [sys.executable, "-m", "atelier.cli", "generate", PROMPT, "--seed", "7", "--steps", "25",
+        ours_cmd = [sys.executable, "-m", "app.cli", "generate", PROMPT, "--seed", "7", "--steps", "25",
                     "--guidance", "3.0", "--out", out]
         bare_cmd = [sys.executable, "-c", BARE, str(paths.DIFFUSION_DIR), PROMPT, f"{out}/bare.png"]
         _time(ours_cmd), _time(bare_cmd)  # warm-up: file caches, and the champion cache of this version

@@ -26,8 +26,8 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageDraw
 
-from atelier.cli import add_source
-from atelier.workspace import copy_project, edit_params
+from atelier.declared import add_source
+from tests.workspace import copy_project, edit_params
 
 SIZE = int(os.environ.get("ATELIER_BENCH_SIZE", 512))  # generated images for throughput: SIZExSIZE JPEG, q90
 

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from atelier.hashing import phash
-from provenance import ledger, resolve, watermark
+from provenance import ledger, watermark
+from app import resolve
 
 SIZES = (10_000, 1_000_000)
 LOOKUPS = 50        # indexed lookups timed per size (median)

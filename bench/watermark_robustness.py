@@ -4,7 +4,7 @@ perceptual hash finds the artworks the mark missed, and that mark-free images ne
 
 Images (all offline), each made 256 px as generate makes artworks (centre square, enlarged with nearest):
 - `demo`: drawings of the built-in demo (params.yaml demo section, atelier/demo.py);
-- `scenes`: the scenes collection (atelier/scenes.py, seed 0);
+- `scenes`: the scenes collection (tests/scenes.py, seed 0);
 - `photos`: real photographs bundled with scikit-image (skimage.data: astronaut, chelsea, coffee, rocket, ...), each
   as several 256 px windows and once whole (skipped with a note when scikit-image is missing).
 Each image is marked with a distinct id (some above 2**32); its perceptual hash goes into a temporary ledger, as
@@ -31,7 +31,7 @@ from atelier import paths
 from atelier.hashing import phash
 from atelier.io import write_json
 from provenance import watermark
-from provenance.audit import PHASH_ONLY_BITS
+from app.audit import PHASH_ONLY_BITS
 from provenance.watermark import WatermarkError
 
 SIDE = watermark.ARTWORK_SIDE
@@ -92,7 +92,7 @@ def corpus(per_set: int) -> tuple[dict[str, list[Image.Image]], list[str]]:
     """The three sets of 256 px images (at most `per_set` each) and notes on what was missing."""
     from atelier.config import load_params
     from atelier.demo import build_demo
-    from atelier.scenes import build_scenes, upright
+    from tests.scenes import build_scenes, upright
 
     notes, sets = [], {"demo": [], "scenes": [], "photos": []}
     d = load_params().demo

@@ -128,9 +128,9 @@ def summary_markdown(summary: dict, root: Path) -> str:
 
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE, timeout_seconds=300)
 def publish_summary(root: str) -> dict:
-    """Read atelier.report.pipeline_summary() for `root` and publish it as the `atelier-run-summary` artifact."""
+    """Read atelier.run_summary.pipeline_summary() for `root` and publish it as the `atelier-run-summary` artifact."""
     # In root's own Python, as the DVC stages run: atelier.paths resolves against the package that is imported.
-    code = ("import json; from atelier.report import pipeline_summary; "
+    code = ("import json; from atelier.run_summary import pipeline_summary; "
             "print(json.dumps(pipeline_summary(), default=str))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -5,7 +5,7 @@ DVC md5 of the training set, the sha256 of its dataset card (Croissant) and of i
 and the count per licence, plus a base model when there is one (`null`: Atelier trains every component itself), every
 part of the model (`components`: trained here, or declared in params.yaml with its licence, training data and
 computed weights digest; atelier/components.py) and the `licensed_only` verdict over them with its reason. It is
-signed with the operator's signing identity (provenance/signed.py), made once per version, kept as the run artifact
+signed with the operator's signing identity (provenance/signed_json.py), made once per version, kept as the run artifact
 `credential/model-credential.json`, embedded as an ingredient in every artwork the version makes, and published in the
 bundle. Anyone holding the CA certificate can check it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from atelier import components
 from atelier.io import write_json
-from provenance import signed
+from provenance import signed_json
 from provenance.keys import SigningIdentity
 
 SCHEMA = "atelier.model-credential/1"
@@ -64,7 +64,7 @@ def manifest_facts(credential: dict) -> dict:
 def check(document: dict, anchor_pem: str, *, weights_sha256: str | None = None) -> list[str]:
     """Problems with a model credential: its signature under `anchor_pem`, its schema, and (when given) that it names
     these weights."""
-    problems = signed.verify(document, anchor_pem)
+    problems = signed_json.verify(document, anchor_pem)
     body = document.get("payload") if isinstance(document, dict) else None
     if not isinstance(body, dict) or body.get("schema") != SCHEMA:
         return problems + [f"not a model credential (schema {SCHEMA})"]
@@ -96,7 +96,7 @@ def ensure(info: dict, license_summary: dict, attribution_sha256: str, code_vers
                 if found != target:
                     write_json(target, document)
                 return document
-    document = signed.sign(payload(info, license_summary, attribution_sha256, code_version), identity)
+    document = signed_json.sign(payload(info, license_summary, attribution_sha256, code_version), identity)
     write_json(target, document)
     tracking.log_run_file(info["run_id"], target, "credential")
     return document

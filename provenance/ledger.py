@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Iterator
 
 from atelier import paths
-from provenance import signed
+from provenance import signed_json
 from provenance.watermark import ID_BITS as WATERMARK_ID_BITS, METHOD, METHOD_V1, Match, hamming, identify, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
@@ -341,7 +341,7 @@ def v1_watermark_ids(conn: sqlite3.Connection) -> list[int]:
 def canonical(obj: object) -> str:
     """The canonical JSON of `obj`: sorted keys, no spaces, UTF-8 text (not \\u escapes), floats as Python prints
     them. What the log hashes, so anyone can recompute a digest from a parsed entry."""
-    return signed.canonical(obj).decode("utf-8")
+    return signed_json.canonical(obj).decode("utf-8")
 
 
 def sha256_hex(text: str) -> str:

@@ -31,7 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from atelier.io import write_json, write_text
-from provenance import ledger, signed
+from provenance import ledger
+from provenance import signed_json
 from provenance.keys import SigningIdentity
 
 HEAD_SCHEMA = "atelier.ledger-head/1"
@@ -58,7 +59,7 @@ def sign_head(conn: sqlite3.Connection, identity: SigningIdentity) -> dict:
     chain = identity.chain.read_text(encoding="ascii")
     head = {"schema": HEAD_SCHEMA, "seq": seq, "hash": hash_,
             "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "certificate_chain": chain}
-    head["signature"] = signed.sign_bytes(ledger.canonical(head).encode("utf-8"), identity)[0]
+    head["signature"] = signed_json.sign_bytes(ledger.canonical(head).encode("utf-8"), identity)[0]
     return head
 
 
@@ -156,7 +157,7 @@ def verify_public_log(entries: list[dict], head: dict, anchor_pem: str) -> list[
     truncated log, a head that does not match the log, that is not validly signed or not by the trust anchor's
     identity (`anchor_pem`: the CA certificate). [] when the log verifies. Pure: reads nothing."""
     try:
-        signed.anchor_description(anchor_pem)
+        signed_json.anchor_description(anchor_pem)
     except (ValueError, UnicodeEncodeError) as e:
         raise ValueError(f"the trust anchor is not a PEM certificate ({e}); pass the CA certificate (ca.pem)") from e
     problems = _shape_problems(entries, head)
@@ -223,7 +224,7 @@ def _signature_problems(head: dict, anchor_pem: str | None = None) -> list[str]:
         at = datetime.fromisoformat(head["signed_at"])
     except (TypeError, ValueError):
         at = None
-    return [f"the signed head: {p}" for p in signed.verify_bytes(payload, head.get("signature"),
+    return [f"the signed head: {p}" for p in signed_json.verify_bytes(payload, head.get("signature"),
                                                                  head.get("certificate_chain"), anchor_pem, at)]
 
 def _shape_problems(entries: list, head: object) -> list[str]:

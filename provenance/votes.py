@@ -235,6 +235,39 @@ def summary(conn: sqlite3.Connection) -> dict:
             "votes": sum(per_choice.values()), "per_choice": per_choice, "flags_per_reason": per_reason}
 
 
+def read_votes(path: Path | str | None = None) -> list[dict]:
+    """Every vote in the ledger database at `path` (default paths.LEDGER), oldest first, read-only (a ledger from
+    before forms has no form_id, so it is not read); [] when there is no ledger or no votes table."""
+    conn = ledger.open_read_only(path)
+    if conn is None:
+        return []
+    try:
+        if not _has_table(conn, "votes"):
+            return []
+        columns = ", ".join(c for c in VOTE_COLUMNS if c != "form_id")
+        return [dict(row) for row in conn.execute(f"SELECT {columns} FROM votes ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def read_reviewers(path: Path | str | None = None) -> dict[str, dict]:
+    """pseudonym -> {consent, consented_at} from the ledger database at `path` (read-only); {} when there is none."""
+    conn = ledger.open_read_only(path)
+    if conn is None:
+        return {}
+    try:
+        if not _has_table(conn, "reviewers"):
+            return {}
+        return {row["pseudonym"]: {"consent": row["consent"], "consented_at": row["consented_at"]}
+                for row in conn.execute("SELECT pseudonym, consent, consented_at FROM reviewers")}
+    finally:
+        conn.close()
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

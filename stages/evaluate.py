@@ -37,7 +37,7 @@ from atelier.models.latent_diffusion import to_pil
 from atelier.models.metrics import (calibrate_replication, calibrated_thresholds, clip_score, cmmd, diversity,
                                     prompt_ranks, replication, retrieval_accuracy)
 from atelier.plots import plot_clip_scores
-from atelier.reports import sample_grid, save_png
+from atelier.figures import sample_grid, save_png
 
 EVALUATOR = ("the evaluator CLIP (models/evaluator): trained apart from the generator's text encoder (another seed, "
              "training split only); cosine of normalised embeddings")

@@ -33,9 +33,10 @@ from atelier.models.generator import at_size, load_generator
 from atelier.models.metrics import clip_score, prompt_ranks, replication
 from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
-from provenance.gallery import write_gallery
+from atelier.gallery import write_gallery
 from provenance.manifest import build_manifest, replication_verdict
-from provenance import credentials, ledger, publiclog, signed, watermark
+from provenance import credentials, ledger, publiclog, watermark
+from provenance import signed_json
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, sign_png
@@ -108,7 +109,7 @@ def ingredients(champ: Champion) -> tuple[Ingredient, ...]:
     the attribution list (when it is short enough), each readable by any C2PA reader."""
     name, version = champ.info["name"], champ.info["version"]
     found = [Ingredient(f"{name} version {version}: model credential", "application/json", "inputTo",
-                        "c2pa.types.model.pytorch", signed.canonical(champ.credential), "model-credential.json")]
+                        "c2pa.types.model.pytorch", signed_json.canonical(champ.credential), "model-credential.json")]
     if champ.dataset_card is not None:
         found.append(Ingredient(f"{name} version {version}: training set card (Croissant 1.1)", "application/ld+json",
                                 "inputTo", "c2pa.types.dataset", champ.dataset_card, "croissant.json"))
@@ -328,7 +329,7 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
                                "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
         model={"name": info["name"], "version": info["version"], "alias": champ.alias, "run_id": info["run_id"],
                "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
-               "credential_sha256": signed.digest(champ.credential), **credentials.manifest_facts(champ.credential)},
+               "credential_sha256": signed_json.digest(champ.credential), **credentials.manifest_facts(champ.credential)},
         data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
               "per_license": champ.license_summary["train_per_license"],
               "excluded_per_reason": champ.license_summary["excluded_per_reason"],

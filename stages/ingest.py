@@ -46,7 +46,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from atelier import paths
-from atelier.config import Columns, IngestParams, load_params
+from atelier.config import Columns, ConfigError, IngestParams, load_params
 from atelier.declared import require_declared
 from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_json, write_text
 from atelier.parallel import Engine, chunked
@@ -452,15 +452,6 @@ def recheck_report(rechecks: dict, now: float, days: float, lineage=None) -> dic
     return report
 
 
-def _lineage(record_ids: list[str]) -> dict:
-    """The model versions whose training data holds any of `record_ids`, and their artworks (as a takedown finds
-    them; read only: nothing is tagged)."""
-    from provenance.takedown import _lineage as lineage_of
-
-    wanted = set(record_ids)
-    return lineage_of(lambda records: records["record_id"].isin(wanted))
-
-
 def mark_due(index_path: Path, compacted: Path, names: list[str]) -> dict[str, int]:
     """Mark the earlier fetches of the url sources `names` as due (`recheck_due` in the index), so the next ingest
     fetches them again and checks their opt-out signals; return how many were marked per source."""
@@ -516,7 +507,9 @@ def main() -> dict:
                "engine": where, "rechecked_per_source": dict(rechecks["rechecked"]),
                "rechecks_changed": len(rechecks["changed"])}
     if rechecks["rechecked"]:
-        report = recheck_report(rechecks, now, p.recheck_after_days, _lineage if rechecks["changed"] else None)
+        from provenance.usage import records_used_by  # here: the registry and the ledger only when re-checking
+
+        report = recheck_report(rechecks, now, p.recheck_after_days, records_used_by if rechecks["changed"] else None)
         write_json(RECHECKS, report)
         for change in report["changed"]:
             print(f"ingest: re-check: {change['url']} is now excluded ({change['reason']}); it was record "
@@ -545,6 +538,26 @@ def recheck_due(index_path: Path, recheck_after_days: float, now: float) -> bool
         if (fingerprint or "").startswith("url:") and (due or (fetched is not None and fetched < before)):
             return True
     return False
+
+
+def recheck_sources(root: Path, name: str | None) -> list[str]:
+    """Mark the earlier fetches of url source `name` (every url source when None) as due in the ingest index; return
+    the lines to print."""
+
+    urls = [s.name for s in load_params(root / "params.yaml").ingest.sources if s.kind == "urls"]
+    if name is not None and name not in urls:
+        raise ConfigError(f"'{name}' is not a url source in params.yaml ingest.sources (url sources: "
+                          f"{', '.join(urls) or 'none'}); only fetched URLs can be re-checked")
+    names = [name] if name else urls
+    if not names:
+        return ["sources: no url source in params.yaml ingest.sources: nothing to re-check"]
+    marked = mark_due(paths.INGEST_INDEX, paths.INGEST_COMPACTED, names)
+    lines = [f"sources: {marked[n]} earlier fetches of '{n}' marked due: the next ingest fetches them again, "
+             "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
+             "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
+             for n in names]
+    return lines + ["note: the next `atelier run` (or scheduled run) re-checks them: it runs ingest whenever a "
+                    "re-check is due; with plain DVC: dvc repro --force --single-item ingest, then dvc repro"]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from atelier.config import Params, load_params
 from atelier.gate import OPTIONAL, REQUIRED, gate
 from atelier.hashing import weights_digest
 from atelier.io import write_json
-from atelier.review_export import read_votes
+from provenance.votes import read_votes
 
 GATE_TAG = "gate.decision"
 GUIDANCE_TAG = "preference.guidance"  # the champion's guidance setting reviewers clearly prefer, or "none"
@@ -92,6 +92,30 @@ def record_promotion(model_name: str, version: str, by: str, reason: str, previo
     finally:
         conn.close()
     return {"version": str(version), "by": by, "at": at, "reason": reason, "previous_champion": previous}
+
+
+class PromotionRefused(Exception):
+    """A promotion by hand that cannot be made; the message says why and what to do."""
+
+
+def promote_by_hand(version: str, by: str, reason: str) -> tuple[dict, dict]:
+    """A person's decision: move `champion` to `version`, record who, when and why (registry tags and the ledger) and
+    sync models/champion.json; return (what was recorded, the champion record). A version marked by a takedown is
+    refused with PromotionRefused."""
+    from registry import tracking
+
+    name = load_params().registry.model_name
+    info = tracking.get_version(name, version)
+    if info["tags"].get("takedown"):
+        raise PromotionRefused(f"{name} version {info['version']} is marked by a takedown ({info['tags']['takedown']}); "
+                               "it cannot be promoted. Run the pipeline to retrain without the work, then promote the "
+                               "new version")
+    previous = tracking.version_by_alias(name, tracking.CHAMPION)
+    tracking.set_alias(name, tracking.CHAMPION, info["version"])
+    recorded = record_promotion(name, info["version"], by, reason, previous["version"] if previous else None)
+    record = champion_record(name)
+    write_json(paths.CHAMPION, record)
+    return recorded, record
 
 
 def judge(model_name: str, version: str) -> dict:

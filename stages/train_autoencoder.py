@@ -14,7 +14,7 @@ from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import CONFIG_NAME, image_size, load_clip, refuse_other_resolution, zero_shot
 from atelier.models.latent_diffusion import decode_latents, encode_latents, train_autoencoder
-from atelier.reports import write_curve
+from atelier.figures import write_curve
 
 
 def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:

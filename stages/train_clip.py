@@ -15,7 +15,7 @@ from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import clip_config, load_clip, save_clip_bundle, train_clip, zero_shot
-from atelier.reports import write_curve
+from atelier.figures import write_curve
 
 
 def holdout_accuracy(model, tokenizer, holdout: pd.DataFrame) -> dict:

@@ -1,6 +1,11 @@
 """train_diffusion stage: the text-conditional UNet in the autoencoder's latent space, assembled with the VAE and the
 CLIP text tower into one pipeline (models/diffusion, which also carries its evaluator CLIP as evaluator/), then
-logged, registered and aliased `challenger` in MLflow."""
+logged, registered and aliased `challenger` in MLflow (registry/registration.py).
+
+Backend lora_sd (train_diffusion.backend): LoRA adapters (peft) on the declared local Stable Diffusion base, trained
+on the same records, split and captions, saved to models/diffusion with the replication CLIP and the evaluator, and
+registered the same way with the base model recorded (name, path, licence, weights digest). The base is not copied
+into the registry: loading the model checks its digest (atelier/models/lora_sd.py LoraGenerator)."""
 
 from __future__ import annotations
 
@@ -13,16 +18,17 @@ from typing import NamedTuple
 import pandas as pd
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from atelier import checkpoint, distributed, dvc, paths
-from atelier.config import load_params
+from atelier import checkpoint, components, distributed, paths
+from atelier.config import Params, load_params
 from atelier.dataset import load_images, split
-from atelier.hashing import file_sha256, weights_digest
+from atelier.figures import read_curve, write_curve
+from atelier.hashing import file_sha256
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import CONFIG_NAME, WEIGHTS_NAME, image_size, load_clip, refuse_other_resolution
+from atelier.models.latent_diffusion import CONFIG_NAME as PIPELINE_CONFIG
 from atelier.models.latent_diffusion import LatentDiffusionPipeline, build_scheduler, encode_latents, train_unet
-from atelier.plots import plot_license_breakdown, plot_training_curves
-from atelier.reports import read_curve, write_curve
-from atelier.version import code_version
+from atelier.models.lora_sd import BACKEND, LORA_DIR, LORA_WEIGHTS, LoraParams, base_resolution, save_lora, train_lora
+from registry.registration import register_diffusion
 
 
 def main() -> dict:
@@ -33,13 +39,11 @@ def main() -> dict:
     """
     params = load_params()
     p = params.train_diffusion
-    if p.backend == "lora_sd":  # LoRA on a local Stable Diffusion base: its own stage module, the same outputs
-        from stages import train_lora
-
-        return train_lora.main()
     if distributed.must_launch(p.processes):
         distributed.launch("stages.train_diffusion", p.processes, p.device)  # raises when a rank fails
         return json.loads(paths.TRAIN_SUMMARY.read_text())
+    if p.backend == "lora_sd":  # LoRA on a local Stable Diffusion base: the same outputs
+        return _main_lora(params)
     with distributed.process_group(p.device, p.processes) as group:
         trained = _train(params, group)
     return _save_and_register(params, trained) if trained is not None else {}  # the other ranks are done
@@ -110,7 +114,7 @@ def _save_and_register(params, trained: Trained) -> dict:
     licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
     clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
     ae_report = json.loads((paths.REPORTS / "autoencoder.json").read_text())
-    registered = register(
+    registered = register_diffusion(
         params, records, train, licensed,
         logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
                        **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
@@ -137,36 +141,92 @@ def _save_and_register(params, trained: Trained) -> dict:
     return summary
 
 
-def register(params, records: pd.DataFrame, train: pd.DataFrame, licensed: dict, *, logged_params: dict,
-             curves: dict[str, list[float]], metrics: dict, tags: dict) -> dict:
-    """Log the training run of models/diffusion (either backend) and register it as challenger: its params, curves
-    and metrics, the training records as its dataset, the licence summary, attribution and the loss and licence
-    plots; `tags` add to the tags every run carries (dataset md5, record counts, licences, code, weights digest).
-    Returns the registry coordinates with the dataset md5 and the weights digest."""
-    from registry.tracking import TrainingRecord, log_training
 
-    data_md5 = dvc.lock_md5(paths.TRAIN_RECORDS)
-    weights_sha256 = weights_digest(paths.DIFFUSION_DIR)
-    common = {
-        "dataset_md5": data_md5, "train_records": str(len(records)), "train_split_records": str(len(train)),
-        "license_summary": json.dumps(licensed["train_per_license"], sort_keys=True),
-        "excluded_summary": json.dumps(licensed["excluded_per_reason"], sort_keys=True),
-        "git_commit": code_version(), "weights_sha256": weights_sha256,
-    }
-    record = TrainingRecord(
-        params=logged_params, curves=curves, metrics=metrics, tags=common | tags,
-        dataset=records[["record_id", "source", "creator", "license_spdx", "caption"]],
-        dataset_digest=data_md5,
-        dataset_source=paths.relative(paths.TRAIN_RECORDS),
-        pipeline_dir=paths.DIFFUSION_DIR,
-        artifacts=[paths.LICENSE_SUMMARY, paths.ATTRIBUTION],
-    )
-    plot_training_curves(record.curves, paths.REPORTS / "training_loss.png")
-    plot_license_breakdown(licensed["train_per_license"], licensed["excluded_per_reason"],
-                           paths.REPORTS / "licenses.png")
-    record.artifacts += [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png"]
-    registered = log_training(record, params.registry.model_name, params.registry.experiment)
-    return {**registered, "dataset_md5": data_md5, "weights_sha256": weights_sha256}
+def lora_params(params: Params, group: distributed.Group) -> LoraParams:
+    """The LoRA loop's tunables from train_diffusion (lr, steps, batch, caption dropout shared with the latent
+    backend; lora_rank) on the group's device (device auto -> cuda when present)."""
+    p = params.train_diffusion
+    return LoraParams(seed=p.seed, steps=p.steps, batch_size=p.batch_size, lr=p.lr, rank=p.lora_rank,
+                      caption_dropout=p.caption_dropout, device=str(group.device))
+
+
+def _main_lora(params: Params) -> dict:
+    """Backend lora_sd: train the adapters on the declared base, save the model folder, register it; write
+    reports/train.json like the latent backend."""
+    p = params.train_diffusion
+    base = components.base_record(components.base_component(params))
+    base_dir = components.local_path(base["path"])
+    records = pd.read_parquet(paths.TRAIN_RECORDS)
+    train, _ = split(records, params.train_clip.holdout_fraction)
+    images = load_images(train)
+    curves: dict[str, list[float]] = defaultdict(list)
+
+    def on_step(step: int, metrics: dict) -> None:
+        for key, value in metrics.items():
+            curves[key].append(value)
+
+    start = time.time()
+    with distributed.process_group(p.device, p.processes) as group:
+        lp = lora_params(params, group)
+        # a killed run resumes from its last checkpoint; the key adds the base's digest (the base is not a DVC dep)
+        resumable = checkpoint.Checkpointer(paths.CHECKPOINTS / "train_diffusion",
+                                            {"stage": checkpoint.stage_key("train_diffusion"),
+                                             "base_model": base["weights_sha256"]}, label="train_lora",
+                                            read_only=not group.is_main)
+        layers = train_lora(base_dir, images, list(train["caption"]), lp, on_step=on_step, checkpoint=resumable,
+                            group=group)
+    if layers is None:
+        return {}  # the other ranks are done: rank 0 saves and registers
+    return _save_lora_and_register(params, base, records, train, layers, curves, round(time.time() - start, 1), lp,
+                                   resumable)
+
+
+def _save_lora_and_register(params: Params, base: dict, records: pd.DataFrame, train: pd.DataFrame, layers: dict,
+                       curves: dict[str, list[float]], seconds: float, lp: LoraParams,
+                       resumable: checkpoint.Checkpointer) -> dict:
+    """Rank 0: write models/diffusion, the curves and plots, register the model, write reports/train.json."""
+    p = params.train_diffusion
+    with atomic_dir(paths.DIFFUSION_DIR) as tmp:
+        lora_sha = save_lora(layers, tmp / LORA_DIR)
+        size = base_resolution(components.local_path(base["path"]))
+        config = {"backend": BACKEND, "resolution": size, "base_model": base, "lora_rank": lp.rank,
+                  "lora_weights": f"{LORA_DIR}/{LORA_WEIGHTS}"}
+        (tmp / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.copytree(paths.CLIP_DIR, tmp / "clip")            # replication and neighbours, as the latent model's
+        shutil.copytree(paths.EVALUATOR_DIR, tmp / "evaluator")  # the registered model carries its own judge
+        weights = {f"{LORA_DIR}/{LORA_WEIGHTS}": lora_sha,
+                   f"clip/{WEIGHTS_NAME}": file_sha256(tmp / "clip" / WEIGHTS_NAME),
+                   f"evaluator/{WEIGHTS_NAME}": file_sha256(tmp / "evaluator" / WEIGHTS_NAME)}
+    for key, values in curves.items():
+        write_curve(paths.TRAIN_CURVES / f"{key}.csv", key, values)
+    write_curve(paths.TRAIN_CURVES / "unet_loss.csv", "unet_loss", curves["lora_loss"])  # dvc.yaml's plot
+
+    licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
+    clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
+    registered = register_diffusion(
+        params, records, train, licensed,
+        logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+                       **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
+                       **{f"base_model.{k}": v for k, v in base.items()}},
+        curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"), **curves},
+        metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
+                 "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
+                 "lora_seconds": seconds},
+        tags={"backend": BACKEND, "device": lp.device, "processes": str(p.processes),
+              **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")}})
+    data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
+    # reports/train.json is tracked by DVC: no clock time and no random id
+    summary = {"model_name": registered["model_name"], "version": registered["version"], "backend": BACKEND,
+               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
+               "train_records": len(records), "lora_steps": p.steps, "resolution": size,
+               "base_model": {k: base[k] for k in ("name", "path", "license", "weights_sha256")}}
+    write_json(paths.TRAIN_SUMMARY, summary)
+    write_json(paths.TIMINGS / "train_diffusion.json", {"lora_seconds": seconds, "device": lp.device})  # untracked
+    resumable.clear()  # every output is written and the model registered: nothing left to resume
+    print(f"train_diffusion (lora_sd on {base['name']}): registered {registered['model_name']} version "
+          f"{registered['version']} as challenger (run {registered['run_id']}), {p.steps} steps on {lp.device} "
+          f"x {p.processes} in {seconds} s")
+    return summary
 
 
 if __name__ == "__main__":

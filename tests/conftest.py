@@ -13,7 +13,7 @@ import c2pa
 import pytest
 
 from provenance.keys import ensure_signing_identity
-from atelier.workspace import copy_project, edit_params  # noqa: F401 (tests import edit_params from here)
+from tests.workspace import copy_project, edit_params  # noqa: F401 (tests import edit_params from here)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from atelier import paths
-from atelier.cli import main
+from app.cli import main
 from provenance.keys import create_signing_identity
 from tests.test_audit_report import artwork_png
 
@@ -86,7 +86,7 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     folder = _identity(tmp_path)
     os.chmod(folder, 0o755)
     env = {**os.environ, "ATELIER_SIGNING_DIR": str(folder)}
-    proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", "--no-lineage",
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--no-lineage",
                            str(artwork_png(tmp_path / "art.png"))], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

@@ -7,7 +7,7 @@ import ast
 import re
 
 from atelier import paths
-from provenance.audit_report import format_html
+from app.audit_report import format_html
 from tests.browser import dump_dom
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -83,7 +83,7 @@ def _unsafe(tree: ast.AST) -> list[tuple[int, str]]:
 def test_nothing_reaches_a_shell_or_an_evaluator():
     """No shell=True, os.system, os.popen, eval/exec or unsafe deserialisation anywhere in the project's code."""
     problems = []
-    for folder in ("atelier", "stages", "provenance", "registry", "flows"):
+    for folder in ("atelier", "registry", "provenance", "stages", "flows", "app"):
         for path in sorted((paths.ROOT / folder).rglob("*.py")):
             text = path.read_text(encoding="utf-8")
             rel = path.relative_to(paths.ROOT)
@@ -167,13 +167,13 @@ def results(tmp_path) -> list[dict]:
 
 
 def _states(result: dict) -> list[str]:
-    from provenance.audit_report import eu_checklist
+    from app.audit_report import eu_checklist
 
     return [p["state"] for p in eu_checklist(result)]
 
 
 def test_checklist_states_each_point_and_says_what_is_missing(tmp_path):
-    from provenance.audit_report import checklist_summary, eu_checklist
+    from app.audit_report import checklist_summary, eu_checklist
 
     verified, recovered, failed, gone = results(tmp_path)
     # without a timestamp authority the time of signing is partly met, never met
@@ -194,7 +194,7 @@ def test_checklist_states_each_point_and_says_what_is_missing(tmp_path):
 
 
 def test_a_fact_the_audit_did_not_report_is_not_checked_never_met(tmp_path):
-    from provenance.audit_report import eu_checklist
+    from app.audit_report import eu_checklist
 
     verified = results(tmp_path)[0]
     assert _states({**verified, "marking": None}) == ["not checked"] * 5
@@ -208,7 +208,7 @@ def test_a_fact_the_audit_did_not_report_is_not_checked_never_met(tmp_path):
 
 
 def test_text_report_opens_with_the_summary_and_lists_each_artwork(tmp_path):
-    from provenance.audit_report import format_text
+    from app.audit_report import format_text
 
     text = format_text(results(tmp_path), META)
     head = text.splitlines()[:6]
@@ -221,7 +221,7 @@ def test_text_report_opens_with_the_summary_and_lists_each_artwork(tmp_path):
 
 
 def test_html_report_has_summary_thumbnails_credits_terms_and_checklist(tmp_path):
-    from provenance.audit_report import CSP, format_html
+    from app.audit_report import CSP, format_html
 
     import base64
     import io
@@ -244,7 +244,7 @@ def test_html_report_has_summary_thumbnails_credits_terms_and_checklist(tmp_path
 
 def test_html_report_looks_like_a_document_in_a_browser(tmp_path):
     """Rendered by headless Chromium: the thumbnails load under the CSP, the page is not blank; screenshot kept."""
-    from provenance.audit_report import format_html
+    from app.audit_report import format_html
     from tests.browser import screenshot
 
     page = tmp_path / "audit.html"
@@ -267,7 +267,7 @@ def dataset_report(problems: list[str]) -> dict:
 
 
 def test_dataset_html_report_shows_counts_policy_and_problems(tmp_path):
-    from provenance.audit_report import format_dataset_html, format_dataset_text
+    from app.audit_report import format_dataset_html, format_dataset_text
 
     meta = META | {"anchor": "none needed: a license audit of the training set"}
     clean = format_dataset_html(dataset_report([]), meta)
@@ -282,7 +282,7 @@ def test_dataset_html_report_shows_counts_policy_and_problems(tmp_path):
 
 def test_the_anchor_is_named_by_its_common_name_and_fingerprint(tmp_path):
     from provenance.keys import create_signing_identity
-    from provenance.signed import anchor_description
+    from provenance.signed_json import anchor_description
 
     identity = create_signing_identity(tmp_path / "keys", subject="Test bundle")
     text = anchor_description(identity.ca_pem())

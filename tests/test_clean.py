@@ -6,7 +6,8 @@ from PIL import Image
 
 from atelier.config import CleanParams
 from atelier.demo import STYLES, draw_artwork
-from stages.clean import Rejected, clean_records, decode
+from atelier.images import Rejected, decode
+from stages.clean import clean_records
 
 P = CleanParams(resolution=32, min_size=32, max_pixels=1_000_000, near_duplicate_hamming=4)
 

@@ -114,7 +114,7 @@ def test_missing_weights_name_the_path_and_the_fix(tmp_path):
 
 
 def test_the_run_summary_states_the_champions_verdict():
-    from atelier.report import format_summary
+    from atelier.run_summary import format_summary
 
     champion = {"name": "m", "version": "1", "run_id": "r"}
     yes = format_summary({"champion": champion | {"licensed_only": True,

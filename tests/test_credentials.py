@@ -12,7 +12,9 @@ import json
 import c2pa
 import pytest
 
-from provenance import credentials, signed
+from provenance import credentials
+
+from provenance import signed_json
 from provenance.keys import create_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, read_credentials, sign_png
@@ -36,7 +38,7 @@ def stranger(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def credential(identity):
-    return signed.sign(credentials.payload(INFO, SUMMARY, "e" * 64, "abc123"), identity)
+    return signed_json.sign(credentials.payload(INFO, SUMMARY, "e" * 64, "abc123"), identity)
 
 
 def test_a_credential_verifies_with_the_ca_certificate_alone(identity, credential):
@@ -59,7 +61,7 @@ def test_a_credential_for_other_weights_is_caught(identity, credential):
 
 
 def test_a_foreign_signer_is_caught(identity, stranger):
-    forged = signed.sign(credentials.payload(INFO, SUMMARY, "e" * 64, "abc123"), stranger)
+    forged = signed_json.sign(credentials.payload(INFO, SUMMARY, "e" * 64, "abc123"), stranger)
     problems = credentials.check(forged, identity.ca_pem())
     assert any("not issued by the trust anchor" in p and "Someone Else" in p for p in problems)
 
@@ -73,7 +75,7 @@ def test_garbage_is_a_problem_not_a_crash(identity):
 def test_plain_c2pa_reader_finds_the_model_credential_ingredient(identity, credential):
     image = artwork()
     manifest = manifest_for(image)
-    data = signed.canonical(credential)
+    data = signed_json.canonical(credential)
     card = b'{"@type": "sc:Dataset"}'
     png = sign_png(png_with_manifest(image, manifest), manifest, identity, artwork_terms(manifest),
                    (Ingredient("model credential", "application/json", "inputTo", "c2pa.types.model.pytorch", data,
@@ -109,7 +111,7 @@ def test_the_credential_carries_the_components_and_the_manifest_copies_them(iden
 
     info = copy.deepcopy(INFO)
     info["tags"]["components"] = components.as_tag(PARTS)
-    document = signed.sign(credentials.payload(info, SUMMARY, "e" * 64, "abc123"), identity)
+    document = signed_json.sign(credentials.payload(info, SUMMARY, "e" * 64, "abc123"), identity)
     assert credentials.check(document, identity.ca_pem(), weights_sha256="b" * 64) == []
     model = document["payload"]["model"]
     assert model["components"] == PARTS and model["licensed_only"] is False

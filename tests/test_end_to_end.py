@@ -1,6 +1,6 @@
 """The real pipeline end to end at toy size, through `dvc repro`, with MLflow's sqlite registry in a temp folder.
 
-The collection is not the demo: the scenes collection (atelier/scenes.py: free-text captions, mixed sizes, formats
+The collection is not the demo: the scenes collection (tests/scenes.py: free-text captions, mixed sizes, formats
 and licences), added with `atelier sources add` and the demo removed from `ingest.sources`, so evaluation, the gate
 and generation are tested on captions that follow no convention. One workspace is shared by the tests of this
 module, in order: build, inspect, then change the registry.
@@ -38,7 +38,7 @@ TOY = dict(
 def atelier(root: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the CLI of the workspace copy in a fresh process."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "atelier.cli", *args], cwd=root, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -51,7 +51,7 @@ def in_workspace(root: Path, code: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    from atelier.scenes import write_scenes
+    from tests.scenes import write_scenes
 
     root = copy_repo(tmp_path_factory.mktemp("e2e"))
     write_scenes(root / "data/sources/scenes", n=SCENES, seed=0)
@@ -321,7 +321,7 @@ def test_an_outsider_verifies_with_the_published_bundle_alone(built, tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}  # no ATELIER_*, no MLFLOW_*
 
     def audit(*names: str, bundle: str = "bundle") -> tuple[int, list[dict]]:
-        proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", "--bundle", bundle, "--json", *names],
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--bundle", bundle, "--json", *names],
                               cwd=outside, env=env, capture_output=True, text=True, timeout=600)
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         return proc.returncode, json.loads(proc.stdout)
@@ -392,10 +392,10 @@ def test_an_outsider_verifies_with_the_published_bundle_alone(built, tmp_path):
 
     # the report to hand on, and no trust without an anchor
     report = outside / "report.html"
-    proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", "--bundle", "bundle", "--html", str(report),
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--bundle", "bundle", "--html", str(report),
                            *(p.name for p in pngs)], cwd=outside, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and report.stat().st_size > 0, proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-m", "atelier.cli", "audit", pngs[0].name], cwd=outside, env=env,
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "audit", pngs[0].name], cwd=outside, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "no trust anchor" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(home.iterdir())
@@ -576,7 +576,7 @@ def test_a_thousand_artworks_in_one_run_keep_memory_flat(built, tmp_path):
 
     out = tmp_path / "load"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen([sys.executable, "-m", "atelier.cli", "generate", "a red grid composition", "--n", "1000",
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "generate", "a red grid composition", "--n", "1000",
                              "--steps", "2", "--seed", "5000", "--out", str(out)], cwd=built, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples: list[tuple[int, float]] = []  # (artworks written so far, RSS MiB)

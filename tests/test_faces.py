@@ -18,8 +18,9 @@ from PIL import Image
 from atelier import faces
 from atelier.config import CleanParams
 from atelier.demo import STYLES, draw_artwork
-from atelier.workspace import copy_project, edit_params
-from stages.clean import clean_records, decode
+from tests.workspace import copy_project, edit_params
+from atelier.images import decode
+from stages.clean import clean_records
 
 skimage_data = pytest.importorskip("skimage.data", reason="the face photograph comes from scikit-image (dev extra)")
 

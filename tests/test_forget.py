@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from atelier import dvc, paths
-from atelier.cli import add_source
+from atelier.declared import add_source
 from atelier.erasures import erasure_count, record_digest
 from provenance import keys, ledger, publiclog
 from tests.conftest import REPO
@@ -54,7 +54,7 @@ def holding(root: Path, needles: list[bytes]) -> list[str]:
 
 
 def forget_cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "atelier.cli", "forget", *args], cwd=root, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", "forget", *args], cwd=root, capture_output=True,
                           text=True, env=os.environ | {"PYTHONPATH": str(root)} | env, timeout=300)
 
 
@@ -162,7 +162,7 @@ def test_the_ledger_erase_path_scrubs_rows_and_entries_and_the_chain_still_verif
 
 def test_forget_marks_the_versions_trained_on_it_and_a_dry_run_writes_nothing(works, tmp_path, monkeypatch):
     """The takedown fixture (tests/test_takedown_image.py): version 1 trained on Ana's work, version 2 did not."""
-    from provenance import forget
+    from app import forget
     from registry import tracking
 
     for name in ("RAW_PACKS", "CLEAN_PACKS", "CLEAN_CHUNKS", "REPORTS", "INGEST_INDEX", "INGEST_COMPACTED"):

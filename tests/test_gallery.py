@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 from PIL import Image
 
-from provenance.gallery import markdown_html, write_gallery
+from atelier.gallery import markdown_html, write_gallery
 from provenance.manifest import build_manifest
 from stages.license import attribution_markdown
 from tests.browser import dump_dom, screenshot

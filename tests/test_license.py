@@ -93,7 +93,7 @@ def test_conflicting_text_and_url_fail_closed():
 
 def test_takedown_writes_formula_looking_names_safely_and_still_matches_them(tmp_path, monkeypatch):
     from atelier import paths
-    from provenance.takedown import add_opt_out
+    from app.takedown import add_opt_out
 
     path = tmp_path / "opt_out.csv"
     path.write_text("kind,value,reason,added\ncreator,'Abdul Karim,asked,2026-11-01\n")

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from atelier import paths
-from atelier.workspace import copy_project, edit_params
+from tests.workspace import copy_project, edit_params
 
 FIX = "run `make run` (or `dvc repro`) and commit dvc.lock"
 DEP_CHANGE = {"modified": "its md5 in dvc.lock is not the tree's", "new": "dvc.lock has no md5 for it",

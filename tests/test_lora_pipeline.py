@@ -44,13 +44,13 @@ def in_workspace(root: Path, code: str) -> subprocess.CompletedProcess:
 
 def atelier(root: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the workspace's CLI in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "atelier.cli", *args], cwd=root, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=root, capture_output=True, text=True,
                           timeout=600)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    from atelier.scenes import write_scenes
+    from tests.scenes import write_scenes
 
     root = copy_repo(tmp_path_factory.mktemp("lora"))
     write_scenes(root / "data/sources/scenes", n=SCENES, seed=0)  # free-text captions (not the demo: smaller)

@@ -258,7 +258,7 @@ def test_a_clearly_preferred_challenger_is_promoted_despite_a_marginal_clip_miss
     assert metrics["pref_score_v2"] > 0 > metrics["pref_score_v1"]
     assert "preference/scores.png" in [f.path for f in c.list_artifacts(s["runs"][1], "preference")]
     assert s["tracking"].get_version(s["name"], "2")["tags"]["preference.votes"] == "24"
-    from atelier.report import format_summary  # the run summary shows the scores
+    from atelier.run_summary import format_summary  # the run summary shows the scores
     text = format_summary({"promotion": decision})
     assert "Reviewers' preference (24 votes by 3 reviewers" in text and "  v2       score +" in text
     assert "preference rule applied: 24 votes by 3 reviewers" in text and "1 artworks" in text
@@ -282,7 +282,7 @@ def test_a_clearly_dispreferred_challenger_is_refused_and_the_preferred_guidance
 # --- the votes as a dataset ------------------------------------------------------------------------------------------
 
 def test_the_export_is_pseudonymous_and_validates_with_mlcroissant(tmp_path, monkeypatch):
-    from atelier.review_export import export
+    from app.review_export import export
 
     ledger = tmp_path / "ledger.sqlite"
     seed_votes(ledger, head_to_head_votes(3, 2)
@@ -306,7 +306,7 @@ def test_the_export_is_pseudonymous_and_validates_with_mlcroissant(tmp_path, mon
 
 
 def test_no_ledger_or_no_votes_table_means_no_votes(tmp_path):
-    from atelier.review_export import read_votes
+    from provenance.votes import read_votes
 
     assert read_votes(tmp_path / "missing.sqlite") == []
     sqlite3.connect(tmp_path / "empty.sqlite").execute("CREATE TABLE other (x)").connection.commit()

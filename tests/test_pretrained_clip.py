@@ -144,7 +144,7 @@ def built(tmp_path_factory) -> Path:
     # a random CLIP may leave the model short of the gate's bar: then a person promotes it (recorded as theirs), so
     # that generation and signing are tested whatever the gate decided
     if json.loads((root / "reports/promotion.json").read_text())["decision"] != "promoted to champion":
-        forced = subprocess.run([sys.executable, "-m", "atelier.cli", "promote", "--version", "1", "--reason",
+        forced = subprocess.run([sys.executable, "-m", "app.cli", "promote", "--version", "1", "--reason",
                                  "test: reach generation", "--by", "tests"], cwd=root, capture_output=True,
                                 text=True, timeout=600)
         assert forced.returncode == 0, forced.stderr
@@ -193,7 +193,7 @@ def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_lice
     assert champion["licensed_only"] is False and champion["licensed_only_reason"] == model["licensed_only_reason"]
     card = (built / "mlartifacts").rglob("MODEL_CARD.md")
     assert any("Licensed only: **no**" in c.read_text() and digest in c.read_text() for c in card)
-    audit = subprocess_run(built, "-m", "atelier.cli", "audit", "--json",
+    audit = subprocess_run(built, "-m", "app.cli", "audit", "--json",
                            *(str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"]) for s in sidecars))
     assert audit.returncode == 0 and all(r["status"] == "verified" for r in json.loads(audit.stdout)), audit.stdout
 

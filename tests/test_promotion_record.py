@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from atelier import cli, paths
+from atelier import paths
+
+from app import cli
 from atelier.config import load_params
 from atelier.gate import REQUIRED
 from provenance import ledger

@@ -17,9 +17,10 @@ from atelier.config import load_params
 from atelier.hashing import file_sha256, phash
 from atelier.models.clip import encode_images
 from atelier.models.latent_diffusion import to_pil
-from provenance import credentials, ledger, signed
+from provenance import credentials, ledger
+from provenance import signed_json
 from provenance.keys import ensure_signing_identity
-from provenance.gallery import write_gallery
+from atelier.gallery import write_gallery
 from registry import tracking
 from stages import generate
 from tests.test_models import clip_bundle, data, pipeline  # noqa: F401 (the toy CLIP and pipeline fixtures)
@@ -45,7 +46,7 @@ def champion(pipe, clip_model, images: list, tmp_path: Path, tags: dict | None =
     info = {"name": NAME, "version": "7", "run_id": "0" * 32,
             "tags": {"dataset_md5": "0" * 32, "train_records": str(len(images)), **(tags or {})}}
     info["tags"].setdefault("weights_sha256", "f" * 64)
-    credential = signed.sign(credentials.payload(info, summary, file_sha256(attribution), "test"),
+    credential = signed_json.sign(credentials.payload(info, summary, file_sha256(attribution), "test"),
                              ensure_signing_identity())
     champ = generate.Champion(pipe, info, tmp_path, "f" * 64, summary, attribution, train,
                               encode_images(pipe.clip_model, tensors), clip_model, pipe.tokenizer, [],

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from atelier.demo import PALETTES, STYLES, caption_for, draw_artwork
-from atelier.reports import (PAPER, _drawable, _font, _has_glyph, _wrap, image_grid, palette_style_grid, prompt_grid,
+from atelier.figures import (PAPER, _drawable, _font, _has_glyph, _wrap, image_grid, palette_style_grid, prompt_grid,
                              sample_grid)
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atelier.cli import main as cli_main
+from app.cli import main as cli_main
 from atelier.hashing import phash, pixels_sha256
-from provenance import ledger, resolve, watermark
+from provenance import ledger, watermark
+from app import resolve
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import artwork_terms, read_credentials, sign_png
@@ -230,7 +231,7 @@ def test_a_non_loopback_host_needs_public(capsys):
 
 
 def test_the_audit_checks_the_soft_binding_against_pixels_and_ledger(site, tmp_path):
-    from provenance.audit import Context, audit_artwork
+    from app.audit import Context, audit_artwork
 
     conn = ledger.open_read_only(site["ledger"])
     try:
@@ -270,7 +271,7 @@ def test_the_cli_serves_until_stopped(site):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "atelier.cli", "resolve", "serve", "--port", "0", "--ledger",
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "resolve", "serve", "--port", "0", "--ledger",
                              str(site["ledger"]), "--artworks", str(site["artworks"])], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

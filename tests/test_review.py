@@ -20,9 +20,9 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from atelier.review import make_server
+from app.review import make_server
 from provenance import ledger, votes
-from provenance.gallery import write_gallery
+from atelier.gallery import write_gallery
 from tests.browser import ARTIFACTS, chromedriver, webdriver_session
 from tests.test_manifest import FACTS
 
@@ -350,7 +350,7 @@ def test_hostile_inputs_get_4xx_and_change_nothing(review):
 
 
 def test_cli_review_command_parses_port_host_and_export():
-    from atelier.cli import build_parser, cmd_review
+    from app.cli import build_parser, cmd_review
 
     args = build_parser().parse_args(["review", "--port", "0"])
     assert (args.func, args.port, args.host, args.action) == (cmd_review, 0, "127.0.0.1", None)

@@ -128,7 +128,7 @@ def test_near_duplicate_threshold_holds_for_augmented_copies():
     (40 images x 5 augmentations, 780 pairs of different images): 88.5% of copies within 4 bits, 95.5% within 12,
     98% within 16; different images never closer than 18 bits. The threshold in force must catch most copies and
     merge no different images; the copies it misses are why a copy's fate is also decided by its metadata."""
-    from stages.clean import decode
+    from atelier.images import decode
 
     def phash(data: bytes) -> int:
         return int(decode(data, CLEAN).phash, 16)

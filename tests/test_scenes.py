@@ -1,4 +1,4 @@
-"""The second built-in collection (atelier/scenes.py): deterministic, free-text captions that tell the truth about
+"""The second built-in collection (tests/scenes.py): deterministic, free-text captions that tell the truth about
 the colours drawn, mixed formats, sizes and licences, and the licence decisions the real data stages give it."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from atelier.dataset import labels
 from atelier.licenses import normalise
-from atelier.scenes import COLOURS, colour_words, nearest_colour, write_scenes
+from tests.scenes import COLOURS, colour_words, nearest_colour, write_scenes
 from tests.conftest import copy_repo, edit_params
 
 N = 60
@@ -42,7 +42,7 @@ def scenes(tmp_path_factory) -> Path:
 
 def test_same_seed_same_bytes_from_the_api_and_the_command_line(scenes, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    command = [sys.executable, "-m", "atelier.scenes", str(tmp_path / "again"), "--n", str(N), "--seed", "0"]
+    command = [sys.executable, "-m", "tests.scenes", str(tmp_path / "again"), "--n", str(N), "--seed", "0"]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
     assert json.loads(out)["images"] == N
     first, again = _files(scenes), _files(tmp_path / "again")
@@ -138,7 +138,7 @@ def test_through_the_real_ingest_clean_and_license_stages(tmp_path):
                               text=True, timeout=300)
         assert proc.returncode == 0, (module_and_args, proc.stdout[-2000:], proc.stderr[-4000:])
 
-    run("atelier.cli", "sources", "add", "scenes", "data/sources/scenes", "--kind", "folder")  # as the README says
+    run("app.cli", "sources", "add", "scenes", "data/sources/scenes", "--kind", "folder")  # as the README says
     sources = yaml.safe_load((root / "params.yaml").read_text())["ingest"]["sources"]
     assert {"name": "scenes", "kind": "folder", "path": "data/sources/scenes"} in sources
     edit_params(root, ingest={"sources": [s for s in sources if s["name"] != "demo"]})  # without the demo

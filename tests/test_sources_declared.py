@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atelier.cli import add_source
+from atelier.declared import add_source
 from atelier.config import ConfigError, IngestParams, load_params
 from atelier.declared import (SourcesUndeclared, add_source_text, check, problems, read_path, require_declared,
                               sequence_end)
@@ -72,13 +72,13 @@ def test_undeclared_source_stops_the_ingest_process_and_the_run(tmp_path):
     assert "atelier sources add mine data/sources/mine --kind folder" in proc.stderr
     assert not (root / "data/raw").exists()  # stopped before any work
 
-    proc = run(root, "atelier.cli", "run")  # the pre-flight, before the Prefect flow and any stage
+    proc = run(root, "app.cli", "run")  # the pre-flight, before the Prefect flow and any stage
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("atelier: ") and "source 'mine'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (root / "data/sources/demo").exists() and not (root / "dvc.lock").exists()  # no stage ran
 
-    proc = run(root, "atelier.cli", "sources", "list")
+    proc = run(root, "app.cli", "sources", "list")
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert lines[1].split()[:4] == ["demo", "folder", "data/sources/demo", "yes"]
@@ -87,12 +87,12 @@ def test_undeclared_source_stops_the_ingest_process_and_the_run(tmp_path):
     # the command the message names adds the missing dep of a source that params.yaml has already
     params_before = (root / "params.yaml").read_text()
     dvc_before = (root / "dvc.yaml").read_text()
-    proc = run(root, "atelier.cli", "sources", "add", "mine", "data/sources/mine", "--kind", "folder")
+    proc = run(root, "app.cli", "sources", "add", "mine", "data/sources/mine", "--kind", "folder")
     assert proc.returncode == 0, proc.stderr
     assert "in params.yaml ingest.sources already" in proc.stdout and "does not exist yet" in proc.stdout
     assert (root / "params.yaml").read_text() == params_before
     assert inserted(dvc_before, (root / "dvc.yaml").read_text()) == ["      - data/sources/mine"]
-    proc = run(root, "atelier.cli", "sources", "check")
+    proc = run(root, "app.cli", "sources", "check")
     assert proc.returncode == 0 and "every source" in proc.stdout, proc.stderr
 
 
@@ -101,7 +101,7 @@ def test_sources_add_is_one_step_and_keeps_comments(tmp_path):
     params_before, dvc_before = (root / "params.yaml").read_text(), (root / "dvc.yaml").read_text()
     (root / "data/sources/laion").mkdir(parents=True)
 
-    proc = run(root, "atelier.cli", "sources", "add", "laion", "./data/sources/laion/{00000..00009}.tar",
+    proc = run(root, "app.cli", "sources", "add", "laion", "./data/sources/laion/{00000..00009}.tar",
                "--kind", "webdataset")
     assert proc.returncode == 0, proc.stderr
     assert "does not exist yet" not in proc.stdout
@@ -141,7 +141,7 @@ def test_sources_add_refuses_bad_and_duplicate_names(copied, tmp_path):
         add_source(root, "mine", "data/sources/mine", "folder", image_column="img")
     assert {name: (root / name).read_text() for name in before} == before
 
-    proc = run(copied, "atelier.cli", "sources", "add", "Bad!", "data/sources/x")
+    proc = run(copied, "app.cli", "sources", "add", "Bad!", "data/sources/x")
     assert proc.returncode == 2 and proc.stderr.startswith("atelier: source name 'Bad!'")
 
 

@@ -18,11 +18,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from atelier import cli, lineage, paths
+from atelier import lineage, paths
+
+from app import cli
 from atelier.config import load_params
-from provenance import ledger, takedown
+from provenance import ledger
+from app import takedown
 from registry import tracking
-from stages.clean import decode
+from atelier.images import decode
 from tests.test_ledger import manifest
 
 NAME = load_params().registry.model_name

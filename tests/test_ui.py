@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from atelier import ui
+from app import ui
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_served_deployment_runs_when_triggered(prefect_server, workspace, tmp_pa
     env = dict(os.environ, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="1")
     log = open(tmp_path / "serve.log", "w")
-    serving = subprocess.Popen([sys.executable, "-m", "atelier.cli", "serve", "--cron", "0 3 * * *", "--upto", "demo",
+    serving = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--cron", "0 3 * * *", "--upto", "demo",
                                 "--name", "test"], cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # cwd: the workspace's own atelier, as DVC stages use
     try:

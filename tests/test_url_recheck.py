@@ -15,7 +15,7 @@ import yaml
 
 from atelier.config import EngineParams, IngestParams
 from atelier.parallel import Engine
-from atelier.workspace import copy_project
+from tests.workspace import copy_project
 from stages.ingest import (INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_due,
                            recheck_report)
 from atelier.io import ParquetStream
@@ -123,7 +123,7 @@ def test_sources_recheck_command_marks_the_fetches_due(tmp_path, serve):
     shutil.copy(tmp_path / "index.parquet", root / ".atelier" / "ingest-index.parquet")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "atelier.cli", "sources", "recheck", *args], cwd=root,
+        return subprocess.run([sys.executable, "-m", "app.cli", "sources", "recheck", *args], cwd=root,
                               capture_output=True, text=True, timeout=120)
 
     wrong = cli("demo")

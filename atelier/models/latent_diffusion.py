@@ -313,7 +313,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in arr]
 
 
-def _refuse_pickles(folder: Path) -> None:
+def refuse_pickles(folder: Path) -> None:
     found = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES)
     if found:
         raise ValueError(
@@ -390,7 +390,7 @@ class LatentDiffusionPipeline:
         folder = Path(folder)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder}: not an Atelier diffusion model ({CONFIG_NAME} missing)")
-        _refuse_pickles(folder)
+        refuse_pickles(folder)
         config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         if resolution is not None:
             refuse_other_resolution(config.get("resolution"), resolution, f"'resolution' in {folder / CONFIG_NAME}")

@@ -27,7 +27,7 @@ from atelier.checkpoint import Checkpointer, TrainState
 from atelier.distributed import Group, resolve_device
 from atelier.hashing import weights_digest
 from atelier.models.clip import load_clip, progress_disabled
-from atelier.models.latent_diffusion import CONFIG_NAME, _refuse_pickles, image_seed, to_pil
+from atelier.models.latent_diffusion import CONFIG_NAME, refuse_pickles, image_seed, to_pil
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 LORA_DIR = "lora"      # the adapters' subfolder in a saved LoRA model
@@ -53,7 +53,7 @@ def load_pipeline(pipeline_path: str | Path, device: str | torch.device = "cpu")
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"{path}: not a local diffusers pipeline folder (model_index.json missing); "
                                 "train_diffusion.base_model must name a folder written by save_pretrained")
-    _refuse_pickles(path)
+    refuse_pickles(path)
     pipe = StableDiffusionPipeline.from_pretrained(
         path, use_safetensors=True, safety_checker=None, requires_safety_checker=False, local_files_only=True
     )
@@ -206,7 +206,7 @@ class LoraGenerator:
         config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         if config.get("backend") != BACKEND:
             raise ValueError(f"{folder / CONFIG_NAME}: backend {config.get('backend')!r}, not {BACKEND!r}")
-        _refuse_pickles(folder)
+        refuse_pickles(folder)
         base = base_path(config)
         check_base(base, config["base_model"]["weights_sha256"], f"LoRA model {folder}")
         pipe = load_pipeline(base, resolve_device(device))
@@ -243,6 +243,6 @@ def generate(
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     if lora_dir is not None:
         lora_dir = Path(lora_dir)
-        _refuse_pickles(lora_dir)
+        refuse_pickles(lora_dir)
         pipe.load_lora_weights(lora_dir, weight_name=LORA_WEIGHTS)
     return to_pil(_sample(pipe, prompts, seed, steps, guidance, negative_prompt, batch_size=1))

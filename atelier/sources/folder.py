@@ -11,7 +11,7 @@ from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
-from atelier.sources import Item, source_root
+from atelier.sources.item import Item, source_root
 from atelier.sources.metadata import MetadataRow, iter_folder_metadata, iter_jsonl
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from atelier.sources import Item, source_root
+from atelier.sources.item import Item, source_root
 from atelier.sources.folder import locate
 from atelier.sources.shards import resolve_files
 

@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from http.client import HTTPException, HTTPMessage
 from urllib.parse import urljoin, urlsplit
 
-from atelier.sources import Item, source_root
+from atelier.sources.item import Item, source_root
 from atelier.sources.metadata import MetadataRow, iter_metadata_file
 
 REDIRECTS = (301, 302, 303, 307, 308)

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from atelier import paths
-from atelier.serving import serve_until_stopped
+from app.serving import serve_until_stopped
 from provenance import ledger, votes
 
 MAX_BODY = 16 * 1024
@@ -375,3 +375,34 @@ def main(host: str, port: int) -> int:
     serve(host, port)
     return 0
 
+
+def prepare(versions: list[str] | None, guidances: list[float] | None) -> dict:
+    """Artworks of each version (default: champion and challenger) at each guidance for the generate prompts and
+    seed, so that reviewers have pairs (same prompt and seed, another version or guidance) to compare. Returns what
+    was made ({versions, guidances, artworks, pairs}); ValueError when there is nothing to compare."""
+    from atelier.config import load_params
+    from registry import tracking
+    from stages.generate import generate_artworks, opted_out_creators, screen_prompts
+
+    params = load_params()
+    name, g = params.registry.model_name, params.generate
+    if not versions:
+        found = [tracking.version_by_alias(name, alias) for alias in (tracking.CHAMPION, tracking.CHALLENGER)]
+        versions = [info["version"] for info in found if info is not None]
+    versions = list(dict.fromkeys(str(v) for v in versions))
+    guidances = list(dict.fromkeys(guidances or [g.guidance]))
+    if len(versions) * len(guidances) < 2:
+        raise ValueError(f"nothing to compare (versions {versions or 'none'}, guidance {guidances}); name two "
+                         "versions with --version, or two settings with --guidance")
+    prompts, _ = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))
+    made = 0
+    for version in versions:
+        for guidance in guidances:
+            made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version))
+    conn = ledger.open_read_only(paths.LEDGER)
+    try:
+        found = len(votes.pairs(conn)) if conn is not None else 0
+    finally:
+        if conn is not None:
+            conn.close()
+    return {"versions": versions, "guidances": guidances, "artworks": made, "pairs": found}

@@ -14,7 +14,7 @@ def _prefect_env() -> None:
     """Prefect defaults, set before prefect is imported: state in .prefect/, no analytics, patient server start."""
     import os
 
-    from atelier.ui import PREFECT_HOME
+    from app.ui import PREFECT_HOME
 
     os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SourcesUndeclared as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
-    from atelier.report import format_summary, pipeline_summary
+    from atelier.run_summary import format_summary, pipeline_summary
     from flows.pipeline import dataset_to_artwork, select, stage_names
 
     try:
@@ -62,14 +62,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the Prefect and MLflow servers, print their URLs, keep them running until Ctrl-C."""
-    from atelier.ui import run_ui
+    from app.ui import run_ui
 
     return run_ui(args.prefect_port, args.mlflow_port)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print the summary of the last run."""
-    from atelier.report import format_summary, pipeline_summary
+    from atelier.run_summary import format_summary, pipeline_summary
 
     print(format_summary(pipeline_summary()))
     return 0
@@ -80,10 +80,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
     decides, recording who, when and why (registry tags and the ledger); a version marked by a takedown is refused."""
     import getpass
 
-    from atelier import paths
-    from atelier.config import load_params
-    from atelier.io import write_json
-    from registry import tracking
     from stages import promote
 
     if args.version is None:
@@ -98,21 +94,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
               f"{args.version} --reason \"why\" [--by NAME]; it is recorded in the registry and the ledger",
               file=sys.stderr)
         return 2
-    name = load_params().registry.model_name
-    info = tracking.get_version(name, args.version)
-    if info["tags"].get("takedown"):
-        print(f"atelier: {name} version {info['version']} is marked by a takedown ({info['tags']['takedown']}); it "
-              "cannot be promoted. Run the pipeline to retrain without the work, then promote the new version",
-              file=sys.stderr)
-        return 1
-    previous = tracking.version_by_alias(name, tracking.CHAMPION)
     by = (args.by or "").strip() or getpass.getuser()
-    tracking.set_alias(name, tracking.CHAMPION, info["version"])
-    recorded = promote.record_promotion(name, info["version"], by, args.reason.strip(),
-                                        previous["version"] if previous else None)
-    record = promote.champion_record(name)
-    write_json(paths.CHAMPION, record)
-    print(f"champion is now {name} version {record['version']} (run {record['run_id']}); promoted by "
+    try:
+        recorded, record = promote.promote_by_hand(args.version, by, args.reason.strip())
+    except promote.PromotionRefused as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 1
+    print(f"champion is now {record['name']} version {record['version']} (run {record['run_id']}); promoted by "
           f"{recorded['by']} at {recorded['at']}: {recorded['reason']} (previous champion: "
           f"{recorded['previous_champion'] or 'none'})")
     return 0
@@ -174,7 +162,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from atelier.io import write_text
     from atelier.version import code_version
-    from provenance import audit_report
+    from app import audit_report
 
     refused = _refuse_audit_options(args)
     if refused:
@@ -183,7 +171,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tool": f"Atelier {code_version()}", "anchor": None, "mode": "bundle" if args.bundle else "workspace"}
     if args.dataset:
-        from provenance.dataset_audit import audit_dataset
+        from app.audit_dataset import audit_dataset
 
         report = audit_dataset()
         print(json.dumps(report, indent=2) if args.json else audit_report.format_dataset_text(report))
@@ -195,7 +183,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
                 return 2
         return 0 if not report["problems"] else 1
-    from provenance.audit import audit_files, open_context, report_meta
+    from app.audit import audit_files, open_context, report_meta
 
     try:  # the trust anchor and records: an unusable signing folder or bundle is a message, not a traceback
         context = open_context(lineage=not args.no_lineage, bundle=Path(args.bundle) if args.bundle else None)
@@ -216,7 +204,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Write the public verification bundle: trust anchor, model credentials and cards, dataset cards, the signed log."""
-    from provenance.bundle import BundleError, publish
+    from app.bundle import BundleError, publish
 
     try:
         index = publish(Path(args.folder))
@@ -244,7 +232,7 @@ def cmd_takedown(args: argparse.Namespace) -> int:
     --dry-run)."""
     import json
 
-    from provenance.takedown import format_report, takedown
+    from app.takedown import format_report, takedown
 
     if _target_refused(args, "takedown"):
         return 2
@@ -264,7 +252,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     import json
 
     from atelier.rawstore import RawStoreKeyError
-    from provenance.forget import forget, format_report
+    from app.forget import forget, format_report
 
     if _target_refused(args, "forget"):
         return 2
@@ -280,11 +268,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     """`review`: serve the review page (consent, comparisons, votes into the ledger) until Ctrl-C; `review export
-    FOLDER`: write the votes as a Croissant-described dataset (atelier/review_export.py)."""
+    FOLDER`: write the votes as a Croissant-described dataset (app/review_export.py)."""
     if args.action == "export":
         import json
 
-        from atelier.review_export import export
+        from app.review_export import export
 
         try:
             print(json.dumps(export(Path(args.folder)), indent=2, default=str))  # its summary
@@ -293,145 +281,26 @@ def cmd_review(args: argparse.Namespace) -> int:
             return 2
         return 0
     if args.action == "prepare":
-        return review_prepare(args.version, args.guidance)
-    from atelier.review import main as serve_review
+        from app.review import prepare
+
+        try:
+            made = prepare(args.version, args.guidance)
+        except ValueError as exc:
+            print(f"atelier: review prepare: {exc}", file=sys.stderr)
+            return 2
+        print(f"review prepare: {made['artworks']} artworks from versions {', '.join(made['versions'])} at guidance "
+              f"{', '.join(map(str, made['guidances']))}; {made['pairs']} pairs to compare: run `atelier review`")
+        return 0
+    from app.review import main as serve_review
 
     return serve_review(args.host, args.port)
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     """`resolve serve`: the C2PA Soft Binding Resolution API's queries over the ledger (read-only) until Ctrl-C."""
-    from provenance.resolve import main as serve_resolve
+    from app.resolve import main as serve_resolve
 
     return serve_resolve(args.host, args.port, args.ledger, args.artworks, args.public)
-
-
-def review_prepare(versions: list[str] | None, guidances: list[float] | None) -> int:
-    """Artworks of each version (default: champion and challenger) at each guidance for the generate prompts and
-    seed, so that reviewers have pairs (same prompt and seed, another version or guidance) to compare."""
-    from atelier import paths
-    from atelier.config import load_params
-    from provenance import ledger, votes
-    from registry import tracking
-    from stages.generate import generate_artworks, opted_out_creators, screen_prompts
-
-    params = load_params()
-    name, g = params.registry.model_name, params.generate
-    if not versions:
-        found = [tracking.version_by_alias(name, alias) for alias in (tracking.CHAMPION, tracking.CHALLENGER)]
-        versions = [info["version"] for info in found if info is not None]
-    versions = list(dict.fromkeys(str(v) for v in versions))
-    guidances = list(dict.fromkeys(guidances or [g.guidance]))
-    if len(versions) * len(guidances) < 2:
-        print(f"atelier: review prepare: nothing to compare (versions {versions or 'none'}, guidance {guidances}); "
-              "name two versions with --version, or two settings with --guidance", file=sys.stderr)
-        return 2
-    prompts, _ = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))
-    made = 0
-    for version in versions:
-        for guidance in guidances:
-            made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version))
-    conn = ledger.open_read_only(paths.LEDGER)
-    try:
-        found = len(votes.pairs(conn)) if conn is not None else 0
-    finally:
-        if conn is not None:
-            conn.close()
-    print(f"review prepare: {made} artworks from versions {', '.join(versions)} at guidance "
-          f"{', '.join(map(str, guidances))}; {found} pairs to compare: run `atelier review`")
-    return 0
-
-
-def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
-    """Add a source to `root`/params.yaml ingest.sources and the path it reads to the ingest stage's deps in
-    `root`/dvc.yaml, in one step, as inserted lines (comments and layout kept); return notes for the user. For a
-    source already in params.yaml with this kind and path whose dep is missing, add only the dep."""
-    import re
-    import tempfile
-    from types import SimpleNamespace
-
-    import yaml
-
-    from atelier import declared
-    from atelier.config import load_params
-    from atelier.io import write_text
-
-    if not re.fullmatch(r"[a-z0-9_-]+", name):
-        raise ConfigError(f"source name '{name}': use lowercase letters, digits, '_' and '-' only (^[a-z0-9_-]+$)")
-    if image_column is not None and kind != "parquet":
-        raise ConfigError(f"--image-column is for parquet sources; '{name}' is {kind}")
-    params_yaml, dvc_yaml = root / "params.yaml", root / "dvc.yaml"
-    ingest = load_params(params_yaml).ingest
-    stages = declared.load_stages(dvc_yaml)
-    stored = declared.as_dep(path, root)  # normalised; relative to the project when inside it
-    entry: dict | None = {"name": name, "kind": kind, "path": stored}
-    if image_column is not None:
-        entry["image_column"] = image_column
-    source = SimpleNamespace(**entry)
-    notes = []
-    existing = {s.name: s for s in ingest.sources}.get(name)
-    if existing is not None:
-        same = (existing.kind == kind and declared.as_dep(existing.path, root) == stored
-                and image_column in (None, getattr(existing, "image_column", None)))
-        if not same:
-            raise ConfigError(f"{params_yaml}: a source named '{name}' exists already ({existing.kind}, "
-                              f"{existing.path}); choose another name, or edit params.yaml to change it")
-        if declared.covered(declared.read_path(existing), declared.ingest_deps(stages), root):
-            raise ConfigError(f"source '{name}' is in params.yaml and declared in dvc.yaml already; nothing to add")
-        entry, source = None, existing
-    reads = declared.read_path(source)
-    dep = None if declared.covered(reads, declared.ingest_deps(stages), root) else declared.as_dep(reads, root)
-    notes.append(f"source '{name}' ({source.kind}, {source.path}): "
-                 + ("added to params.yaml ingest.sources" if entry else "in params.yaml ingest.sources already")
-                 + (f"; {dep} added to the ingest stage's deps in dvc.yaml" if dep else
-                    f"; {declared.as_dep(reads, root)} is covered by an ingest dep in dvc.yaml already"))
-    try:
-        params_text, dvc_text = declared.add_source_text(params_yaml.read_text(encoding="utf-8"),
-                                                         dvc_yaml.read_text(encoding="utf-8"), entry, dep)
-    except ValueError as exc:
-        raise ConfigError(f"cannot add source '{name}' as text: {exc}; add it to params.yaml ingest.sources and "
-                          f"its path to stages.ingest.deps in dvc.yaml by hand") from None
-    with tempfile.TemporaryDirectory() as tmp:  # validate the new params.yaml before writing anything
-        (Path(tmp) / "params.yaml").write_text(params_text, encoding="utf-8")
-        try:
-            new_ingest = load_params(Path(tmp) / "params.yaml").ingest
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(str(Path(tmp) / "params.yaml"), str(params_yaml))) from None
-    found = declared.check(new_ingest, (yaml.safe_load(dvc_text) or {}).get("stages") or {}, root)
-    if any(p.level == "error" and p.source == name for p in found):
-        raise ConfigError(f"source '{name}': still not covered by the ingest stage's deps after adding it")
-    notes += [f"note: {p.message}" for p in found if p.source != name]  # problems that were there before
-    if dep is not None:
-        write_text(dvc_yaml, dvc_text)  # dvc.yaml first: a dep no source reads is only a warning
-    if entry is not None:
-        write_text(params_yaml, params_text)
-    if not (root / reads).exists():
-        notes.append(f"note: {declared.as_dep(reads, root)} does not exist yet: put the source there before the "
-                     f"next run (DVC stops on a missing dependency)")
-    return notes
-
-
-def recheck_sources(root: Path, name: str | None) -> list[str]:
-    """Mark the earlier fetches of url source `name` (every url source when None) as due in the ingest index; return
-    the lines to print."""
-    from atelier import paths
-    from atelier.config import load_params
-    from stages.ingest import mark_due
-
-    urls = [s.name for s in load_params(root / "params.yaml").ingest.sources if s.kind == "urls"]
-    if name is not None and name not in urls:
-        raise ConfigError(f"'{name}' is not a url source in params.yaml ingest.sources (url sources: "
-                          f"{', '.join(urls) or 'none'}); only fetched URLs can be re-checked")
-    names = [name] if name else urls
-    if not names:
-        return ["sources: no url source in params.yaml ingest.sources: nothing to re-check"]
-    marked = mark_due(paths.INGEST_INDEX, paths.INGEST_COMPACTED, names)
-    lines = [f"sources: {marked[n]} earlier fetches of '{n}' marked due: the next ingest fetches them again, "
-             "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
-             "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
-             for n in names]
-    return lines + ["note: the next `atelier run` (or scheduled run) re-checks them: it runs ingest whenever a "
-                    "re-check is due; with plain DVC: dvc repro --force --single-item ingest, then dvc repro"]
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
@@ -443,9 +312,11 @@ def cmd_sources(args: argparse.Namespace) -> int:
     root = paths.ROOT
     try:
         if args.action == "add":
-            print("\n".join(add_source(root, args.name, args.path, args.kind, args.image_column)))
+            print("\n".join(declared.add_source(root, args.name, args.path, args.kind, args.image_column)))
             return 0
         if args.action == "recheck":
+            from stages.ingest import recheck_sources
+
             print("\n".join(recheck_sources(root, args.name)))
             return 0
         if args.action == "list":

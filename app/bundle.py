@@ -26,7 +26,8 @@ from pathlib import Path
 from atelier import paths
 from atelier.io import write_bytes, write_json, write_text
 from atelier.version import code_version
-from provenance import credentials, ledger, publiclog, signed
+from provenance import credentials, ledger, publiclog
+from provenance import signed_json
 from provenance.keys import ensure_signing_identity
 
 SCHEMA = "atelier.bundle/1"
@@ -88,8 +89,8 @@ def publish(folder: Path, model_name: str | None = None) -> dict:
              if p.is_file() and p.name != "index.json" and not p.name.startswith(".")}
     index = {"schema": SCHEMA, "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "tool": f"Atelier {code_version()}", "model": model_name,
-             "trust_anchor": signed.anchor_description(identity.ca_pem()), "log_entries": entries, "files": files}
-    write_json(folder / "index.json", signed.sign(index, identity))
+             "trust_anchor": signed_json.anchor_description(identity.ca_pem()), "log_entries": entries, "files": files}
+    write_json(folder / "index.json", signed_json.sign(index, identity))
     return index
 
 
@@ -117,7 +118,7 @@ def open_bundle(folder: Path) -> Bundle:
                           "(`atelier publish DIR` writes one)")
     anchor_pem = anchor.read_text(encoding="ascii", errors="replace")
     try:
-        signed.anchor_description(anchor_pem)
+        signed_json.anchor_description(anchor_pem)
     except ValueError as exc:
         raise BundleError(f"{anchor}: not a PEM certificate ({exc})") from None
     problems = _index_problems(folder, anchor_pem)
@@ -155,7 +156,7 @@ def _index_problems(folder: Path, anchor_pem: str) -> list[str]:
         files = index["payload"]["files"]
     except (ValueError, KeyError, TypeError) as exc:
         return [f"index.json is unreadable ({exc})"]
-    problems = [f"index.json: {p}" for p in signed.verify(index, anchor_pem)]
+    problems = [f"index.json: {p}" for p in signed_json.verify(index, anchor_pem)]
     for name, sha in files.items():
         path = folder / name
         if ".." in Path(name).parts or Path(name).is_absolute():

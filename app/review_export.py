@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +17,10 @@ import pandas as pd
 from atelier import paths
 from atelier.cards import CONTEXT, CROISSANT, CROISSANT_RAI, card_text
 from atelier.io import write_parquet, write_text
+from provenance.votes import read_reviewers, read_votes
 
 DATASET_NAME = "atelier-review-votes"
 RECORD_SET = "votes"
-VOTE_COLUMNS = ("id", "reviewer", "prompt", "seed", "left_artwork", "right_artwork", "left_version", "right_version",
-                "left_guidance", "right_guidance", "choice", "flag_reason", "flagged", "created_at")
 # votes.parquet's columns: column -> (Croissant data type, description)
 FIELDS = {
     "vote_id": ("sc:Integer", "the vote's number in the ledger's votes table"),
@@ -42,46 +40,6 @@ FIELDS = {
     "flagged": ("sc:Text", "for a flag: the artwork id it is about; empty otherwise"),
     "created_at": ("sc:Text", "when the vote was cast (ISO 8601, UTC)"),
 }
-
-
-def _read_only(ledger: Path) -> sqlite3.Connection | None:
-    if not Path(ledger).is_file():
-        return None
-    conn = sqlite3.connect(f"file:{Path(ledger).resolve()}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
-
-def read_votes(ledger: Path = paths.LEDGER) -> list[dict]:
-    """Every vote in the ledger database (read-only), oldest first; [] when there is no ledger or no votes table."""
-    conn = _read_only(ledger)
-    if conn is None:
-        return []
-    try:
-        if not _has_table(conn, "votes"):
-            return []
-        rows = conn.execute(f"SELECT {', '.join(VOTE_COLUMNS)} FROM votes ORDER BY id").fetchall()
-        return [dict(row) for row in rows]
-    finally:
-        conn.close()
-
-
-def read_reviewers(ledger: Path = paths.LEDGER) -> dict[str, dict]:
-    """pseudonym -> {consent, consented_at} from the ledger (read-only); {} when there is none."""
-    conn = _read_only(ledger)
-    if conn is None:
-        return {}
-    try:
-        if not _has_table(conn, "reviewers"):
-            return {}
-        return {row["pseudonym"]: {"consent": row["consent"], "consented_at": row["consented_at"]}
-                for row in conn.execute("SELECT pseudonym, consent, consented_at FROM reviewers")}
-    finally:
-        conn.close()
 
 
 def consent_reference(consent: str) -> str:

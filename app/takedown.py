@@ -19,10 +19,9 @@ import pandas as pd
 
 from atelier import paths
 from atelier.config import load_params
-from atelier.io import write_text
-from atelier.lineage import training_records
-from provenance import ledger
+from atelier.io import read_frame, write_text
 from atelier.rights import creator_matches, csv_cell, normalise_name, read_opt_outs
+from provenance.usage import used_by
 
 
 def target_kind(target: str) -> str:
@@ -39,39 +38,12 @@ def affected(target: str) -> dict:
         listed = read_opt_outs(paths.OPT_OUT)  # any spelling, and the aliases the list gives the creator
         hits = lambda records: pd.Series(creator_matches(records.to_dict("records"), target, listed),  # noqa: E731
                                          index=records.index, dtype=bool)
-    return {"target": target, "kind": kind, **_lineage(hits)}
-
-
-def _lineage(hits) -> dict:
-    """Versions whose training records have rows where `hits(records)` (a boolean Series) holds, and their artworks
-    (the ledger is read, never created)."""
-    from registry import tracking
-
-    name = load_params().registry.model_name
-    versions, artworks, unknown = [], [], []
-    conn = ledger.open_read_only(paths.LEDGER)
-    try:
-        for v in tracking.all_versions(name):
-            md5 = v["tags"].get("dataset_md5")
-            try:
-                records = training_records(md5)
-            except (FileNotFoundError, TypeError):
-                unknown.append(v["version"])
-                continue
-            found = int(hits(records).sum())
-            if found:
-                versions.append({"version": v["version"], "records": found, "aliases": v["aliases"]})
-                made = ledger.by_model_version(conn, name, v["version"]) if conn else []
-                artworks += [{"id": a["id"], "model_version": v["version"]} for a in made]
-    finally:
-        if conn:
-            conn.close()
-    return {"model": name, "versions": versions, "artworks": artworks, "versions_with_unknown_data": unknown}
+    return {"target": target, "kind": kind, **used_by(hits)}
 
 
 def image_phash(data: bytes) -> str:
     """The picture's perceptual hash, computed as the clean stage computes a record's (any size is accepted)."""
-    from stages.clean import Rejected, decode
+    from atelier.images import Rejected, decode
 
     p = load_params().clean
     try:
@@ -81,21 +53,15 @@ def image_phash(data: bytes) -> str:
                          "WebP, BMP or TIFF file") from None
 
 
-def _table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame(columns=columns)
-    return pd.read_parquet(path, columns=columns)
-
-
 def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
     """Every raw record (all sources) whose image is `data`: the same bytes (record id = sha256), or a perceptual hash
     within `hamming` bits; then the rest of each match's duplicate group (records within `hamming` bits of a match,
     exact duplicates sharing its record id, and the near duplicates clean rejected as copies of it, or it of them).
     One row per raw record, with `match` saying how it was found."""
     sha, query = hashlib.sha256(data).hexdigest(), np.uint64(int(image_phash(data), 16))
-    raw = _table(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
-    hashes = pd.concat([_table(paths.CLEAN_RECORDS, ["record_id", "phash"]),  # decoded: the rejected copies' hashes
-                        _table(paths.CLEAN_DECODED, ["record_id", "phash"])]).dropna().drop_duplicates("record_id")
+    raw = read_frame(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
+    hashes = pd.concat([read_frame(paths.CLEAN_RECORDS, ["record_id", "phash"]),  # decoded: the rejected copies' hashes
+                        read_frame(paths.CLEAN_DECODED, ["record_id", "phash"])]).dropna().drop_duplicates("record_id")
     ids = hashes["record_id"].to_numpy()
     bank = np.array([int(h, 16) for h in hashes["phash"]], dtype=np.uint64)
     how = {sha: "the same bytes"} if sha in set(raw["record_id"]) else {}
@@ -105,7 +71,7 @@ def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
     for h, seed in zip(bank[distance <= hamming], ids[distance <= hamming]):
         for rid in ids[np.bitwise_count(bank ^ h) <= hamming]:
             how.setdefault(rid, f"duplicate group of {seed[:16]} (perceptual hash)")
-    rejects = _table(paths.CLEAN_REJECTS, ["record_id", "reason", "detail"])
+    rejects = read_frame(paths.CLEAN_REJECTS, ["record_id", "reason", "detail"])
     near = rejects[rejects["reason"] == "duplicate_near"]
     id_of_uri = dict(zip(raw["source_uri"], raw["record_id"]))
     for rid, detail in zip(near["record_id"], near["detail"]):  # "perceptual hash within N bits of <kept uri>"
@@ -125,7 +91,7 @@ def affected_by_image(image: Path) -> dict:
     data = Path(image).read_bytes()
     matches = matching_records(data, load_params().clean.near_duplicate_hamming)
     ids = set(matches["record_id"])
-    report = _lineage(lambda records: records["record_id"].isin(ids))
+    report = used_by(lambda records: records["record_id"].isin(ids))
     return {"target": str(image), "kind": "image", "sha256": hashlib.sha256(data).hexdigest(),
             "matches": [{k: (None if pd.isna(v) else v) for k, v in row.items()}
                         for row in matches.to_dict("records")], "record_ids": sorted(ids), **report}

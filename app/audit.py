@@ -30,7 +30,8 @@ from atelier import paths
 from atelier.hashing import phash, pixels_sha256
 from atelier.models.metrics import phash_distance
 from atelier.version import code_version
-from provenance import credentials, ledger, signed, watermark
+from provenance import credentials, ledger, watermark
+from provenance import signed_json
 from provenance.manifest import DIGITAL_SOURCE_TYPE
 from provenance.png import read_manifest
 from provenance.signing import read_credentials
@@ -53,7 +54,7 @@ class Context:
 
     anchor_pem: str
     mode: str                                  # "bundle" | "workspace"
-    bundle: object | None = None               # provenance.bundle.Bundle
+    bundle: object | None = None               # app.bundle.Bundle
     conn: object | None = None                 # the ledger, read-only (workspace)
     lineage: bool = True
     log_problems: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ class Context:
     def anchor_description(self) -> str:
         """Which anchor, in words a reader of a handed-on report can check (no local path)."""
         source = f"bundle {self.bundle.folder.name}/trust/ca.pem" if self.mode == "bundle" else "operator signing folder"
-        return f"{source}, {signed.anchor_description(self.anchor_pem)}"
+        return f"{source}, {signed_json.anchor_description(self.anchor_pem)}"
 
 
 def audit_paths(files: list[Path], lineage: bool = True, bundle: Path | None = None) -> list[dict]:
@@ -82,7 +83,7 @@ def open_context(lineage: bool = True, bundle: Path | None = None) -> Context:
     """The trust anchor and records to audit against. Raises BundleError, FileNotFoundError or PermissionError (a
     message for the user) when there is no usable anchor."""
     if bundle is not None:
-        from provenance.bundle import open_bundle
+        from app.bundle import open_bundle
 
         found = open_bundle(Path(bundle))
         return Context(found.anchor_pem, "bundle", bundle=found, lineage=False,
@@ -214,7 +215,7 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
             problems.append("the model credential ingredient is not JSON")
     if credential is not None:
         problems += credentials.check(credential, context.anchor_pem, weights_sha256=model["weights_sha256"])
-        if signed.digest(credential) != model["credential_sha256"]:
+        if signed_json.digest(credential) != model["credential_sha256"]:
             problems.append("it is not the credential the manifest names (digest differs)")
         credited = credential.get("payload", {}).get("model", {})
         for key in ("components", "licensed_only", "licensed_only_reason"):
@@ -224,7 +225,7 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
             published = context.bundle.credentials.get((model["name"], str(model["version"])))
             if published is None:
                 problems.append(f"the bundle has no credential for {model['name']} version {model['version']}")
-            elif signed.digest(published) != signed.digest(credential):
+            elif signed_json.digest(published) != signed_json.digest(credential):
                 problems.append("it differs from the bundle's credential for this version")
     checks = [Check("model credential", not problems, "; ".join(problems) if problems else
                     f"signed under the anchor, names {model['name']} version {model['version']} with the manifest's "

@@ -20,7 +20,7 @@ Beside the metadata it writes two files the stages never read (the tests do):
   the upright image's width and height) where that colour was drawn; the licence category and expected decision.
 - `expected.json`: like the demo's, the file names that must not train and the reason the license stage gives.
 
-Everything comes from the seed: the same (n, seed) writes the same bytes. `python -m atelier.scenes PATH --n N`.
+Everything comes from the seed: the same (n, seed) writes the same bytes. `python -m tests.scenes PATH --n N`.
 """
 
 from __future__ import annotations
@@ -1106,7 +1106,7 @@ def summarise(files: list[SceneFile]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m atelier.scenes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.scenes", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="folder to write (replaced whole), e.g. data/sources/scenes")
     parser.add_argument("--n", type=int, default=400, help="number of images (default 400)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")

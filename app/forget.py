@@ -1,7 +1,7 @@
 """`atelier forget RECORD_ID_OR_CREATOR` or `--image FILE`: erasure of a data subject's work (issue 18, item 4).
 
 A takedown stops training on a work; an erasure also deletes it. The records are found as a takedown finds them
-(provenance/takedown.py: a record id, a creator under any spelling or alias, or a picture by sha256 or perceptual
+(app/takedown.py: a record id, a creator under any spelling or alias, or a picture by sha256 or perceptual
 hash with its duplicate group); then, in this order:
 1. the tombstone: policy/erasures.csv gets one row per record (atelier/erasures.py: its digest, when, why, who asked;
    no personal data), so ingest excludes it wherever it appears again (reason `erased`); written first, so a forget
@@ -46,9 +46,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atelier import erasures, paths, rawstore
-from atelier.io import ParquetStream, read_table, write_bytes
+from atelier.config import load_params
+from atelier.io import ParquetStream, read_frame, read_table, write_bytes
 from atelier.rights import creator_matches, read_opt_outs
-from provenance import ledger, takedown
+from app import takedown
+from provenance import ledger
+from provenance.usage import used_by
 
 REDACTED = "(erased)"
 MIN_NEEDLE = 8  # a personal string shorter than this is too common to search the cache for
@@ -56,10 +59,10 @@ MIN_NEEDLE = 8  # a personal string shorter than this is too common to search th
 
 def find(target: str | None, image: Path | None) -> dict:
     """The records to forget: {"kind", "target", "record_ids", "sources"} (sources: {source: rows found})."""
-    raw = takedown._table(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
+    raw = read_frame(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
     if image is not None:
         data = Path(image).read_bytes()
-        matches = takedown.matching_records(data, takedown.load_params().clean.near_duplicate_hamming)
+        matches = takedown.matching_records(data, load_params().clean.near_duplicate_hamming)
         ids = set(matches["record_id"]) | {hashlib.sha256(data).hexdigest()}
         kind, target = "image", str(image)
     elif takedown.target_kind(target) == "record_id":
@@ -239,7 +242,7 @@ def forget(target: str | None = None, image: Path | None = None, reason: str = "
         raise ValueError("forget needs --reason: why the record is erased (kept in the tombstone)")
     report = find(target, image)
     ids = set(report["record_ids"])
-    lineage = takedown._lineage(lambda records: records["record_id"].isin(ids)) if ids else {
+    lineage = used_by(lambda records: records["record_id"].isin(ids)) if ids else {
         "model": None, "versions": [], "artworks": [], "versions_with_unknown_data": []}
     report |= {k: lineage[k] for k in ("model", "versions", "artworks", "versions_with_unknown_data")}
     report["dry_run"] = dry_run

@@ -5,7 +5,7 @@ anchor used), then one card per artwork: a thumbnail, the status, each check, th
 disclosure and the EU AI Act Article 50(2) checklist. Every value is escaped, the page runs no script and loads
 nothing: its Content-Security-Policy allows only inline styles and `data:` images (the thumbnails).
 
-`results` are provenance/audit.py's dicts ({path, status, summary, checks, notes, manifest, attribution, marking});
+`results` are app/audit.py's dicts ({path, status, summary, checks, notes, manifest, attribution, marking});
 `meta` is {"date", "tool", "anchor", "mode"}. Optional keys may be missing: a fact that is absent is shown as
 "not checked", never as met.
 """

@@ -53,9 +53,9 @@ from PIL import Image
 
 from atelier import paths
 from atelier.hashing import phash
-from atelier.serving import serve_until_stopped
+from app.serving import serve_until_stopped
 from provenance import ledger, watermark
-from provenance.audit import PHASH_CONFIRM_BITS, PHASH_ONLY_BITS
+from app.audit import PHASH_CONFIRM_BITS, PHASH_ONLY_BITS
 
 PHASH_ALG = "local.atelier.phash.1"  # imagehash's 64-bit DCT pHash (atelier.hashing.phash), Hamming distance
 PHASH_MAX_BITS = PHASH_ONLY_BITS

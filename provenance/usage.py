@@ -1,0 +1,43 @@
+"""Which model versions trained on some records, and which artworks those versions made: the lineage that a
+takedown, an erasure and a url source's re-check report, read from the registry's tags, the recorded training sets
+(DVC) and the ledger. Read only: nothing is tagged or created."""
+
+from __future__ import annotations
+
+from atelier import paths
+from atelier.config import load_params
+from atelier.lineage import training_records
+from provenance import ledger
+
+
+def used_by(hits) -> dict:
+    """Versions whose training records have rows where `hits(records)` (a boolean Series) holds, and their artworks
+    (the ledger is read, never created)."""
+    from registry import tracking
+
+    name = load_params().registry.model_name
+    versions, artworks, unknown = [], [], []
+    conn = ledger.open_read_only(paths.LEDGER)
+    try:
+        for v in tracking.all_versions(name):
+            md5 = v["tags"].get("dataset_md5")
+            try:
+                records = training_records(md5)
+            except (FileNotFoundError, TypeError):
+                unknown.append(v["version"])
+                continue
+            found = int(hits(records).sum())
+            if found:
+                versions.append({"version": v["version"], "records": found, "aliases": v["aliases"]})
+                made = ledger.by_model_version(conn, name, v["version"]) if conn else []
+                artworks += [{"id": a["id"], "model_version": v["version"]} for a in made]
+    finally:
+        if conn:
+            conn.close()
+    return {"model": name, "versions": versions, "artworks": artworks, "versions_with_unknown_data": unknown}
+
+
+def records_used_by(record_ids: list[str]) -> dict:
+    """`used_by` for the training records whose id is one of `record_ids`."""
+    wanted = set(record_ids)
+    return used_by(lambda records: records["record_id"].isin(wanted))
