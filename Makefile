@@ -32,6 +32,8 @@ run: $(STAMP)
 	$(BIN)/atelier run
 
 test: $(STAMP) browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # The Prefect UI on http://127.0.0.1:4200 and the MLflow UI on http://127.0.0.1:5000, until Ctrl-C.

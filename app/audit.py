@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
@@ -30,15 +30,14 @@ from atelier import paths
 from atelier.hashing import phash, pixels_sha256
 from atelier.models.metrics import phash_distance
 from atelier.version import code_version
-from provenance import credentials, ledger, watermark
-from provenance import signed_json
+from provenance import credentials, ledger, signed_json, watermark
 from provenance.manifest import DIGITAL_SOURCE_TYPE
 from provenance.png import read_manifest
 from provenance.signing import read_credentials
 
 PHASH_CONFIRM_BITS = 10  # a watermark match must also be this close in perceptual hash
-PHASH_ONLY_BITS = 6      # without a watermark, only a very close perceptual hash counts
-WATERMARK_MAX_BITS = 4   # a read watermark within this many bits of the manifest's id is readable
+PHASH_ONLY_BITS = 6  # without a watermark, only a very close perceptual hash counts
+WATERMARK_MAX_BITS = 4  # a read watermark within this many bits of the manifest's id is readable
 
 
 @dataclass
@@ -53,15 +52,17 @@ class Context:
     """What every artwork is checked against: the trust anchor and either a bundle or the operator's ledger."""
 
     anchor_pem: str
-    mode: str                                  # "bundle" | "workspace"
-    bundle: object | None = None               # app.bundle.Bundle
-    conn: object | None = None                 # the ledger, read-only (workspace)
+    mode: str  # "bundle" | "workspace"
+    bundle: object | None = None  # app.bundle.Bundle
+    conn: object | None = None  # the ledger, read-only (workspace)
     lineage: bool = True
     log_problems: list[str] = field(default_factory=list)
 
     def anchor_description(self) -> str:
         """Which anchor, in words a reader of a handed-on report can check (no local path)."""
-        source = f"bundle {self.bundle.folder.name}/trust/ca.pem" if self.mode == "bundle" else "operator signing folder"
+        source = (
+            f"bundle {self.bundle.folder.name}/trust/ca.pem" if self.mode == "bundle" else "operator signing folder"
+        )
         return f"{source}, {signed_json.anchor_description(self.anchor_pem)}"
 
 
@@ -86,8 +87,9 @@ def open_context(lineage: bool = True, bundle: Path | None = None) -> Context:
         from app.bundle import open_bundle
 
         found = open_bundle(Path(bundle))
-        return Context(found.anchor_pem, "bundle", bundle=found, lineage=False,
-                       log_problems=found.log_problems + found.problems)
+        return Context(
+            found.anchor_pem, "bundle", bundle=found, lineage=False, log_problems=found.log_problems + found.problems
+        )
     from provenance.keys import trust_anchor
 
     anchor = trust_anchor()
@@ -98,8 +100,12 @@ def open_context(lineage: bool = True, bundle: Path | None = None) -> Context:
 
 def report_meta(context: Context) -> dict:
     """The facts a report opens with: date, tool version, trust anchor and mode."""
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tool": f"Atelier {code_version()}",
-            "anchor": context.anchor_description(), "mode": context.mode}
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tool": f"Atelier {code_version()}",
+        "anchor": context.anchor_description(),
+        "mode": context.mode,
+    }
 
 
 def audit_artwork(path: Path, context: Context) -> dict:
@@ -117,16 +123,28 @@ def audit_artwork(path: Path, context: Context) -> dict:
     notes: list[str] = []
     state_ok = creds["state"] == "Trusted"
     codes = ", ".join(creds["codes"]) or creds.get("error") or "no failure codes"
-    checks.append(Check("C2PA signature and trust chain", state_ok,
-                        "Trusted: signed under the trust anchor" if state_ok else f"{creds['state']}: {codes}"))
+    checks.append(
+        Check(
+            "C2PA signature and trust chain",
+            state_ok,
+            "Trusted: signed under the trust anchor" if state_ok else f"{creds['state']}: {codes}",
+        )
+    )
     attribution = None
     if manifest is None:
         checks.append(Check("Atelier assertion", False, "the content credentials hold no org.atelier.provenance"))
     else:
         sha = pixels_sha256(image)
         same = sha == manifest["artwork"]["sha256_pixels"]
-        checks.append(Check("hash binding", same, "pixels match the manifest's sha256" if same else
-                            f"pixels sha256 {sha[:16]}... differ from the manifest's"))
+        checks.append(
+            Check(
+                "hash binding",
+                same,
+                "pixels match the manifest's sha256"
+                if same
+                else f"pixels sha256 {sha[:16]}... differ from the manifest's",
+            )
+        )
         checks += _copies(path, manifest, notes)
         ingredient_checks, attribution = _ingredients(manifest, creds, context)
         checks += ingredient_checks
@@ -138,17 +156,46 @@ def audit_artwork(path: Path, context: Context) -> dict:
             checks += _lineage_checks(manifest)
     ok = all(c.ok for c in checks)
     failed = [c.name for c in checks if not c.ok]
-    return _result(path, "verified" if ok else "failed",
-                   "all checks passed, C2PA Trusted" if ok else f"failed: {', '.join(failed)}", checks, notes,
-                   manifest, attribution, _marking(creds, image, manifest, context))
+    return _result(
+        path,
+        "verified" if ok else "failed",
+        "all checks passed, C2PA Trusted" if ok else f"failed: {', '.join(failed)}",
+        checks,
+        notes,
+        manifest,
+        attribution,
+        _marking(creds, image, manifest, context),
+    )
 
 
-def _result(path: Path, status: str, summary: str, checks: list[Check], notes: list[str] | None = None,
-            manifest: dict | None = None, attribution: str | None = None, marking: dict | None = None) -> dict:
-    return {"path": str(path), "status": status, "summary": summary, "checks": [asdict(c) for c in checks],
-            "notes": notes or [], "manifest": manifest, "attribution": attribution,
-            "marking": marking or {"c2pa_state": None, "signed_at": None, "trusted_timestamp": False,
-                                   "watermark": None, "ai_disclosure": None, "logged": None}}
+def _result(
+    path: Path,
+    status: str,
+    summary: str,
+    checks: list[Check],
+    notes: list[str] | None = None,
+    manifest: dict | None = None,
+    attribution: str | None = None,
+    marking: dict | None = None,
+) -> dict:
+    return {
+        "path": str(path),
+        "status": status,
+        "summary": summary,
+        "checks": [asdict(c) for c in checks],
+        "notes": notes or [],
+        "manifest": manifest,
+        "attribution": attribution,
+        "marking": marking
+        or {
+            "c2pa_state": None,
+            "signed_at": None,
+            "trusted_timestamp": False,
+            "watermark": None,
+            "ai_disclosure": None,
+            "logged": None,
+        },
+    }
 
 
 def _copies(path: Path, manifest: dict, notes: list[str]) -> list[Check]:
@@ -160,20 +207,36 @@ def _copies(path: Path, manifest: dict, notes: list[str]) -> list[Check]:
         notes.append("no unsigned text copy of the manifest in the file; the signed manifest is used")
     else:
         fields = differing_fields(manifest, embedded)
-        checks.append(Check("embedded text copy", not fields, "equals the signed manifest" if not fields else
-                            f"differs from the signed manifest in {', '.join(fields[:8])}"))
+        checks.append(
+            Check(
+                "embedded text copy",
+                not fields,
+                "equals the signed manifest"
+                if not fields
+                else f"differs from the signed manifest in {', '.join(fields[:8])}",
+            )
+        )
     sidecar = path.with_name(f"{manifest['id']}.provenance.json")
     if not sidecar.exists():
-        notes.append(f"no sidecar {sidecar.name} beside the file (renamed or copied alone); the embedded signed "
-                     "manifest is enough")
+        notes.append(
+            f"no sidecar {sidecar.name} beside the file (renamed or copied alone); the embedded signed "
+            "manifest is enough"
+        )
         return checks
     try:
         copy = json.loads(sidecar.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         return checks + [Check("sidecar copy", False, f"{sidecar.name} is unreadable: {exc}")]
     fields = differing_fields(manifest, copy)
-    return checks + [Check("sidecar copy", not fields, f"{sidecar.name} agrees" if not fields else
-                           f"{sidecar.name} differs from the signed manifest in {', '.join(fields[:8])}")]
+    return checks + [
+        Check(
+            "sidecar copy",
+            not fields,
+            f"{sidecar.name} agrees"
+            if not fields
+            else f"{sidecar.name} differs from the signed manifest in {', '.join(fields[:8])}",
+        )
+    ]
 
 
 def differing_fields(a: object, b: object, prefix: str = "") -> list[str]:
@@ -203,8 +266,14 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
                 by_type.setdefault(key, ingredient)
     model, data = manifest["model"], manifest["data"]
     if "credential_sha256" not in model:
-        return [Check("model credential", False, f"the manifest ({manifest.get('schema')}) names no model "
-                      "credential: made before credentials (atelier.provenance/2)")], None
+        return [
+            Check(
+                "model credential",
+                False,
+                f"the manifest ({manifest.get('schema')}) names no model "
+                "credential: made before credentials (atelier.provenance/2)",
+            )
+        ], None
     problems, credential = [], None
     if by_type.get("model", {}).get("data") is None:
         problems.append("no model credential ingredient in the signed manifest")
@@ -227,18 +296,39 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
                 problems.append(f"the bundle has no credential for {model['name']} version {model['version']}")
             elif signed_json.digest(published) != signed_json.digest(credential):
                 problems.append("it differs from the bundle's credential for this version")
-    checks = [Check("model credential", not problems, "; ".join(problems) if problems else
-                    f"signed under the anchor, names {model['name']} version {model['version']} with the manifest's "
-                    f"weights sha256 {model['weights_sha256'][:12]}...")]
+    checks = [
+        Check(
+            "model credential",
+            not problems,
+            "; ".join(problems)
+            if problems
+            else f"signed under the anchor, names {model['name']} version {model['version']} with the manifest's "
+            f"weights sha256 {model['weights_sha256'][:12]}...",
+        )
+    ]
     facts = (credential or {}).get("payload", {}).get("training_data", {})
     card = data.get("dataset_card") or {}
-    checks.append(_document_check("dataset card", card.get("sha256"), facts.get("dataset_card_sha256"),
-                                  by_type.get("card"), card.get("embedded", False),
-                                  None if context.bundle is None else context.bundle.cards))
+    checks.append(
+        _document_check(
+            "dataset card",
+            card.get("sha256"),
+            facts.get("dataset_card_sha256"),
+            by_type.get("card"),
+            card.get("embedded", False),
+            None if context.bundle is None else context.bundle.cards,
+        )
+    )
     attribution = data["attribution"]
-    checks.append(_document_check("attribution list", attribution["sha256"], facts.get("attribution_sha256"),
-                                  by_type.get("attribution"), attribution.get("embedded", False),
-                                  None if context.bundle is None else context.bundle.attribution))
+    checks.append(
+        _document_check(
+            "attribution list",
+            attribution["sha256"],
+            facts.get("attribution_sha256"),
+            by_type.get("attribution"),
+            attribution.get("embedded", False),
+            None if context.bundle is None else context.bundle.attribution,
+        )
+    )
     text = None
     if by_type.get("attribution", {}).get("data") is not None:
         text = by_type["attribution"]["data"].decode("utf-8", errors="replace")
@@ -247,8 +337,14 @@ def _ingredients(manifest: dict, creds: dict, context: Context) -> tuple[list[Ch
     return checks, text
 
 
-def _document_check(name: str, expected: str | None, credited: str | None, ingredient: dict | None, embedded: bool,
-                    published: dict | None) -> Check:
+def _document_check(
+    name: str,
+    expected: str | None,
+    credited: str | None,
+    ingredient: dict | None,
+    embedded: bool,
+    published: dict | None,
+) -> Check:
     """One named document: the manifest's digest, the credential's digest, the embedded copy and the bundle's copy
     must all agree."""
     if expected is None:
@@ -265,12 +361,18 @@ def _document_check(name: str, expected: str | None, credited: str | None, ingre
     if published is not None and expected not in published:
         problems.append(f"the bundle has no {name} with sha256 {expected[:12]}...")
     where = ", ".join(w for w, on in (("embedded", embedded), ("in the bundle", published is not None)) if on)
-    return Check(name, not problems, "; ".join(problems) if problems else
-                 f"sha256 {expected[:12]}... matches the manifest and the model credential ({where or 'by digest'})")
+    return Check(
+        name,
+        not problems,
+        "; ".join(problems)
+        if problems
+        else f"sha256 {expected[:12]}... matches the manifest and the model credential ({where or 'by digest'})",
+    )
 
 
-def _soft_binding_check(creds: dict, image: Image.Image, manifest: dict, context: Context,
-                        notes: list[str]) -> Check | None:
+def _soft_binding_check(
+    creds: dict, image: Image.Image, manifest: dict, context: Context, notes: list[str]
+) -> Check | None:
     """The signed soft binding (issue 20) against the manifest's watermark id, the id read from the pixels and the
     ledger row or log entry; None (with a note) when the artwork declares no binding (unmarked, or signed before)."""
     expected = (manifest["artwork"].get("watermark") or {}).get("id")
@@ -280,8 +382,9 @@ def _soft_binding_check(creds: dict, image: Image.Image, manifest: dict, context
             notes.append("the credentials declare no soft binding for the watermark (signed before issue 20)")
         return None
     try:
-        declared = watermark.id_from_binding(binding["blocks"][0]["value"]) if binding.get("alg") == watermark.ALG \
-            else None
+        declared = (
+            watermark.id_from_binding(binding["blocks"][0]["value"]) if binding.get("alg") == watermark.ALG else None
+        )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         return Check("soft binding", False, f"the c2pa.soft-binding value is malformed ({exc})")
     if declared is None:
@@ -292,15 +395,26 @@ def _soft_binding_check(creds: dict, image: Image.Image, manifest: dict, context
         notes.append(f"the soft binding's watermark id {declared} could not be read from the pixels")
     elif read != declared:
         problems.append(f"the pixels carry watermark id {read}")
-    row = (context.bundle.artworks.get(manifest["id"]) if context.mode == "bundle"
-           else ledger.get(context.conn, manifest["id"]) if context.conn is not None else None)
+    row = (
+        context.bundle.artworks.get(manifest["id"])
+        if context.mode == "bundle"
+        else ledger.get(context.conn, manifest["id"])
+        if context.conn is not None
+        else None
+    )
     if isinstance(row, dict) and "watermark_id" in row and row["watermark_id"] != declared:
-        problems.append(f"the {'log entry' if context.mode == 'bundle' else 'ledger row'} holds watermark id "
-                        f"{row['watermark_id']}")
-    return Check("soft binding", not problems, "; ".join(problems) if problems else
-                 f"watermark id {declared} declared, " + ("read from the pixels" if read is not None
-                                                          else "not read from the pixels (see notes)")
-                 + (", and recorded" if isinstance(row, dict) and "watermark_id" in row else ""))
+        problems.append(
+            f"the {'log entry' if context.mode == 'bundle' else 'ledger row'} holds watermark id {row['watermark_id']}"
+        )
+    return Check(
+        "soft binding",
+        not problems,
+        "; ".join(problems)
+        if problems
+        else f"watermark id {declared} declared, "
+        + ("read from the pixels" if read is not None else "not read from the pixels (see notes)")
+        + (", and recorded" if isinstance(row, dict) and "watermark_id" in row else ""),
+    )
 
 
 def _record_check(manifest: dict, context: Context) -> Check:
@@ -321,12 +435,18 @@ def _record_check(manifest: dict, context: Context) -> Check:
         if row is None:
             problems.append("no ledger row for this artwork" + (" (no ledger here)" if context.conn is None else ""))
     if found is not None and found != manifest:
-        problems.append(f"{where} differs from the signed manifest in "
-                        f"{', '.join(differing_fields(manifest, found)[:8])}")
+        problems.append(
+            f"{where} differs from the signed manifest in {', '.join(differing_fields(manifest, found)[:8])}"
+        )
     if context.log_problems:
         problems.append("the log cannot be trusted: " + "; ".join(context.log_problems[:5]))
-    return Check(name, not problems, "; ".join(problems) if problems else
-                 "present, equal to the signed manifest, and the log's chain and signed head verify")
+    return Check(
+        name,
+        not problems,
+        "; ".join(problems)
+        if problems
+        else "present, equal to the signed manifest, and the log's chain and signed head verify",
+    )
 
 
 def _marking(creds: dict, image: Image.Image, manifest: dict | None, context: Context) -> dict:
@@ -345,51 +465,80 @@ def _marking(creds: dict, image: Image.Image, manifest: dict | None, context: Co
     elif manifest is not None and context.conn is not None:
         row = ledger.get(context.conn, manifest["id"])
         logged = row is not None and row["manifest"] == manifest and not context.log_problems
-    return {"c2pa_state": creds.get("state"), "signed_at": signer.get("time") or (manifest or {}).get(
-                "artwork", {}).get("created_at"),
-            "trusted_timestamp": bool(signer.get("time")), "watermark": mark, "ai_disclosure": disclosed,
-            "logged": logged}
+    return {
+        "c2pa_state": creds.get("state"),
+        "signed_at": signer.get("time") or (manifest or {}).get("artwork", {}).get("created_at"),
+        "trusted_timestamp": bool(signer.get("time")),
+        "watermark": mark,
+        "ai_disclosure": disclosed,
+        "logged": logged,
+    }
 
 
 def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
     """A copy without credentials: find it in the log (bundle) or ledger (workspace) by watermark, then phash."""
     if context.mode == "bundle":
         rows = [r for r in context.bundle.artworks.values() if isinstance(r, dict)]
-        found, how = recover(image, lambda copy: _nearest_row(rows, copy),
-                             lambda h: _close_rows(rows, h, PHASH_ONLY_BITS))
+        found, how = recover(
+            image, lambda copy: _nearest_row(rows, copy), lambda h: _close_rows(rows, h, PHASH_ONLY_BITS)
+        )
         where = "the bundle's signed log"
     elif context.conn is not None:
         conn = context.conn
-        found, how = recover(image, lambda copy: ledger.by_mark(conn, copy),
-                             lambda h: ledger.by_phash(conn, h, max_distance=PHASH_ONLY_BITS))
+        found, how = recover(
+            image,
+            lambda copy: ledger.by_mark(conn, copy),
+            lambda h: ledger.by_phash(conn, h, max_distance=PHASH_ONLY_BITS),
+        )
         where = "the ledger"
     else:
         found, how = None, "no ledger here to search"
         where = "the ledger"
-    mark = {"c2pa_state": None, "signed_at": None, "trusted_timestamp": False, "ai_disclosure": None,
-            "logged": found is not None, "watermark": {"expected": None, "read": None, "distance": None,
-                                                       "readable": None}}
+    mark = {
+        "c2pa_state": None,
+        "signed_at": None,
+        "trusted_timestamp": False,
+        "ai_disclosure": None,
+        "logged": found is not None,
+        "watermark": {"expected": None, "read": None, "distance": None, "readable": None},
+    }
     if found is None:
-        return _result(path, "failed", f"no content credentials and {how}",
-                       [Check("content credentials", False, "no C2PA manifest in the file"),
-                        Check(f"recovery from {where}", False, how)], marking=mark)
+        return _result(
+            path,
+            "failed",
+            f"no content credentials and {how}",
+            [
+                Check("content credentials", False, "no C2PA manifest in the file"),
+                Check(f"recovery from {where}", False, how),
+            ],
+            marking=mark,
+        )
     manifest = found["manifest"]
     expected = manifest["artwork"]["watermark"]["id"]
     if expected is not None:
         method = manifest["artwork"]["watermark"].get("method")
         mark["watermark"] = {"expected": expected, **watermark.check(image, expected, method, WATERMARK_MAX_BITS)}
-    checks = [Check("content credentials", False, "no C2PA manifest in the file (stripped or re-encoded)"),
-              Check(f"recovery from {where}", True, f"provenance of artwork {found['id']} recovered by {how}")]
+    checks = [
+        Check("content credentials", False, "no C2PA manifest in the file (stripped or re-encoded)"),
+        Check(f"recovery from {where}", True, f"provenance of artwork {found['id']} recovered by {how}"),
+    ]
     if context.log_problems:
         checks.append(Check("log integrity", False, "; ".join(context.log_problems[:5])))
     if context.lineage and context.mode == "workspace":
         checks += _lineage_checks(manifest)
-    return _result(path, "recovered", f"not verified; provenance recovered from {where} by {how}", checks,
-                   manifest=manifest, marking=mark)
+    return _result(
+        path,
+        "recovered",
+        f"not verified; provenance recovered from {where} by {how}",
+        checks,
+        manifest=manifest,
+        marking=mark,
+    )
 
 
-def recover(image: Image.Image, by_watermark: Callable[[Image.Image], dict | None],
-            by_phash: Callable[[str], list[dict]]) -> tuple[dict | None, str]:
+def recover(
+    image: Image.Image, by_watermark: Callable[[Image.Image], dict | None], by_phash: Callable[[str], list[dict]]
+) -> tuple[dict | None, str]:
     """The record of a stripped or re-encoded copy: a version 2 watermark's exact id (its CRC and code already rule
     out noise, and a crop changes the perceptual hash), or a clear version 1 match confirmed by perceptual hash,
     else a unique, very close perceptual hash; (record, how it was found) or (None, why not)."""
@@ -400,8 +549,10 @@ def recover(image: Image.Image, by_watermark: Callable[[Image.Image], dict | Non
         if found["match"].get("margin") is None:  # version 2: decoded exactly
             return found, f"watermark id {found['watermark_id']} (decoded exactly; perceptual hash {distance} bits)"
         if distance <= PHASH_CONFIRM_BITS:
-            return found, (f"watermark id {found['watermark_id']} ({found['match']['distance']} bits off), "
-                           f"confirmed by perceptual hash ({distance} bits)")
+            return found, (
+                f"watermark id {found['watermark_id']} ({found['match']['distance']} bits off), "
+                f"confirmed by perceptual hash ({distance} bits)"
+            )
     close = by_phash(h)
     if len(close) == 1 or (len(close) > 1 and close[0]["distance"] < close[1]["distance"]):
         return close[0], f"perceptual hash only ({close[0]['distance']} bits), no watermark match"
@@ -411,11 +562,13 @@ def recover(image: Image.Image, by_watermark: Callable[[Image.Image], dict | Non
 def _nearest_row(rows: list[dict], image: Image.Image) -> dict | None:
     """The log entry whose watermark id `image` carries (as ledger.by_mark): a version 2 mark's exact id, else the
     clear, unique nearest version 1 id (entries whose manifest names method dwtDctSvd)."""
+
     def method(r: dict) -> str | None:
         return ((r.get("manifest") or {}).get("artwork", {}).get("watermark") or {}).get("method")
 
-    v1 = [int(r["watermark_id"]) for r in rows
-          if r.get("watermark_id") is not None and method(r) == watermark.METHOD_V1]
+    v1 = [
+        int(r["watermark_id"]) for r in rows if r.get("watermark_id") is not None and method(r) == watermark.METHOD_V1
+    ]
     found = watermark.identify(image, lambda: v1)
     row = next((r for r in rows if found.id is not None and r.get("watermark_id") == found.id), None)
     if row is None:
@@ -438,10 +591,10 @@ def _ledger_problems(conn) -> list[str]:
 
 def _lineage_checks(m: dict) -> list[Check]:
     """The model version is registered with the recorded weights; DVC knows the data; the policy allows every record."""
-    from registry import tracking
     from atelier.config import load_params
     from atelier.lineage import training_records, where_md5_is_recorded
     from atelier.rights import decide, read_opt_outs
+    from registry import tracking
 
     checks = []
     model = m["model"]
@@ -449,28 +602,51 @@ def _lineage_checks(m: dict) -> list[Check]:
         version = tracking.get_version(model["name"], model["version"])
         tags = version["tags"]
         same = tags.get("weights_sha256") == model["weights_sha256"] and version["run_id"] == model["run_id"]
-        checks.append(Check("model in registry", same,
-                            f"{model['name']} v{model['version']} registered" + (
-                                " with the recorded weights digest and run" if same else
-                                f" but its weights digest/run differ ({tags.get('weights_sha256')}, {version['run_id']})")))
+        checks.append(
+            Check(
+                "model in registry",
+                same,
+                f"{model['name']} v{model['version']} registered"
+                + (
+                    " with the recorded weights digest and run"
+                    if same
+                    else f" but its weights digest/run differ ({tags.get('weights_sha256')}, {version['run_id']})"
+                ),
+            )
+        )
         if tags.get("takedown"):
             checks.append(Check("model not taken down", False, f"takedown recorded: {tags['takedown']}"))
     except LookupError as exc:
         checks.append(Check("model in registry", False, str(exc)))
     md5 = m["data"]["dvc_md5"]
     where = where_md5_is_recorded(md5)
-    checks.append(Check("training data known to DVC", where is not None,
-                        f"md5 {md5} found in {where}" if where else f"md5 {md5} is in neither dvc.lock, its git "
-                        "history nor the DVC cache"))
+    checks.append(
+        Check(
+            "training data known to DVC",
+            where is not None,
+            f"md5 {md5} found in {where}"
+            if where
+            else f"md5 {md5} is in neither dvc.lock, its git history nor the DVC cache",
+        )
+    )
     try:
         records = training_records(md5)
     except FileNotFoundError as exc:
         checks.append(Check("training licenses allowed", False, str(exc)))
         return checks
     policy, opt_outs = load_params().license.policy, read_opt_outs(paths.OPT_OUT)
-    refused = [(r["record_id"][:12], d["reason"]) for r in records.to_dict("records")
-               if (d := decide(r, policy, opt_outs))["decision"] != "train"]
-    checks.append(Check("training licenses allowed", not refused,
-                        f"all {len(records)} training records allowed by the policy and opt-outs in force" if not
-                        refused else f"{len(refused)} training records are not allowed now, e.g. {refused[:3]}"))
+    refused = [
+        (r["record_id"][:12], d["reason"])
+        for r in records.to_dict("records")
+        if (d := decide(r, policy, opt_outs))["decision"] != "train"
+    ]
+    checks.append(
+        Check(
+            "training licenses allowed",
+            not refused,
+            f"all {len(records)} training records allowed by the policy and opt-outs in force"
+            if not refused
+            else f"{len(refused)} training records are not allowed now, e.g. {refused[:3]}",
+        )
+    )
     return checks

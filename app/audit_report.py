@@ -27,6 +27,7 @@ AI_SOURCE_TYPE = "trainedAlgorithmicMedia"
 
 # --- the EU AI Act Article 50(2) checklist ------------------------------------------------------------------------
 
+
 def _point(point: str, state: str, detail: str) -> dict:
     ok = {MET: True, MISSING: False}.get(state)  # partly met and not checked are both None; `state` tells them apart
     return {"point": point, "ok": ok, "state": state, "detail": detail}
@@ -46,8 +47,13 @@ def eu_checklist(result: dict) -> list[dict]:
     elif state == "Trusted":
         points.append(_point(a, MET, "C2PA manifest present, signature valid and trusted against the anchor"))
     elif state == "Valid":
-        points.append(_point(a, PARTIAL, "C2PA manifest present and its signature valid, but the signer is not "
-                                         "trusted against the anchor used"))
+        points.append(
+            _point(
+                a,
+                PARTIAL,
+                "C2PA manifest present and its signature valid, but the signer is not trusted against the anchor used",
+            )
+        )
     elif state == "Invalid":
         points.append(_point(a, MISSING, "C2PA manifest present but invalid (signature or hash binding broken)"))
     else:
@@ -64,11 +70,22 @@ def eu_checklist(result: dict) -> list[dict]:
     elif marking.get("trusted_timestamp") is True:
         points.append(_point(b, MET, f"signed at {signed_at}, attested by a timestamp authority"))
     elif "trusted_timestamp" not in marking:
-        points.append(_point(b, PARTIAL, f"the claim says signed at {signed_at}; whether a timestamp authority "
-                                         "attested it was not checked"))
+        points.append(
+            _point(
+                b,
+                PARTIAL,
+                f"the claim says signed at {signed_at}; whether a timestamp authority attested it was not checked",
+            )
+        )
     else:
-        points.append(_point(b, PARTIAL, f"the claim says signed at {signed_at} (the signer's own clock); no trusted "
-                                         "timestamp from a timestamp authority"))
+        points.append(
+            _point(
+                b,
+                PARTIAL,
+                f"the claim says signed at {signed_at} (the signer's own clock); no trusted "
+                "timestamp from a timestamp authority",
+            )
+        )
 
     c = "(c) imperceptible mark present and readable"
     mark = marking.get("watermark")
@@ -85,22 +102,38 @@ def eu_checklist(result: dict) -> list[dict]:
         if readable is True:
             points.append(_point(c, MET, f"watermark read{bits}: the manifest's id {expected}"))
         elif readable is False:
-            points.append(_point(c, MISSING, "no watermark could be read from the pixels" if read is None else
-                                 f"watermark read as {read}{bits}, not the manifest's id {expected}"))
+            points.append(
+                _point(
+                    c,
+                    MISSING,
+                    "no watermark could be read from the pixels"
+                    if read is None
+                    else f"watermark read as {read}{bits}, not the manifest's id {expected}",
+                )
+            )
         elif read is not None:
-            points.append(_point(c, PARTIAL, f"watermark id {read} read, but no manifest names the id to compare "
-                                             "it with"))
+            points.append(
+                _point(c, PARTIAL, f"watermark id {read} read, but no manifest names the id to compare it with")
+            )
         else:
-            points.append(_point(c, NOT_CHECKED, "the watermark was not decoded (the image is too small, or the "
-                                                 "audit did not try)"))
+            points.append(
+                _point(
+                    c, NOT_CHECKED, "the watermark was not decoded (the image is too small, or the audit did not try)"
+                )
+            )
 
     d = "(d) AI disclosure"
     disclosed = marking.get("ai_disclosure")
     if disclosed is None:
         points.append(_point(d, NOT_CHECKED, "the audit did not report the digital source type"))
     elif disclosed:
-        points.append(_point(d, MET, f"digital source type {AI_SOURCE_TYPE} declared in the signed c2pa.actions "
-                                     "and the manifest's rights"))
+        points.append(
+            _point(
+                d,
+                MET,
+                f"digital source type {AI_SOURCE_TYPE} declared in the signed c2pa.actions and the manifest's rights",
+            )
+        )
     else:
         points.append(_point(d, MISSING, f"the credentials do not declare the digital source type {AI_SOURCE_TYPE}"))
 
@@ -125,6 +158,7 @@ def checklist_summary(points: list[dict]) -> str:
 
 # --- facts pulled out of a result -----------------------------------------------------------------------------------
 
+
 def counts(results: list[dict]) -> dict[str, int]:
     """How many results are verified, recovered and failed (anything else counts as failed)."""
     out = dict.fromkeys(STATUSES, 0)
@@ -141,8 +175,10 @@ def _credits(result: dict) -> str:
     if creators is None and works is None:
         return "not recorded in the manifest"
     listed = f"; list: {attribution['file']}" if attribution.get("file") else ""
-    return f"creators: {creators if creators is not None else 'not recorded'}; works: " \
-           f"{works if works is not None else 'not recorded'}{listed}"
+    return (
+        f"creators: {creators if creators is not None else 'not recorded'}; works: "
+        f"{works if works is not None else 'not recorded'}{listed}"
+    )
 
 
 def _rights(result: dict) -> dict:
@@ -155,17 +191,22 @@ def _usage_terms(result: dict) -> str:
 
 def _disclosure(result: dict) -> tuple[str, str]:
     rights = _rights(result)
-    return (rights.get("disclosure") or "not recorded in the manifest",
-            rights.get("digital_source_type") or "not recorded in the manifest")
+    return (
+        rights.get("disclosure") or "not recorded in the manifest",
+        rights.get("digital_source_type") or "not recorded in the manifest",
+    )
 
 
 def _generator(result: dict) -> dict:
     manifest = result.get("manifest") or {}
     model = manifest.get("model") or {}
     artwork = manifest.get("artwork") or {}
-    facts = {"artwork id": manifest.get("id"), "prompt": (artwork.get("generator") or {}).get("prompt"),
-             "model": f"{model['name']} v{model.get('version', '?')}" if model.get("name") else None,
-             "created": artwork.get("created_at")}
+    facts = {
+        "artwork id": manifest.get("id"),
+        "prompt": (artwork.get("generator") or {}).get("prompt"),
+        "model": f"{model['name']} v{model.get('version', '?')}" if model.get("name") else None,
+        "created": artwork.get("created_at"),
+    }
     return {k: v for k, v in facts.items() if v is not None}
 
 
@@ -186,25 +227,38 @@ def thumbnail_data_uri(path: Path | str, size: int = THUMBNAIL_PX) -> str | None
 
 # --- plain text -----------------------------------------------------------------------------------------------------
 
+
 def _meta_lines(meta: dict) -> list[str]:
-    return [f"{label}: {meta.get(key) or 'not stated'}" for key, label in
-            (("date", "date"), ("tool", "tool"), ("mode", "mode"), ("anchor", "trust anchor"))]
+    return [
+        f"{label}: {meta.get(key) or 'not stated'}"
+        for key, label in (("date", "date"), ("tool", "tool"), ("mode", "mode"), ("anchor", "trust anchor"))
+    ]
 
 
 def format_text(results: list[dict], meta: dict) -> str:
     """The report as plain text: the summary, then each artwork with its checks, rights and checklist."""
     n = counts(results)
-    lines = ["Atelier provenance audit", *_meta_lines(meta),
-             f"artworks: {len(results)} (verified {n['verified']}, recovered {n['recovered']}, failed {n['failed']})"]
+    lines = [
+        "Atelier provenance audit",
+        *_meta_lines(meta),
+        f"artworks: {len(results)} (verified {n['verified']}, recovered {n['recovered']}, failed {n['failed']})",
+    ]
     for r in results:
         lines += ["", f"{r.get('path')}: {str(r.get('status')).upper()} - {r.get('summary', '')}"]
-        lines += [f"  [{'ok' if c.get('ok') else 'FAIL'}] {c.get('name')}: {c.get('detail')}"
-                  for c in r.get("checks") or []]
+        lines += [
+            f"  [{'ok' if c.get('ok') else 'FAIL'}] {c.get('name')}: {c.get('detail')}" for c in r.get("checks") or []
+        ]
         lines += [f"  note: {note}" for note in r.get("notes") or []]
         disclosure, source_type = _disclosure(r)
-        lines += [f"  credits: {_credits(r)}", f"  usage terms: {_usage_terms(r)}",
-                  f"  AI disclosure: {disclosure} (digital source type: {source_type})"] if r.get("manifest") else \
-                 ["  no manifest found or recovered: credits, usage terms and AI disclosure unknown"]
+        lines += (
+            [
+                f"  credits: {_credits(r)}",
+                f"  usage terms: {_usage_terms(r)}",
+                f"  AI disclosure: {disclosure} (digital source type: {source_type})",
+            ]
+            if r.get("manifest")
+            else ["  no manifest found or recovered: credits, usage terms and AI disclosure unknown"]
+        )
         points = eu_checklist(r)
         lines.append(f"  EU AI Act Art. 50(2): {checklist_summary(points)}")
         lines += [f"    [{p['state']}] {p['point']}: {p['detail']}" for p in points]
@@ -259,18 +313,30 @@ a{color:#1d4ed8}
 
 
 def _page(title: str, body: str) -> str:
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>\n")
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>\n"
+    )
 
 
 def _meta_table(meta: dict, more_rows: str = "") -> str:
-    rows = [("Date (UTC)", meta.get("date"), ""), ("Tool", meta.get("tool"), ""), ("Mode", meta.get("mode"), ""),
-            ("Trust anchor", meta.get("anchor"), "mono")]
-    return "<table class=\"meta\">" + "".join(
-        f"<tr><th>{label}</th><td class=\"{cls}\">{escape(str(value or 'not stated'))}</td></tr>"
-        for label, value, cls in rows) + more_rows + "</table>"
+    rows = [
+        ("Date (UTC)", meta.get("date"), ""),
+        ("Tool", meta.get("tool"), ""),
+        ("Mode", meta.get("mode"), ""),
+        ("Trust anchor", meta.get("anchor"), "mono"),
+    ]
+    return (
+        '<table class="meta">'
+        + "".join(
+            f'<tr><th>{label}</th><td class="{cls}">{escape(str(value or "not stated"))}</td></tr>'
+            for label, value, cls in rows
+        )
+        + more_rows
+        + "</table>"
+    )
 
 
 def _status_class(status: object) -> str:
@@ -279,94 +345,122 @@ def _status_class(status: object) -> str:
 
 def _checks_table(checks: list[dict]) -> str:
     if not checks:
-        return "<p class=\"unchecked\">No checks were reported.</p>"
-    rows = "".join(f"<tr><td class=\"mark {'ok' if c.get('ok') else 'fail'}\">{'✓' if c.get('ok') else '✗'}</td>"
-                   f"<td>{escape(str(c.get('name', '')))}</td><td>{escape(str(c.get('detail', '')))}</td></tr>"
-                   for c in checks)
-    return f"<table class=\"checks\"><tr><th></th><th>Check</th><th>Detail</th></tr>{rows}</table>"
+        return '<p class="unchecked">No checks were reported.</p>'
+    rows = "".join(
+        f'<tr><td class="mark {"ok" if c.get("ok") else "fail"}">{"✓" if c.get("ok") else "✗"}</td>'
+        f"<td>{escape(str(c.get('name', '')))}</td><td>{escape(str(c.get('detail', '')))}</td></tr>"
+        for c in checks
+    )
+    return f'<table class="checks"><tr><th></th><th>Check</th><th>Detail</th></tr>{rows}</table>'
 
 
 def _checklist_table(points: list[dict]) -> str:
     css = {MET: "ok", PARTIAL: "partial", MISSING: "fail", NOT_CHECKED: "unchecked"}
-    rows = "".join(f"<tr><td class=\"mark {css[p['state']]}\">{MARKS[p['state']]}</td><td>{escape(p['point'])}</td>"
-                   f"<td class=\"{css[p['state']]}\">{escape(p['state'])}</td><td>{escape(p['detail'])}</td></tr>"
-                   for p in points)
-    return (f"<table class=\"checklist\"><tr><th></th><th>Point</th><th>State</th><th>Detail</th></tr>{rows}</table>"
-            f"<p class=\"verdict\">{escape(checklist_summary(points))}</p>")
+    rows = "".join(
+        f'<tr><td class="mark {css[p["state"]]}">{MARKS[p["state"]]}</td><td>{escape(p["point"])}</td>'
+        f'<td class="{css[p["state"]]}">{escape(p["state"])}</td><td>{escape(p["detail"])}</td></tr>'
+        for p in points
+    )
+    return (
+        f'<table class="checklist"><tr><th></th><th>Point</th><th>State</th><th>Detail</th></tr>{rows}</table>'
+        f'<p class="verdict">{escape(checklist_summary(points))}</p>'
+    )
 
 
 def _checklist_marks(points: list[dict]) -> str:
     css = {MET: "ok", PARTIAL: "partial", MISSING: "fail", NOT_CHECKED: "unchecked"}
-    return "<span class=\"marks\">" + "".join(
-        f"<span class=\"{css[p['state']]}\" title=\"{escape(p['point'])}: {p['state']}\">{MARKS[p['state']]}</span>"
-        for p in points) + "</span>"
+    return (
+        '<span class="marks">'
+        + "".join(
+            f'<span class="{css[p["state"]]}" title="{escape(p["point"])}: {p["state"]}">{MARKS[p["state"]]}</span>'
+            for p in points
+        )
+        + "</span>"
+    )
 
 
 def _card(n: int, r: dict) -> str:
     status = _status_class(r.get("status"))
     uri = thumbnail_data_uri(r["path"]) if r.get("path") else None
-    thumb = (f"<img class=\"thumb\" src=\"{uri}\" alt=\"thumbnail\">" if uri else
-             "<div class=\"thumb\">no preview</div>")
+    thumb = f'<img class="thumb" src="{uri}" alt="thumbnail">' if uri else '<div class="thumb">no preview</div>'
     facts = "".join(f"<dt>{escape(k.capitalize())}</dt><dd>{escape(str(v))}</dd>" for k, v in _generator(r).items())
     notes = "".join(f"<li>{escape(str(note))}</li>" for note in r.get("notes") or [])
     disclosure, source_type = _disclosure(r)
     attribution = r.get("attribution")
-    return (f"<section class=\"card {status}\" id=\"artwork-{n}\"><div class=\"head\">{thumb}<div>"
-            f"<h2>{escape(str(r.get('path', '(no path)')))}</h2>"
-            f"<span class=\"badge {status}\">{escape(str(r.get('status', 'unknown')))}</span>"
-            f"<p class=\"summary\">{escape(str(r.get('summary', '')))}</p></div></div>"
-            + (f"<h3>Artwork</h3><dl>{facts}</dl>" if facts else "")
-            + f"<h3>Checks</h3>{_checks_table(r.get('checks') or [])}"
-            + (f"<h3>Notes</h3><ul class=\"notes\">{notes}</ul>" if notes else "")
-            + "<h3>Credits, terms and disclosure</h3>"
-            + ("<p class=\"unchecked\">No manifest was found or recovered: the credits, usage terms and AI "
-               "disclosure are unknown.</p>" if not r.get("manifest") else
-               f"<dl><dt>Credits</dt><dd>{escape(_credits(r))}</dd>"
-               f"<dt>Usage terms</dt><dd>{escape(_usage_terms(r))}</dd>"
-               f"<dt>AI disclosure</dt><dd>{escape(disclosure)}</dd>"
-               f"<dt>Source type</dt><dd class=\"mono\">{escape(source_type)}</dd></dl>")
-            + (f"<h3>Attribution list</h3><pre>{escape(str(attribution))}</pre>" if attribution else "")
-            + f"<h3>EU AI Act Article 50(2): marking</h3>{_checklist_table(eu_checklist(r))}</section>")
+    return (
+        f'<section class="card {status}" id="artwork-{n}"><div class="head">{thumb}<div>'
+        f"<h2>{escape(str(r.get('path', '(no path)')))}</h2>"
+        f'<span class="badge {status}">{escape(str(r.get("status", "unknown")))}</span>'
+        f'<p class="summary">{escape(str(r.get("summary", "")))}</p></div></div>'
+        + (f"<h3>Artwork</h3><dl>{facts}</dl>" if facts else "")
+        + f"<h3>Checks</h3>{_checks_table(r.get('checks') or [])}"
+        + (f'<h3>Notes</h3><ul class="notes">{notes}</ul>' if notes else "")
+        + "<h3>Credits, terms and disclosure</h3>"
+        + (
+            '<p class="unchecked">No manifest was found or recovered: the credits, usage terms and AI '
+            "disclosure are unknown.</p>"
+            if not r.get("manifest")
+            else f"<dl><dt>Credits</dt><dd>{escape(_credits(r))}</dd>"
+            f"<dt>Usage terms</dt><dd>{escape(_usage_terms(r))}</dd>"
+            f"<dt>AI disclosure</dt><dd>{escape(disclosure)}</dd>"
+            f'<dt>Source type</dt><dd class="mono">{escape(source_type)}</dd></dl>'
+        )
+        + (f"<h3>Attribution list</h3><pre>{escape(str(attribution))}</pre>" if attribution else "")
+        + f"<h3>EU AI Act Article 50(2): marking</h3>{_checklist_table(eu_checklist(r))}</section>"
+    )
 
 
 def format_html(results: list[dict], meta: dict) -> str:
     """The report as one self-contained HTML page (summary, then a card per artwork); every value escaped."""
     n = counts(results)
-    tiles = "".join(f"<div class=\"tile {s}\"><b>{n[s]}</b>{s}</div>" for s in STATUSES)
-    index = "".join(f"<tr><td>{i}</td><td class=\"mono\"><a href=\"#artwork-{i}\">"
-                    f"{escape(Path(str(r.get('path', ''))).name)}</a></td>"
-                    f"<td><span class=\"badge {_status_class(r.get('status'))}\">"
-                    f"{escape(str(r.get('status', 'unknown')))}</span></td><td>{_checklist_marks(eu_checklist(r))}</td>"
-                    f"<td>{escape(str(r.get('summary', '')))}</td></tr>"
-                    for i, r in enumerate(results, start=1))
-    body = ("<h1>Atelier provenance audit</h1>"
-            f"<p class=\"lead\">{len(results)} artwork{'s' if len(results) != 1 else ''} audited: content "
-            "credentials, watermark, ledger and lineage.</p>"
-            f"<section class=\"sheet\"><h3 style=\"margin-top:0\">Summary</h3><div class=\"tiles\">{tiles}</div>"
-            f"{_meta_table(meta)}"
-            + (f"<h3>Artworks</h3><table class=\"index\"><tr><th>#</th><th>File</th><th>Status</th>"
-               f"<th>Art. 50(2) a–e</th><th>Summary</th></tr>{index}</table>" if results else
-               "<p>No artworks were audited.</p>")
-            + "</section>"
-            + "".join(_card(i, r) for i, r in enumerate(results, start=1))
-            + "<footer><p><b>verified</b>: every check passed. <b>recovered</b>: the file carries no valid "
-              "credentials; its provenance was found by watermark or perceptual hash, which is not a verification. "
-              "<b>failed</b>: a check failed or nothing was found. Checklist marks: ✓ met, ◐ partly met, "
-              "✗ missing, – not checked (never counted as met).</p></footer>")
+    tiles = "".join(f'<div class="tile {s}"><b>{n[s]}</b>{s}</div>' for s in STATUSES)
+    index = "".join(
+        f'<tr><td>{i}</td><td class="mono"><a href="#artwork-{i}">'
+        f"{escape(Path(str(r.get('path', ''))).name)}</a></td>"
+        f'<td><span class="badge {_status_class(r.get("status"))}">'
+        f"{escape(str(r.get('status', 'unknown')))}</span></td><td>{_checklist_marks(eu_checklist(r))}</td>"
+        f"<td>{escape(str(r.get('summary', '')))}</td></tr>"
+        for i, r in enumerate(results, start=1)
+    )
+    body = (
+        "<h1>Atelier provenance audit</h1>"
+        f'<p class="lead">{len(results)} artwork{"s" if len(results) != 1 else ""} audited: content '
+        "credentials, watermark, ledger and lineage.</p>"
+        f'<section class="sheet"><h3 style="margin-top:0">Summary</h3><div class="tiles">{tiles}</div>'
+        f"{_meta_table(meta)}"
+        + (
+            f'<h3>Artworks</h3><table class="index"><tr><th>#</th><th>File</th><th>Status</th>'
+            f"<th>Art. 50(2) a–e</th><th>Summary</th></tr>{index}</table>"
+            if results
+            else "<p>No artworks were audited.</p>"
+        )
+        + "</section>"
+        + "".join(_card(i, r) for i, r in enumerate(results, start=1))
+        + "<footer><p><b>verified</b>: every check passed. <b>recovered</b>: the file carries no valid "
+        "credentials; its provenance was found by watermark or perceptual hash, which is not a verification. "
+        "<b>failed</b>: a check failed or nothing was found. Checklist marks: ✓ met, ◐ partly met, "
+        "✗ missing, – not checked (never counted as met).</p></footer>"
+    )
     return _page("Atelier audit", body)
 
 
 def format_dataset_text(report: dict) -> str:
     """The training set's license audit as plain text (`atelier audit --dataset`)."""
     problems = report.get("problems") or []
-    return "\n".join([f"{k}: {v}" for k, v in report.items() if k != "problems"] + ["problems:"]
-                     + [f"  - {p}" for p in problems] + (["  (none)"] if not problems else []))
+    return "\n".join(
+        [f"{k}: {v}" for k, v in report.items() if k != "problems"]
+        + ["problems:"]
+        + [f"  - {p}" for p in problems]
+        + (["  (none)"] if not problems else [])
+    )
 
 
 def _count_table(title: str, counts_by_key: dict) -> str:
     rows = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in counts_by_key.items())
-    return f"<h3>{escape(title)}</h3><table><tr><th>Key</th><th>Records</th></tr>{rows or '<tr><td>none</td></tr>'}" \
-           "</table>"
+    return (
+        f"<h3>{escape(title)}</h3><table><tr><th>Key</th><th>Records</th></tr>{rows or '<tr><td>none</td></tr>'}"
+        "</table>"
+    )
 
 
 def _listed(value: object) -> str:
@@ -378,27 +472,37 @@ def format_dataset_html(report: dict, meta: dict) -> str:
     problems = report.get("problems") or []
     status = "verified" if not problems else "failed"
     headline = "no problems found" if not problems else f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-    figures = [("training records", "train_records"), ("excluded records", "excluded_records"),
-               ("attribution required", "attribution_required"), ("opt-outs honoured", "opt_outs_honoured"),
-               ("noai records in training", "noai_records_in_training_set")]
-    tiles = "".join(f"<div class=\"tile\"><b>{escape(str(report.get(key, '–')))}</b>{label}</div>"
-                    for label, key in figures[:4])
+    figures = [
+        ("training records", "train_records"),
+        ("excluded records", "excluded_records"),
+        ("attribution required", "attribution_required"),
+        ("opt-outs honoured", "opt_outs_honoured"),
+        ("noai records in training", "noai_records_in_training_set"),
+    ]
+    tiles = "".join(
+        f'<div class="tile"><b>{escape(str(report.get(key, "–")))}</b>{label}</div>' for label, key in figures[:4]
+    )
     more = figures[4:] + [("opted-out creators in training", "opted_out_creators_in_training_set")]
-    rest = "".join(f"<tr><th>{escape(label)}</th><td>{escape(_listed(report.get(key, 'not reported')))}</td></tr>"
-                   for label, key in more)
+    rest = "".join(
+        f"<tr><th>{escape(label)}</th><td>{escape(_listed(report.get(key, 'not reported')))}</td></tr>"
+        for label, key in more
+    )
     policy = report.get("policy") or {}
-    policy_rows = "".join(f"<tr><th>{escape(str(k))}</th><td class=\"mono\">{escape(str(v))}</td></tr>"
-                          for k, v in policy.items())
-    problem_list = ("".join(f"<li>{escape(str(p))}</li>" for p in problems) if problems else "<li>none</li>")
-    body = ("<h1>Atelier training-set license audit</h1>"
-            "<p class=\"lead\">The training set recomputed against the license policy and opt-outs in force.</p>"
-            f"<section class=\"sheet\"><h3 style=\"margin-top:0\">Summary</h3>"
-            f"<p><span class=\"badge {status}\">{escape(headline)}</span></p><div class=\"tiles\">{tiles}</div>"
-            f"{_meta_table(meta, rest)}</section>"
-            f"<section class=\"card {status}\"><h3 style=\"margin-top:0\">Problems</h3><ul class=\"notes\">"
-            f"{problem_list}</ul>"
-            + _count_table("Records per license and decision", report.get("per_license_and_decision") or {})
-            + _count_table("Excluded records per reason", report.get("excluded_per_reason") or {})
-            + (f"<h3>Policy in force</h3><table class=\"meta\">{policy_rows}</table>" if policy_rows else "")
-            + "</section>")
+    policy_rows = "".join(
+        f'<tr><th>{escape(str(k))}</th><td class="mono">{escape(str(v))}</td></tr>' for k, v in policy.items()
+    )
+    problem_list = "".join(f"<li>{escape(str(p))}</li>" for p in problems) if problems else "<li>none</li>"
+    body = (
+        "<h1>Atelier training-set license audit</h1>"
+        '<p class="lead">The training set recomputed against the license policy and opt-outs in force.</p>'
+        f'<section class="sheet"><h3 style="margin-top:0">Summary</h3>'
+        f'<p><span class="badge {status}">{escape(headline)}</span></p><div class="tiles">{tiles}</div>'
+        f"{_meta_table(meta, rest)}</section>"
+        f'<section class="card {status}"><h3 style="margin-top:0">Problems</h3><ul class="notes">'
+        f"{problem_list}</ul>"
+        + _count_table("Records per license and decision", report.get("per_license_and_decision") or {})
+        + _count_table("Excluded records per reason", report.get("excluded_per_reason") or {})
+        + (f'<h3>Policy in force</h3><table class="meta">{policy_rows}</table>' if policy_rows else "")
+        + "</section>"
+    )
     return _page("Atelier dataset audit", body)

@@ -20,22 +20,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from atelier import paths
 from atelier.io import write_bytes, write_json, write_text
 from atelier.version import code_version
-from provenance import credentials, ledger, publiclog
-from provenance import signed_json
+from provenance import credentials, ledger, publiclog, signed_json
 from provenance.keys import ensure_signing_identity
 
 SCHEMA = "atelier.bundle/1"
 ANCHOR = Path("trust") / "ca.pem"
 LOG = Path("log")
 RUN_CARDS = {"MODEL_CARD.md": "cards/MODEL_CARD.md"}
-DATASET_FILES = {"croissant.json": "cards/croissant.json", "DATASHEET.md": "cards/DATASHEET.md",
-                 "ATTRIBUTION.md": "ATTRIBUTION.md"}
+DATASET_FILES = {
+    "croissant.json": "cards/croissant.json",
+    "DATASHEET.md": "cards/DATASHEET.md",
+    "ATTRIBUTION.md": "ATTRIBUTION.md",
+}
 
 
 class BundleError(ValueError):
@@ -69,8 +71,9 @@ def publish(folder: Path, model_name: str | None = None) -> dict:
         if "summary.json" not in fetched or "ATTRIBUTION.md" not in fetched:
             continue  # not a training run of this pipeline (e.g. registered by hand): nothing to vouch for
         summary = json.loads(fetched["summary.json"].read_text(encoding="utf-8"))
-        credential = credentials.ensure(info, summary, _sha256(fetched["ATTRIBUTION.md"].read_bytes()),
-                                        code_version(), identity, run_dir.parent)
+        credential = credentials.ensure(
+            info, summary, _sha256(fetched["ATTRIBUTION.md"].read_bytes()), code_version(), identity, run_dir.parent
+        )
         model_dir = folder / "models" / _safe(model_name) / f"v{info['version']}"
         write_json(model_dir / credentials.FILE_NAME, credential)
         for target, artifact in RUN_CARDS.items():
@@ -85,11 +88,20 @@ def publish(folder: Path, model_name: str | None = None) -> dict:
         entries = publiclog.export_public_log(conn, folder / LOG, identity)
     finally:
         conn.close()
-    files = {p.relative_to(folder).as_posix(): _sha256(p.read_bytes()) for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.name != "index.json" and not p.name.startswith(".")}
-    index = {"schema": SCHEMA, "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "tool": f"Atelier {code_version()}", "model": model_name,
-             "trust_anchor": signed_json.anchor_description(identity.ca_pem()), "log_entries": entries, "files": files}
+    files = {
+        p.relative_to(folder).as_posix(): _sha256(p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "index.json" and not p.name.startswith(".")
+    }
+    index = {
+        "schema": SCHEMA,
+        "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tool": f"Atelier {code_version()}",
+        "model": model_name,
+        "trust_anchor": signed_json.anchor_description(identity.ca_pem()),
+        "log_entries": entries,
+        "files": files,
+    }
     write_json(folder / "index.json", signed_json.sign(index, identity))
     return index
 
@@ -100,10 +112,10 @@ class Bundle:
 
     folder: Path
     anchor_pem: str
-    credentials: dict[tuple[str, str], dict]   # (model name, version) -> signed credential
-    cards: dict[str, bytes]                    # sha256 -> a dataset card's bytes
-    attribution: dict[str, str]                # sha256 -> an attribution list's text
-    artworks: dict[str, dict]                  # artwork id -> its latest public log entry
+    credentials: dict[tuple[str, str], dict]  # (model name, version) -> signed credential
+    cards: dict[str, bytes]  # sha256 -> a dataset card's bytes
+    attribution: dict[str, str]  # sha256 -> an attribution list's text
+    artworks: dict[str, dict]  # artwork id -> its latest public log entry
     log_problems: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # files that differ from index.json
 
@@ -114,8 +126,10 @@ def open_bundle(folder: Path) -> Bundle:
     folder = Path(folder)
     anchor = folder / ANCHOR
     if not anchor.is_file():
-        raise BundleError(f"{folder}: no trust anchor ({ANCHOR} is missing); this is not a published bundle "
-                          "(`atelier publish DIR` writes one)")
+        raise BundleError(
+            f"{folder}: no trust anchor ({ANCHOR} is missing); this is not a published bundle "
+            "(`atelier publish DIR` writes one)"
+        )
     anchor_pem = anchor.read_text(encoding="ascii", errors="replace")
     try:
         signed_json.anchor_description(anchor_pem)
@@ -131,8 +145,9 @@ def open_bundle(folder: Path) -> Bundle:
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"{path.relative_to(folder)}: not a model credential ({exc})")
     cards = {_sha256(p.read_bytes()): p.read_bytes() for p in folder.glob("datasets/*/croissant.json")}
-    attribution = {_sha256(p.read_bytes()): p.read_text(encoding="utf-8") for p in
-                   folder.glob("datasets/*/ATTRIBUTION.md")}
+    attribution = {
+        _sha256(p.read_bytes()): p.read_text(encoding="utf-8") for p in folder.glob("datasets/*/ATTRIBUTION.md")
+    }
     try:
         entries, head = publiclog.read_public_log(folder / LOG)
     except (FileNotFoundError, ValueError) as exc:

@@ -84,15 +84,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     if args.version is None:
         if args.reason or args.by:
-            print("atelier: --reason and --by go with --version N (a person's promotion); without --version the gate "
-                  "decides and records its own reason", file=sys.stderr)
+            print(
+                "atelier: --reason and --by go with --version N (a person's promotion); without --version the gate "
+                "decides and records its own reason",
+                file=sys.stderr,
+            )
             return 2
         promote.main()
         return 0
     if not (args.reason or "").strip():
-        print(f"atelier: promoting version {args.version} by hand needs a reason: atelier promote --version "
-              f"{args.version} --reason \"why\" [--by NAME]; it is recorded in the registry and the ledger",
-              file=sys.stderr)
+        print(
+            f"atelier: promoting version {args.version} by hand needs a reason: atelier promote --version "
+            f'{args.version} --reason "why" [--by NAME]; it is recorded in the registry and the ledger',
+            file=sys.stderr,
+        )
         return 2
     by = (args.by or "").strip() or getpass.getuser()
     try:
@@ -100,9 +105,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     except promote.PromotionRefused as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 1
-    print(f"champion is now {record['name']} version {record['version']} (run {record['run_id']}); promoted by "
-          f"{recorded['by']} at {recorded['at']}: {recorded['reason']} (previous champion: "
-          f"{recorded['previous_champion'] or 'none'})")
+    print(
+        f"champion is now {record['name']} version {record['version']} (run {record['run_id']}); promoted by "
+        f"{recorded['by']} at {recorded['at']}: {recorded['reason']} (previous champion: "
+        f"{recorded['previous_champion'] or 'none'})"
+    )
     return 0
 
 
@@ -114,17 +121,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from stages.generate import generate_artworks
 
     out_dir = Path(args.out).resolve() if args.out else paths.ARTWORKS
-    manifests = generate_artworks([args.prompt], seed=args.seed, n=args.n, steps=args.steps, guidance=args.guidance,
-                                  negative_prompt=args.negative_prompt, out_dir=out_dir)
+    manifests = generate_artworks(
+        [args.prompt],
+        seed=args.seed,
+        n=args.n,
+        steps=args.steps,
+        guidance=args.guidance,
+        negative_prompt=args.negative_prompt,
+        out_dir=out_dir,
+    )
     published = [m for m in manifests if not m.get("quarantined")]
     for m in published:
-        print(f"{out_dir / m['artwork']['file']}  model v{m['model']['version']}  "
-              f"CLIPScore {m['checks']['clip_score']:.3f}  {m['checks']['replication']['verdict']}")
+        print(
+            f"{out_dir / m['artwork']['file']}  model v{m['model']['version']}  "
+            f"CLIPScore {m['checks']['clip_score']:.3f}  {m['checks']['replication']['verdict']}"
+        )
     for m in manifests:  # possible replications: held back, unsigned, never in the gallery
         if m.get("quarantined"):
-            print(f"QUARANTINED {out_dir / m['file']}  seed {m['artwork']['generator']['seed']}  model "
-                  f"v{m['model']['version']}  {m['reason']} (nearest training images in "
-                  f"{(out_dir / m['file']).with_suffix('.quarantine.json').name})")
+            print(
+                f"QUARANTINED {out_dir / m['file']}  seed {m['artwork']['generator']['seed']}  model "
+                f"v{m['model']['version']}  {m['reason']} (nearest training images in "
+                f"{(out_dir / m['file']).with_suffix('.quarantine.json').name})"
+            )
     return 0 if published or not manifests else 4  # 4: every artwork was quarantined
 
 
@@ -132,12 +150,15 @@ def _refuse_audit_options(args: argparse.Namespace) -> str | None:
     """Why these audit options cannot be honoured together (one line), or None."""
     if args.dataset:
         if args.paths:
-            return (f"audit --dataset audits the training set and takes no artwork paths (got {len(args.paths)}); "
-                    "audit the artworks in a separate run")
+            return (
+                f"audit --dataset audits the training set and takes no artwork paths (got {len(args.paths)}); "
+                "audit the artworks in a separate run"
+            )
         for flag, given in (("--no-lineage", args.no_lineage), ("--bundle", args.bundle)):
             if given:
-                return (f"audit --dataset cannot take {flag}: it recomputes the training set's licenses in this "
-                        "workspace")
+                return (
+                    f"audit --dataset cannot take {flag}: it recomputes the training set's licenses in this workspace"
+                )
     elif not args.paths:
         return "audit needs artwork paths, or --dataset"
     if args.bundle is not None and not Path(args.bundle).is_dir():
@@ -160,16 +181,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
 
+    from app import audit_report
     from atelier.io import write_text
     from atelier.version import code_version
-    from app import audit_report
 
     refused = _refuse_audit_options(args)
     if refused:
         print(f"atelier: {refused}", file=sys.stderr)
         return 2
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "tool": f"Atelier {code_version()}", "anchor": None, "mode": "bundle" if args.bundle else "workspace"}
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tool": f"Atelier {code_version()}",
+        "anchor": None,
+        "mode": "bundle" if args.bundle else "workspace",
+    }
     if args.dataset:
         from app.audit_dataset import audit_dataset
 
@@ -203,7 +228,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """Write the public verification bundle: trust anchor, model credentials and cards, dataset cards, the signed log."""
+    """Write the public verification bundle: trust anchor, model credentials and cards, dataset cards, the signed
+    log."""
     from app.bundle import BundleError, publish
 
     try:
@@ -211,8 +237,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     except BundleError as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
-    print(f"published {len(index['files'])} files to {args.folder} ({index['log_entries']} log entries; trust anchor "
-          f"{index['trust_anchor']}); an auditor runs `atelier audit --bundle {args.folder} ARTWORK...`")
+    print(
+        f"published {len(index['files'])} files to {args.folder} ({index['log_entries']} log entries; trust anchor "
+        f"{index['trust_anchor']}); an auditor runs `atelier audit --bundle {args.folder} ARTWORK...`"
+    )
     return 0
 
 
@@ -237,8 +265,12 @@ def cmd_takedown(args: argparse.Namespace) -> int:
     if _target_refused(args, "takedown"):
         return 2
     try:
-        report = takedown(args.target, reason=args.reason, image=None if args.image is None else Path(args.image),
-                          dry_run=args.dry_run)
+        report = takedown(
+            args.target,
+            reason=args.reason,
+            image=None if args.image is None else Path(args.image),
+            dry_run=args.dry_run,
+        )
     except ValueError as exc:  # a picture that is not an image
         print(f"atelier: takedown --image {args.image}: {exc}", file=sys.stderr)
         return 2
@@ -251,14 +283,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
     ledger), keep a tombstone, mark the models trained on it (not with --dry-run)."""
     import json
 
-    from atelier.rawstore import RawStoreKeyError
     from app.forget import forget, format_report
+    from atelier.rawstore import RawStoreKeyError
 
     if _target_refused(args, "forget"):
         return 2
     try:
-        report = forget(args.target, image=None if args.image is None else Path(args.image), reason=args.reason,
-                        by=args.by or "", dry_run=args.dry_run)
+        report = forget(
+            args.target,
+            image=None if args.image is None else Path(args.image),
+            reason=args.reason,
+            by=args.by or "",
+            dry_run=args.dry_run,
+        )
     except (ValueError, RawStoreKeyError) as exc:  # no reason, a picture that is not an image, the raw store's key
         print(f"atelier: forget: {exc}", file=sys.stderr)
         return 2
@@ -288,8 +325,10 @@ def cmd_review(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"atelier: review prepare: {exc}", file=sys.stderr)
             return 2
-        print(f"review prepare: {made['artworks']} artworks from versions {', '.join(made['versions'])} at guidance "
-              f"{', '.join(map(str, made['guidances']))}; {made['pairs']} pairs to compare: run `atelier review`")
+        print(
+            f"review prepare: {made['artworks']} artworks from versions {', '.join(made['versions'])} at guidance "
+            f"{', '.join(map(str, made['guidances']))}; {made['pairs']} pairs to compare: run `atelier review`"
+        )
         return 0
     from app.review import main as serve_review
 
@@ -324,8 +363,15 @@ def cmd_sources(args: argparse.Namespace) -> int:
             found = declared.check(ingest, declared.load_stages(root / "dvc.yaml"), root)
             missing = {p.source: p.path for p in found if p.level == "error"}
             rows = [("name", "kind", "path", "declared in dvc.yaml")]
-            rows += [(s.name, s.kind, s.path, f"NO: add {missing[s.name]} to stages.ingest.deps"
-                      if s.name in missing else "yes") for s in ingest.sources]
+            rows += [
+                (
+                    s.name,
+                    s.kind,
+                    s.path,
+                    f"NO: add {missing[s.name]} to stages.ingest.deps" if s.name in missing else "yes",
+                )
+                for s in ingest.sources
+            ]
             widths = [max(len(r[i]) for r in rows) for i in range(3)]
             for row in rows:
                 print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
@@ -379,8 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--html", metavar="FILE", help="also write an HTML report")
     p.add_argument("--no-lineage", action="store_true", help="skip the registry/DVC lineage checks")
-    p.add_argument("--bundle", metavar="DIR", help="verify with only a published bundle: its trust anchor, "
-                   "credentials, cards and signed log; no workspace, keys or databases needed")
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="verify with only a published bundle: its trust anchor, "
+        "credentials, cards and signed log; no workspace, keys or databases needed",
+    )
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("publish", help="write the public verification bundle (no keys, no local paths) for outsiders")
     p.add_argument("folder", help="where to write it, e.g. public/; publish it as a whole")
@@ -394,20 +444,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--image-column", help="parquet: the column of {bytes, path} images (default: image)")
     actions.add_parser("list", help="each source's name, kind, path and whether dvc.yaml declares it")
     actions.add_parser("check", help="exit 2, naming the fix, when a source's path is not an ingest dep")
-    r = actions.add_parser("recheck", help="mark a url source's earlier fetches as due: the next ingest checks "
-                                          "robots.txt, TDM-Rep and the headers again (ingest.recheck_after_days)")
+    r = actions.add_parser(
+        "recheck",
+        help="mark a url source's earlier fetches as due: the next ingest checks "
+        "robots.txt, TDM-Rep and the headers again (ingest.recheck_after_days)",
+    )
     r.add_argument("name", nargs="?", help="the url source (default: every url source)")
     p.set_defaults(func=cmd_sources)
     p = sub.add_parser("takedown", help="which models and artworks used a work, creator or picture; opt it out")
     p.add_argument("target", nargs="?", help="a record id (sha256) or a creator name")
     p.add_argument("--image", metavar="FILE", help="a picture of the work: finds every record whose image matches")
-    p.add_argument("--dry-run", action="store_true", help="only answer which versions and artworks used it: "
-                                                          "nothing is opted out or marked")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only answer which versions and artworks used it: nothing is opted out or marked",
+    )
     p.add_argument("--reason", default="takedown request")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_takedown)
-    p = sub.add_parser("forget", help="erase a work, creator or picture everywhere (data, DVC cache, reports, "
-                                      "ledger) and keep a tombstone so it is never ingested again")
+    p = sub.add_parser(
+        "forget",
+        help="erase a work, creator or picture everywhere (data, DVC cache, reports, "
+        "ledger) and keep a tombstone so it is never ingested again",
+    )
     p.add_argument("target", nargs="?", help="a record id (sha256) or a creator name")
     p.add_argument("--image", metavar="FILE", help="a picture of the work: erases every record whose image matches")
     p.add_argument("--reason", required=True, help="why (kept in the tombstone, policy/erasures.csv)")
@@ -415,32 +474,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only find the records and the models: nothing is erased")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_forget)
-    p = sub.add_parser("review", help="serve the review page on 127.0.0.1: reviewers compare artworks and vote "
-                                      "(votes go to the ledger)")
+    p = sub.add_parser(
+        "review",
+        help="serve the review page on 127.0.0.1: reviewers compare artworks and vote (votes go to the ledger)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     actions = p.add_subparsers(dest="action")
     e = actions.add_parser("export", help="write the votes as a Croissant-described, pseudonymous dataset")
     e.add_argument("folder", help="where to write it")
-    r = actions.add_parser("prepare", help="make the pairs reviewers compare: each version's artworks for the "
-                                           "generate prompts and seed, at each guidance")
-    r.add_argument("--version", action="append", help="a registered version (repeatable; default: the champion and "
-                                                      "the challenger)")
-    r.add_argument("--guidance", type=float, action="append", help="a guidance setting (repeatable; default: "
-                                                                   "params.yaml generate.guidance)")
+    r = actions.add_parser(
+        "prepare",
+        help="make the pairs reviewers compare: each version's artworks for the "
+        "generate prompts and seed, at each guidance",
+    )
+    r.add_argument(
+        "--version", action="append", help="a registered version (repeatable; default: the champion and the challenger)"
+    )
+    r.add_argument(
+        "--guidance",
+        type=float,
+        action="append",
+        help="a guidance setting (repeatable; default: params.yaml generate.guidance)",
+    )
     p.set_defaults(func=cmd_review)
-    p = sub.add_parser("resolve", help="resolve a watermark or an image to its artwork's manifest (C2PA Soft Binding "
-                                       "Resolution API)")
+    p = sub.add_parser(
+        "resolve", help="resolve a watermark or an image to its artwork's manifest (C2PA Soft Binding Resolution API)"
+    )
     actions = p.add_subparsers(dest="action", required=True)
-    r = actions.add_parser("serve", help="serve byBinding, byContent, manifests and supportedAlgorithms over the "
-                                         "ledger, read-only")
+    r = actions.add_parser(
+        "serve", help="serve byBinding, byContent, manifests and supportedAlgorithms over the ledger, read-only"
+    )
     r.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; another needs --public)")
     r.add_argument("--port", type=int, default=8010, help="port (default 8010; 0: any free port, printed)")
     r.add_argument("--ledger", type=Path, help="the ledger file (default: ledger/ledger.sqlite)")
-    r.add_argument("--artworks", type=Path, help="the signed artworks' folder, for the manifest stores (default: "
-                                                 "artworks/)")
-    r.add_argument("--public", action="store_true", help="allow a non-loopback --host: anyone who reaches it can "
-                                                         "ask")
+    r.add_argument(
+        "--artworks", type=Path, help="the signed artworks' folder, for the manifest stores (default: artworks/)"
+    )
+    r.add_argument("--public", action="store_true", help="allow a non-loopback --host: anyone who reaches it can ask")
     p.set_defaults(func=cmd_resolve)
     return parser
 

@@ -37,7 +37,7 @@ import mmap
 import os
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -45,11 +45,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from app import takedown
 from atelier import erasures, paths, rawstore
 from atelier.config import load_params
 from atelier.io import ParquetStream, read_frame, read_table, write_bytes
 from atelier.rights import creator_matches, read_opt_outs
-from app import takedown
 from provenance import ledger
 from provenance.usage import used_by
 
@@ -71,8 +71,12 @@ def find(target: str | None, image: Path | None) -> dict:
         hits = creator_matches(raw.to_dict("records"), target, read_opt_outs(paths.OPT_OUT))
         ids, kind = set(raw.loc[hits, "record_id"]), "creator"
     found = raw[raw["record_id"].isin(ids)]
-    return {"kind": kind, "target": target, "record_ids": sorted(ids),
-            "sources": found["source"].value_counts().sort_index().to_dict()}
+    return {
+        "kind": kind,
+        "target": target,
+        "record_ids": sorted(ids),
+        "sources": found["source"].value_counts().sort_index().to_dict(),
+    }
 
 
 def needles(record_ids: set[str], by_creator: bool) -> tuple[list[str], list[bytes]]:
@@ -221,8 +225,9 @@ def erase_ledger(record_ids: set[str], at: str, reason: str) -> dict:
 
     conn = ledger.open_ledger(paths.LEDGER)
     try:
-        entries = [ledger.erase_record(conn, rid, erasures.record_digest(rid), at, reason)
-                   for rid in sorted(record_ids)]
+        entries = [
+            ledger.erase_record(conn, rid, erasures.record_digest(rid), at, reason) for rid in sorted(record_ids)
+        ]
         if publiclog.head_path(conn).exists():
             from provenance.keys import ensure_signing_identity
 
@@ -232,8 +237,9 @@ def erase_ledger(record_ids: set[str], at: str, reason: str) -> dict:
     return {k: len({x for e in entries for x in e[k]}) for k in ("artworks", "refusals", "entries_erased")}
 
 
-def forget(target: str | None = None, image: Path | None = None, reason: str = "", by: str = "",
-           dry_run: bool = False) -> dict:
+def forget(
+    target: str | None = None, image: Path | None = None, reason: str = "", by: str = "", dry_run: bool = False
+) -> dict:
     """Find the records of `target` (record id or creator) or `image`, and unless `dry_run` erase them everywhere
     (see the module docstring); return what was found and done."""
     if (target is None) == (image is None):
@@ -242,27 +248,32 @@ def forget(target: str | None = None, image: Path | None = None, reason: str = "
         raise ValueError("forget needs --reason: why the record is erased (kept in the tombstone)")
     report = find(target, image)
     ids = set(report["record_ids"])
-    lineage = used_by(lambda records: records["record_id"].isin(ids)) if ids else {
-        "model": None, "versions": [], "artworks": [], "versions_with_unknown_data": []}
+    lineage = (
+        used_by(lambda records: records["record_id"].isin(ids))
+        if ids
+        else {"model": None, "versions": [], "artworks": [], "versions_with_unknown_data": []}
+    )
     report |= {k: lineage[k] for k in ("model", "versions", "artworks", "versions_with_unknown_data")}
     report["dry_run"] = dry_run
     if dry_run or not ids:
         return report
     text, blobs = needles(ids, by_creator=report["kind"] == "creator")
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = datetime.now(UTC).isoformat(timespec="seconds")
     erasure = erasures.add_tombstones(sorted(ids), at, reason, by)
-    report |= {"erasure": erasure, "erased_at": at,
-               "raw_packs_rewritten": erase_raw(ids, erasure),
-               "clean_rows_removed": erase_clean(ids, text),
-               "licensed_rebuilt": rebuild_licensed(),
-               "reports_redacted": redact_reports(text, blobs),
-               "cache_objects_deleted": erase_cache(ids, text, blobs),
-               "ledger": erase_ledger(ids, at, reason)}
+    report |= {
+        "erasure": erasure,
+        "erased_at": at,
+        "raw_packs_rewritten": erase_raw(ids, erasure),
+        "clean_rows_removed": erase_clean(ids, text),
+        "licensed_rebuilt": rebuild_licensed(),
+        "reports_redacted": redact_reports(text, blobs),
+        "cache_objects_deleted": erase_cache(ids, text, blobs),
+        "ledger": erase_ledger(ids, at, reason),
+    }
     if report["versions"]:
         from registry import tracking
 
-        note = (f"{at[:10]}: trained on a record erased by {erasure} (policy/erasures.csv: {reason}); "
-                "retrain without it")
+        note = f"{at[:10]}: trained on a record erased by {erasure} (policy/erasures.csv: {reason}); retrain without it"
         for v in report["versions"]:
             tracking.tag_version(report["model"], v["version"], "takedown", note)
     return report
@@ -271,23 +282,30 @@ def forget(target: str | None = None, image: Path | None = None, reason: str = "
 def format_report(r: dict) -> str:
     """Plain-text answer for the data subject and the operator (no personal data beyond what was asked)."""
     head = "Dry run: erasure" if r["dry_run"] else "Erasure"
-    lines = [f"{head} of {r['kind']} '{r['target']}': {len(r['record_ids'])} records "
-             f"({', '.join(f'{s}: {n}' for s, n in r['sources'].items()) or 'none in the raw store'})"]
-    lines += [f"  model versions trained on it: {[v['version'] for v in r['versions']] or 'none'}",
-              f"  artworks those versions made: {len(r['artworks'])}"]
+    lines = [
+        f"{head} of {r['kind']} '{r['target']}': {len(r['record_ids'])} records "
+        f"({', '.join(f'{s}: {n}' for s, n in r['sources'].items()) or 'none in the raw store'})"
+    ]
+    lines += [
+        f"  model versions trained on it: {[v['version'] for v in r['versions']] or 'none'}",
+        f"  artworks those versions made: {len(r['artworks'])}",
+    ]
     if not r["record_ids"]:
         return "\n".join(lines + ["  nothing to erase"])
     if r["dry_run"]:
         return "\n".join(lines + ["  dry run: nothing was erased; run without --dry-run to erase it"])
-    lines += [f"  tombstone {r['erasure']} in policy/erasures.csv (ingest excludes it as `erased` from now on)",
-              f"  raw packs rewritten: {r['raw_packs_rewritten']}; clean rows removed: {r['clean_rows_removed']}; "
-              f"data/licensed rebuilt: {'yes' if r['licensed_rebuilt'] else 'no data'}",
-              f"  reports redacted: {len(r['reports_redacted'])}; DVC cache objects deleted: "
-              f"{r['cache_objects_deleted']}",
-              f"  ledger: {r['ledger']['artworks']} artworks and {r['ledger']['refusals']} refusals scrubbed, "
-              f"{r['ledger']['entries_erased']} log entries erased (the chain still verifies)"]
+    lines += [
+        f"  tombstone {r['erasure']} in policy/erasures.csv (ingest excludes it as `erased` from now on)",
+        f"  raw packs rewritten: {r['raw_packs_rewritten']}; clean rows removed: {r['clean_rows_removed']}; "
+        f"data/licensed rebuilt: {'yes' if r['licensed_rebuilt'] else 'no data'}",
+        f"  reports redacted: {len(r['reports_redacted'])}; DVC cache objects deleted: {r['cache_objects_deleted']}",
+        f"  ledger: {r['ledger']['artworks']} artworks and {r['ledger']['refusals']} refusals scrubbed, "
+        f"{r['ledger']['entries_erased']} log entries erased (the chain still verifies)",
+    ]
     if r["versions"]:
         lines.append("  those versions are now marked `takedown`; the next `atelier run` retrains without it")
-    lines.append("  artworks already published keep their embedded signed manifests; remove the file from its "
-                 "source too (until then ingest excludes it)")
+    lines.append(
+        "  artworks already published keep their embedded signed manifests; remove the file from its "
+        "source too (until then ingest excludes it)"
+    )
     return "\n".join(lines)

@@ -51,17 +51,17 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
+from app.audit import PHASH_CONFIRM_BITS, PHASH_ONLY_BITS
+from app.serving import serve_until_stopped
 from atelier import paths
 from atelier.hashing import phash
-from app.serving import serve_until_stopped
 from provenance import ledger, watermark
-from app.audit import PHASH_CONFIRM_BITS, PHASH_ONLY_BITS
 
 PHASH_ALG = "local.atelier.phash.1"  # imagehash's 64-bit DCT pHash (atelier.hashing.phash), Hamming distance
 PHASH_MAX_BITS = PHASH_ONLY_BITS
-MAX_UPLOAD = 20 * 1024 * 1024   # bytes of an uploaded image
-MAX_JSON = 64 * 1024            # bytes of a byBinding JSON body
-MAX_PIXELS = 40_000_000         # decoded pixels of an upload (a decompression bomb is refused before decoding)
+MAX_UPLOAD = 20 * 1024 * 1024  # bytes of an uploaded image
+MAX_JSON = 64 * 1024  # bytes of a byBinding JSON body
+MAX_PIXELS = 40_000_000  # decoded pixels of an upload (a decompression bomb is refused before decoding)
 DEFAULT_RESULTS, MAX_RESULTS = 10, 100
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ARTWORK_ID = re.compile(r"[0-9a-f]{16}")  # the first 16 hex digits of the pixel sha256 (stages/generate.py)
@@ -91,9 +91,12 @@ class PhashIndex:
         pixel hash, its phash and watermark id); return how many were added. A watermark id is version 2 when the
         ledger reserved it as its own seq (ledger.v1_watermark_ids's rule)."""
         with self._lock:
-            rows = conn.execute("SELECT a.rowid, a.id, a.phash, a.watermark_id, w.seq IS NOT NULL FROM artworks a "
-                                "LEFT JOIN watermarks w ON w.seq = a.watermark_id AND w.watermark_id = w.seq "
-                                "WHERE a.rowid > ? ORDER BY a.rowid", (self.last_rowid,)).fetchall()
+            rows = conn.execute(
+                "SELECT a.rowid, a.id, a.phash, a.watermark_id, w.seq IS NOT NULL FROM artworks a "
+                "LEFT JOIN watermarks w ON w.seq = a.watermark_id AND w.watermark_id = w.seq "
+                "WHERE a.rowid > ? ORDER BY a.rowid",
+                (self.last_rowid,),
+            ).fetchall()
             if rows:
                 added = np.frombuffer(bytes.fromhex("".join(r[2] for r in rows)), dtype=">u8").astype(np.uint64)
                 hashes, ids = self.entries
@@ -123,8 +126,9 @@ def by_binding(conn: sqlite3.Connection, index: PhashIndex, alg: str, value: str
         try:
             wm_id = watermark.id_from_binding(value)
         except ValueError as exc:
-            raise Refused(HTTPStatus.BAD_REQUEST, f"value is not a {alg} binding (base64 of the 8-byte watermark id): "
-                                                  f"{exc}") from None
+            raise Refused(
+                HTTPStatus.BAD_REQUEST, f"value is not a {alg} binding (base64 of the 8-byte watermark id): {exc}"
+            ) from None
         row = ledger.by_watermark_id(conn, wm_id)
         return {"matches": [_match(row["id"], 100, "watermark")] if row else []}
     if alg == PHASH_ALG:
@@ -178,9 +182,9 @@ def c2pa_store(png: bytes) -> bytes | None:
     """The C2PA manifest store (JUMBF) a PNG carries in its caBX chunk, or None."""
     pos = 8
     while pos + 8 <= len(png):
-        length, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
+        length, kind = int.from_bytes(png[pos : pos + 4], "big"), png[pos + 4 : pos + 8]
         if kind == b"caBX":
-            return png[pos + 8:pos + 8 + length]
+            return png[pos + 8 : pos + 8 + length]
         if kind == b"IEND":
             return None
         pos += 12 + length
@@ -194,8 +198,10 @@ def open_image(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             if image.width * image.height > MAX_PIXELS:
-                raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the image is {image.width}x{image.height} "
-                                                                   f"pixels; at most {MAX_PIXELS:,} are decoded")
+                raise Refused(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"the image is {image.width}x{image.height} pixels; at most {MAX_PIXELS:,} are decoded",
+                )
             image.load()
     except Refused:
         raise
@@ -243,8 +249,11 @@ class Handler(BaseHTTPRequestHandler):
     server: ResolveServer
     server_version = "atelier-resolve"
     sys_version = ""
-    ROUTES = {"/matches/byBinding": ("GET", "POST"), "/matches/byContent": ("POST",),
-              "/services/supportedAlgorithms": ("GET",)}
+    ROUTES = {
+        "/matches/byBinding": ("GET", "POST"),
+        "/matches/byContent": ("POST",),
+        "/services/supportedAlgorithms": ("GET",),
+    }
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         """Log nothing: the default would write the client's IP address."""
@@ -270,22 +279,31 @@ class Handler(BaseHTTPRequestHandler):
                 payload = self._body() if self.command == "POST" else b""
                 conn = ledger.open_read_only(self.server.ledger_path)
                 if conn is None:
-                    raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"no ledger at {self.server.ledger_path.name}: "
-                                                                  "generate artworks first")
+                    raise Refused(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        f"no ledger at {self.server.ledger_path.name}: generate artworks first",
+                    )
                 status, ctype, body = HTTPStatus.OK, *self._route(url.path, query, payload, conn)
         except Refused as exc:
             status, ctype, body = exc.status, "application/json", _json({"error": exc.message})
             self.close_connection = True  # a body may be left unread
         except Exception:  # noqa: BLE001 (the client gets a plain 500; the operator's terminal gets the traceback)
             traceback.print_exc(file=sys.stderr)
-            status, ctype, body = (HTTPStatus.INTERNAL_SERVER_ERROR, "application/json",
-                                   _json({"error": "internal error; the server's log has the details"}))
+            status, ctype, body = (
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "application/json",
+                _json({"error": "internal error; the server's log has the details"}),
+            )
         finally:
             if conn is not None:
                 conn.close()
         self.send_response(status)
-        for name, value in {"Content-Type": ctype, "Content-Length": str(len(body)), "Cache-Control": "no-store",
-                            "X-Content-Type-Options": "nosniff"}.items():
+        for name, value in {
+            "Content-Type": ctype,
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -300,8 +318,9 @@ class Handler(BaseHTTPRequestHandler):
             missing = [k for k in ("alg", "value") if not isinstance(request.get(k), str) or not request.get(k)]
             if missing:
                 raise Refused(HTTPStatus.BAD_REQUEST, f"byBinding needs {' and '.join(missing)} (strings)")
-            return "application/json", _json(by_binding(conn, self.server.index, request["alg"], request["value"],
-                                                        limit))
+            return "application/json", _json(
+                by_binding(conn, self.server.index, request["alg"], request["value"], limit)
+            )
         return "application/json", _json(by_content(conn, self.server.index, open_image(self._image(payload)), limit))
 
     def _query(self, text: str) -> dict:
@@ -326,8 +345,10 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length") from None
         if length < 0 or length > MAX_UPLOAD:
             self.close_connection = True  # answered before the body is read; the connection closes after it
-            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {length:,} bytes; at most "
-                                                               f"{MAX_UPLOAD:,} are accepted")
+            raise Refused(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is {length:,} bytes; at most {MAX_UPLOAD:,} are accepted",
+            )
         data = self.rfile.read(length)
         if len(data) != length:
             self.close_connection = True
@@ -338,8 +359,10 @@ class Handler(BaseHTTPRequestHandler):
         if len(payload) > MAX_JSON:
             raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a byBinding body is at most {MAX_JSON:,} bytes")
         if self.headers.get_content_type() != "application/json":
-            raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "POST /matches/byBinding takes application/json "
-                                                              '{"alg": ..., "value": ...}')
+            raise Refused(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                'POST /matches/byBinding takes application/json {"alg": ..., "value": ...}',
+            )
         try:
             request = json.loads(payload)
         except (UnicodeDecodeError, ValueError):
@@ -358,11 +381,14 @@ class Handler(BaseHTTPRequestHandler):
             message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + payload)
             files = [p for p in message.iter_parts() if p.get_filename()] if message.is_multipart() else []
             if len(files) != 1:
-                raise Refused(HTTPStatus.BAD_REQUEST, f"a multipart upload must hold exactly one file, not "
-                                                      f"{len(files)}")
+                raise Refused(
+                    HTTPStatus.BAD_REQUEST, f"a multipart upload must hold exactly one file, not {len(files)}"
+                )
             return files[0].get_payload(decode=True) or b""
-        raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"POST /matches/byContent takes image/* (or "
-                                                          f"multipart/form-data with one file), not {ctype}")
+        raise Refused(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            f"POST /matches/byContent takes image/* (or multipart/form-data with one file), not {ctype}",
+        )
 
 
 def _max_results(query: dict) -> int:
@@ -376,8 +402,9 @@ def _json(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0, ledger_path: Path | None = None,
-                artworks: Path | None = None) -> ResolveServer:
+def make_server(
+    host: str = "127.0.0.1", port: int = 0, ledger_path: Path | None = None, artworks: Path | None = None
+) -> ResolveServer:
     """A resolution server bound to host:port (0: any free port; see .url), not yet serving: call serve_forever()."""
     return ResolveServer(host, port, Path(ledger_path or paths.LEDGER), Path(artworks or paths.ARTWORKS))
 
@@ -385,9 +412,11 @@ def make_server(host: str = "127.0.0.1", port: int = 0, ledger_path: Path | None
 def main(host: str, port: int, ledger_path: Path | None, artworks: Path | None, public: bool) -> int:
     """`atelier resolve serve`: serve until Ctrl-C; a host other than loopback only with --public (exit 2)."""
     if host not in LOOPBACK and not public:
-        print(f"atelier: resolve serve: refusing to listen on {host}, which other machines can reach; the service "
-              "answers anyone who asks which artwork an image is. Pass --public to mean it, or use 127.0.0.1",
-              file=sys.stderr)
+        print(
+            f"atelier: resolve serve: refusing to listen on {host}, which other machines can reach; the service "
+            "answers anyone who asks which artwork an image is. Pass --public to mean it, or use 127.0.0.1",
+            file=sys.stderr,
+        )
         return 2
     server = make_server(host, port, ledger_path, artworks)
     conn = ledger.open_read_only(server.ledger_path)
@@ -396,7 +425,10 @@ def main(host: str, port: int, ledger_path: Path | None, artworks: Path | None, 
             server.index.refresh(conn)
         finally:
             conn.close()
-    print(f"resolution service on {server.url}/ (ledger {server.ledger_path}, read-only, "
-          f"{len(server.index.entries[1]):,} artworks; signed artworks {server.artworks}); Ctrl-C stops", flush=True)
+    print(
+        f"resolution service on {server.url}/ (ledger {server.ledger_path}, read-only, "
+        f"{len(server.index.entries[1]):,} artworks; signed artworks {server.artworks}); Ctrl-C stops",
+        flush=True,
+    )
     serve_until_stopped(server)
     return 0

@@ -29,22 +29,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from atelier import paths
 from app.serving import serve_until_stopped
+from atelier import paths
 from provenance import ledger, votes
 
 MAX_BODY = 16 * 1024
 MAX_DRAIN = 1024 * 1024  # an oversized body up to this size is read and discarded, so the client sees the 413
-CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 ARTWORK_ID = re.compile(r"[0-9a-f]{16}")  # the first 16 hex digits of the pixel sha256 (stages/generate.py)
 FORM_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16)
 COOKIE = "reviewer"
-FIELDS = {"/consent": ({"pseudonym", "consent"}, set()),
-          "/vote": ({"form_id", "left", "right", "choice"}, {"flag_reason", "flagged"})}  # (required, optional)
+FIELDS = {
+    "/consent": ({"pseudonym", "consent"}, set()),
+    "/vote": ({"form_id", "left", "right", "choice"}, {"flag_reason", "flagged"}),
+}  # (required, optional)
 GALLERY_FILES = ("index.html", "*.png", "*.provenance.json", "attribution/*.html", "attribution/*.md", "plots/*.png")
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json",
-                 ".md": "text/plain; charset=utf-8"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".md": "text/plain; charset=utf-8",
+}
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;
      background:#f6f5f2;color:#222;padding:0 1rem}
@@ -87,34 +95,50 @@ class ReviewServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0, artworks: Path | None = None,
-                ledger_path: Path | None = None, rng: random.Random | None = None) -> ReviewServer:
+def make_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    artworks: Path | None = None,
+    ledger_path: Path | None = None,
+    rng: random.Random | None = None,
+) -> ReviewServer:
     """A review server bound to host:port (0: any free port; see .url), not yet serving: call serve_forever()."""
     return ReviewServer(host, port, artworks or paths.ARTWORKS, ledger_path or paths.LEDGER, rng or random.Random())
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, artworks: Path | None = None,
-          ledger_path: Path | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, artworks: Path | None = None, ledger_path: Path | None = None
+) -> None:
     """Serve the review page until Ctrl-C, printing its address."""
     server = make_server(host, port, artworks, ledger_path)
-    print(f"review page on {server.url}/ (artworks: {server.artworks}, votes: {server.ledger_path}); Ctrl-C stops",
-          flush=True)
+    print(
+        f"review page on {server.url}/ (artworks: {server.artworks}, votes: {server.ledger_path}); Ctrl-C stops",
+        flush=True,
+    )
     serve_until_stopped(server)
 
 
 def page(title: str, body: str, reviewer: str | None = None) -> bytes:
     """A whole HTML page: escaped title, the given (already escaped) body, the navigation."""
     who = f" · reviewing as <b>{escape(reviewer)}</b>" if reviewer else ""
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><nav><a href=\"/\">Consent</a><a href=\"/compare\">Compare</a>"
-            f"<a href=\"/gallery/\">Gallery</a>{who}</nav>{body}</body></html>").encode("utf-8")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<style>{STYLE}</style></head><body><nav><a href="/">Consent</a><a href="/compare">Compare</a>'
+        f'<a href="/gallery/">Gallery</a>{who}</nav>{body}</body></html>'
+    ).encode()
 
 
 def consent_page(reviewer: str | None) -> bytes:
     """The statement of what is stored, and the consent + pseudonym form."""
-    again = (f"<p>You have consented as <b>{escape(reviewer)}</b>: <a href=\"/compare\">continue comparing</a>, or "
-             "consent under another pseudonym below.</p>" if reviewer else "")
-    return page("Atelier review: consent", f"""<h1>Review artworks</h1>{again}
+    again = (
+        f'<p>You have consented as <b>{escape(reviewer)}</b>: <a href="/compare">continue comparing</a>, or '
+        "consent under another pseudonym below.</p>"
+        if reviewer
+        else ""
+    )
+    return page(
+        "Atelier review: consent",
+        f"""<h1>Review artworks</h1>{again}
 <p>You will see two artworks made for the same prompt and seed, by different model versions or settings, and say
 which is better, call it a tie, or flag one.</p>
 <h2>What is stored</h2><p class="statement" id="statement">{escape(votes.CONSENT_STATEMENT)}</p>
@@ -124,7 +148,9 @@ which is better, call it a tie, or flag one.</p>
     <input name="pseudonym" required maxlength="40" pattern="[A-Za-z0-9._\\-]{{1,40}}" autocomplete="off"></label></p>
   <p><label><input type="checkbox" name="consent" value="yes" required> I agree that the above is stored</label></p>
   <p><button class="main" type="submit">Consent and start</button></p>
-</form>""", reviewer)
+</form>""",
+        reviewer,
+    )
 
 
 def compare_page(reviewer: str, left: dict, right: dict, form_id: str, done: int, total: int) -> bytes:
@@ -133,11 +159,15 @@ def compare_page(reviewer: str, left: dict, right: dict, form_id: str, done: int
     sides = ""
     for side, art in (("left", left), ("right", right)):
         aid = escape(art["id"])
-        sides += (f'<figure class="{side}"><img src="/image/{aid}" alt="{side} artwork" width="320" height="320">'
-                  f'<figcaption>{side.capitalize()} · <a href="/card/{aid}" target="_blank" rel="noopener">'
-                  'provenance card</a></figcaption></figure>')
+        sides += (
+            f'<figure class="{side}"><img src="/image/{aid}" alt="{side} artwork" width="320" height="320">'
+            f'<figcaption>{side.capitalize()} · <a href="/card/{aid}" target="_blank" rel="noopener">'
+            "provenance card</a></figcaption></figure>"
+        )
     reasons = "".join(f'<option value="{escape(k)}">{escape(v)}</option>' for k, v in votes.FLAG_REASONS.items())
-    return page("Atelier review: compare", f"""<h1>Which is better?</h1>
+    return page(
+        "Atelier review: compare",
+        f"""<h1>Which is better?</h1>
 <p>Prompt: <b class="prompt">{escape(gen["prompt"])}</b> · seed {int(gen["seed"])} · pair {done + 1} of {total}</p>
 <form method="post" action="/vote">
   <input type="hidden" name="form_id" value="{escape(form_id)}">
@@ -158,7 +188,8 @@ def compare_page(reviewer: str, left: dict, right: dict, form_id: str, done: int
   </fieldset>
 </form>
 <p><small>The provenance cards name each side's model version and setting: open them after you choose.</small></p>""",
-                reviewer)
+        reviewer,
+    )
 
 
 def _tree(value: object) -> str:
@@ -173,18 +204,26 @@ def _tree(value: object) -> str:
 def card_page(art: dict, reviewer: str | None) -> bytes:
     """One artwork's provenance manifest as a page."""
     aid, gen = escape(art["id"]), art["manifest"]["artwork"]["generator"]
-    return page(f"Provenance card {art['id']}", f"""<h1>Provenance card</h1>
+    return page(
+        f"Provenance card {art['id']}",
+        f"""<h1>Provenance card</h1>
 <p><img src="/image/{aid}" alt="artwork {aid}" width="256" height="256"></p>
 <p>Artwork <code>{aid}</code>: <b>{escape(gen["prompt"])}</b>, seed {int(gen["seed"])}, guidance
 {float(gen["guidance"])}; model {escape(art["model_name"])} version {escape(art["model_version"])}.</p>
 <p><small>The manifest as the ledger recorded it; the PNG carries it signed (C2PA): check a copy with
-<code>atelier audit FILE</code>.</small></p>{_tree(art["manifest"])}""", reviewer)
+<code>atelier audit FILE</code>.</small></p>{_tree(art["manifest"])}""",
+        reviewer,
+    )
 
 
 def gallery_files(artworks: Path) -> dict[str, Path]:
     """The files /gallery/ may serve: a listing of the artworks folder (quarantine/ and symlinks never)."""
-    return {p.relative_to(artworks).as_posix(): p for pattern in GALLERY_FILES for p in artworks.glob(pattern)
-            if p.is_file() and not p.is_symlink()}
+    return {
+        p.relative_to(artworks).as_posix(): p
+        for pattern in GALLERY_FILES
+        for p in artworks.glob(pattern)
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -206,6 +245,7 @@ class Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         def refuse():
             raise Refused(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST")
+
         self._handle(refuse)
 
     do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
@@ -219,15 +259,24 @@ class Handler(BaseHTTPRequestHandler):
             status, headers, body = route()
         except Refused as exc:
             status, headers = exc.status, {"Content-Type": "text/html; charset=utf-8"}
-            body = page(f"{exc.status.value} {exc.status.phrase}", f'<h1>{exc.status.value} {exc.status.phrase}</h1>'
-                        f'<p class="error">{escape(exc.message)}</p><p><a href="/compare">Back to comparing</a></p>')
+            body = page(
+                f"{exc.status.value} {exc.status.phrase}",
+                f"<h1>{exc.status.value} {exc.status.phrase}</h1>"
+                f'<p class="error">{escape(exc.message)}</p><p><a href="/compare">Back to comparing</a></p>',
+            )
         finally:
             if conn is not None:
                 conn.close()
         self.send_response(status)
-        for name, value in {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
-                            "Content-Length": str(len(body)), **headers}.items():
+        for name, value in {
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+            "Cache-Control": "no-store",
+            "Content-Length": str(len(body)),
+            **headers,
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -272,8 +321,12 @@ class Handler(BaseHTTPRequestHandler):
             name = unquote(path.removeprefix("/gallery/"), errors="strict") or "index.html"
             file = gallery_files(self.server.artworks).get(name)
             if file is None:
-                raise Refused(HTTPStatus.NOT_FOUND, "no such gallery file (run `atelier generate` to make the "
-                              "gallery)" if name == "index.html" else "no such gallery file")
+                raise Refused(
+                    HTTPStatus.NOT_FOUND,
+                    "no such gallery file (run `atelier generate` to make the gallery)"
+                    if name == "index.html"
+                    else "no such gallery file",
+                )
             return HTTPStatus.OK, {"Content-Type": CONTENT_TYPES[file.suffix]}, file.read_bytes()
         raise Refused(HTTPStatus.NOT_FOUND, "no such page")
 
@@ -288,23 +341,32 @@ class Handler(BaseHTTPRequestHandler):
         if reviewer is None:
             return HTTPStatus.SEE_OTHER, {"Location": "/"}, b""
         seen = votes.voted_pairs(self.conn, reviewer)
-        shown = [(a, b) for a, b in votes.pairs(self.conn)
-                 if (self.server.artworks / f"{a['id']}.png").is_file()
-                 and (self.server.artworks / f"{b['id']}.png").is_file()]
+        shown = [
+            (a, b)
+            for a, b in votes.pairs(self.conn)
+            if (self.server.artworks / f"{a['id']}.png").is_file()
+            and (self.server.artworks / f"{b['id']}.png").is_file()
+        ]
         left = [p for p in shown if frozenset((p[0]["id"], p[1]["id"])) not in seen]
         if not left:
-            body = (f"<h1>Nothing left to compare</h1><p>You have voted on all {len(shown)} pairs: thank you. "
-                    "New pairs appear when artworks are made for the same prompt and seed by another model version "
-                    "or guidance setting.</p>" if shown else
-                    "<h1>No pairs yet</h1><p>The ledger holds no two artworks for the same prompt and seed from "
-                    "different model versions or guidance settings.</p>")
+            body = (
+                f"<h1>Nothing left to compare</h1><p>You have voted on all {len(shown)} pairs: thank you. "
+                "New pairs appear when artworks are made for the same prompt and seed by another model version "
+                "or guidance setting.</p>"
+                if shown
+                else "<h1>No pairs yet</h1><p>The ledger holds no two artworks for the same prompt and seed from "
+                "different model versions or guidance settings.</p>"
+            )
             return HTTPStatus.OK, {"Content-Type": "text/html; charset=utf-8"}, page("Atelier review", body, reviewer)
         a, b = self.server.rng.choice(left)
         if self.server.rng.random() < 0.5:
             a, b = b, a
         form_id = votes.issue_form(self.conn, reviewer, a["id"], b["id"])
-        return (HTTPStatus.OK, {"Content-Type": "text/html; charset=utf-8"},
-                compare_page(reviewer, a, b, form_id, len(shown) - len(left), len(shown)))
+        return (
+            HTTPStatus.OK,
+            {"Content-Type": "text/html; charset=utf-8"},
+            compare_page(reviewer, a, b, form_id, len(shown) - len(left), len(shown)),
+        )
 
     def _form(self, path: str) -> dict[str, str]:
         """The POSTed form's fields: urlencoded, at most 16 KiB, each field known and given once."""
@@ -321,8 +383,13 @@ class Handler(BaseHTTPRequestHandler):
         if kind != "application/x-www-form-urlencoded":
             raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the form as application/x-www-form-urlencoded")
         try:
-            items = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
-                              errors="strict", max_num_fields=10)
+            items = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=bool(body),
+                errors="strict",
+                max_num_fields=10,
+            )
         except (UnicodeDecodeError, ValueError):
             raise Refused(HTTPStatus.BAD_REQUEST, "the form is not valid urlencoded UTF-8") from None
         required, optional = FIELDS[path]
@@ -349,17 +416,31 @@ class Handler(BaseHTTPRequestHandler):
                 name = votes.register_reviewer(self.conn, form["pseudonym"])["pseudonym"]
             except votes.VoteRefused as exc:
                 raise Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
-            return (HTTPStatus.SEE_OTHER, {"Location": "/compare",
-                                           "Set-Cookie": f"{COOKIE}={name}; Path=/; HttpOnly; SameSite=Strict"}, b"")
+            return (
+                HTTPStatus.SEE_OTHER,
+                {"Location": "/compare", "Set-Cookie": f"{COOKIE}={name}; Path=/; HttpOnly; SameSite=Strict"},
+                b"",
+            )
         reviewer = self._reviewer()
         if reviewer is None:
             raise Refused(HTTPStatus.FORBIDDEN, "consent first: open the start page and give a pseudonym")
-        if not (FORM_ID.fullmatch(form["form_id"]) and ARTWORK_ID.fullmatch(form["left"])
-                and ARTWORK_ID.fullmatch(form["right"])):
+        if not (
+            FORM_ID.fullmatch(form["form_id"])
+            and ARTWORK_ID.fullmatch(form["left"])
+            and ARTWORK_ID.fullmatch(form["right"])
+        ):
             raise Refused(HTTPStatus.BAD_REQUEST, "malformed form or artwork id")
         try:
-            outcome = votes.record_vote(self.conn, form["form_id"], reviewer, form["left"], form["right"],
-                                        form["choice"], form.get("flag_reason") or None, form.get("flagged") or None)
+            outcome = votes.record_vote(
+                self.conn,
+                form["form_id"],
+                reviewer,
+                form["left"],
+                form["right"],
+                form["choice"],
+                form.get("flag_reason") or None,
+                form.get("flagged") or None,
+            )
         except votes.VoteRefused as exc:
             raise Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
         if outcome == "duplicate":
@@ -370,8 +451,7 @@ class Handler(BaseHTTPRequestHandler):
 def main(host: str, port: int) -> int:
     """`atelier review`: serve until Ctrl-C (a host other than loopback is allowed, with a warning)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"atelier: warning: serving the review page on {host}: anyone who can reach it can vote",
-              file=sys.stderr)
+        print(f"atelier: warning: serving the review page on {host}: anyone who can reach it can vote", file=sys.stderr)
     serve(host, port)
     return 0
 
@@ -392,8 +472,10 @@ def prepare(versions: list[str] | None, guidances: list[float] | None) -> dict:
     versions = list(dict.fromkeys(str(v) for v in versions))
     guidances = list(dict.fromkeys(guidances or [g.guidance]))
     if len(versions) * len(guidances) < 2:
-        raise ValueError(f"nothing to compare (versions {versions or 'none'}, guidance {guidances}); name two "
-                         "versions with --version, or two settings with --guidance")
+        raise ValueError(
+            f"nothing to compare (versions {versions or 'none'}, guidance {guidances}); name two "
+            "versions with --version, or two settings with --guidance"
+        )
     prompts, _ = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))
     made = 0
     for version in versions:

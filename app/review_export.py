@@ -54,24 +54,45 @@ def votes_table(votes: list[dict], reviewers: dict[str, dict]) -> pd.DataFrame:
     """The exported table: one row per vote, the reviewer's consent as a statement hash and time."""
     missing = sorted({v["reviewer"] for v in votes} - set(reviewers))
     if missing:
-        raise ValueError(f"votes by {missing} have no consent in the ledger's reviewers table; they cannot be "
-                         "exported (a vote is stored only after consent: the ledger was changed by hand?)")
-    rows = [{"vote_id": int(v["id"]), "reviewer": v["reviewer"],
-             "consent": consent_reference(reviewers[v["reviewer"]]["consent"]),
-             "consented_at": reviewers[v["reviewer"]]["consented_at"], "prompt": v["prompt"], "seed": int(v["seed"]),
-             "left_artwork": v["left_artwork"], "right_artwork": v["right_artwork"],
-             "left_version": str(v["left_version"]), "right_version": str(v["right_version"]),
-             "left_guidance": float(v["left_guidance"]), "right_guidance": float(v["right_guidance"]),
-             "choice": v["choice"], "flag_reason": v["flag_reason"] or "", "flagged": v["flagged"] or "",
-             "created_at": v["created_at"]} for v in votes]
+        raise ValueError(
+            f"votes by {missing} have no consent in the ledger's reviewers table; they cannot be "
+            "exported (a vote is stored only after consent: the ledger was changed by hand?)"
+        )
+    rows = [
+        {
+            "vote_id": int(v["id"]),
+            "reviewer": v["reviewer"],
+            "consent": consent_reference(reviewers[v["reviewer"]]["consent"]),
+            "consented_at": reviewers[v["reviewer"]]["consented_at"],
+            "prompt": v["prompt"],
+            "seed": int(v["seed"]),
+            "left_artwork": v["left_artwork"],
+            "right_artwork": v["right_artwork"],
+            "left_version": str(v["left_version"]),
+            "right_version": str(v["right_version"]),
+            "left_guidance": float(v["left_guidance"]),
+            "right_guidance": float(v["right_guidance"]),
+            "choice": v["choice"],
+            "flag_reason": v["flag_reason"] or "",
+            "flagged": v["flagged"] or "",
+            "created_at": v["created_at"],
+        }
+        for v in votes
+    ]
     frame = pd.DataFrame(rows, columns=list(FIELDS))
     return frame.astype({"vote_id": "int64", "seed": "int64", "left_guidance": "float64", "right_guidance": "float64"})
 
 
 def _field(column: str) -> dict:
     data_type, description = FIELDS[column]
-    return {"@type": "cr:Field", "@id": f"{RECORD_SET}/{column}", "name": column, "description": description,
-            "dataType": data_type, "source": {"fileObject": {"@id": "votes.parquet"}, "extract": {"column": column}}}
+    return {
+        "@type": "cr:Field",
+        "@id": f"{RECORD_SET}/{column}",
+        "name": column,
+        "description": description,
+        "dataType": data_type,
+        "source": {"fileObject": {"@id": "votes.parquet"}, "extract": {"column": column}},
+    }
 
 
 def review_card(table: pd.DataFrame, votes_sha256: str) -> dict:
@@ -80,45 +101,72 @@ def review_card(table: pd.DataFrame, votes_sha256: str) -> dict:
     counts = ", ".join(f"{k} {choices[k]}" for k in sorted(choices)) or "none"
     reviewers = int(table["reviewer"].nunique())
     dated = {"datePublished": str(table["created_at"].max())} if len(table) else {}  # the newest vote, not a clock
-    return {**dated,
+    return {
+        **dated,
         "@context": CONTEXT,
         "@type": "sc:Dataset",
         "conformsTo": [CROISSANT, CROISSANT_RAI],
         "name": DATASET_NAME,
         "version": "1.0.0",
-        "description": (f"Atelier's reviewers' pairwise preferences between artworks: {len(table)} votes by "
-                        f"{reviewers} pseudonymous reviewers ({counts}). Each vote compares two artworks made from "
-                        "the same prompt and seed by two model versions or guidance settings."),
+        "description": (
+            f"Atelier's reviewers' pairwise preferences between artworks: {len(table)} votes by "
+            f"{reviewers} pseudonymous reviewers ({counts}). Each vote compares two artworks made from "
+            "the same prompt and seed by two model versions or guidance settings."
+        ),
         "citeAs": f"Atelier, {DATASET_NAME}: reviewers' votes, votes.parquet sha256 {votes_sha256}",
         "keywords": ["human preference", "pairwise comparison", "text-to-image", "atelier"],
         "license": "https://creativecommons.org/publicdomain/zero/1.0/",
-        "distribution": [{"@type": "cr:FileObject", "@id": "votes.parquet", "name": "votes.parquet",
-                          "contentUrl": "votes.parquet", "sha256": votes_sha256,
-                          "encodingFormat": "application/x-parquet", "description": "the votes, one row per vote"}],
-        "recordSet": [{"@type": "cr:RecordSet", "@id": RECORD_SET, "name": RECORD_SET,
-                       "description": "one record per vote: the pair shown, the choice, the reviewer's pseudonym",
-                       "key": {"@id": f"{RECORD_SET}/vote_id"}, "field": [_field(column) for column in FIELDS]}],
-        "prov:wasGeneratedBy": {"@type": "prov:Activity", "name": "atelier review",
-                                "description": "the review page served by `atelier review`; votes kept in the ledger "
-                                               "database, exported by `atelier review export`"},
+        "distribution": [
+            {
+                "@type": "cr:FileObject",
+                "@id": "votes.parquet",
+                "name": "votes.parquet",
+                "contentUrl": "votes.parquet",
+                "sha256": votes_sha256,
+                "encodingFormat": "application/x-parquet",
+                "description": "the votes, one row per vote",
+            }
+        ],
+        "recordSet": [
+            {
+                "@type": "cr:RecordSet",
+                "@id": RECORD_SET,
+                "name": RECORD_SET,
+                "description": "one record per vote: the pair shown, the choice, the reviewer's pseudonym",
+                "key": {"@id": f"{RECORD_SET}/vote_id"},
+                "field": [_field(column) for column in FIELDS],
+            }
+        ],
+        "prov:wasGeneratedBy": {
+            "@type": "prov:Activity",
+            "name": "atelier review",
+            "description": "the review page served by `atelier review`; votes kept in the ledger "
+            "database, exported by `atelier review export`",
+        },
         "rai:dataCollection": (
             "Pairwise comparisons by consenting reviewers on Atelier's review page: two artworks for the same prompt "
             "and seed, from different model versions or guidance settings, sides randomised; the reviewer chooses "
-            "left, right or tie, or flags an artwork (looks like a specific existing work, offensive, broken)."),
+            "left, right or tie, or flags an artwork (looks like a specific existing work, offensive, broken)."
+        ),
         "rai:dataCollectionType": ["Direct Collection"],
         "rai:personalSensitiveInformation": (
             "Pseudonyms only: each reviewer chooses a pseudonym and consents once before voting; the consent is "
             "recorded (the sha256 of the statement accepted, and the time). No name, e-mail, IP address or other "
-            "personal data is collected or exported."),
+            "personal data is collected or exported."
+        ),
         "rai:dataUseCases": (
             "Auditing and reproducing Atelier's preference scores (a Bradley-Terry fit) and the promotion gate's "
             "preference rule; studying which model versions and guidance settings reviewers prefer. Not for "
-            "identifying or profiling reviewers."),
+            "identifying or profiling reviewers."
+        ),
         "rai:dataLimitations": (
             f"Few reviewers ({reviewers}) from one team: their taste is not a population's. Ties count half a win "
-            "to each side; flags are not preferences."),
-        "rai:dataBiases": ("Reviewers are the operator's own team, who may recognise the models' styles; the sides "
-                           "are randomised to reduce position bias."),
+            "to each side; flags are not preferences."
+        ),
+        "rai:dataBiases": (
+            "Reviewers are the operator's own team, who may recognise the models' styles; the sides "
+            "are randomised to reduce position bias."
+        ),
     }
 
 
@@ -129,5 +177,9 @@ def export(folder: Path, ledger: Path = paths.LEDGER) -> dict:
     write_parquet(folder / "votes.parquet", table)
     digest = hashlib.sha256((folder / "votes.parquet").read_bytes()).hexdigest()
     write_text(folder / "croissant.json", card_text(review_card(table, digest)))
-    return {"folder": str(folder), "votes": len(table), "reviewers": int(table["reviewer"].nunique()),
-            "votes_sha256": digest}
+    return {
+        "folder": str(folder),
+        "votes": len(table),
+        "reviewers": int(table["reviewer"].nunique()),
+        "votes_sha256": digest,
+    }

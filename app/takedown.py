@@ -32,12 +32,13 @@ def target_kind(target: str) -> str:
 def affected(target: str) -> dict:
     """Model versions whose recorded training data holds the work/creator, and the artworks those versions made."""
     kind = target_kind(target)
-    if kind == "record_id":
-        hits = lambda records: records["record_id"] == target.strip().lower()  # noqa: E731
-    else:
-        listed = read_opt_outs(paths.OPT_OUT)  # any spelling, and the aliases the list gives the creator
-        hits = lambda records: pd.Series(creator_matches(records.to_dict("records"), target, listed),  # noqa: E731
-                                         index=records.index, dtype=bool)
+    listed = read_opt_outs(paths.OPT_OUT) if kind == "creator" else None  # any spelling, and the list's aliases
+
+    def hits(records: pd.DataFrame) -> pd.Series:
+        if kind == "record_id":
+            return records["record_id"] == target.strip().lower()
+        return pd.Series(creator_matches(records.to_dict("records"), target, listed), index=records.index, dtype=bool)
+
     return {"target": target, "kind": kind, **used_by(hits)}
 
 
@@ -49,8 +50,10 @@ def image_phash(data: bytes) -> str:
     try:
         return decode(data, p.model_copy(update={"min_size": 1})).phash
     except Rejected as r:
-        raise ValueError(f"the picture cannot be read as an image ({r.reason}: {r.detail}); send a PNG, JPEG, GIF, "
-                         "WebP, BMP or TIFF file") from None
+        raise ValueError(
+            f"the picture cannot be read as an image ({r.reason}: {r.detail}); send a PNG, JPEG, GIF, "
+            "WebP, BMP or TIFF file"
+        ) from None
 
 
 def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
@@ -60,8 +63,16 @@ def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
     One row per raw record, with `match` saying how it was found."""
     sha, query = hashlib.sha256(data).hexdigest(), np.uint64(int(image_phash(data), 16))
     raw = read_frame(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
-    hashes = pd.concat([read_frame(paths.CLEAN_RECORDS, ["record_id", "phash"]),  # decoded: the rejected copies' hashes
-                        read_frame(paths.CLEAN_DECODED, ["record_id", "phash"])]).dropna().drop_duplicates("record_id")
+    hashes = (
+        pd.concat(
+            [
+                read_frame(paths.CLEAN_RECORDS, ["record_id", "phash"]),  # decoded: the rejected copies' hashes
+                read_frame(paths.CLEAN_DECODED, ["record_id", "phash"]),
+            ]
+        )
+        .dropna()
+        .drop_duplicates("record_id")
+    )
     ids = hashes["record_id"].to_numpy()
     bank = np.array([int(h, 16) for h in hashes["phash"]], dtype=np.uint64)
     how = {sha: "the same bytes"} if sha in set(raw["record_id"]) else {}
@@ -92,9 +103,14 @@ def affected_by_image(image: Path) -> dict:
     matches = matching_records(data, load_params().clean.near_duplicate_hamming)
     ids = set(matches["record_id"])
     report = used_by(lambda records: records["record_id"].isin(ids))
-    return {"target": str(image), "kind": "image", "sha256": hashlib.sha256(data).hexdigest(),
-            "matches": [{k: (None if pd.isna(v) else v) for k, v in row.items()}
-                        for row in matches.to_dict("records")], "record_ids": sorted(ids), **report}
+    return {
+        "target": str(image),
+        "kind": "image",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "matches": [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in matches.to_dict("records")],
+        "record_ids": sorted(ids),
+        **report,
+    }
 
 
 def add_opt_out(kind: str, value: str, reason: str) -> bool:
@@ -104,14 +120,16 @@ def add_opt_out(kind: str, value: str, reason: str) -> bool:
         return False  # already listed (a creator under any spelling or alias)
     text = paths.OPT_OUT.read_text(encoding="utf-8") if paths.OPT_OUT.exists() else "kind,value,reason,added\n"
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([kind, csv_cell(value.strip()), csv_cell(reason),
-                                                    date.today().isoformat()])
+    csv.writer(buf, lineterminator="\n").writerow(
+        [kind, csv_cell(value.strip()), csv_cell(reason), date.today().isoformat()]
+    )
     write_text(paths.OPT_OUT, text.rstrip("\n") + "\n" + buf.getvalue())
     return True
 
 
-def takedown(target: str | None = None, reason: str = "takedown request", image: Path | None = None,
-             dry_run: bool = False) -> dict:
+def takedown(
+    target: str | None = None, reason: str = "takedown request", image: Path | None = None, dry_run: bool = False
+) -> dict:
     """Answer the takedown question for a creator or record id (`target`) or a picture (`image`); unless `dry_run`,
     record the opt-out (every matching record id, for a picture) and mark the affected model versions."""
     from registry import tracking
@@ -128,8 +146,11 @@ def takedown(target: str | None = None, reason: str = "takedown request", image:
         report["opt_out_added"] = added
     else:
         report["opt_out_added"] = add_opt_out(report["kind"], target, reason)
-    what = f"{len(report['record_ids'])} records matching a picture" if image is not None else \
-        f"{report['kind']} '{target}'"
+    what = (
+        f"{len(report['record_ids'])} records matching a picture"
+        if image is not None
+        else f"{report['kind']} '{target}'"
+    )
     note = f"{date.today().isoformat()}: trained on {what} ({reason}); retrain without it"
     for v in report["versions"]:
         tracking.tag_version(report["model"], v["version"], "takedown", note)
@@ -142,12 +163,18 @@ def format_report(r: dict) -> str:
     lines = [f"{'Dry run: takedown' if dry else 'Takedown'} of {r['kind']} '{r['target']}' for model '{r['model']}':"]
     if r["kind"] == "image":
         lines.append(f"  records whose image matches it: {len(r['matches'])} rows, {len(r['record_ids'])} record ids")
-        lines += [f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} "
-                  f"(creator {m['creator'] or 'not recorded'}; {m['match']})" for m in r["matches"]]
+        lines += [
+            f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} "
+            f"(creator {m['creator'] or 'not recorded'}; {m['match']})"
+            for m in r["matches"]
+        ]
     if r["versions"]:
         lines.append("  model versions trained on it" + (":" if dry else " (now marked in the registry):"))
-        lines += [f"    version {v['version']} ({v['records']} records){' aliases: ' + ', '.join(v['aliases']) if v['aliases'] else ''}"
-                  for v in r["versions"]]
+        lines += [
+            f"    version {v['version']} ({v['records']} records)"
+            + (f" aliases: {', '.join(v['aliases'])}" if v["aliases"] else "")
+            for v in r["versions"]
+        ]
     else:
         lines.append("  no registered model version was trained on it")
     lines.append(f"  artworks those versions produced: {len(r['artworks'])}")
@@ -158,8 +185,10 @@ def format_report(r: dict) -> str:
         lines.append("  dry run: nothing was opted out and no version was marked; run without --dry-run to do so")
         return "\n".join(lines)
     if r["kind"] == "image":
-        lines.append(f"  added to policy/opt_out.csv: {len(r['opt_out_added'])} record ids"
-                     f" ({len(r['record_ids']) - len(r['opt_out_added'])} listed already)")
+        lines.append(
+            f"  added to policy/opt_out.csv: {len(r['opt_out_added'])} record ids"
+            f" ({len(r['record_ids']) - len(r['opt_out_added'])} listed already)"
+        )
     else:
         lines.append("  added to policy/opt_out.csv" if r["opt_out_added"] else "  already on policy/opt_out.csv")
     lines.append("  the next `atelier run` excludes it and retrains")

@@ -38,9 +38,9 @@ import os
 import shutil
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import yaml
@@ -79,15 +79,15 @@ class TrainState:
     calls resume() (which overwrites them in place from a checkpoint, if there is a valid one), runs the steps
     range(state.step, state.total) and calls record() after each."""
 
-    total: int                                   # steps of the whole run
+    total: int  # steps of the whole run
     modules: dict[str, torch.nn.Module]
     optimizer: torch.optim.Optimizer
-    generators: dict[str, torch.Generator]       # every generator the loop draws batches or noise from
+    generators: dict[str, torch.Generator]  # every generator the loop draws batches or noise from
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     tensors: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # e.g. EMA weights, restored in place
-    checkpoint: "Checkpointer | None" = None
+    checkpoint: Checkpointer | None = None
     on_step: Callable[[int, dict], None] | None = None
-    step: int = 0                                # steps done
+    step: int = 0  # steps done
     rows: list[dict] = field(default_factory=list)  # the metrics of each step done (the loss curves)
 
     def resume(self) -> None:
@@ -174,7 +174,7 @@ def unpack(state: TrainState, tensors: dict[str, torch.Tensor], meta: dict) -> N
     with torch.no_grad():
         for name, module in state.modules.items():
             prefix = f"module.{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         for name, values in state.tensors.items():
             for i, v in enumerate(values):
                 v.copy_(tensors[f"tensors.{name}.{i}"])
@@ -183,11 +183,13 @@ def unpack(state: TrainState, tensors: dict[str, torch.Tensor], meta: dict) -> N
     for index in opt["indices"]:
         values = dict(opt["state"].get(str(index), {}))
         prefix = f"optimizer.{index}."
-        values.update({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        values.update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         per_param[index] = values
     # JSON turned tuples (Adam's betas) into lists; the optimizer wants them back as they were
-    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
-              for g in opt["param_groups"]]
+    groups = [
+        {k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+        for g in opt["param_groups"]
+    ]
     state.optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     if state.scheduler is not None:
         state.scheduler.load_state_dict(meta["scheduler"])
@@ -205,9 +207,18 @@ def _digest(obj: object) -> str:
 
 
 # safetensors' dtype names; a tensor of another dtype is written through safetensors.torch.save instead
-_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                       torch.uint8: "U8", torch.bool: "BOOL"}
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def _safetensors_chunks(tensors: dict[str, torch.Tensor]) -> list:
@@ -221,8 +232,11 @@ def _safetensors_chunks(tensors: dict[str, torch.Tensor]) -> list:
     for name in sorted(tensors, key=lambda k: (-tensors[k].element_size(), k)):
         t = tensors[name].detach()
         data = t.contiguous().reshape(-1).view(torch.uint8).numpy()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + data.nbytes]}
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + data.nbytes],
+        }
         chunks.append(data)
         offset += data.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -250,8 +264,9 @@ class Checkpointer:
     steps (default: checkpoint_every()). A `read_only` one (the other ranks of a data-parallel run) resumes from the
     checkpoints but never writes or deletes one: rank 0 alone does (atelier/distributed.py)."""
 
-    def __init__(self, folder: Path, key: object, label: str | None = None, every: int | None = None,
-                 read_only: bool = False):
+    def __init__(
+        self, folder: Path, key: object, label: str | None = None, every: int | None = None, read_only: bool = False
+    ):
         self.folder = Path(folder)
         self.label = label or self.folder.name
         self.key = _digest(key)

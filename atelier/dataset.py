@@ -38,8 +38,10 @@ def load_images(records: pd.DataFrame) -> torch.Tensor:
         pngs.update(read_pack(paths.absolute(pack), set(ids)))
     missing = [rid for rid in records["record_id"] if rid not in pngs]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} clean images are not in their packs (first: {missing[0]}); "
-                                "run `dvc repro clean` or `dvc checkout data/clean`")
+        raise FileNotFoundError(
+            f"{len(missing)} clean images are not in their packs (first: {missing[0]}); "
+            "run `dvc repro clean` or `dvc checkout data/clean`"
+        )
     pixels = np.stack([np.asarray(Image.open(io.BytesIO(pngs[rid])).convert("RGB")) for rid in records["record_id"]])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 

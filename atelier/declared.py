@@ -35,9 +35,10 @@ class SourcesUndeclared(ConfigError):
 @dataclass(frozen=True)
 class Problem:
     """One disagreement: level "error" (a source DVC does not watch) or "warning" (a dep no source reads)."""
+
     level: str
     source: str | None  # the source's name (None for a warning)
-    path: str           # the dep to add (error) or the dep nobody reads (warning), as dvc.yaml would write it
+    path: str  # the dep to add (error) or the dep nobody reads (warning), as dvc.yaml would write it
     message: str
 
 
@@ -75,8 +76,9 @@ def covered(path: str, deps: list[str], root: Path) -> bool:
     """True when one of `deps` is `path` or a folder above it (compared as written, then with links resolved)."""
     target = _absolute(path, root)
     written = [_absolute(d, root) for d in deps]
-    return (any(_covers(d, target) for d in written)
-            or any(_covers(os.path.realpath(d), os.path.realpath(target)) for d in written))
+    return any(_covers(d, target) for d in written) or any(
+        _covers(os.path.realpath(d), os.path.realpath(target)) for d in written
+    )
 
 
 def ingest_deps(stages: dict) -> list[str]:
@@ -105,9 +107,14 @@ def check(ingest: IngestParams, stages: dict, root: Path) -> list[Problem]:
         path = read_path(source)
         if not covered(path, deps, root):
             dep = as_dep(path, root)
-            problems.append(Problem("error", source.name, dep,
-                                    f"source '{source.name}' ({source.kind}) reads {dep}, which no dep of the ingest "
-                                    f"stage covers"))
+            problems.append(
+                Problem(
+                    "error",
+                    source.name,
+                    dep,
+                    f"source '{source.name}' ({source.kind}) reads {dep}, which no dep of the ingest stage covers",
+                )
+            )
     sources_dir = _absolute(SOURCES_DIR, root)
     read = [_absolute(read_path(s), root) for s in ingest.sources]
     for dep in deps:
@@ -115,10 +122,16 @@ def check(ingest: IngestParams, stages: dict, root: Path) -> list[Problem]:
         if not _covers(sources_dir, absolute):
             continue
         if not any(_covers(absolute, r) or _covers(r, absolute) for r in read):
-            problems.append(Problem("warning", None, as_dep(dep, root),
-                                    f"dvc.yaml: the ingest stage depends on {as_dep(dep, root)}, which no source in "
-                                    f"params.yaml ingest.sources reads; remove that dep, or add the source with "
-                                    f"`atelier sources add`"))
+            problems.append(
+                Problem(
+                    "warning",
+                    None,
+                    as_dep(dep, root),
+                    f"dvc.yaml: the ingest stage depends on {as_dep(dep, root)}, which no source in "
+                    f"params.yaml ingest.sources reads; remove that dep, or add the source with "
+                    f"`atelier sources add`",
+                )
+            )
     return problems
 
 
@@ -127,8 +140,10 @@ def undeclared_message(errors: list[Problem], ingest: IngestParams, dvc_yaml: Pa
     if any(e.source is None for e in errors):
         return next(e.message for e in errors if e.source is None)
     by_name = {s.name: s for s in ingest.sources}
-    lines = [f"{dvc_yaml}: the ingest stage does not depend on what these sources in params.yaml ingest.sources "
-             "read, so DVC would not notice their changes and would skip ingest on later runs:"]
+    lines = [
+        f"{dvc_yaml}: the ingest stage does not depend on what these sources in params.yaml ingest.sources "
+        "read, so DVC would not notice their changes and would skip ingest on later runs:"
+    ]
     lines += [f"  - {e.message}" for e in errors]
     lines.append("Fix: add these lines under stages.ingest.deps in dvc.yaml:")
     lines += [f"{' ' * indent}- {_scalar(e.path)}" for e in errors]
@@ -173,6 +188,7 @@ def load_stages(dvc_yaml: Path) -> dict:
 
 # --- the text edit behind `atelier sources add` ---------------------------------------------------------------------
 
+
 def _scalar(value: str) -> str:
     """`value` as a YAML scalar: plain when it reads back as itself, else double-quoted (JSON is valid YAML)."""
     try:
@@ -196,7 +212,7 @@ def sequence_end(lines: list[str], keys: tuple[str, ...]) -> tuple[int, int]:
     and the indent of the items' dashes. ValueError when the layout is not a plain block sequence."""
     start, end, parent = 0, len(lines), -1
     for depth, key in enumerate(keys):
-        name, last = ".".join(keys[:depth + 1]), depth == len(keys) - 1
+        name, last = ".".join(keys[: depth + 1]), depth == len(keys) - 1
         block = [(i, *c) for i in range(start, end) if (c := _content(lines[i])) is not None]
         child = block[0][1] if block else -1  # the indent of the keys in this block
         found = [(i, text) for i, indent, text in block if indent == child and re.match(rf"{re.escape(key)}\s*:", text)]
@@ -266,8 +282,9 @@ def _same_but_appended(old: str, new: str, keys: tuple[str, ...], item: object, 
         node = node[key]
     node.append(item)
     if yaml.safe_load(new) != expected:
-        raise ValueError(f"{name}: inserting into {'.'.join(keys)} as text did not give the expected YAML; "
-                         f"edit it by hand")
+        raise ValueError(
+            f"{name}: inserting into {'.'.join(keys)} as text did not give the expected YAML; edit it by hand"
+        )
 
 
 def add_source(root: Path, name: str, path: str, kind: str = "folder", image_column: str | None = None) -> list[str]:
@@ -294,26 +311,39 @@ def add_source(root: Path, name: str, path: str, kind: str = "folder", image_col
     notes = []
     existing = {s.name: s for s in ingest.sources}.get(name)
     if existing is not None:
-        same = (existing.kind == kind and as_dep(existing.path, root) == stored
-                and image_column in (None, getattr(existing, "image_column", None)))
+        same = (
+            existing.kind == kind
+            and as_dep(existing.path, root) == stored
+            and image_column in (None, getattr(existing, "image_column", None))
+        )
         if not same:
-            raise ConfigError(f"{params_yaml}: a source named '{name}' exists already ({existing.kind}, "
-                              f"{existing.path}); choose another name, or edit params.yaml to change it")
+            raise ConfigError(
+                f"{params_yaml}: a source named '{name}' exists already ({existing.kind}, "
+                f"{existing.path}); choose another name, or edit params.yaml to change it"
+            )
         if covered(read_path(existing), ingest_deps(stages), root):
             raise ConfigError(f"source '{name}' is in params.yaml and declared in dvc.yaml already; nothing to add")
         entry, source = None, existing
     reads = read_path(source)
     dep = None if covered(reads, ingest_deps(stages), root) else as_dep(reads, root)
-    notes.append(f"source '{name}' ({source.kind}, {source.path}): "
-                 + ("added to params.yaml ingest.sources" if entry else "in params.yaml ingest.sources already")
-                 + (f"; {dep} added to the ingest stage's deps in dvc.yaml" if dep else
-                    f"; {as_dep(reads, root)} is covered by an ingest dep in dvc.yaml already"))
+    notes.append(
+        f"source '{name}' ({source.kind}, {source.path}): "
+        + ("added to params.yaml ingest.sources" if entry else "in params.yaml ingest.sources already")
+        + (
+            f"; {dep} added to the ingest stage's deps in dvc.yaml"
+            if dep
+            else f"; {as_dep(reads, root)} is covered by an ingest dep in dvc.yaml already"
+        )
+    )
     try:
-        params_text, dvc_text = add_source_text(params_yaml.read_text(encoding="utf-8"),
-                                                         dvc_yaml.read_text(encoding="utf-8"), entry, dep)
+        params_text, dvc_text = add_source_text(
+            params_yaml.read_text(encoding="utf-8"), dvc_yaml.read_text(encoding="utf-8"), entry, dep
+        )
     except ValueError as exc:
-        raise ConfigError(f"cannot add source '{name}' as text: {exc}; add it to params.yaml ingest.sources and "
-                          f"its path to stages.ingest.deps in dvc.yaml by hand") from None
+        raise ConfigError(
+            f"cannot add source '{name}' as text: {exc}; add it to params.yaml ingest.sources and "
+            f"its path to stages.ingest.deps in dvc.yaml by hand"
+        ) from None
     with tempfile.TemporaryDirectory() as tmp:  # validate the new params.yaml before writing anything
         (Path(tmp) / "params.yaml").write_text(params_text, encoding="utf-8")
         try:
@@ -329,6 +359,8 @@ def add_source(root: Path, name: str, path: str, kind: str = "folder", image_col
     if entry is not None:
         write_text(params_yaml, params_text)
     if not (root / reads).exists():
-        notes.append(f"note: {as_dep(reads, root)} does not exist yet: put the source there before the "
-                     f"next run (DVC stops on a missing dependency)")
+        notes.append(
+            f"note: {as_dep(reads, root)} does not exist yet: put the source there before the "
+            f"next run (DVC stops on a missing dependency)"
+        )
     return notes

@@ -28,8 +28,18 @@ PALETTES: dict[str, list[tuple[int, int, int]]] = {
     "monochrome": [(22, 22, 22), (112, 112, 112), (190, 190, 190), (246, 246, 246)],
 }
 CREATORS = [
-    "Ada Moreno", "Bram Visser", "Chiara Conti", "Dmitri Volkov", "Esi Mensah", "Farah Haddad",
-    "Goro Tanaka", "Helga Berg", "Ines Duarte", "Jonas Weber", "Kavya Rao", "Luca Romano",
+    "Ada Moreno",
+    "Bram Visser",
+    "Chiara Conti",
+    "Dmitri Volkov",
+    "Esi Mensah",
+    "Farah Haddad",
+    "Goro Tanaka",
+    "Helga Berg",
+    "Ines Duarte",
+    "Jonas Weber",
+    "Kavya Rao",
+    "Luca Romano",
 ]
 OPTED_OUT_CREATOR = "Marta Okafor"  # listed in policy/opt_out.csv
 GOOD_LICENSES = [
@@ -64,8 +74,9 @@ def draw_artwork(style: str, palette: str, size: int, rng: random.Random) -> Ima
         for i in range(n):
             for j in range(n):
                 inset = rng.uniform(0.05, 0.2) * cell
-                d.rectangle([i * cell + inset, j * cell + inset, (i + 1) * cell - inset, (j + 1) * cell - inset],
-                            fill=pick())
+                d.rectangle(
+                    [i * cell + inset, j * cell + inset, (i + 1) * cell - inset, (j + 1) * cell - inset], fill=pick()
+                )
     elif style == "concentric circles":
         cx, cy = s * rng.uniform(0.35, 0.65), s * rng.uniform(0.35, 0.65)
         r = s * rng.uniform(0.55, 0.75)
@@ -96,8 +107,10 @@ def draw_artwork(style: str, palette: str, size: int, rng: random.Random) -> Ima
         d.rectangle([0, horizon, s, s], fill=_jitter(rng, colours[2]))
         for _ in range(rng.randint(0, 4)):
             hx, hw = s * rng.uniform(-0.1, 1.1), s * rng.uniform(0.15, 0.45)
-            d.polygon([(hx - hw, horizon + 1), (hx, horizon - s * rng.uniform(0.08, 0.35)), (hx + hw, horizon + 1)],
-                      fill=_jitter(rng, colours[2], 30))
+            d.polygon(
+                [(hx - hw, horizon + 1), (hx, horizon - s * rng.uniform(0.08, 0.35)), (hx + hw, horizon + 1)],
+                fill=_jitter(rng, colours[2], 30),
+            )
     elif style == "scattered blobs":
         for _ in range(rng.randint(14, 24)):
             r = s * rng.uniform(0.035, 0.075)
@@ -141,8 +154,17 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
     files: list[DemoFile] = []
     expected: dict[str, str] = {}
 
-    def add(name: str, data: bytes, style: str, palette: str, creator: str, license_raw: str, url: str,
-            noai: bool = False, title: str | None = None) -> DemoFile:
+    def add(
+        name: str,
+        data: bytes,
+        style: str,
+        palette: str,
+        creator: str,
+        license_raw: str,
+        url: str,
+        noai: bool = False,
+        title: str | None = None,
+    ) -> DemoFile:
         meta = {
             "file_name": name,
             "title": title or f"{palette.title()} {style.title()} No. {len(files) + 1}",
@@ -166,8 +188,15 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
                 lic, url = rng.choice(GOOD_LICENSES)
                 add(f"art_{index:04d}.png", _png(img), style, palette, rng.choice(CREATORS), lic, url)
 
-    def planted(name: str, reason: str, license_raw: str, url: str = "", creator: str | None = None,
-                noai: bool = False, data: bytes | None = None) -> None:
+    def planted(
+        name: str,
+        reason: str,
+        license_raw: str,
+        url: str = "",
+        creator: str | None = None,
+        noai: bool = False,
+        data: bytes | None = None,
+    ) -> None:
         style, palette = rng.choice(STYLES), rng.choice(list(PALETTES))
         if data is None:
             data = _png(draw_artwork(style, palette, size, rng))
@@ -175,11 +204,19 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
         expected[name] = reason
 
     for i in range(4):
-        planted(f"nc_{i}.png", "license_forbids:non_commercial", "CC BY-NC 4.0",
-                "https://creativecommons.org/licenses/by-nc/4.0/")
+        planted(
+            f"nc_{i}.png",
+            "license_forbids:non_commercial",
+            "CC BY-NC 4.0",
+            "https://creativecommons.org/licenses/by-nc/4.0/",
+        )
     for i in range(3):
-        planted(f"nd_{i}.png", "license_forbids:no_derivatives", "CC-BY-ND-4.0",
-                "https://creativecommons.org/licenses/by-nd/4.0/")
+        planted(
+            f"nd_{i}.png",
+            "license_forbids:no_derivatives",
+            "CC-BY-ND-4.0",
+            "https://creativecommons.org/licenses/by-nd/4.0/",
+        )
     for i in range(3):
         planted(f"arr_{i}.png", "license_forbids:training", "All rights reserved")
     for i in range(3):
@@ -187,8 +224,13 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
     for i, junk in enumerate(["free for whatever lol", "CC-BY-7.5-MOON"]):
         planted(f"badlicense_{i}.png", "license_unknown", junk)
     for i in range(4):
-        planted(f"optout_{i}.png", "opted_out:creator", "CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/",
-                creator=OPTED_OUT_CREATOR)
+        planted(
+            f"optout_{i}.png",
+            "opted_out:creator",
+            "CC-BY-4.0",
+            "https://creativecommons.org/licenses/by/4.0/",
+            creator=OPTED_OUT_CREATOR,
+        )
     for i in range(3):
         planted(f"noai_{i}.png", "opted_out:noai_flag", "CC0-1.0", noai=True)
 
@@ -204,8 +246,15 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
         img.putpixel((1, 1), (0, 0, 0))
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=92)
-        add(f"near_{i}.jpg", buf.getvalue(), "grid", "red", src.meta["creator"], src.meta["license"],
-            src.meta["license_url"])
+        add(
+            f"near_{i}.jpg",
+            buf.getvalue(),
+            "grid",
+            "red",
+            src.meta["creator"],
+            src.meta["license"],
+            src.meta["license_url"],
+        )
         files[-1].meta.update(caption=src.meta["caption"], title=src.meta["title"] + " (re-encoded)")
         expected[f"near_{i}.jpg"] = "duplicate_near"
 
@@ -224,8 +273,15 @@ def build_demo(seed: int, per_class: int, size: int) -> tuple[list[DemoFile], li
     exif[0x8825] = gps
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
-    add("camera_upload.jpg", buf.getvalue(), "stripes", "golden", rng.choice(CREATORS), "CC0-1.0",
-        "https://creativecommons.org/publicdomain/zero/1.0/")
+    add(
+        "camera_upload.jpg",
+        buf.getvalue(),
+        "stripes",
+        "golden",
+        rng.choice(CREATORS),
+        "CC0-1.0",
+        "https://creativecommons.org/publicdomain/zero/1.0/",
+    )
 
     lines = [json.dumps(f.meta, sort_keys=True) for f in files]
     # Rows that point at nothing, outside the folder, or are not JSON at all.

@@ -43,10 +43,10 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -67,8 +67,10 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise DistributedFailed("train_diffusion.device is cuda but torch sees no GPU on this machine: set device: "
-                                "auto or cpu, or install a CUDA build of torch")
+        raise DistributedFailed(
+            "train_diffusion.device is cuda but torch sees no GPU on this machine: set device: "
+            "auto or cpu, or install a CUDA build of torch"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -103,16 +105,18 @@ def launch(module: str, processes: int, device: str = "auto") -> None:
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         resolve_device(device)
         if torch.cuda.device_count() < processes:
-            raise DistributedFailed(f"train_diffusion.processes is {processes} on GPUs but this machine has "
-                                    f"{torch.cuda.device_count()}: set processes to at most that, or device: cpu")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", module]
+            raise DistributedFailed(
+                f"train_diffusion.processes is {processes} on GPUs but this machine has "
+                f"{torch.cuda.device_count()}: set processes to at most that, or device: cpu"
+            )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", module]
     print(f"{module}: training in {processes} processes: {' '.join(cmd[1:])}", flush=True)
     tail: deque[str] = deque(maxlen=200)
     with tempfile.TemporaryDirectory(prefix="atelier-ranks-") as failures:
         env = dict(os.environ, **{LAUNCHED_ENV: "1", FAILURES_ENV: failures})
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
+        )
         try:
             for line in proc.stdout:
                 sys.stdout.write(line)
@@ -127,12 +131,14 @@ def launch(module: str, processes: int, device: str = "auto") -> None:
     if code != 0:
         if noted:  # the first error noted; the other ranks' errors (a lost connection) follow from it
             who = f"rank {noted[0][1]} failed first: {noted[0][2]}"
-        else:      # failed outside the training group (rank 0 saving or registering), or torchrun itself
+        else:  # failed outside the training group (rank 0 saving or registering), or torchrun itself
             first = re.search(r"Root Cause.*?^\s*rank\s*:\s*(\d+)", "".join(tail), flags=re.S | re.M)
             who = f"rank {first.group(1)} failed" if first else "a process failed"
-        raise DistributedFailed(f"{module}: training in {processes} processes under torchrun failed ({who}; "
-                                f"torchrun exit code {code}); the failing rank's error is printed above. Fix it and "
-                                "run the stage again: it resumes from its last checkpoint")
+        raise DistributedFailed(
+            f"{module}: training in {processes} processes under torchrun failed ({who}; "
+            f"torchrun exit code {code}); the failing rank's error is printed above. Fix it and "
+            "run the stage again: it resumes from its last checkpoint"
+        )
 
 
 def _note_failure(rank: int, error: BaseException) -> None:
@@ -166,8 +172,10 @@ class Group:
     def share(self, n: int) -> slice:
         """This rank's slice of a global batch of `n` samples (equal shares)."""
         if n % self.world:
-            raise ValueError(f"a global batch of {n} does not divide into {self.world} equal shares: make "
-                             "batch_size a multiple of processes")
+            raise ValueError(
+                f"a global batch of {n} does not divide into {self.world} equal shares: make "
+                "batch_size a multiple of processes"
+            )
         size = n // self.world
         return slice(self.rank * size, (self.rank + 1) * size)
 
@@ -186,8 +194,10 @@ class Group:
         found = [None] * self.world
         dist.all_gather_object(found, int(value))
         if len(set(found)) != 1:
-            raise DistributedFailed(f"the training processes disagree on {what}: {found} (by rank); run the stage "
-                                    "again, and delete .atelier/checkpoints/ if it persists")
+            raise DistributedFailed(
+                f"the training processes disagree on {what}: {found} (by rank); run the stage "
+                "again, and delete .atelier/checkpoints/ if it persists"
+            )
 
 
 @contextmanager
@@ -199,8 +209,10 @@ def process_group(device: str, processes: int) -> Iterator[Group]:
         return
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     if world != processes:
-        raise DistributedFailed(f"this process was launched as one of {world} but train_diffusion.processes is "
-                                f"{processes}: run the stage itself (it launches torchrun), or match the numbers")
+        raise DistributedFailed(
+            f"this process was launched as one of {world} but train_diffusion.processes is "
+            f"{processes}: run the stage itself (it launches torchrun), or match the numbers"
+        )
     _die_with_parent()
     where = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     if where.type == "cuda":

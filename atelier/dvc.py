@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -28,8 +28,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def repro(stage: str | None = None, root: Path | None = None, single: bool = False,
-          timeout: float | None = None, force: bool = False) -> str:
+def repro(
+    stage: str | None = None,
+    root: Path | None = None,
+    single: bool = False,
+    timeout: float | None = None,
+    force: bool = False,
+) -> str:
     """Run `dvc repro [stage]` in `root`; return its output, raise StageFailed naming the stage on failure.
 
     DVC runs in its own process group; if we are interrupted or time out, the whole group (DVC and the stage's
@@ -44,8 +49,9 @@ def repro(stage: str | None = None, root: Path | None = None, single: bool = Fal
         cmd.append(stage)
     watching = progress_enabled()
     env = _env() | {FORCE: "1" if watching else "0"}
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         output = _collect(proc, echo=watching, timeout=timeout)
     except BaseException:

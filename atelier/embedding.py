@@ -64,7 +64,7 @@ def embed_chunk(clip_dir: str, rows: list[tuple[str, str]]) -> np.ndarray:
 def embed_records(clip_dir: Path, records: pd.DataFrame, engine: EngineParams) -> torch.Tensor:
     """Embeddings [N, D] of the records' clean images (a frame with clean_path and record_id), in order."""
     rows = list(zip(records["clean_path"], records["record_id"]))
-    tasks = ((str(clip_dir), rows[i:i + CHUNK_RECORDS]) for i in range(0, len(rows), CHUNK_RECORDS))
+    tasks = ((str(clip_dir), rows[i : i + CHUNK_RECORDS]) for i in range(0, len(rows), CHUNK_RECORDS))
     with _one_thread(), Engine(engine) as e:
         parts = list(e.imap(embed_chunk, tasks, threads=True))
     if not parts:

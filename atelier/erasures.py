@@ -25,6 +25,7 @@ def tombstones_path() -> Path:
     """policy/erasures.csv (paths.ERASURES when paths defines it), looked up when called so tests can move it."""
     return getattr(paths, "ERASURES", paths.ROOT / "policy" / "erasures.csv")
 
+
 HEADER = ("erasure", "record_digest", "erased_at", "reason", "requested_by")
 # Fields of a raw record that name or describe the work or a person: blanked in an erased record's row.
 PERSONAL = ("title", "creator", "caption", "license_raw", "license_url", "source_url")
@@ -77,8 +78,13 @@ def erased_record(record: dict, erasure: str) -> dict:
     digest = record_digest(record["record_id"]) if not record["record_id"].startswith("erased-") else None
     out = dict(record)
     out.update({k: "" for k in PERSONAL if k in out})
-    out.update(record_id=f"erased-{digest[:56]}" if digest else record["record_id"], source_uri="(erased)",
-               raw_pack=None, bytes=None, ingest_error=f"erased: by erasure {erasure} (policy/erasures.csv)")
+    out.update(
+        record_id=f"erased-{digest[:56]}" if digest else record["record_id"],
+        source_uri="(erased)",
+        raw_pack=None,
+        bytes=None,
+        ingest_error=f"erased: by erasure {erasure} (policy/erasures.csv)",
+    )
     for k in ("fingerprint", "chunk", "lines_key"):  # index rows: nothing that names the file, never reused whole
         if k in out:
             out[k] = None if k == "fingerprint" else ""

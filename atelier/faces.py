@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 DETECTOR = "dlib-hog-frontal-1"  # names the detector and its settings: part of clean's decode key
-DETECT_MAX_SIDE = 400   # a bigger image is scaled down to this longer side before detection
-DETECT_MIN_SIDE = 200   # a smaller image is scaled up to this longer side (then dlib upsamples it once more)
-SCORE_THRESHOLD = 0.0   # dlib's detection score must exceed this
-MARGIN = 0.3            # the blurred box grows by this fraction of the face box on each side (hair, chin, ears)
-BLUR_CELLS = 4          # the face box keeps at most this many cells across (4x4 colours), then is smoothed
+DETECT_MAX_SIDE = 400  # a bigger image is scaled down to this longer side before detection
+DETECT_MIN_SIDE = 200  # a smaller image is scaled up to this longer side (then dlib upsamples it once more)
+SCORE_THRESHOLD = 0.0  # dlib's detection score must exceed this
+MARGIN = 0.3  # the blurred box grows by this fraction of the face box on each side (hair, chin, ears)
+BLUR_CELLS = 4  # the face box keeps at most this many cells across (4x4 colours), then is smoothed
 
 TRUE_WORDS = {"1", "true", "yes", "y", "on"}
 PUBLIC_DOMAIN = {"LicenseRef-PDM-1.0"}  # licences under which `historical: true` exempts a record
@@ -50,11 +50,12 @@ def detect(img: Image.Image) -> list[tuple[int, int, int, int]]:
     scale = min(DETECT_MAX_SIDE, max(DETECT_MIN_SIDE, side)) / side
     look = img.convert("L")
     if scale != 1:
-        look = look.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR,
-                           reducing_gap=2.0)
+        look = look.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR, reducing_gap=2.0
+        )
     boxes, scores, _ = _detector().run(np.asarray(look), 1, SCORE_THRESHOLD)
     out = []
-    for box, score in sorted(zip(boxes, scores), key=lambda bs: (bs[0].top(), bs[0].left())):
+    for box, _score in sorted(zip(boxes, scores), key=lambda bs: (bs[0].top(), bs[0].left())):
         left, top = max(0, round(box.left() / scale)), max(0, round(box.top() / scale))
         right, bottom = min(img.width, round(box.right() / scale)), min(img.height, round(box.bottom() / scale))
         if right > left and bottom > top:
@@ -67,8 +68,12 @@ def blur(img: Image.Image, boxes: list[tuple[int, int, int, int]]) -> Image.Imag
     out = img.copy()
     for left, top, right, bottom in boxes:
         grow_x, grow_y = round((right - left) * MARGIN), round((bottom - top) * MARGIN)
-        box = (max(0, left - grow_x), max(0, top - grow_y), min(img.width, right + grow_x),
-               min(img.height, bottom + grow_y))
+        box = (
+            max(0, left - grow_x),
+            max(0, top - grow_y),
+            min(img.width, right + grow_x),
+            min(img.height, bottom + grow_y),
+        )
         region = out.crop(box)
         cells = (max(1, min(BLUR_CELLS, region.width)), max(1, min(BLUR_CELLS, region.height)))
         coarse = region.resize(cells, Image.BOX).resize(region.size, Image.BILINEAR)

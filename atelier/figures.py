@@ -15,12 +15,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from atelier.io import write_bytes, write_text
 
-LABEL_PX, CAPTION_PX, TITLE_PX = 13, 12, 16   # font sizes
-PAD = 6                                        # space around text, in pixels
-GAP = 4                                        # space between cells of a labelled grid
-CAPTION_GAP = 10                               # ... and between captioned cells
+LABEL_PX, CAPTION_PX, TITLE_PX = 13, 12, 16  # font sizes
+PAD = 6  # space around text, in pixels
+GAP = 4  # space between cells of a labelled grid
+CAPTION_GAP = 10  # ... and between captioned cells
 CAPTION_LINES, LABEL_LINES, TITLE_LINES = 4, 3, 2
-MIN_CAPTION_WIDTH = 120                        # a captioned cell is at least this wide (images are centred in it)
+MIN_CAPTION_WIDTH = 120  # a captioned cell is at least this wide (images are centred in it)
 MAX_ROW_LABEL_WIDTH = 150
 INK, MUTED, PAPER, EMPTY = (20, 20, 20), (70, 70, 70), (255, 255, 255), (236, 236, 236)
 
@@ -38,8 +38,14 @@ def read_curve(path: Path) -> list[float]:
     return [float(line.split(",")[1]) for line in path.read_text().splitlines()[1:] if line]
 
 
-def image_grid(images: list[Image.Image | None], columns: int, scale: int = 1, row_labels: list[str] | None = None,
-               col_labels: list[str] | None = None, title: str | None = None) -> Image.Image:
+def image_grid(
+    images: list[Image.Image | None],
+    columns: int,
+    scale: int = 1,
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+    title: str | None = None,
+) -> Image.Image:
     """Tile images (all the same size; None leaves a grey cell) into a grid, upscaled `scale` times with nearest
     neighbour; optional row labels on the left, column labels on top and a title above them.
 
@@ -54,8 +60,9 @@ def image_grid(images: list[Image.Image | None], columns: int, scale: int = 1, r
     return _compose(tiles, columns, row_labels=row_labels, col_labels=col_labels, title=title)
 
 
-def prompt_grid(images: list[Image.Image], prompts: list[str], columns: int, scale: int = 1,
-                title: str | None = None) -> Image.Image:
+def prompt_grid(
+    images: list[Image.Image], prompts: list[str], columns: int, scale: int = 1, title: str | None = None
+) -> Image.Image:
     """Tile images (all the same size) into a grid, each captioned underneath with its prompt (any free text,
     wrapped, at most four lines, then an ellipsis); cells are at least 120 px wide so captions stay legible."""
     if len(prompts) != len(images):
@@ -64,8 +71,9 @@ def prompt_grid(images: list[Image.Image], prompts: list[str], columns: int, sca
     return _compose(tiles, max(1, min(columns, len(tiles))), captions=prompts, title=title)
 
 
-def palette_style_grid(images: list[Image.Image], prompts: list[str], scale: int = 1,
-                       title: str | None = None) -> Image.Image:
+def palette_style_grid(
+    images: list[Image.Image], prompts: list[str], scale: int = 1, title: str | None = None
+) -> Image.Image:
     """The demo's grid: one image per demo caption ("a <palette> <style> composition"), rows palettes and columns
     styles (in atelier.demo's order, only those present), labelled; a combination without an image is a grey cell."""
     from atelier.demo import PALETTES, STYLES, caption_for
@@ -77,8 +85,10 @@ def palette_style_grid(images: list[Image.Image], prompts: list[str], scale: int
     for image, prompt in zip(images, prompts):
         key = known.get(" ".join(prompt.lower().split()))
         if key is None:
-            raise ValueError(f"palette_style_grid: prompt {prompt!r} is not a demo caption "
-                             "('a <palette> <style> composition'); use prompt_grid for other prompts")
+            raise ValueError(
+                f"palette_style_grid: prompt {prompt!r} is not a demo caption "
+                "('a <palette> <style> composition'); use prompt_grid for other prompts"
+            )
         if key in placed:
             raise ValueError(f"palette_style_grid: two images for {prompt!r}; pass one image per prompt")
         placed[key] = image
@@ -88,8 +98,9 @@ def palette_style_grid(images: list[Image.Image], prompts: list[str], scale: int
     return image_grid(cells, len(styles), scale, row_labels=palettes, col_labels=styles, title=title)
 
 
-def sample_grid(images: list[Image.Image], prompts: list[str], scale: int = 1, columns: int = 6,
-                title: str | None = None) -> Image.Image:
+def sample_grid(
+    images: list[Image.Image], prompts: list[str], scale: int = 1, columns: int = 6, title: str | None = None
+) -> Image.Image:
     """palette_style_grid when every prompt is a distinct demo caption, else prompt_grid with `columns` columns."""
     try:
         return palette_style_grid(images, prompts, scale, title=title)
@@ -108,6 +119,7 @@ def save_png(path: Path, image: Image.Image) -> None:
 
 # --- layout -----------------------------------------------------------------------------------------------------
 
+
 def _tiles(images: list[Image.Image | None], scale: int, caller: str) -> list[Image.Image | None]:
     present = [im for im in images if im is not None]
     if not present:
@@ -115,18 +127,27 @@ def _tiles(images: list[Image.Image | None], scale: int, caller: str) -> list[Im
     size = present[0].size
     odd = next((i for i, im in enumerate(images) if im is not None and im.size != size), None)
     if odd is not None:
-        raise ValueError(f"{caller}: image {odd} is {images[odd].size[0]}x{images[odd].size[1]}, the first is "
-                         f"{size[0]}x{size[1]}; resize them to one size first")
+        raise ValueError(
+            f"{caller}: image {odd} is {images[odd].size[0]}x{images[odd].size[1]}, the first is "
+            f"{size[0]}x{size[1]}; resize them to one size first"
+        )
     if scale < 1:
         raise ValueError(f"{caller}: scale must be a whole number >= 1, got {scale}")
     w, h = size[0] * scale, size[1] * scale
-    return [None if im is None else im.convert("RGB").resize((w, h), Image.NEAREST) if scale > 1 else im.convert("RGB")
-            for im in images]
+    return [
+        None if im is None else im.convert("RGB").resize((w, h), Image.NEAREST) if scale > 1 else im.convert("RGB")
+        for im in images
+    ]
 
 
-def _compose(tiles: list[Image.Image | None], columns: int, row_labels: list[str] | None = None,
-             col_labels: list[str] | None = None, captions: list[str] | None = None,
-             title: str | None = None) -> Image.Image:
+def _compose(
+    tiles: list[Image.Image | None],
+    columns: int,
+    row_labels: list[str] | None = None,
+    col_labels: list[str] | None = None,
+    captions: list[str] | None = None,
+    title: str | None = None,
+) -> Image.Image:
     """Place tiles on a canvas with margins for the title, labels and captions."""
     tw, th = next(t for t in tiles if t is not None).size
     rows = (len(tiles) + columns - 1) // columns
@@ -138,8 +159,14 @@ def _compose(tiles: list[Image.Image | None], columns: int, row_labels: list[str
     caption_lines = [_wrap(c, caption_font, cell_w, CAPTION_LINES) for c in captions] if captions else []
     caption_h = max(len(ls) for ls in caption_lines) * _line_h(caption_font) + PAD if captions else 0
     cell_h = th + caption_h
-    row_lines = [_wrap(r, label_font, MAX_ROW_LABEL_WIDTH, max(1, min(LABEL_LINES, th // _line_h(label_font))))
-                 for r in row_labels] if row_labels else []
+    row_lines = (
+        [
+            _wrap(r, label_font, MAX_ROW_LABEL_WIDTH, max(1, min(LABEL_LINES, th // _line_h(label_font))))
+            for r in row_labels
+        ]
+        if row_labels
+        else []
+    )
     left = max(_width(ls, label_font) for ls in row_lines) + 2 * PAD if row_labels else 0
     col_lines = [_wrap(c, label_font, cell_w, LABEL_LINES) for c in col_labels] if col_labels else []
     head = max(len(ls) for ls in col_lines) * _line_h(label_font) + PAD if col_labels else 0
@@ -172,7 +199,7 @@ def _compose(tiles: list[Image.Image | None], columns: int, row_labels: list[str
     return canvas
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's bundled font at `size` px (Pillow >= 10.1 with FreeType), else its fixed bitmap font."""
     try:
@@ -186,10 +213,12 @@ def _has_glyph(font, ch: str) -> bool:
     """Whether `font` draws `ch` (the bundled font covers about ASCII; others draw as an empty box)."""
     if not isinstance(font, ImageFont.FreeTypeFont):
         return ch.isprintable() and ord(ch) < 256
+
     def ink(c: str) -> bytes:
         img = Image.new("L", (3 * font.size, 2 * font.size))
         ImageDraw.Draw(img).text((0, 0), c, font=font, fill=255)
         return img.tobytes()
+
     return ink(ch) != ink("\U0010fffd")
 
 
@@ -202,9 +231,22 @@ def _width(lines: list[str], font) -> int:
     return int(max((font.getlength(line) for line in lines), default=0))
 
 
-_PLAIN = {"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
-          "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00d7": "x",
-          "\u2026": "..."}
+_PLAIN = {
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2212": "-",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u00d7": "x",
+    "\u2026": "...",
+}
 
 
 def _drawable(text: str, font) -> str:
@@ -243,12 +285,13 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
         last = lines[max_lines - 1]
         while last and not fits(last + ellipsis):
             last = last[:-1]
-        lines = lines[:max_lines - 1] + [last.rstrip() + ellipsis]
+        lines = lines[: max_lines - 1] + [last.rstrip() + ellipsis]
     return lines or [""]
 
 
-def _lines(draw: ImageDraw.ImageDraw, lines: list[str], font, x: int, y: int, width: int, fill,
-           align: str = "center") -> None:
+def _lines(
+    draw: ImageDraw.ImageDraw, lines: list[str], font, x: int, y: int, width: int, fill, align: str = "center"
+) -> None:
     for i, line in enumerate(lines):
         w = font.getlength(line)
         dx = (width - w) / 2 if align == "center" else width - w if align == "right" else 0

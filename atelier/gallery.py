@@ -17,8 +17,10 @@ from urllib.parse import quote
 
 from atelier.io import write_bytes, write_text
 
-CSP = ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file: data:; "
-       "style-src 'unsafe-inline'\">")
+CSP = (
+    "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file: data:; "
+    "style-src 'unsafe-inline'\">"
+)
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;background:#f6f5f2;color:#222}
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
@@ -38,10 +40,14 @@ h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 .plots figure{margin:1rem 0} .plots img{max-width:100%;border:1px solid #ddd;background:#fff}
 .plots figcaption{color:#555;font-size:.85rem}
 """
-CLIP_SCORE_SCALE = ("2.5 × max(cosine(artwork, prompt), 0) in the evaluator's embedding space, 0–2.5; higher means "
-                    "the artwork matches its prompt more closely")
-SIMILARITY_SCALE = ("similarity: cosine similarity in the evaluator's embedding space, −1..1; a high similarity "
-                    "means alike in content or style, not a copy: the replication check above decides that")
+CLIP_SCORE_SCALE = (
+    "2.5 × max(cosine(artwork, prompt), 0) in the evaluator's embedding space, 0–2.5; higher means "
+    "the artwork matches its prompt more closely"
+)
+SIMILARITY_SCALE = (
+    "similarity: cosine similarity in the evaluator's embedding space, −1..1; a high similarity "
+    "means alike in content or style, not a copy: the replication check above decides that"
+)
 PROMPT_MATCH_MEANING = "rank of the artwork's own prompt among the prompts the evaluator compared (1 = best match)"
 PLOT_CAPTIONS = {
     "training_loss": "Training loss per step (lower is better).",
@@ -66,18 +72,24 @@ def _attribution(data: dict, index_dir: Path) -> str:
     counts = f"{int(att['works'])} works by {int(att['creators'])} creators"
     if not (index_dir / "attribution" / f"{stem}.md").exists():
         return f'{counts} <span class="warn">(attribution list {escape(stem)}.md is not in this folder)</span>'
-    return (f'<a class="attribution" href="{_href("attribution", stem + ".html")}">{counts}</a> '
-            f'(<a href="{_href("attribution", stem + ".md")}">Markdown</a>)')
+    return (
+        f'<a class="attribution" href="{_href("attribution", stem + ".html")}">{counts}</a> '
+        f'(<a href="{_href("attribution", stem + ".md")}">Markdown</a>)'
+    )
 
 
 def _replication(rep: dict) -> str:
     parts = []
     if "distance_ratio" in rep and "ratio_threshold" in rep:
-        parts.append(f"distance ratio to the nearest training image {float(rep['distance_ratio']):.3f} "
-                     f"(flagged below {float(rep['ratio_threshold']):.3f})")
+        parts.append(
+            f"distance ratio to the nearest training image {float(rep['distance_ratio']):.3f} "
+            f"(flagged below {float(rep['ratio_threshold']):.3f})"
+        )
     if "phash_distance" in rep and "phash_hamming_threshold" in rep:
-        parts.append(f"perceptual hash {int(rep['phash_distance'])} bits from the nearest "
-                     f"(flagged within {int(rep['phash_hamming_threshold'])})")
+        parts.append(
+            f"perceptual hash {int(rep['phash_distance'])} bits from the nearest "
+            f"(flagged within {int(rep['phash_hamming_threshold'])})"
+        )
     detail = f'<span class="scale">{escape("; ".join(parts))}</span>' if parts else ""
     return f'<span class="verdict">{escape(rep["verdict"])}</span>{detail}'
 
@@ -87,8 +99,10 @@ def _licensed_only(model: dict) -> str:
     if "licensed_only" not in model:
         return ""
     yes = bool(model["licensed_only"])
-    return (f'<dt>Licensed only</dt><dd class="licensed-only {"ok" if yes else "warn"}">{"yes" if yes else "no"}'
-            f'<span class="scale">{escape(str(model.get("licensed_only_reason") or ""))}</span></dd>')
+    return (
+        f'<dt>Licensed only</dt><dd class="licensed-only {"ok" if yes else "warn"}">{"yes" if yes else "no"}'
+        f'<span class="scale">{escape(str(model.get("licensed_only_reason") or ""))}</span></dd>'
+    )
 
 
 def card(m: dict, index_dir: Path) -> str:
@@ -105,38 +119,43 @@ def card(m: dict, index_dir: Path) -> str:
     warnings = "".join(f"<li>{escape(str(w))}</li>" for w in checks.get("warnings") or [])
     match_row = ""
     if match:
-        match_row = (f'<dt>Prompt match</dt><dd class="prompt-match {"warn" if match.get("low") else "ok"}">rank '
-                     f'{int(match["rank"])} of {int(match["of"])}<span class="scale">'
-                     f'{escape(match.get("meaning") or PROMPT_MATCH_MEANING)}</span></dd>')
-    nearest = "".join(f"<li>{escape(n['title'])} by {escape(n['creator'])} ({escape(n['license'])}): similarity "
-                      f"{float(n['similarity']):.2f}</li>" for n in checks["nearest_training_images"])
+        match_row = (
+            f'<dt>Prompt match</dt><dd class="prompt-match {"warn" if match.get("low") else "ok"}">rank '
+            f'{int(match["rank"])} of {int(match["of"])}<span class="scale">'
+            f"{escape(match.get('meaning') or PROMPT_MATCH_MEANING)}</span></dd>"
+        )
+    nearest = "".join(
+        f"<li>{escape(n['title'])} by {escape(n['creator'])} ({escape(n['license'])}): similarity "
+        f"{float(n['similarity']):.2f}</li>"
+        for n in checks["nearest_training_images"]
+    )
     return f"""
-<article class="art" data-artwork-id="{escape(m['id'])}">
-  <img src="{_href(Path(a['file']).name)}" alt="{escape(a['generator']['prompt'])}" width="256" height="256">
+<article class="art" data-artwork-id="{escape(m["id"])}">
+  <img src="{_href(Path(a["file"]).name)}" alt="{escape(a["generator"]["prompt"])}" width="256" height="256">
   <div class="card">
     {"".join(badges)}
-    <h2 class="prompt">{escape(a['generator']['prompt'])}</h2>
+    <h2 class="prompt">{escape(a["generator"]["prompt"])}</h2>
     {f'<ul class="warnings">{warnings}</ul>' if warnings else ""}
     <dl>
-      <dt>Model</dt><dd class="model">{escape(model['name'])} version {escape(model['version'])}
-        ({escape(model['alias'])}), run {escape(model['run_id'][:8])}</dd>
+      <dt>Model</dt><dd class="model">{escape(model["name"])} version {escape(model["version"])}
+        ({escape(model["alias"])}), run {escape(model["run_id"][:8])}</dd>
       {_licensed_only(model)}
-      <dt>Generation</dt><dd>seed {int(a['generator']['seed'])}, {int(a['generator']['steps'])}
-        {escape(a['generator']['scheduler'])} steps, guidance scale {float(a['generator']['guidance'])};
-        {int(a['model_output_width'])} px upscaled to {int(a['width'])} px ({escape(a['resampler'])})</dd>
-      <dt>Training data</dt><dd class="licenses">{int(data['record_count'])} licensed records:
-        {_licenses(data['per_license'])}; {int(data['opt_outs_honoured'])} opt-outs honoured</dd>
+      <dt>Generation</dt><dd>seed {int(a["generator"]["seed"])}, {int(a["generator"]["steps"])}
+        {escape(a["generator"]["scheduler"])} steps, guidance scale {float(a["generator"]["guidance"])};
+        {int(a["model_output_width"])} px upscaled to {int(a["width"])} px ({escape(a["resampler"])})</dd>
+      <dt>Training data</dt><dd class="licenses">{int(data["record_count"])} licensed records:
+        {_licenses(data["per_license"])}; {int(data["opt_outs_honoured"])} opt-outs honoured</dd>
       <dt>Attribution</dt><dd>{_attribution(data, index_dir)}</dd>
-      <dt>CLIPScore</dt><dd><span class="clipscore">{float(checks['clip_score']):.3f}</span>
-        <span class="scale">{escape(checks.get('clip_score_scale') or CLIP_SCORE_SCALE)}</span></dd>
+      <dt>CLIPScore</dt><dd><span class="clipscore">{float(checks["clip_score"]):.3f}</span>
+        <span class="scale">{escape(checks.get("clip_score_scale") or CLIP_SCORE_SCALE)}</span></dd>
       {match_row}
       <dt>Replication check</dt><dd class="replication {verdict_class}">{_replication(rep)}</dd>
       <dt>Nearest training images</dt><dd><ul class="nearest">{nearest}</ul>
-        <span class="scale">{escape(checks.get('similarity_scale') or SIMILARITY_SCALE)}</span></dd>
-      <dt>Usage terms</dt><dd>{escape(rights['usage_terms']['statement'])}</dd>
-      <dt>Disclosure</dt><dd class="ai">{escape(rights['disclosure'])}</dd>
+        <span class="scale">{escape(checks.get("similarity_scale") or SIMILARITY_SCALE)}</span></dd>
+      <dt>Usage terms</dt><dd>{escape(rights["usage_terms"]["statement"])}</dd>
+      <dt>Disclosure</dt><dd class="ai">{escape(rights["disclosure"])}</dd>
     </dl>
-    <a href="{_href(m['id'] + '.provenance.json')}">provenance manifest (JSON)</a>
+    <a href="{_href(m["id"] + ".provenance.json")}">provenance manifest (JSON)</a>
   </div>
 </article>"""
 
@@ -146,7 +165,9 @@ def render(manifests: list[dict], index_dir: Path, plots: list[Path]) -> str:
     cards = "\n".join(card(m, index_dir) for m in manifests)
     figures = "\n".join(
         f'<figure><img src="{_href(*p.relative_to(index_dir).parts)}" alt="{escape(p.stem)}">'
-        f'<figcaption>{escape(PLOT_CAPTIONS.get(p.stem, p.stem))}</figcaption></figure>' for p in plots)
+        f"<figcaption>{escape(PLOT_CAPTIONS.get(p.stem, p.stem))}</figcaption></figure>"
+        for p in plots
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 {CSP}
@@ -200,7 +221,7 @@ def _cells(row: str) -> list[str]:
     cells, cell, i = [], "", 0
     while i < len(row):
         if row[i] == "\\" and i + 1 < len(row):
-            cell += row[i:i + 2]
+            cell += row[i : i + 2]
             i += 2
             continue
         if row[i] == "|":
@@ -282,8 +303,9 @@ def write_gallery(artworks_dir: Path, plots: list[Path]) -> Path:
     names = [p.name for p in plots]
     clash = next((n for n in names if names.count(n) > 1), None)
     if clash:
-        raise ValueError(f"write_gallery: two plots are named {clash!r}; they would overwrite each other in "
-                         f"{artworks_dir / 'plots'}")
+        raise ValueError(
+            f"write_gallery: two plots are named {clash!r}; they would overwrite each other in {artworks_dir / 'plots'}"
+        )
     copied = []
     for plot in plots:
         if plot.exists():

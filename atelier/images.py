@@ -25,9 +25,16 @@ DRAFT_MIN_SIDE = 128
 PHASH_FROM = 64  # the perceptual hash is computed from a copy box-reduced to at least this side
 # Only these Pillow decoders ever see a file: never EPS (it runs Ghostscript on the file), PSD, ICO and the rest.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes camera MPO files
-NOT_IMAGES = [(b"PK\x03\x04", "a ZIP archive (or a document packed as one)"), (b"%PDF", "a PDF document"),
-              (b"%!PS", "a PostScript file"), (b"\x1f\x8b", "a gzip archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
-              (b"Rar!", "a RAR archive"), (b"\x7fELF", "a program (ELF)"), (b"MZ", "a Windows program")]
+NOT_IMAGES = [
+    (b"PK\x03\x04", "a ZIP archive (or a document packed as one)"),
+    (b"%PDF", "a PDF document"),
+    (b"%!PS", "a PostScript file"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\x7fELF", "a program (ELF)"),
+    (b"MZ", "a Windows program"),
+]
 
 
 class Rejected(Exception):
@@ -45,7 +52,7 @@ class CleanImage:
     height: int
     format: str
     phash: str
-    faces: int = 0    # faces found in the decoded image
+    faces: int = 0  # faces found in the decoded image
     blurred: int = 0  # faces blurred in `image`
 
 
@@ -85,7 +92,7 @@ def decode(data: bytes, p: CleanParams, blur: bool = False) -> CleanImage:
     if not data:
         raise Rejected("empty_file", "the file has zero bytes")
     previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, p.max_pixels  # Pillow's limit is global:
-    try:                                                                         # set it for this decode only
+    try:  # set it for this decode only
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # An animated GIF, WebP or PNG opens at its first frame, the artwork; frames are never counted (a
@@ -106,14 +113,14 @@ def decode(data: bytes, p: CleanParams, blur: bool = False) -> CleanImage:
         what = unsupported_kind(data)
         if what is not None:
             raise Rejected("unsupported_format", f"the file is {what}") from None
-        raise Rejected("undecodable", f"not a {', '.join(ACCEPTED_FORMATS)} image (first bytes {data[:8]!r})"
-                       ) from None
+        raise Rejected("undecodable", f"not a {', '.join(ACCEPTED_FORMATS)} image (first bytes {data[:8]!r})") from None
     except Exception as exc:  # Pillow raises many types for broken files
         message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the file", str(exc))
         if isinstance(exc, ValueError) and "Decompressed data too large" in message:  # a zTXt/iCCP text bomb
             raise Rejected("decompression_bomb", f"a compressed metadata chunk expands too far: {message}") from None
-        raise Rejected("undecodable", f"{type(exc).__name__}: {message or 'no detail'} (the data is truncated or "
-                                      "corrupt)") from None
+        raise Rejected(
+            "undecodable", f"{type(exc).__name__}: {message or 'no detail'} (the data is truncated or corrupt)"
+        ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
     try:
@@ -126,8 +133,9 @@ def decode(data: bytes, p: CleanParams, blur: bool = False) -> CleanImage:
     except Rejected:
         raise
     except Exception as exc:  # a mode or an EXIF block that Pillow decodes but cannot convert
-        raise Rejected("undecodable", f"{fmt} {img.mode} image cannot be converted to RGB: {type(exc).__name__}: "
-                                      f"{exc}") from None
+        raise Rejected(
+            "undecodable", f"{fmt} {img.mode} image cannot be converted to RGB: {type(exc).__name__}: {exc}"
+        ) from None
     import imagehash  # here, not at the top: an incremental run that decodes nothing does not pay for scipy
 
     factor = min(rgb.size) // PHASH_FROM  # the hash looks at 32x32: a box-reduced copy gives the same hash, faster
@@ -136,8 +144,11 @@ def decode(data: bytes, p: CleanParams, blur: bool = False) -> CleanImage:
     if blur and boxes:
         rgb = face_policy.blur(rgb, boxes)
     scale = p.resolution / min(rgb.size)
-    resized = rgb.resize((max(p.resolution, round(rgb.width * scale)), max(p.resolution, round(rgb.height * scale))),
-                         Image.LANCZOS, reducing_gap=2.0)  # box-reduce first when 2x or more larger: same look, faster
+    resized = rgb.resize(
+        (max(p.resolution, round(rgb.width * scale)), max(p.resolution, round(rgb.height * scale))),
+        Image.LANCZOS,
+        reducing_gap=2.0,
+    )  # box-reduce first when 2x or more larger: same look, faster
     left = (resized.width - p.resolution) // 2
     top = (resized.height - p.resolution) // 2
     cropped = resized.crop((left, top, left + p.resolution, top + p.resolution))
@@ -152,5 +163,11 @@ def decode_record(data: bytes, p: CleanParams, blur: bool = False) -> tuple[dict
         img = decode(data, p, blur)
     except Rejected as r:
         return {"reason": r.reason, "detail": r.detail}, None
-    return {"width": img.width, "height": img.height, "format": img.format, "phash": img.phash, "faces": img.faces,
-            "blurred": img.blurred}, img.image
+    return {
+        "width": img.width,
+        "height": img.height,
+        "format": img.format,
+        "phash": img.phash,
+        "faces": img.faces,
+        "blurred": img.blurred,
+    }, img.image

@@ -9,20 +9,20 @@ and every reader opens the final path).
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
-import itertools
 import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
-
 
 
 def _temp_prefix(path: Path) -> str:
@@ -43,7 +43,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """Delete the temporaries of `path` whose writer process no longer exists; return what was deleted."""
     removed = []
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        pid = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        pid = leftover.name[len(path.name) + 2 :].split(".", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         if leftover.is_dir() and not leftover.is_symlink():
@@ -115,7 +115,7 @@ def write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
-def write_parquet(path: Path, frame: "pd.DataFrame") -> None:
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     """Write a DataFrame as Parquet atomically (fsync before the rename, so a crash leaves the old or the new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
@@ -156,11 +156,12 @@ def read_table(path: Path, columns: list[str] | None = None):
     """A Parquet file as an Arrow table. Through ParquetFile, not pq.read_table, which imports pyarrow.dataset
     (0.3 s, more than an incremental stage's whole work)."""
     import pyarrow.parquet as pq
+
     with pq.ParquetFile(path) as pf:
         return pf.read(columns=columns)
 
 
-def read_frame(path: Path, columns: list[str]) -> "pd.DataFrame":
+def read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
     """`columns` of a Parquet file as a DataFrame; an empty one with those columns when the file does not exist."""
     import pandas as pd
 
@@ -172,8 +173,8 @@ def read_frame(path: Path, columns: list[str]) -> "pd.DataFrame":
 class ParquetStream:
     """Write a Parquet file batch by batch, atomically: rows go to a temporary sibling that replaces `path` on close.
 
-    Memory stays at one row group (ROW_GROUP rows) whatever the number of rows. Leaving the `with` block by an exception removes the
-    temporary and leaves `path` as it was."""
+    Memory stays at one row group (ROW_GROUP rows) whatever the number of rows. Leaving the `with` block by an
+    exception removes the temporary and leaves `path` as it was."""
 
     ROW_GROUP = 65536  # rows per row group: fixed, so the bytes do not depend on how the rows were batched
 
@@ -184,8 +185,9 @@ class ParquetStream:
         self.options = {"use_dictionary": False, **options}
         self._pending, self._pending_rows = [], 0  # rows not yet written: fewer than ROW_GROUP
 
-    def __enter__(self) -> "ParquetStream":
+    def __enter__(self) -> ParquetStream:
         import pyarrow.parquet as pq
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path)
         fd, self._tmp = tempfile.mkstemp(prefix=_temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
@@ -195,6 +197,7 @@ class ParquetStream:
 
     def write(self, rows: list[dict]) -> None:
         import pyarrow as pa
+
         if rows:
             self._add(pa.Table.from_pylist(rows, schema=self.schema))
 
@@ -218,6 +221,7 @@ class ParquetStream:
 
     def _flush(self, n: int) -> None:
         import pyarrow as pa
+
         queued = pa.concat_tables(self._pending)
         self._writer.write_table(queued.slice(0, n), row_group_size=n)
         rest = queued.slice(n)

@@ -49,32 +49,49 @@ for _v in ("2.0", "3.0", "4.0"):
     TERMS[f"CC-BY-NC-ND-{_v}"] = _cc(nc=True, nd=True)
 
 # rightsstatements.org: code -> (id, name, terms if training were allowed, decision). The decision is one of
-# "terms" (the terms decide), "policy:<switch>" (trains only when license.policy.<switch> is true) or an exclusion reason.
+# "terms" (the terms decide), "policy:<switch>" (trains only when license.policy.<switch> is true) or an exclusion
+# reason.
 _NO_TRAINING = Terms(False, False, True, False, True)
 RIGHTS_STATEMENTS: dict[str, tuple[str, str, Terms, str]] = {
     "InC": ("LicenseRef-RS-InC", "In Copyright", _NO_TRAINING, "terms"),
     "InC-OW-EU": ("LicenseRef-RS-InC-OW-EU", "In Copyright - EU Orphan Work", _NO_TRAINING, "terms"),
     "InC-EDU": ("LicenseRef-RS-InC-EDU", "In Copyright - Educational Use Permitted", _NO_TRAINING, "terms"),
     "InC-NC": ("LicenseRef-RS-InC-NC", "In Copyright - Non-Commercial Use Permitted", _NO_TRAINING, "terms"),
-    "InC-RUU": ("LicenseRef-RS-InC-RUU", "In Copyright - Rights-holder(s) Unlocatable or Unidentifiable",
-                _NO_TRAINING, "terms"),
-    "NoC-CR": ("LicenseRef-RS-NoC-CR", "No Copyright - Contractual Restrictions", _NO_TRAINING,
-               "rights_restricted:contractual"),
+    "InC-RUU": (
+        "LicenseRef-RS-InC-RUU",
+        "In Copyright - Rights-holder(s) Unlocatable or Unidentifiable",
+        _NO_TRAINING,
+        "terms",
+    ),
+    "NoC-CR": (
+        "LicenseRef-RS-NoC-CR",
+        "No Copyright - Contractual Restrictions",
+        _NO_TRAINING,
+        "rights_restricted:contractual",
+    ),
     "NoC-NC": ("LicenseRef-RS-NoC-NC", "No Copyright - Non-Commercial Use Only", _cc(nc=True), "terms"),
-    "NoC-OKLR": ("LicenseRef-RS-NoC-OKLR", "No Copyright - Other Known Legal Restrictions", _NO_TRAINING,
-                 "rights_restricted:other_legal"),
+    "NoC-OKLR": (
+        "LicenseRef-RS-NoC-OKLR",
+        "No Copyright - Other Known Legal Restrictions",
+        _NO_TRAINING,
+        "rights_restricted:other_legal",
+    ),
     "NoC-US": ("LicenseRef-RS-NoC-US", "No Copyright - United States", _cc(by=False), "policy:allow_no_copyright_us"),
     "CNE": ("LicenseRef-RS-CNE", "Copyright Not Evaluated", _NO_TRAINING, "rights_undetermined"),
     "UND": ("LicenseRef-RS-UND", "Copyright Undetermined", _NO_TRAINING, "rights_undetermined"),
     "NKC": ("LicenseRef-RS-NKC", "No Known Copyright", _cc(by=False), "policy:allow_no_known_copyright"),
 }
 TERMS.update({spdx: terms for spdx, _, terms, _ in RIGHTS_STATEMENTS.values()})
-POLICY_SWITCHES = {spdx: d.removeprefix("policy:") for spdx, _, _, d in RIGHTS_STATEMENTS.values()
-                   if d.startswith("policy:")}
-EXCLUDED_STATEMENTS = {spdx: d for spdx, _, _, d in RIGHTS_STATEMENTS.values() if d not in ("terms",)
-                       and not d.startswith("policy:")}
-_RS_URL = re.compile(r"(?:https?://)?(?:www\.)?rightsstatements\.org/(?:vocab|page|data)/([a-z-]+)/1\.0/?"
-                     r"(?:[?#]\S*)?")
+POLICY_SWITCHES = {
+    spdx: d.removeprefix("policy:") for spdx, _, _, d in RIGHTS_STATEMENTS.values() if d.startswith("policy:")
+}
+EXCLUDED_STATEMENTS = {
+    spdx: d for spdx, _, _, d in RIGHTS_STATEMENTS.values() if d not in ("terms",) and not d.startswith("policy:")
+}
+_RS_URL = re.compile(
+    r"(?:https?://)?(?:www\.)?rightsstatements\.org/(?:vocab|page|data)/([a-z-]+)/1\.0/?"
+    r"(?:[?#]\S*)?"
+)
 
 
 def _statement_key(text: str) -> str:
@@ -84,8 +101,10 @@ def _statement_key(text: str) -> str:
 _STATEMENT_NAMES = {_statement_key(k): spdx for k, (spdx, name, _, _) in RIGHTS_STATEMENTS.items()}
 _STATEMENT_NAMES |= {_statement_key(name): spdx for spdx, name, _, _ in RIGHTS_STATEMENTS.values()}
 _STATEMENT_NAMES |= {_statement_key(spdx): spdx for spdx, _, _, _ in RIGHTS_STATEMENTS.values()}
-_STATEMENT_NAMES |= {"no-known-copyright-restrictions": "LicenseRef-RS-NKC",
-                     "no-known-copyright-restriction": "LicenseRef-RS-NKC"}
+_STATEMENT_NAMES |= {
+    "no-known-copyright-restrictions": "LicenseRef-RS-NKC",
+    "no-known-copyright-restriction": "LicenseRef-RS-NKC",
+}
 
 
 def rights_statement(text: str) -> str | None:
@@ -98,17 +117,28 @@ def rights_statement(text: str) -> str | None:
 
 
 _ALIASES = {
-    "cc0": "CC0-1.0", "cc0-1.0": "CC0-1.0", "cc-zero": "CC0-1.0", "publicdomain-zero-1.0": "CC0-1.0",
-    "public-domain": "LicenseRef-PDM-1.0", "public-domain-mark": "LicenseRef-PDM-1.0",
-    "public-domain-mark-1.0": "LicenseRef-PDM-1.0", "pdm": "LicenseRef-PDM-1.0", "pdm-1.0": "LicenseRef-PDM-1.0",
+    "cc0": "CC0-1.0",
+    "cc0-1.0": "CC0-1.0",
+    "cc-zero": "CC0-1.0",
+    "publicdomain-zero-1.0": "CC0-1.0",
+    "public-domain": "LicenseRef-PDM-1.0",
+    "public-domain-mark": "LicenseRef-PDM-1.0",
+    "public-domain-mark-1.0": "LicenseRef-PDM-1.0",
+    "pdm": "LicenseRef-PDM-1.0",
+    "pdm-1.0": "LicenseRef-PDM-1.0",
     "publicdomain-mark-1.0": "LicenseRef-PDM-1.0",
-    "all-rights-reserved": "LicenseRef-All-Rights-Reserved", "arr": "LicenseRef-All-Rights-Reserved",
-    "copyright": "LicenseRef-All-Rights-Reserved", "licenseref-all-rights-reserved": "LicenseRef-All-Rights-Reserved",
-    "mit": "MIT", "apache-2.0": "Apache-2.0",
+    "all-rights-reserved": "LicenseRef-All-Rights-Reserved",
+    "arr": "LicenseRef-All-Rights-Reserved",
+    "copyright": "LicenseRef-All-Rights-Reserved",
+    "licenseref-all-rights-reserved": "LicenseRef-All-Rights-Reserved",
+    "mit": "MIT",
+    "apache-2.0": "Apache-2.0",
 }
 # the whole token must be the URL (a deed or legal code page, optionally with a language or query)
-_CC_URL = re.compile(r"(?:https?://)?(?:www\.)?creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)"
-                     r"(?:/[a-z0-9._-]*)*/?(?:[?#]\S*)?")
+_CC_URL = re.compile(
+    r"(?:https?://)?(?:www\.)?creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)"
+    r"(?:/[a-z0-9._-]*)*/?(?:[?#]\S*)?"
+)
 
 
 def _one(token: str) -> str | None:
@@ -139,14 +169,23 @@ def _one(token: str) -> str | None:
 
 
 def _strictest(a: Terms, b: Terms) -> Terms:
-    return Terms(a.permits_training and b.permits_training, a.permits_commercial and b.permits_commercial,
-                 a.requires_attribution or b.requires_attribution, a.share_alike or b.share_alike,
-                 a.no_derivatives or b.no_derivatives)
+    return Terms(
+        a.permits_training and b.permits_training,
+        a.permits_commercial and b.permits_commercial,
+        a.requires_attribution or b.requires_attribution,
+        a.share_alike or b.share_alike,
+        a.no_derivatives or b.no_derivatives,
+    )
 
 
 def _rank(t: Terms) -> tuple:
-    return (t.permits_training, t.permits_commercial, not t.no_derivatives, not t.share_alike,
-            not t.requires_attribution)
+    return (
+        t.permits_training,
+        t.permits_commercial,
+        not t.no_derivatives,
+        not t.share_alike,
+        not t.requires_attribution,
+    )
 
 
 class _Unparsable(ValueError):
@@ -266,19 +305,30 @@ def usage_terms(per_license: dict[str, int]) -> dict:
     """Terms that follow from the licenses of the training data: the strictest of them binds the artwork."""
     unknown = sorted(spdx for part in per_license for spdx in part.split(" AND ") if spdx not in TERMS)
     if unknown:
-        raise ValueError(f"training data lists licenses with no known terms: {unknown}; the license stage should "
-                         "have excluded them")
+        raise ValueError(
+            f"training data lists licenses with no known terms: {unknown}; the license stage should have excluded them"
+        )
     terms = [TERMS[spdx] for part in per_license for spdx in part.split(" AND ")]
     commercial = all(t.permits_commercial for t in terms)
     share_alike = sorted({p for p in per_license if any(TERMS[s].share_alike for s in p.split(" AND "))})
     attribution = sorted({p for p in per_license if any(TERMS[s].requires_attribution for s in p.split(" AND "))})
-    parts = ["Commercial use permitted." if commercial else
-             "Non-commercial use only: non-commercial licensed works trained the model."]
+    parts = [
+        "Commercial use permitted."
+        if commercial
+        else "Non-commercial use only: non-commercial licensed works trained the model."
+    ]
     if share_alike:
-        parts.append(f"Share-alike: the training data includes {', '.join(share_alike)} works; share adaptations "
-                     "under compatible terms.")
+        parts.append(
+            f"Share-alike: the training data includes {', '.join(share_alike)} works; share adaptations "
+            "under compatible terms."
+        )
     if attribution:
         parts.append(f"Attribution: credit the creators listed in the attribution list ({', '.join(attribution)}).")
-    return {"commercial_use": commercial, "share_alike": bool(share_alike), "share_alike_licenses": share_alike,
-            "attribution_required": bool(attribution), "attribution_licenses": attribution,
-            "statement": " ".join(parts)}
+    return {
+        "commercial_use": commercial,
+        "share_alike": bool(share_alike),
+        "share_alike_licenses": share_alike,
+        "attribution_required": bool(attribution),
+        "attribution_licenses": attribution,
+        "statement": " ".join(parts),
+    }

@@ -25,8 +25,10 @@ def training_records(dataset_md5: str) -> pd.DataFrame:
         pass
     if cache_path(dataset_md5).exists():
         return pd.read_parquet(cache_path(dataset_md5))
-    raise FileNotFoundError(f"training data md5 {dataset_md5} is neither data/licensed/train.parquet nor in the DVC "
-                            "cache; restore it with `dvc checkout` at the commit that trained the model")
+    raise FileNotFoundError(
+        f"training data md5 {dataset_md5} is neither data/licensed/train.parquet nor in the DVC "
+        "cache; restore it with `dvc checkout` at the commit that trained the model"
+    )
 
 
 def where_md5_is_recorded(md5: str) -> str | None:
@@ -39,8 +41,9 @@ def where_md5_is_recorded(md5: str) -> str | None:
     if cache_path(md5).exists():
         return "DVC cache"
     try:
-        log = subprocess.run(["git", "log", "-p", "--", "dvc.lock"], cwd=paths.ROOT, capture_output=True, text=True,
-                             timeout=60).stdout
+        log = subprocess.run(
+            ["git", "log", "-p", "--", "dvc.lock"], cwd=paths.ROOT, capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     return "dvc.lock history (git)" if md5 in log else None

@@ -6,9 +6,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 LOCK_NAME = ".atelier.lock"
 
@@ -34,11 +34,18 @@ def workspace_lock(root: Path, purpose: str) -> Iterator[None]:
             except json.JSONDecodeError:
                 info = {}
             raise WorkspaceBusy(
-                f"another Atelier run holds {root} ({info.get('purpose', 'unknown purpose')}, pid {info.get('pid', '?')}, "
-                f"since {info.get('since', '?')}); wait for it to finish, or stop it, then run again") from None
+                f"another Atelier run holds {root} ({info.get('purpose', 'unknown purpose')}, "
+                f"pid {info.get('pid', '?')}, "
+                f"since {info.get('since', '?')}); wait for it to finish, or stop it, then run again"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "purpose": purpose,
-                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
+        os.pwrite(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "purpose": purpose, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            ).encode(),
+            0,
+        )
         yield
     finally:
         os.close(fd)  # closing releases the flock

@@ -47,15 +47,18 @@ class Engine:
         self._threads: ThreadPoolExecutor | None = None
         self._client = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         if self.p.dask_scheduler:
             from distributed import Client  # imported only when a cluster is configured
+
             try:
                 self._client = Client(self.p.dask_scheduler, timeout="30s", set_as_default=False)
             except OSError as exc:
-                raise ConnectionError(f"engine.dask_scheduler={self.p.dask_scheduler}: cannot reach the Dask "
-                                      f"scheduler ({exc}); start it, or set engine.dask_scheduler: null to run "
-                                      "on local processes") from None
+                raise ConnectionError(
+                    f"engine.dask_scheduler={self.p.dask_scheduler}: cannot reach the Dask "
+                    f"scheduler ({exc}); start it, or set engine.dask_scheduler: null to run "
+                    "on local processes"
+                ) from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -88,8 +91,13 @@ class Engine:
             self._pool = ProcessPoolExecutor(self.p.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool.submit(fn, *task)
 
-    def imap(self, fn: Callable[..., T], tasks: Iterable[tuple], light: Callable[[tuple], bool] = lambda t: False,
-             threads: bool = False) -> Iterator[T]:
+    def imap(
+        self,
+        fn: Callable[..., T],
+        tasks: Iterable[tuple],
+        light: Callable[[tuple], bool] = lambda t: False,
+        threads: bool = False,
+    ) -> Iterator[T]:
         """fn(*task) for each task, in order; a task's exception is raised here, in the stage.
 
         `light(task)` says a task has (almost) nothing to do, e.g. every record in it was done by the last run: it
@@ -110,8 +118,11 @@ class Engine:
                 if len(pending) >= self.window:
                     yield pending.popleft().result()
                 continue
-            inline = not parallel or light(task) or (self._client is None and self._pool is None
-                                                      and heavy_seen < INLINE_HEAVY)
+            inline = (
+                not parallel
+                or light(task)
+                or (self._client is None and self._pool is None and heavy_seen < INLINE_HEAVY)
+            )
             heavy_seen += not light(task)
             pending.append(_Done(fn(*task)) if inline else self._submit(fn, task))
             if len(pending) >= self.window:

@@ -27,16 +27,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_PERSONAL_KEYS = (r"e-?mail|mail|name|first_?name|last_?name|full_?name|user|user_?name|uid|login|phone|tel|"
-                  r"mobile|address|addr|token|session|sid|auth|key|password|pwd|dob|birth_?date|ssn")
-_STREET_TYPES = (r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Square|Sq|"
-                 r"Terrace|Way|Close|Crescent|Parkway|Pkwy|Highway|Hwy|Row|Mews|Gardens|Grove")
-_US_STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY "
-              "NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY").split()
+_PERSONAL_KEYS = (
+    r"e-?mail|mail|name|first_?name|last_?name|full_?name|user|user_?name|uid|login|phone|tel|"
+    r"mobile|address|addr|token|session|sid|auth|key|password|pwd|dob|birth_?date|ssn"
+)
+_STREET_TYPES = (
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Square|Sq|"
+    r"Terrace|Way|Close|Crescent|Parkway|Pkwy|Highway|Hwy|Row|Mews|Gardens|Grove"
+)
+_US_STATES = (
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY "
+    "NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY"
+).split()
 
 PATTERNS: dict[str, list[re.Pattern]] = {
-    "url": [re.compile(r"\bhttps?://[^\s?#<>\"']+\?[^\s<>\"']*?(?<![\w-])(?:" + _PERSONAL_KEYS
-                       + r")=[^\s<>\"']*", re.IGNORECASE)],
+    "url": [
+        re.compile(
+            r"\bhttps?://[^\s?#<>\"']+\?[^\s<>\"']*?(?<![\w-])(?:" + _PERSONAL_KEYS + r")=[^\s<>\"']*", re.IGNORECASE
+        )
+    ],
     "email": [re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")],
     "id": [
         re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])"),  # US SSN
@@ -45,16 +54,23 @@ PATTERNS: dict[str, list[re.Pattern]] = {
     ],
     "address": [
         re.compile(r"\b\d{1,5}[A-Za-z]?,? (?:[A-Z][\w'.-]*\.? ){1,4}(?:" + _STREET_TYPES + r")\b\.?"),
-        re.compile(r"\b\d{1,5}(?:bis|ter)?,? (?:rue|avenue|av\.|boulevard|bd|place|chemin|quai|impasse|all[ée]e|"
-                   r"calle|avenida|plaza|paseo|via|viale|piazza|corso|rua)\b(?: [\w'’-]+){1,4}", re.IGNORECASE),
-        re.compile(r"\b[A-Z][\w-]*(?:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee|laan|straat|gracht|plein|kade)"
-                   r" \d{1,5}[a-z]?\b"),
+        re.compile(
+            r"\b\d{1,5}(?:bis|ter)?,? (?:rue|avenue|av\.|boulevard|bd|place|chemin|quai|impasse|all[ée]e|"
+            r"calle|avenida|plaza|paseo|via|viale|piazza|corso|rua)\b(?: [\w'’-]+){1,4}",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            r"\b[A-Z][\w-]*(?:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee|laan|straat|gracht|plein|kade)"
+            r" \d{1,5}[a-z]?\b"
+        ),
         re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?|GIR) ?\d[ABD-HJLNP-UW-Z]{2}\b"),  # UK postcode
         re.compile(r"\b(?:" + "|".join(_US_STATES) + r") \d{5}(?:-\d{4})?\b"),  # US state + ZIP
     ],
     "phone": [
-        re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}[ .-]?(?:\(0?\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
-                   r"(?![\w-])"),
+        re.compile(
+            r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}[ .-]?(?:\(0?\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
+            r"(?![\w-])"
+        ),
         re.compile(r"(?<![\w-])(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-. ]\d{4}(?![\w-])"),  # North American
         re.compile(r"(?<![\w+.-])0[1-9]\d{0,3}(?:[ .-]\d{2,8}){1,4}(?![\w.-])|(?<![\w+.-])0[1-9]\d{8,9}(?![\w.-])"),
     ],
@@ -68,6 +84,7 @@ _QUICK = re.compile(r"[\d@?]")  # every kind needs a digit, an @ or a ?: text wi
 @dataclass(frozen=True)
 class Finding:
     """One piece of personal data: its kind and where it was in the original text (the text itself is not kept)."""
+
     kind: str
     start: int
     end: int
@@ -125,7 +142,7 @@ def redact(text: str) -> tuple[str, list[Finding]]:
         return text, []
     out, at = [], 0
     for f in findings:
-        out += [text[at:f.start], PLACEHOLDER[f.kind]]
+        out += [text[at : f.start], PLACEHOLDER[f.kind]]
         at = f.end
     out.append(text[at:])
     return "".join(out), findings

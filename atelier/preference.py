@@ -51,8 +51,10 @@ def _fit(comparisons: list[tuple[str, str, float]], ridge: float, max_iter: int 
     if any(a == b):
         raise ValueError("an item cannot be compared with itself")
     if ridge == 0 and not _strongly_connected(n, a, b, y):
-        raise ValueError("with ridge 0 the Bradley-Terry fit has no maximum (some items never lost, or never won, "
-                         "against the rest); use a ridge > 0")
+        raise ValueError(
+            "with ridge 0 the Bradley-Terry fit has no maximum (some items never lost, or never won, "
+            "against the rest); use a ridge > 0"
+        )
     s = np.zeros(n)
 
     def hessian(s):
@@ -76,32 +78,39 @@ def _fit(comparisons: list[tuple[str, str, float]], ridge: float, max_iter: int 
         if np.max(np.abs(step), initial=0.0) < 1e-10:
             break
     else:
-        raise ValueError(f"the Bradley-Terry fit did not converge in {max_iter} steps (an unbeaten item with "
-                         "ridge 0?); use a ridge > 0")
+        raise ValueError(
+            f"the Bradley-Terry fit did not converge in {max_iter} steps (an unbeaten item with "
+            "ridge 0?); use a ridge > 0"
+        )
     cov = np.linalg.pinv(hessian(s)[1])
     scores = {}
     for item, i in index.items():
         mine = (a == i) | (b == i)
         won = np.where(a == i, y, 1.0 - y)[mine]
         sd = math.sqrt(max(cov[i, i], 0.0))
-        scores[item] = {"score": float(s[i]), "low": float(s[i] - Z95 * sd), "high": float(s[i] + Z95 * sd),
-                        "wins": int((won == 1).sum()), "losses": int((won == 0).sum()), "ties": int((won == 0.5).sum()),
-                        "votes": int(mine.sum())}
+        scores[item] = {
+            "score": float(s[i]),
+            "low": float(s[i] - Z95 * sd),
+            "high": float(s[i] + Z95 * sd),
+            "wins": int((won == 1).sum()),
+            "losses": int((won == 0).sum()),
+            "ties": int((won == 0.5).sum()),
+            "votes": int(mine.sum()),
+        }
     return scores, s, cov, index
 
 
 def _strongly_connected(n: int, a, b, y) -> bool:
     """Ford's condition for a maximum-likelihood fit: every item reaches every other through "beat or tied" edges."""
     reach = np.eye(n, dtype=bool)
-    reach[a[y > 0], b[y > 0]] = True   # a beat (or tied) b
-    reach[b[y < 1], a[y < 1]] = True   # b beat (or tied) a
+    reach[a[y > 0], b[y > 0]] = True  # a beat (or tied) b
+    reach[b[y < 1], a[y < 1]] = True  # b beat (or tied) a
     for _ in range(max(n - 1, 0).bit_length() + 1):  # transitive closure by repeated squaring
         reach = reach | ((reach.astype(int) @ reach.astype(int)) > 0)
     return bool(reach.all())
 
 
-def win_probability(comparisons: list[tuple[str, str, float]], first: str, second: str,
-                    ridge: float = 0.1) -> dict:
+def win_probability(comparisons: list[tuple[str, str, float]], first: str, second: str, ridge: float = 0.1) -> dict:
     """P(first preferred to second) under the Bradley-Terry fit of all `comparisons`, with its 95% interval (from
     the interval of the score difference)."""
     _, s, cov, index = _fit(comparisons, ridge)
@@ -119,24 +128,31 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
     p = successes / n
-    denominator = 1 + Z95 ** 2 / n
-    centre = (p + Z95 ** 2 / (2 * n)) / denominator
-    half = Z95 / denominator * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n))
+    denominator = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denominator
+    half = Z95 / denominator * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def version_comparisons(votes: list[dict]) -> list[tuple[str, str, float]]:
     """Votes between two different model versions, as (left version, right version, left's score); flags and votes
     between settings of one version are left out."""
-    return [(str(v["left_version"]), str(v["right_version"]), outcome(v)) for v in votes
-            if v["choice"] in CHOICES and str(v["left_version"]) != str(v["right_version"])]
+    return [
+        (str(v["left_version"]), str(v["right_version"]), outcome(v))
+        for v in votes
+        if v["choice"] in CHOICES and str(v["left_version"]) != str(v["right_version"])
+    ]
 
 
 def guidance_comparisons(votes: list[dict], version: str) -> list[tuple[str, str, float]]:
     """Votes between two guidance settings of `version` (both sides that version), items named by the guidance."""
-    return [(f"{float(v['left_guidance']):g}", f"{float(v['right_guidance']):g}", outcome(v)) for v in votes
-            if v["choice"] in CHOICES and str(v["left_version"]) == str(v["right_version"]) == str(version)
-            and float(v["left_guidance"]) != float(v["right_guidance"])]
+    return [
+        (f"{float(v['left_guidance']):g}", f"{float(v['right_guidance']):g}", outcome(v))
+        for v in votes
+        if v["choice"] in CHOICES
+        and str(v["left_version"]) == str(v["right_version"]) == str(version)
+        and float(v["left_guidance"]) != float(v["right_guidance"])
+    ]
 
 
 def _id_summary(ids: list[int]) -> dict:
@@ -149,15 +165,28 @@ def head_to_head(votes: list[dict], challenger: str, champion: str, ridge: float
     both on one prompt and seed): vote count, wins, losses, ties, win rate (ties half) with its 95% Wilson interval,
     the Bradley-Terry probability over all version votes with its interval, the vote ids and the reviewer count."""
     challenger, champion = str(challenger), str(champion)
-    used = [v for v in votes if v["choice"] in CHOICES
-            and {str(v["left_version"]), str(v["right_version"])} == {challenger, champion}]
+    used = [
+        v
+        for v in votes
+        if v["choice"] in CHOICES and {str(v["left_version"]), str(v["right_version"])} == {challenger, champion}
+    ]
     won = [outcome(v) if str(v["left_version"]) == challenger else 1 - outcome(v) for v in used]
     n = len(used)
     low, high = wilson(sum(won), n)
-    out = {"challenger": challenger, "champion": champion, "votes": n, "wins": won.count(1.0),
-           "losses": won.count(0.0), "ties": won.count(0.5), "win_rate": sum(won) / n if n else None,
-           "low": low, "high": high, "interval": "95% Wilson, ties count half",
-           "reviewers": len({v["reviewer"] for v in used}), "vote_ids": _id_summary([int(v["id"]) for v in used])}
+    out = {
+        "challenger": challenger,
+        "champion": champion,
+        "votes": n,
+        "wins": won.count(1.0),
+        "losses": won.count(0.0),
+        "ties": won.count(0.5),
+        "win_rate": sum(won) / n if n else None,
+        "low": low,
+        "high": high,
+        "interval": "95% Wilson, ties count half",
+        "reviewers": len({v["reviewer"] for v in used}),
+        "vote_ids": _id_summary([int(v["id"]) for v in used]),
+    }
     if n:
         out["bradley_terry"] = win_probability(version_comparisons(votes), challenger, champion, ridge)
     return out
@@ -172,8 +201,14 @@ def preferred_guidance(votes: list[dict], version: str, current: float, ridge: f
         return None
     scores = fit(comparisons, ridge)
     best = max(scores, key=lambda item: scores[item]["score"])
-    out = {"version": str(version), "guidance": float(best), **{k: scores[best][k] for k in ("score", "low", "high")},
-           "votes": len(comparisons), "current": float(current), "scores": scores}
+    out = {
+        "version": str(version),
+        "guidance": float(best),
+        **{k: scores[best][k] for k in ("score", "low", "high")},
+        "votes": len(comparisons),
+        "current": float(current),
+        "scores": scores,
+    }
     if f"{float(current):g}" in scores and best != f"{float(current):g}":
         vs = win_probability(comparisons, best, f"{float(current):g}", ridge)
         out["vs_current"] = vs
@@ -192,15 +227,29 @@ def existing_work_flags(votes: list[dict]) -> list[dict]:
             continue
         artwork = v["flagged"]
         if artwork not in (v["left_artwork"], v["right_artwork"]):
-            raise ValueError(f"vote {v['id']}: flags artwork {artwork!r}, which is neither side of the pair "
-                             f"({v['left_artwork']!r}, {v['right_artwork']!r})")
+            raise ValueError(
+                f"vote {v['id']}: flags artwork {artwork!r}, which is neither side of the pair "
+                f"({v['left_artwork']!r}, {v['right_artwork']!r})"
+            )
         side = "left" if artwork == v["left_artwork"] else "right"
-        row = found.setdefault(artwork, {"artwork": artwork, "prompt": v["prompt"], "seed": int(v["seed"]),
-                                         "version": str(v[f"{side}_version"]),
-                                         "guidance": float(v[f"{side}_guidance"]), "reason": "existing_work",
-                                         "first_flagged": v["created_at"], "vote_ids": [], "reviewers": set()})
+        row = found.setdefault(
+            artwork,
+            {
+                "artwork": artwork,
+                "prompt": v["prompt"],
+                "seed": int(v["seed"]),
+                "version": str(v[f"{side}_version"]),
+                "guidance": float(v[f"{side}_guidance"]),
+                "reason": "existing_work",
+                "first_flagged": v["created_at"],
+                "vote_ids": [],
+                "reviewers": set(),
+            },
+        )
         row["vote_ids"].append(int(v["id"]))
         row["reviewers"].add(v["reviewer"])
         row["first_flagged"] = min(row["first_flagged"], v["created_at"])
-    return [{**row, "reviewers": len(row["reviewers"])}
-            for row in sorted(found.values(), key=lambda r: (r["first_flagged"], r["artwork"]))]
+    return [
+        {**row, "reviewers": len(row["reviewers"])}
+        for row in sorted(found.values(), key=lambda r: (r["first_flagged"], r["artwork"]))
+    ]

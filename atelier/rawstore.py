@@ -99,8 +99,10 @@ class DataKey:
         try:
             return self._aead.decrypt(self._nonce(record_id), sealed, record_id.encode())
         except InvalidTag:
-            raise PackDamaged(f"record {record_id}: its encrypted bytes fail authentication (the pack was altered "
-                              "or damaged); re-ingest it: remove the pack and run the ingest stage") from None
+            raise PackDamaged(
+                f"record {record_id}: its encrypted bytes fail authentication (the pack was altered "
+                "or damaged); re-ingest it: remove the pack and run the ingest stage"
+            ) from None
 
 
 def key_dir(folder: Path | str | None = None) -> Path:
@@ -118,14 +120,17 @@ def _load_key(folder: str, create: bool) -> DataKey:
     where = Path(folder)
     path = where / KEY_FILE
     if where.is_relative_to(paths.ROOT):
-        raise RawStoreKeyError(f"{where}: the raw store's key must live outside the repository ({paths.ROOT}); set "
-                               f"{KEY_DIR_ENV} to a private folder elsewhere")
+        raise RawStoreKeyError(
+            f"{where}: the raw store's key must live outside the repository ({paths.ROOT}); set "
+            f"{KEY_DIR_ENV} to a private folder elsewhere"
+        )
     if not path.exists():
         if not create:
             raise RawStoreKeyError(
                 f"the raw store is encrypted and its key is not here: {path} does not exist. Set {KEY_DIR_ENV} to "
                 "the folder that holds raw-store.key (or restore the file there); if the key is lost, re-ingest from "
-                "the sources: remove data/raw and .atelier/ingest-index.parquet, then run `atelier run`")
+                "the sources: remove data/raw and .atelier/ingest-index.parquet, then run `atelier run`"
+            )
         _create_key(where, path)
     for p in (where, path):
         mode = stat.S_IMODE(p.stat().st_mode)
@@ -134,8 +139,10 @@ def _load_key(folder: str, create: bool) -> DataKey:
             raise RawStoreKeyError(f"{p}: mode {mode:04o} lets others read it; run `chmod {fix} {p}`")
     secret = path.read_bytes()
     if len(secret) != 32:
-        raise RawStoreKeyError(f"{path}: not a raw store key (32 bytes expected); restore the right file, or move it "
-                               "aside and re-ingest from the sources")
+        raise RawStoreKeyError(
+            f"{path}: not a raw store key (32 bytes expected); restore the right file, or move it "
+            "aside and re-ingest from the sources"
+        )
     return DataKey(secret)
 
 
@@ -159,15 +166,15 @@ def _create_key(where: Path, path: Path) -> None:
 def _write(path: Path, rows: dict[str, bytes], key_id: str | None = None) -> None:
     """Write rows as stored (ciphertext when `key_id` is given: the pack says it is encrypted, and with which key)."""
     buf = io.BytesIO()
-    schema = PACK_SCHEMA if key_id is None else PACK_SCHEMA.with_metadata({ENCRYPTION: SCHEME,
-                                                                            KEY_ID: key_id.encode()})
+    schema = PACK_SCHEMA if key_id is None else PACK_SCHEMA.with_metadata({ENCRYPTION: SCHEME, KEY_ID: key_id.encode()})
     table = pa.table({"record_id": list(rows), "data": list(rows.values())}, schema=schema)
     pq.write_table(table, buf, compression="none")  # images are compressed already (and ciphertext does not shrink)
     write_bytes(path, buf.getvalue(), durable=False)  # atomic; the stage syncs (sync_files) before its commit
 
 
-def write_pack(folder: Path, rows: list[tuple[str, bytes]], name: str | None = None, key: DataKey | None = None
-               ) -> Path:
+def write_pack(
+    folder: Path, rows: list[tuple[str, bytes]], name: str | None = None, key: DataKey | None = None
+) -> Path:
     """Store (record_id, bytes) rows in one pack (an id given twice is stored once), encrypted with `key` when given;
     return the pack's path. The pack is named `name`, or after its ids: a name must always stand for the same rows."""
     unique: dict[str, bytes] = {}
@@ -202,10 +209,12 @@ def _stored(path: Path, ids: set[str] | None = None) -> tuple[dict[str, bytes], 
 def _key_for(path: Path, key_id: str) -> DataKey:
     key = data_key()
     if key.id != key_id:
-        raise RawStoreKeyError(f"{paths.relative(path)} is encrypted with another key (id {key_id}) than the one in "
-                               f"{key_dir()} (id {key.id}). Set {KEY_DIR_ENV} to the folder with the key it was "
-                               "written with; if that key is lost, re-ingest from the sources: remove data/raw and "
-                               ".atelier/ingest-index.parquet, then run `atelier run`")
+        raise RawStoreKeyError(
+            f"{paths.relative(path)} is encrypted with another key (id {key_id}) than the one in "
+            f"{key_dir()} (id {key.id}). Set {KEY_DIR_ENV} to the folder with the key it was "
+            "written with; if that key is lost, re-ingest from the sources: remove data/raw and "
+            ".atelier/ingest-index.parquet, then run `atelier run`"
+        )
     return key
 
 
@@ -220,8 +229,10 @@ def read_pack(path: Path, ids: set[str] | None = None) -> dict[str, bytes]:
     for rid, sealed in rows.items():
         data = key.decrypt(rid, sealed)
         if hashlib.sha256(data).hexdigest() != rid:
-            raise PackDamaged(f"{paths.relative(path)}: record {rid} decrypts to bytes with another sha256; "
-                              "re-ingest it: remove the pack and run the ingest stage")
+            raise PackDamaged(
+                f"{paths.relative(path)}: record {rid} decrypts to bytes with another sha256; "
+                "re-ingest it: remove the pack and run the ingest stage"
+            )
         out[rid] = data
     return out
 
@@ -256,8 +267,11 @@ def _packs(folder: Path) -> list[Path]:
     """The packs in `folder` in name order (hidden files, such as a write in progress, left out); none when absent."""
     if not folder.exists():
         return []
-    return [Path(e.path) for e in sorted(os.scandir(folder), key=lambda e: e.name)
-            if not e.name.startswith(".") and e.name.endswith(".parquet")]
+    return [
+        Path(e.path)
+        for e in sorted(os.scandir(folder), key=lambda e: e.name)
+        if not e.name.startswith(".") and e.name.endswith(".parquet")
+    ]
 
 
 def migrate(folder: Path, key: DataKey | None) -> int:
@@ -269,8 +283,11 @@ def migrate(folder: Path, key: DataKey | None) -> int:
         if have == (None if key is None else key.id):
             continue
         plain = read_pack(path)  # raises RawStoreKeyError for a pack of another key
-        _write(path, plain if key is None else {rid: key.encrypt(rid, d) for rid, d in plain.items()},
-               None if key is None else key.id)
+        _write(
+            path,
+            plain if key is None else {rid: key.encrypt(rid, d) for rid, d in plain.items()},
+            None if key is None else key.id,
+        )
         rewritten += 1
     return rewritten
 

@@ -27,14 +27,65 @@ from atelier.licenses import EXCLUDED_STATEMENTS, POLICY_SWITCHES, normalise
 # --- the normal form ------------------------------------------------------------------------------------------------
 
 # letters that NFKD does not split into a base letter and a mark (after case-folding)
-_LETTERS = {"ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe", "ħ": "h", "ŧ": "t", "ı": "i",
-            "ŀ": "l", "ĸ": "k", "ŋ": "n", "ß": "ss", "ſ": "s"}
+_LETTERS = {
+    "ø": "o",
+    "ł": "l",
+    "đ": "d",
+    "ð": "d",
+    "þ": "th",
+    "æ": "ae",
+    "œ": "oe",
+    "ħ": "h",
+    "ŧ": "t",
+    "ı": "i",
+    "ŀ": "l",
+    "ĸ": "k",
+    "ŋ": "n",
+    "ß": "ss",
+    "ſ": "s",
+}
 # Cyrillic and Greek letters that look like Latin ones (lower case: the text is case-folded first; some pairs only
 # look alike in upper case, as В/B or Н/H)
-_HOMOGLYPHS = {"а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
-               "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w",
-               "һ": "h", "ӏ": "l", "ɡ": "g", "ɩ": "i", "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k",
-               "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c"}
+_HOMOGLYPHS = {
+    "а": "a",
+    "в": "b",
+    "е": "e",
+    "ё": "e",
+    "к": "k",
+    "м": "m",
+    "н": "h",
+    "о": "o",
+    "р": "p",
+    "с": "c",
+    "т": "t",
+    "у": "y",
+    "х": "x",
+    "і": "i",
+    "ї": "i",
+    "ј": "j",
+    "ѕ": "s",
+    "ԁ": "d",
+    "ԛ": "q",
+    "ԝ": "w",
+    "һ": "h",
+    "ӏ": "l",
+    "ɡ": "g",
+    "ɩ": "i",
+    "α": "a",
+    "β": "b",
+    "ε": "e",
+    "η": "n",
+    "ι": "i",
+    "κ": "k",
+    "ν": "v",
+    "ο": "o",
+    "ρ": "p",
+    "τ": "t",
+    "υ": "u",
+    "χ": "x",
+    "ω": "w",
+    "ϲ": "c",
+}
 _FOLD = str.maketrans({**_LETTERS, **_HOMOGLYPHS})
 _APOSTROPHES = "'’ʼ‘`´"
 
@@ -73,7 +124,8 @@ def _handle(value: str) -> str:
 
 def _is_url(value: str) -> bool:
     return bool(re.match(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", value.strip(), re.IGNORECASE)) or (
-        "/" in value and "." in value.split("/")[0] and " " not in value.strip())
+        "/" in value and "." in value.split("/")[0] and " " not in value.strip()
+    )
 
 
 # --- CSV cells (the opt-out list is a file people open in spreadsheets) ---------------------------------------------
@@ -93,10 +145,12 @@ def from_csv_cell(text: str) -> str:
 
 # --- the opt-out list -----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class OptOuts:
     """Who and what opted out. `creator`: normal forms of the listed names; `names`: every name and alias (normal
     form and compact form) -> the listed creator; `handles` and `urls` -> the listed creator."""
+
     creator: set[str] = field(default_factory=set)
     record_id: set[str] = field(default_factory=set)
     names: dict[str, str] = field(default_factory=dict)
@@ -127,8 +181,9 @@ class OptOuts:
         return {"creator": self.creator, "record_id": self.record_id}[kind]
 
 
-def opt_outs_of(creators: list[str] = (), record_ids: list[str] = (),
-                aliases: dict[str, list[str]] | None = None) -> OptOuts:
+def opt_outs_of(
+    creators: list[str] = (), record_ids: list[str] = (), aliases: dict[str, list[str]] | None = None
+) -> OptOuts:
     """An OptOuts built in memory (tests, tools): creators by name, each with its aliases, and record ids."""
     out = OptOuts(record_id=set(record_ids))
     for name in creators:
@@ -204,22 +259,43 @@ def _under(url: str, profiles: dict[str, str]) -> str | None:
 
 # --- the decision for one record ------------------------------------------------------------------------------------
 
-LICENSE_COLUMNS = ["license_spdx", "permits_training", "permits_commercial", "requires_attribution", "share_alike",
-                   "no_derivatives", "opted_out", "decision", "reason"]
+LICENSE_COLUMNS = [
+    "license_spdx",
+    "permits_training",
+    "permits_commercial",
+    "requires_attribution",
+    "share_alike",
+    "no_derivatives",
+    "opted_out",
+    "decision",
+    "reason",
+]
 
 
 def decide(record: dict, policy: PolicyParams, opt_outs: OptOuts) -> dict:
     """The license columns for one record: its normalised terms, and whether it may train (with the reason)."""
     if isinstance(opt_outs, dict):  # {"creator": {names}, "record_id": {ids}}, as callers passed it before OptOuts
-        opt_outs = opt_outs_of(sorted(c for c in opt_outs.get("creator", ()) if normalise_name(c)),
-                               opt_outs.get("record_id", ()))
+        opt_outs = opt_outs_of(
+            sorted(c for c in opt_outs.get("creator", ()) if normalise_name(c)), opt_outs.get("record_id", ())
+        )
     spdx, terms, status = normalise(record.get("license_raw"), record.get("license_url"))
-    out = {"license_spdx": spdx, "permits_training": False, "permits_commercial": False,
-           "requires_attribution": True, "share_alike": False, "no_derivatives": False, "opted_out": False}
+    out = {
+        "license_spdx": spdx,
+        "permits_training": False,
+        "permits_commercial": False,
+        "requires_attribution": True,
+        "share_alike": False,
+        "no_derivatives": False,
+        "opted_out": False,
+    }
     if terms is not None:
-        out.update(permits_training=terms.permits_training, permits_commercial=terms.permits_commercial,
-                   requires_attribution=terms.requires_attribution, share_alike=terms.share_alike,
-                   no_derivatives=terms.no_derivatives)
+        out.update(
+            permits_training=terms.permits_training,
+            permits_commercial=terms.permits_commercial,
+            requires_attribution=terms.requires_attribution,
+            share_alike=terms.share_alike,
+            no_derivatives=terms.no_derivatives,
+        )
     parts = spdx.split(" AND ") if spdx else []
     switches = [POLICY_SWITCHES[p] for p in parts if p in POLICY_SWITCHES]
     reason = None
@@ -264,7 +340,8 @@ def attributable(record: dict) -> bool:
 
 # Surnames that are also everyday English words: alone, they are refused only where they name someone ("by Green",
 # "in the style of Green", "Green's"), so that "a green spiral composition" is still a prompt.
-COMMON_WORDS = frozenset("""
+COMMON_WORDS = frozenset(
+    """
     green brown white black gray grey rose stone wood woods hill hills moon sun rain snow frost winter summer spring
     day knight king bird fox wolf lamb bell field fields river lake brook park bush reed rice bishop cook baker
     miller smith mason potter carpenter turner hunter fisher archer shepherd young long short small little sharp
@@ -274,7 +351,8 @@ COMMON_WORDS = frozenset("""
     sand clay flint rock cliff shore bay banks bank coast sea wave fish crane swan drake hawk finch sparrow robin crow
     raven heron bear hare buck hart stag bull steer cross rivers price page rich best good sweet gray golden blue red
     wall walls gates gate well wells castle tower rowe cole coal lord noble bond money cash bloom field forest brook
-    sharp swift fry cage hay ball marble glass garden gardner march hart green""".split())
+    sharp swift fry cage hay ball marble glass garden gardner march hart green""".split()
+)
 # Words that make the next word a name: "by X", "after X", "like X", "à la X", "(in the style) of X".
 _BEFORE_NAME = {"by", "after", "like", "la", "painter", "artist", "illustrator", "photographer", "designer"}
 _OF_NAME = {"style", "manner", "school", "work", "works", "spirit", "tradition", "vein", "paintings", "painting"}
@@ -340,10 +418,16 @@ def prompt_refusal(prompt: str, opt_outs: OptOuts) -> str | None:
                     continue
                 if not common or _naming_context(tokens, flags, i):
                     return creator
-                initials = tokens[max(0, i - len(name) + 1):i]  # "Z. Muller", "Z A Muller"
-                if len(name) > 1 and initials and all(len(t) == 1 for t in initials) and initials[0] == name[0][0] \
-                        and re.search(rf"\b{re.escape(name[0][0])}\s*\.\s*(?:\w\s*\.\s*)*{re.escape(surname)}\b",
-                                      _fold(prompt)):
+                initials = tokens[max(0, i - len(name) + 1) : i]  # "Z. Muller", "Z A Muller"
+                if (
+                    len(name) > 1
+                    and initials
+                    and all(len(t) == 1 for t in initials)
+                    and initials[0] == name[0][0]
+                    and re.search(
+                        rf"\b{re.escape(name[0][0])}\s*\.\s*(?:\w\s*\.\s*)*{re.escape(surname)}\b", _fold(prompt)
+                    )
+                ):
                     return creator
             if len(name) > 1 and name[0][0] + surname in joined and len(surname) >= 4 and not common:
                 return creator  # "zmuller"
@@ -358,13 +442,19 @@ def prompt_refusal(prompt: str, opt_outs: OptOuts) -> str | None:
 
 # --- takedown: one creator, by any name ------------------------------------------------------------------------------
 
+
 def creator_alone(name: str, listed: OptOuts | None = None) -> OptOuts:
     """An OptOuts holding only the named creator, with every alias, handle and profile URL `listed` gives them."""
     listed = listed or OptOuts()
     key = listed.names.get(normalise_name(name), normalise_name(name))
-    return opt_outs_of([name], aliases={name: [a for a, c in listed.names.items() if c == key]
-                                        + [f"@{h}" for h, c in listed.handles.items() if c == key]
-                                        + [u for u, c in listed.urls.items() if c == key]})
+    return opt_outs_of(
+        [name],
+        aliases={
+            name: [a for a, c in listed.names.items() if c == key]
+            + [f"@{h}" for h, c in listed.handles.items() if c == key]
+            + [u for u, c in listed.urls.items() if c == key]
+        },
+    )
 
 
 def creator_matches(records: list[dict], name: str, listed: OptOuts | None = None) -> list[bool]:

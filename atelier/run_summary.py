@@ -29,8 +29,12 @@ def pipeline_summary() -> dict:
         out["exclusions_per_reason"] = licensed["excluded_per_reason"]
         out["train_per_license"] = licensed["train_per_license"]
         out["train_records"] = licensed["train_records"]
-    for key, path in (("evaluation", paths.EVAL_REPORT), ("champion", paths.CHAMPION),
-                      ("promotion", paths.PROMOTION), ("generation", paths.REPORTS / "generate.json")):
+    for key, path in (
+        ("evaluation", paths.EVAL_REPORT),
+        ("champion", paths.CHAMPION),
+        ("promotion", paths.PROMOTION),
+        ("generation", paths.REPORTS / "generate.json"),
+    ):
         value = _json(path)
         if value and key == "evaluation":  # what a person reads; the full report stays in reports/eval.json
             value = {k: value[k] for k in ("evaluator", "prompts", "headline", "warnings") if k in value}
@@ -63,9 +67,11 @@ FIGURES = [  # (label, generated key, real key, chance key, scale)
 def evaluation_lines(report: dict) -> list[str]:
     """The evaluation's headline figures, each beside the held-out real images' and chance, with its scale."""
     head = report.get("headline", {})
-    lines = [f"Evaluation at guidance {head.get('guidance')} on {report.get('prompts')} held-out prompts "
-             f"({report.get('evaluator', 'evaluator CLIP')}):",
-             f"  {'figure':<24} {'generated':>9} {'real':>7} {'chance':>7}  scale"]
+    lines = [
+        f"Evaluation at guidance {head.get('guidance')} on {report.get('prompts')} held-out prompts "
+        f"({report.get('evaluator', 'evaluator CLIP')}):",
+        f"  {'figure':<24} {'generated':>9} {'real':>7} {'chance':>7}  scale",
+    ]
 
     def fmt(value) -> str:
         return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
@@ -73,10 +79,14 @@ def evaluation_lines(report: dict) -> list[str]:
     for label, gen, real, chance, scale in FIGURES:
         if head.get(gen) is None:
             continue
-        lines.append(f"  {label:<24} {fmt(head.get(gen)):>9} {fmt(head.get(real)):>7} "
-                     f"{fmt(head.get(chance)) if chance else '-':>7}  {scale}")
-    lines.append(f"  {'replication rate':<24} {fmt(head.get('replication_rate')):>9} {'-':>7} {'-':>7}  "
-                 "fraction of generations flagged as a possible copy of a training image")
+        lines.append(
+            f"  {label:<24} {fmt(head.get(gen)):>9} {fmt(head.get(real)):>7} "
+            f"{fmt(head.get(chance)) if chance else '-':>7}  {scale}"
+        )
+    lines.append(
+        f"  {'replication rate':<24} {fmt(head.get('replication_rate')):>9} {'-':>7} {'-':>7}  "
+        "fraction of generations flagged as a possible copy of a training image"
+    )
     lines += [f"  warning: {w}" for w in report.get("warnings", [])]
     return lines
 
@@ -88,19 +98,27 @@ def preference_lines(promotion: dict) -> list[str]:
     rule = pref.get("rule", "")
     lines = [f"  {rule if rule.startswith('preference rule') else 'preference rule ' + rule}"] if rule else []
     if pref.get("scores"):
-        lines.append(f"Reviewers' preference ({pref['votes']} votes by {pref['reviewers']} reviewers; "
-                     f"{pref.get('model', 'Bradley-Terry')}):")
+        lines.append(
+            f"Reviewers' preference ({pref['votes']} votes by {pref['reviewers']} reviewers; "
+            f"{pref.get('model', 'Bradley-Terry')}):"
+        )
         for item, s in sorted(pref["scores"].items(), key=lambda kv: -kv[1]["score"]):
-            lines.append(f"  {item:<8} score {s['score']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]  "
-                         f"{s['wins']} won, {s['losses']} lost, {s['ties']} tied")
+            lines.append(
+                f"  {item:<8} score {s['score']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]  "
+                f"{s['wins']} won, {s['losses']} lost, {s['ties']} tied"
+            )
     g = pref.get("preferred_guidance")
     if g:
         verdict = "clearly preferred" if g["clearly"] else "not clearly preferred"
-        lines.append(f"  preferred guidance of version {g['version']}: {g['guidance']:g} (score {g['score']:+.2f} "
-                     f"[{g['low']:+.2f}, {g['high']:+.2f}], {g['votes']} votes; {verdict} to {g['current']:g})")
+        lines.append(
+            f"  preferred guidance of version {g['version']}: {g['guidance']:g} (score {g['score']:+.2f} "
+            f"[{g['low']:+.2f}, {g['high']:+.2f}], {g['votes']} votes; {verdict} to {g['current']:g})"
+        )
     if promotion.get("flags"):
-        lines.append(f"Flagged by reviewers as looking like an existing work: {len(promotion['flags'])} artworks "
-                     "(reports/review_flags.json; follow up with `atelier takedown --image`)")
+        lines.append(
+            f"Flagged by reviewers as looking like an existing work: {len(promotion['flags'])} artworks "
+            "(reports/review_flags.json; follow up with `atelier takedown --image`)"
+        )
     return lines
 
 
@@ -119,11 +137,14 @@ def format_summary(s: dict) -> str:
     if "records_per_source" in s:
         lines += _table("Records ingested per source:", s["records_per_source"])
     if "rejects_per_reason" in s:
-        lines += _table(f"Rejected by clean ({sum(s['rejects_per_reason'].values())}; kept {s['clean_records']}):",
-                        s["rejects_per_reason"])
+        lines += _table(
+            f"Rejected by clean ({sum(s['rejects_per_reason'].values())}; kept {s['clean_records']}):",
+            s["rejects_per_reason"],
+        )
     if "exclusions_per_reason" in s:
-        lines += _table(f"Excluded by license ({sum(s['exclusions_per_reason'].values())}):",
-                        s["exclusions_per_reason"])
+        lines += _table(
+            f"Excluded by license ({sum(s['exclusions_per_reason'].values())}):", s["exclusions_per_reason"]
+        )
         lines += _table(f"Allowed for training per license ({s['train_records']}):", s["train_per_license"])
     if "evaluation" in s:
         lines += evaluation_lines(s["evaluation"])
@@ -140,8 +161,10 @@ def format_summary(s: dict) -> str:
     if "generation" in s and s["generation"].get("no_champion"):
         lines.append(f"Generation: {s['generation']['no_champion']}; no artworks made this run")
     if s.get("generation", {}).get("quarantined"):
-        lines.append(f"Quarantined as possible replication, not published: {s['generation']['quarantined']} in "
-                     f"{paths.ARTWORKS / 'quarantine'} (reports/generate.json lists each with its reason)")
+        lines.append(
+            f"Quarantined as possible replication, not published: {s['generation']['quarantined']} in "
+            f"{paths.ARTWORKS / 'quarantine'} (reports/generate.json lists each with its reason)"
+        )
     if "champion" in s:
         c = s["champion"]
         lines.append(f"Champion: {c.get('name')} version {c.get('version')} (run {c.get('run_id')})")

@@ -14,7 +14,6 @@ import yaml
 
 from atelier import paths
 
-
 _cached: tuple[float, str] | None = None
 CACHE_S = 10.0  # a loop making many artworks asks git once per 10 s, not once per artwork
 LOCK = "dvc.lock"
@@ -57,8 +56,10 @@ def pipeline_outputs(root: Path) -> set[str]:
         except yaml.YAMLError as exc:
             data = f"not valid YAML ({exc})"
         if not isinstance(data, dict):
-            raise ValueError(f"{file}: not a DVC file ({str(data)[:200]}), so the pipeline's outputs, which the code "
-                             f"version's dirty check leaves out, cannot be read; fix {name} or restore it with git")
+            raise ValueError(
+                f"{file}: not a DVC file ({str(data)[:200]}), so the pipeline's outputs, which the code "
+                f"version's dirty check leaves out, cannot be read; fix {name} or restore it with git"
+            )
         stages = data.get("stages") or {}
         for stage in stages.values():
             for key in ("outs", "metrics", "plots"):

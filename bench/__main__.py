@@ -11,16 +11,33 @@ import time
 
 from atelier import paths
 from atelier.io import write_json
-from bench import (clip_embedding, evaluation, faces, generate_latency, ingest_clean, ledger_audit, noop_repro,
-                   provenance_overhead, rawstore, training, watermark_robustness)
-from bench import resolution_scale  # issue 20 item 5
+from bench import (
+    clip_embedding,
+    evaluation,
+    faces,
+    generate_latency,
+    ingest_clean,
+    ledger_audit,
+    noop_repro,
+    provenance_overhead,
+    rawstore,
+    resolution_scale,  # issue 20 item 5
+    training,
+)
 
-BENCHMARKS = {"ingest_clean": ingest_clean.main, "training": training.main, "clip_embedding": clip_embedding.main,
-              "provenance_overhead": provenance_overhead.main, "noop_repro": noop_repro.main,
-              "ledger_audit": ledger_audit.main, "evaluation": evaluation.main,
-              "generate_latency": generate_latency.main, "faces": faces.main,
-              "rawstore": rawstore.main,
-              "resolution_scale": resolution_scale.main}
+BENCHMARKS = {
+    "ingest_clean": ingest_clean.main,
+    "training": training.main,
+    "clip_embedding": clip_embedding.main,
+    "provenance_overhead": provenance_overhead.main,
+    "noop_repro": noop_repro.main,
+    "ledger_audit": ledger_audit.main,
+    "evaluation": evaluation.main,
+    "generate_latency": generate_latency.main,
+    "faces": faces.main,
+    "rawstore": rawstore.main,
+    "resolution_scale": resolution_scale.main,
+}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)
@@ -30,5 +47,7 @@ if __name__ == "__main__":
         began = time.perf_counter()
         results[name] = {**BENCHMARKS[name](), "wall_s": round(time.perf_counter() - began, 1)}
     write_json(paths.REPORTS / "bench.json", results)
-    print(f"\nall benchmarks: {time.perf_counter() - start:.0f} s; figures in {paths.relative(paths.REPORTS)}/bench.json")
+    print(
+        f"\nall benchmarks: {time.perf_counter() - start:.0f} s; figures in {paths.relative(paths.REPORTS)}/bench.json"
+    )
     print(json.dumps(results, indent=1, default=str))

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import pandas as pd
+import torch
 
 from atelier import paths
 from atelier.config import load_params
@@ -38,7 +37,7 @@ def main() -> dict:
     def bare() -> torch.Tensor:  # what anyone would write: normalise, encode, L2-normalise, keep the embeddings
         out = []
         for i in range(0, IMAGES, BATCH):
-            f = model.encode_image(normalize_images(images[i:i + BATCH]))
+            f = model.encode_image(normalize_images(images[i : i + BATCH]))
             out.append(f / f.norm(dim=-1, keepdim=True))
         return torch.cat(out)
 
@@ -48,8 +47,10 @@ def main() -> dict:
         bare_t.append(_seconds(bare))
         ours_t.append(_seconds(lambda: encode_images(model, images, batch_size=BATCH)))
     ours, base = IMAGES / min(ours_t), IMAGES / min(bare_t)
-    print(f"atelier encode_images: {ours:,.0f} images/s; bare open_clip loop: {base:,.0f} images/s; "
-          f"ratio {ours / base:.2f}")
+    print(
+        f"atelier encode_images: {ours:,.0f} images/s; bare open_clip loop: {base:,.0f} images/s; "
+        f"ratio {ours / base:.2f}"
+    )
     results = {"atelier": ours, "baseline": base, "ratio": ours / base}
 
     train = pd.read_parquet(paths.TRAIN_RECORDS, columns=["clean_path", "record_id"])
@@ -63,7 +64,7 @@ def main() -> dict:
         pixels = load_images(records)
         out = []
         for i in range(0, len(pixels), BATCH):
-            f = model.encode_image(normalize_images(pixels[i:i + BATCH]))
+            f = model.encode_image(normalize_images(pixels[i : i + BATCH]))
             out.append(f / f.norm(dim=-1, keepdim=True))
         return torch.cat(out)
 
@@ -72,9 +73,11 @@ def main() -> dict:
         bare_t.append(_seconds(bare_from_packs))
         ours_t.append(_seconds(lambda: embed_records(paths.CLIP_DIR, records, engine)))
     ours, base = EMBED_RECORDS / min(ours_t), EMBED_RECORDS / min(bare_t)
-    print(f"atelier embed_records ({EMBED_RECORDS:,} records from the clean packs, engine: {engine.workers} "
-          f"workers): {ours:,.0f} images/s; loading them and the bare loop: {base:,.0f} images/s; "
-          f"ratio {ours / base:.2f}")
+    print(
+        f"atelier embed_records ({EMBED_RECORDS:,} records from the clean packs, engine: {engine.workers} "
+        f"workers): {ours:,.0f} images/s; loading them and the bare loop: {base:,.0f} images/s; "
+        f"ratio {ours / base:.2f}"
+    )
     results.update(engine_path=ours, engine_path_baseline=base, engine_path_ratio=ours / base)
     return results
 

@@ -32,13 +32,27 @@ def main() -> dict:
         pipeline.generate_tensor(prompts, seed=p.seed, steps=p.sampling_steps, guidance=g, batch_size=24)
     bare = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate(pipeline, evaluator, tokenizer, train, holdout, p,
-             embed_train=lambda r, clip_dir: embed_records(clip_dir, r, params.engine))
+    evaluate(
+        pipeline,
+        evaluator,
+        tokenizer,
+        train,
+        holdout,
+        p,
+        embed_train=lambda r, clip_dir: embed_records(clip_dir, r, params.engine),
+    )
     ours = time.perf_counter() - start
-    print(f"evaluate: {ours:.1f} s for {len(prompts)} generations x {len(p.guidance)} guidances on "
-          f"{len(train)} training records; bare sampling of the same: {bare:.1f} s; ratio {ours / bare:.2f}")
-    return {"atelier_s": ours, "baseline_s": bare, "ratio": ours / bare, "generations": len(prompts) * len(p.guidance),
-            "train_records": len(train)}
+    print(
+        f"evaluate: {ours:.1f} s for {len(prompts)} generations x {len(p.guidance)} guidances on "
+        f"{len(train)} training records; bare sampling of the same: {bare:.1f} s; ratio {ours / bare:.2f}"
+    )
+    return {
+        "atelier_s": ours,
+        "baseline_s": bare,
+        "ratio": ours / bare,
+        "generations": len(prompts) * len(p.guidance),
+        "train_records": len(train),
+    }
 
 
 if __name__ == "__main__":

@@ -24,9 +24,28 @@ from PIL import Image
 from atelier import faces
 from atelier.config import load_params
 
-NON_FACE_PHOTOS = ["camera", "chelsea", "coffee", "rocket", "horse", "moon", "page", "text", "coins", "brick",
-                   "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "logo", "clock",
-                   "cat", "motorcycle_left", "colorwheel"]
+NON_FACE_PHOTOS = [
+    "camera",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "horse",
+    "moon",
+    "page",
+    "text",
+    "coins",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "logo",
+    "clock",
+    "cat",
+    "motorcycle_left",
+    "colorwheel",
+]
 
 
 def _rate(images: list[Image.Image], expect_faces: bool) -> dict:
@@ -40,8 +59,13 @@ def _rate(images: list[Image.Image], expect_faces: bool) -> dict:
         boxes += len(hits)
     n = len(images)
     key = "detected" if expect_faces else "false_positives"
-    return {"images": n, key: found, "rate": round(found / n, 3) if n else None, "boxes": boxes,
-            "ms_per_image": round(1000 * seconds / n, 2) if n else None}
+    return {
+        "images": n,
+        key: found,
+        "rate": round(found / n, 3) if n else None,
+        "boxes": boxes,
+        "ms_per_image": round(1000 * seconds / n, 2) if n else None,
+    }
 
 
 def _distant(astro: Image.Image, k: int) -> Image.Image:
@@ -58,8 +82,10 @@ def _skimage_sets() -> dict[str, list[Image.Image]]:
     try:
         from skimage import data
     except ImportError:
-        print("faces bench: scikit-image is not installed (.venv/bin/pip install scikit-image): astronaut, LFW and "
-              "photographs skipped")
+        print(
+            "faces bench: scikit-image is not installed (.venv/bin/pip install scikit-image): astronaut, LFW and "
+            "photographs skipped"
+        )
         return {}
     astro = Image.fromarray(data.astronaut())
     lfw = (data.lfw_subset() * 255).round().astype(np.uint8)  # 200 x 25 x 25: 100 faces, then 100 non-faces
@@ -72,16 +98,21 @@ def _skimage_sets() -> dict[str, list[Image.Image]]:
             photos.append(Image.fromarray(np.asarray(loader())).convert("RGB"))
         except Exception:  # a set that would need a download (the fetcher raises offline)
             continue
-    return {"astronaut_512": [astro], **{f"astronaut_{s}": [astro.resize((s, s), Image.LANCZOS)]
-                                         for s in (256, 128, 64)},
-            **{f"astronaut_distant_face_1/{k}": [_distant(astro, k)] for k in (6, 8, 10, 12, 16)},
-            **{f"astronaut_rotated_{a}deg": [astro.rotate(a, Image.BICUBIC, fillcolor=(128, 128, 128))]
-               for a in (15, 30, 45, 90)},
-            "lfw_faces": [Image.fromarray(a).convert("RGB") for a in lfw[:100]],
-            "lfw_faces_upscaled_100": [Image.fromarray(a).resize((100, 100), Image.BICUBIC).convert("RGB")
-                                       for a in lfw[:100]],
-            "lfw_non_faces": [Image.fromarray(a).convert("RGB") for a in lfw[100:]],
-            "photos_without_faces": photos}
+    return {
+        "astronaut_512": [astro],
+        **{f"astronaut_{s}": [astro.resize((s, s), Image.LANCZOS)] for s in (256, 128, 64)},
+        **{f"astronaut_distant_face_1/{k}": [_distant(astro, k)] for k in (6, 8, 10, 12, 16)},
+        **{
+            f"astronaut_rotated_{a}deg": [astro.rotate(a, Image.BICUBIC, fillcolor=(128, 128, 128))]
+            for a in (15, 30, 45, 90)
+        },
+        "lfw_faces": [Image.fromarray(a).convert("RGB") for a in lfw[:100]],
+        "lfw_faces_upscaled_100": [
+            Image.fromarray(a).resize((100, 100), Image.BICUBIC).convert("RGB") for a in lfw[:100]
+        ],
+        "lfw_non_faces": [Image.fromarray(a).convert("RGB") for a in lfw[100:]],
+        "photos_without_faces": photos,
+    }
 
 
 def _drawn_sets() -> dict[str, list[Image.Image]]:
@@ -113,8 +144,12 @@ def main() -> dict:
         expect = name.startswith(("astronaut", "lfw_faces"))
         results[name] = _rate(images, expect)
         print(f"{name:24s} {results[name]}", flush=True)
-    results["detector"] = {"name": faces.DETECTOR, "max_side": faces.DETECT_MAX_SIDE,
-                           "min_side": faces.DETECT_MIN_SIDE, "score_threshold": faces.SCORE_THRESHOLD}
+    results["detector"] = {
+        "name": faces.DETECTOR,
+        "max_side": faces.DETECT_MAX_SIDE,
+        "min_side": faces.DETECT_MIN_SIDE,
+        "score_threshold": faces.SCORE_THRESHOLD,
+    }
     return results
 
 

@@ -35,8 +35,21 @@ def _time(cmd: list[str]) -> float:
 
 def main() -> dict:
     with tempfile.TemporaryDirectory() as out:
-        ours_cmd = [sys.executable, "-m", "app.cli", "generate", PROMPT, "--seed", "7", "--steps", "25",
-                    "--guidance", "3.0", "--out", out]
+        ours_cmd = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "generate",
+            PROMPT,
+            "--seed",
+            "7",
+            "--steps",
+            "25",
+            "--guidance",
+            "3.0",
+            "--out",
+            out,
+        ]
         bare_cmd = [sys.executable, "-c", BARE, str(paths.DIFFUSION_DIR), PROMPT, f"{out}/bare.png"]
         _time(ours_cmd), _time(bare_cmd)  # warm-up: file caches, and the champion cache of this version
         ours, bare = [], []
@@ -44,8 +57,10 @@ def main() -> dict:
             ours.append(_time(ours_cmd))
             bare.append(_time(bare_cmd))
     o, b = statistics.median(ours), statistics.median(bare)
-    print(f"atelier generate, one prompt: median {o:.2f} s (min {min(ours):.2f}); bare sampling process: median "
-          f"{b:.2f} s (min {min(bare):.2f}); ratio {o / b:.2f} ({ROUNDS} rounds)")
+    print(
+        f"atelier generate, one prompt: median {o:.2f} s (min {min(ours):.2f}); bare sampling process: median "
+        f"{b:.2f} s (min {min(bare):.2f}); ratio {o / b:.2f} ({ROUNDS} rounds)"
+    )
     return {"atelier_s": o, "baseline_s": b, "ratio": o / b}
 
 

@@ -31,9 +31,9 @@ from tests.workspace import copy_project, edit_params
 
 SIZE = int(os.environ.get("ATELIER_BENCH_SIZE", 512))  # generated images for throughput: SIZExSIZE JPEG, q90
 
-REPEATS = 3       # stage-work timings are the median of this many runs from the same state
-SMALL = 48         # for the memory comparison at 10,000 and 50,000 records: tiny images, the records are what count
-RESOLUTION = 32    # the training resolution clean writes
+REPEATS = 3  # stage-work timings are the median of this many runs from the same state
+SMALL = 48  # for the memory comparison at 10,000 and 50,000 records: tiny images, the records are what count
+RESOLUTION = 32  # the training resolution clean writes
 
 
 def make_images(folder: Path, n: int, start: int = 0, size: int = SIZE) -> None:
@@ -46,12 +46,24 @@ def make_images(folder: Path, n: int, start: int = 0, size: int = SIZE) -> None:
             draw = ImageDraw.Draw(img)
             for _ in range(6):
                 x, y = rng.randrange(size), rng.randrange(size)
-                draw.ellipse((x, y, x + rng.randrange(size // 16, size // 4), y + rng.randrange(size // 16, size // 4)),
-                             fill=tuple(rng.randrange(256) for _ in range(3)))
+                draw.ellipse(
+                    (x, y, x + rng.randrange(size // 16, size // 4), y + rng.randrange(size // 16, size // 4)),
+                    fill=tuple(rng.randrange(256) for _ in range(3)),
+                )
             name = f"img_{i:06d}.jpg"
             img.save(folder / name, quality=90)
-            meta.write(json.dumps({"file_name": name, "title": f"Bench {i}", "creator": f"Artist {i % 97}",
-                                   "caption": "a bench composition", "license": "CC0-1.0"}) + "\n")
+            meta.write(
+                json.dumps(
+                    {
+                        "file_name": name,
+                        "title": f"Bench {i}",
+                        "creator": f"Artist {i % 97}",
+                        "caption": "a bench composition",
+                        "license": "CC0-1.0",
+                    }
+                )
+                + "\n"
+            )
 
 
 def pillow_baseline(folder: Path, out: Path) -> float:
@@ -64,21 +76,30 @@ def pillow_baseline(folder: Path, out: Path) -> float:
         img = Image.open(io.BytesIO(data)).convert("RGB")
         imagehash.phash(img)
         scale = RESOLUTION / min(img.size)
-        img = img.resize((max(RESOLUTION, round(img.width * scale)), max(RESOLUTION, round(img.height * scale))),
-                         Image.LANCZOS)
+        img = img.resize(
+            (max(RESOLUTION, round(img.width * scale)), max(RESOLUTION, round(img.height * scale))), Image.LANCZOS
+        )
         img.crop((0, 0, RESOLUTION, RESOLUTION)).save(out / f"{digest}.png")
     return time.perf_counter() - start
 
 
 def run_stages(root: Path) -> tuple[float, int]:
     """Wall seconds of ingest then clean in `root`, and the peak RSS (MiB) of any one of their processes."""
-    probe = ("import resource, subprocess, sys\n"
-             "for s in ('ingest', 'clean'):\n"
-             "    subprocess.run([sys.executable, '-m', f'stages.{s}'], check=True, stdout=subprocess.DEVNULL)\n"
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    probe = (
+        "import resource, subprocess, sys\n"
+        "for s in ('ingest', 'clean'):\n"
+        "    subprocess.run([sys.executable, '-m', f'stages.{s}'], check=True, stdout=subprocess.DEVNULL)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
-                          env={**os.environ, "ATELIER_QUIET": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ATELIER_QUIET": "1"},
+    )
     return time.perf_counter() - start, int(done.stdout.split()[-1]) // 1024
 
 
@@ -86,12 +107,20 @@ def stage_work(root: Path) -> float:
     """Seconds of ingest then clean in `root` in one process whose imports are done before the clock starts: the
     work that depends on the data. That includes the modules imported lazily: pandas (pyarrow imports it when it
     first builds a table from Python rows) and scipy.fftpack (imagehash's first perceptual hash)."""
-    probe = ("import time, pandas, scipy.fftpack, stages.ingest, stages.clean\n"
-             "start = time.perf_counter()\n"
-             "stages.ingest.main(); stages.clean.main()\n"
-             "print(time.perf_counter() - start)\n")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
-                          env={**os.environ, "ATELIER_QUIET": "1"})
+    probe = (
+        "import time, pandas, scipy.fftpack, stages.ingest, stages.clean\n"
+        "start = time.perf_counter()\n"
+        "stages.ingest.main(); stages.clean.main()\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ATELIER_QUIET": "1"},
+    )
     return float(done.stdout.split()[-1])
 
 
@@ -144,24 +173,40 @@ def main() -> dict:
             make_images(folder / "data/sources/bench", n // 100, start=n)  # 1% new images
         incremental, _ = run_stages(root)
         incremental_work = repeated_work(twin, Path(tmp) / "after-full")
-        results = {"images": n, "baseline_images_per_s": n / base, "atelier_images_per_s": n / full,
-                   "ratio": base / full, "incremental_s": incremental, "full_s": full,
-                   "incremental_fraction": incremental / full, "full_work_s": full_work,
-                   "incremental_work_s": incremental_work, "incremental_work_fraction": incremental_work / full_work}
-        print(f"ingest+clean of {n:,} images: {n / full:,.0f} images/s ({full:.1f} s); single-process Pillow loop "
-              f"{n / base:,.0f} images/s ({base:.1f} s); ratio {base / full:.2f}")
-        print(f"incremental run with 1% new images: stage work (median of {REPEATS}) {incremental_work:.2f} s = "
-              f"{incremental_work / full_work:.1%} of the full run's {full_work:.1f} s; as two stage processes "
-              f"(interpreter start and imports included) {incremental:.2f} s = {incremental / full:.1%} of {full:.1f} s")
+        results = {
+            "images": n,
+            "baseline_images_per_s": n / base,
+            "atelier_images_per_s": n / full,
+            "ratio": base / full,
+            "incremental_s": incremental,
+            "full_s": full,
+            "incremental_fraction": incremental / full,
+            "full_work_s": full_work,
+            "incremental_work_s": incremental_work,
+            "incremental_work_fraction": incremental_work / full_work,
+        }
+        print(
+            f"ingest+clean of {n:,} images: {n / full:,.0f} images/s ({full:.1f} s); single-process Pillow loop "
+            f"{n / base:,.0f} images/s ({base:.1f} s); ratio {base / full:.2f}"
+        )
+        print(
+            f"incremental run with 1% new images: stage work (median of {REPEATS}) {incremental_work:.2f} s = "
+            f"{incremental_work / full_work:.1%} of the full run's {full_work:.1f} s; as two stage processes "
+            f"(interpreter start and imports included) {incremental:.2f} s = {incremental / full:.1%} of {full:.1f} s"
+        )
         if not n_large:  # ATELIER_BENCH_IMAGES_LARGE=0: throughput and incremental only
             return results
         small = workspace(Path(tmp), "memory-small", n, size=SMALL)
         _, peak = run_stages(small)
         large = workspace(Path(tmp), "memory-large", n_large, size=SMALL)
         _, peak_large = run_stages(large)
-        results.update(peak_rss_mib=peak, images_large=n_large, peak_rss_large_mib=peak_large, memory_ratio=peak_large / peak)
-        print(f"peak memory (largest process): {peak} MiB at {n:,} records, {peak_large} MiB at {n_large:,} "
-              f"records; ratio {peak_large / peak:.2f}")
+        results.update(
+            peak_rss_mib=peak, images_large=n_large, peak_rss_large_mib=peak_large, memory_ratio=peak_large / peak
+        )
+        print(
+            f"peak memory (largest process): {peak} MiB at {n:,} records, {peak_large} MiB at {n_large:,} "
+            f"records; ratio {peak_large / peak:.2f}"
+        )
     return results
 
 

@@ -59,9 +59,11 @@ def main() -> dict:
         conn.close()
         bare_conn.close()
     assert found is not None and found["id"] == ids[1234] and candidates
-    print(f"filled {ENTRIES:,} ledger entries in {fill:.1f} s; ledger-copy check {ours * 1e3:.3f} ms/artwork "
-          f"({ours * ENTRIES:.1f} s for all {ENTRIES:,}) vs bare sqlite SELECT {bare * 1e3:.3f} ms (ratio "
-          f"{bare / ours:.2f}); recovery of a stripped copy among {ENTRIES:,}: {recover:.2f} s")
+    print(
+        f"filled {ENTRIES:,} ledger entries in {fill:.1f} s; ledger-copy check {ours * 1e3:.3f} ms/artwork "
+        f"({ours * ENTRIES:.1f} s for all {ENTRIES:,}) vs bare sqlite SELECT {bare * 1e3:.3f} ms (ratio "
+        f"{bare / ours:.2f}); recovery of a stripped copy among {ENTRIES:,}: {recover:.2f} s"
+    )
     return {"fill_s": fill, "check_ms": ours * 1e3, "bare_ms": bare * 1e3, "recover_s": recover}
 
 

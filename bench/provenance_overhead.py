@@ -16,8 +16,12 @@ from pathlib import Path
 from atelier import paths
 from atelier.config import load_params
 
-PROMPTS = ["a blue spiral composition", "a red grid composition", "a golden stripes composition",
-           "a green sunset landscape composition"]
+PROMPTS = [
+    "a blue spiral composition",
+    "a red grid composition",
+    "a golden stripes composition",
+    "a green sunset landscape composition",
+]
 ROUNDS = 5
 
 
@@ -50,7 +54,8 @@ def main() -> dict:
         paths.LEDGER = Path(tmp) / "ledger.sqlite"  # keep the project's ledger out of the benchmark
         conn = ledger.open_ledger(paths.LEDGER)
         run = lambda i, prompt: generate.make_artwork(  # noqa: E731
-            champ, prompt, i, g.steps, g.guidance, "", Path(tmp), params=params, conn=conn)
+            champ, prompt, i, g.steps, g.guidance, "", Path(tmp), params=params, conn=conn
+        )
         run(0, PROMPTS[0])  # warm-up (imports, signing identity)
         bare_t, full_t, work_t = [], [], []
         timed = _TimedPipeline(champ.pipeline)
@@ -69,9 +74,11 @@ def main() -> dict:
         conn.close()
     bare, full, work = min(bare_t), min(full_t), min(work_t)
     overhead, end_to_end = work / bare, (full - bare) / bare
-    print(f"bare DDIM sampling ({g.steps} steps): {bare * 1000:.0f} ms/artwork; provenance work (checks, manifest, "
-          f"watermark, signing, ledger, writes): {work * 1000:.1f} ms/artwork = {overhead:.1%} of sampling time; "
-          f"end to end {full * 1000:.0f} ms/artwork, +{end_to_end:.1%} (best of {ROUNDS})")
+    print(
+        f"bare DDIM sampling ({g.steps} steps): {bare * 1000:.0f} ms/artwork; provenance work (checks, manifest, "
+        f"watermark, signing, ledger, writes): {work * 1000:.1f} ms/artwork = {overhead:.1%} of sampling time; "
+        f"end to end {full * 1000:.0f} ms/artwork, +{end_to_end:.1%} (best of {ROUNDS})"
+    )
     return {"bare_s": bare, "full_s": full, "provenance_s": work, "overhead": overhead, "end_to_end": end_to_end}
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 RECORDS = 2048
 SIZE = 48 * 1024  # bytes per record: a 256-512 px JPEG
-PACK = 128        # records per pack (engine.chunk_size)
-ROUNDS = 3        # best of
+PACK = 128  # records per pack (engine.chunk_size)
+ROUNDS = 3  # best of
 
 
 def _best(fn) -> float:
@@ -36,7 +36,7 @@ def main() -> dict:
         key = rawstore.data_key(create=True)
         blobs = [os.urandom(SIZE) for _ in range(RECORDS)]
         rows = [(hashlib.sha256(b).hexdigest(), b) for b in blobs]
-        chunks = [rows[i:i + PACK] for i in range(0, RECORDS, PACK)]
+        chunks = [rows[i : i + PACK] for i in range(0, RECORDS, PACK)]
         mb = RECORDS * SIZE / 1e6
         result = {"records": RECORDS, "bytes_per_record": SIZE, "records_per_pack": PACK}
         for mode, k in (("plain", None), ("encrypted", key)):
@@ -53,16 +53,22 @@ def main() -> dict:
                     rawstore.read_pack(pack)
 
             w, r = _best(write), _best(read)
-            result[mode] = {"write_mb_s": round(mb / w, 1), "read_mb_s": round(mb / r, 1),
-                            "write_s": round(w, 3), "read_s": round(r, 3)}
+            result[mode] = {
+                "write_mb_s": round(mb / w, 1),
+                "read_mb_s": round(mb / r, 1),
+                "write_s": round(w, 3),
+                "read_s": round(r, 3),
+            }
         for op in ("write", "read"):
             result[f"{op}_time_ratio"] = round(result["encrypted"][f"{op}_s"] / result["plain"][f"{op}_s"], 2)
         print(f"raw store, {RECORDS} records of {SIZE // 1024} KiB in packs of {PACK}:")
         for mode in ("plain", "encrypted"):
             r = result[mode]
             print(f"  {mode:9s}: write {r['write_mb_s']:7.1f} MB/s, read {r['read_mb_s']:7.1f} MB/s")
-        print(f"  encrypted/plain time: write {result['write_time_ratio']}x, read {result['read_time_ratio']}x "
-              "(read checks every record's sha256 when encrypted)")
+        print(
+            f"  encrypted/plain time: write {result['write_time_ratio']}x, read {result['read_time_ratio']}x "
+            "(read checks every record's sha256 when encrypted)"
+        )
         return result
 
 

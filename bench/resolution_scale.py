@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app import resolve
 from atelier.hashing import phash
 from provenance import ledger, watermark
-from app import resolve
 
 SIZES = (10_000, 1_000_000)
-LOOKUPS = 50        # indexed lookups timed per size (median)
-SLOW_LOOKUPS = 3    # un-indexed baselines are slow: fewer
+LOOKUPS = 50  # indexed lookups timed per size (median)
+SLOW_LOOKUPS = 3  # un-indexed baselines are slow: fewer
 RECORD_ROWS = 1_000  # rows written through ledger.record to measure its rate
 
 
@@ -35,19 +35,28 @@ def fill(conn, n: int, rng: np.random.Generator) -> tuple[float, np.ndarray]:
     at = "2026-12-02T00:00:00+00:00"
     start = time.perf_counter()
     with ledger.transaction(conn):
-        conn.executemany("INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
-                         ((i, i, f"{i:064x}", at) for i in range(1, n + 1)))
-        conn.executemany(f"INSERT INTO artworks ({', '.join(ledger.COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         ((f"{i:016x}", f"{i:064x}", f"{int(h):016x}", i, f'{{"id": "{i:016x}"}}', "bench", "1", at)
-                          for i, h in zip(range(1, n + 1), hashes)))
+        conn.executemany(
+            "INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
+            ((i, i, f"{i:064x}", at) for i in range(1, n + 1)),
+        )
+        conn.executemany(
+            f"INSERT INTO artworks ({', '.join(ledger.COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (f"{i:016x}", f"{i:064x}", f"{int(h):016x}", i, f'{{"id": "{i:016x}"}}', "bench", "1", at)
+                for i, h in zip(range(1, n + 1), hashes)
+            ),
+        )
     return time.perf_counter() - start, hashes
 
 
 def record_rate(folder: Path) -> float:
     """Seconds per artwork written the ledger's way (ledger.record: row + log entry, one transaction each)."""
     conn = ledger.open_ledger(folder / "record.sqlite")
-    manifest = {"id": "", "artwork": {"sha256_pixels": "", "phash": "0" * 16, "created_at": "2026-12-02T00:00:00"},
-                "model": {"name": "bench", "version": "1"}}
+    manifest = {
+        "id": "",
+        "artwork": {"sha256_pixels": "", "phash": "0" * 16, "created_at": "2026-12-02T00:00:00"},
+        "model": {"name": "bench", "version": "1"},
+    }
     start = time.perf_counter()
     for i in range(RECORD_ROWS):
         manifest["id"], manifest["artwork"]["sha256_pixels"] = f"{i:016x}", f"{i:064x}"
@@ -77,10 +86,14 @@ def measure(folder: Path, n: int, rng: np.random.Generator) -> dict:
     refresh_s = time.perf_counter() - start
 
     ids = rng.integers(1, n + 1, LOOKUPS)
-    binding = median_s(lambda i: resolve.by_binding(conn, index, watermark.ALG, watermark.binding_value(i), 10),
-                       [(int(i),) for i in ids])
-    scan = median_s(lambda i: conn.execute("SELECT * FROM artworks WHERE watermark_id + 0 = ?", (i,)).fetchone(),
-                    [(int(i),) for i in ids[:SLOW_LOOKUPS]])
+    binding = median_s(
+        lambda i: resolve.by_binding(conn, index, watermark.ALG, watermark.binding_value(i), 10),
+        [(int(i),) for i in ids],
+    )
+    scan = median_s(
+        lambda i: conn.execute("SELECT * FROM artworks WHERE watermark_id + 0 = ?", (i,)).fetchone(),
+        [(int(i),) for i in ids[:SLOW_LOOKUPS]],
+    )
 
     # by content: an image whose phash artwork #k holds (with 3 bits flipped: a re-encoded copy's distance)
     picture = Image.fromarray(rng.integers(40, 216, (8, 8, 3), dtype=np.uint8)).resize((256, 256), Image.BICUBIC)
@@ -99,14 +112,22 @@ def measure(folder: Path, n: int, rng: np.random.Generator) -> dict:
     sql = median_s(lambda: ledger.by_phash(conn, query, max_distance=resolve.PHASH_MAX_BITS), [()] * SLOW_LOOKUPS)
     plain = [int(h) for h in hashes]
     q = int(query, 16)
-    loop = median_s(lambda: [i for i, h in enumerate(plain) if (h ^ q).bit_count() <= resolve.PHASH_MAX_BITS],
-                    [()] * SLOW_LOOKUPS)
+    loop = median_s(
+        lambda: [i for i, h in enumerate(plain) if (h ^ q).bit_count() <= resolve.PHASH_MAX_BITS], [()] * SLOW_LOOKUPS
+    )
     conn.close()
-    return {"entries": n, "fill_s": round(fill_s, 2), "index_build_s": round(build_s, 3),
-            "index_refresh_ms": round(refresh_s * 1e3, 3),
-            "by_binding_ms": round(binding * 1e3, 3), "binding_scan_ms": round(scan * 1e3, 2),
-            "by_content_ms": round(content * 1e3, 1), "phash_index_ms": round(near * 1e3, 3),
-            "phash_sql_ms": round(sql * 1e3, 1), "phash_python_loop_ms": round(loop * 1e3, 1)}
+    return {
+        "entries": n,
+        "fill_s": round(fill_s, 2),
+        "index_build_s": round(build_s, 3),
+        "index_refresh_ms": round(refresh_s * 1e3, 3),
+        "by_binding_ms": round(binding * 1e3, 3),
+        "binding_scan_ms": round(scan * 1e3, 2),
+        "by_content_ms": round(content * 1e3, 1),
+        "phash_index_ms": round(near * 1e3, 3),
+        "phash_sql_ms": round(sql * 1e3, 1),
+        "phash_python_loop_ms": round(loop * 1e3, 1),
+    }
 
 
 def main() -> dict:
@@ -117,12 +138,15 @@ def main() -> dict:
         for n in SIZES:
             r = measure(Path(tmp), n, rng)
             results[str(n)] = r
-            print(f"{n:>9,} entries (filled in {r['fill_s']} s): by binding {r['by_binding_ms']} ms (scan "
-                  f"{r['binding_scan_ms']} ms, ratio {r['binding_scan_ms'] / r['by_binding_ms']:.0f}); by content "
-                  f"{r['by_content_ms']} ms, of which the phash index {r['phash_index_ms']} ms (SQL scan "
-                  f"{r['phash_sql_ms']} ms, Python loop {r['phash_python_loop_ms']} ms, ratio "
-                  f"{r['phash_python_loop_ms'] / r['phash_index_ms']:.0f}); index built in {r['index_build_s']} s, "
-                  f"refreshed in {r['index_refresh_ms']} ms", flush=True)
+            print(
+                f"{n:>9,} entries (filled in {r['fill_s']} s): by binding {r['by_binding_ms']} ms (scan "
+                f"{r['binding_scan_ms']} ms, ratio {r['binding_scan_ms'] / r['by_binding_ms']:.0f}); by content "
+                f"{r['by_content_ms']} ms, of which the phash index {r['phash_index_ms']} ms (SQL scan "
+                f"{r['phash_sql_ms']} ms, Python loop {r['phash_python_loop_ms']} ms, ratio "
+                f"{r['phash_python_loop_ms'] / r['phash_index_ms']:.0f}); index built in {r['index_build_s']} s, "
+                f"refreshed in {r['index_refresh_ms']} ms",
+                flush=True,
+            )
     print(f"ledger.record: {results['record_ms_per_artwork']} ms per artwork (row + log entry, one transaction)")
     return results
 

@@ -35,8 +35,9 @@ def bare_loop(latents, captions, clip, tokenizer, p) -> None:
         x0, noise = latents[idx], torch.randn(p.batch_size, *latents.shape[1:])
         t = torch.randint(0, 1000, (p.batch_size,))
         cond = cap_index[idx]
-        pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=states[cond],
-                    class_labels=pooled[cond]).sample
+        pred = unet(
+            sched.add_noise(x0, noise, t), t, encoder_hidden_states=states[cond], class_labels=pooled[cond]
+        ).sample
         loss = F.mse_loss(pred, noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -49,10 +50,17 @@ def main() -> dict:
     params = load_params()
     p = params.train_diffusion.model_copy(update={"steps": STEPS})
     torch.manual_seed(0)
-    clip, tokenizer = build_clip(params.train_clip, params.clean.resolution), build_tokenizer(params.train_clip.context_length)
+    clip, tokenizer = (
+        build_clip(params.train_clip, params.clean.resolution),
+        build_tokenizer(params.train_clip.context_length),
+    )
     latents = torch.randn(N, 4, 8, 8)
-    captions = [f"a {c} {s} composition" for c, s in zip(["red", "blue", "green", "golden"] * (N // 4),
-                                                        ["grid", "spiral", "stripes", "sunset landscape"] * (N // 4))]
+    captions = [
+        f"a {c} {s} composition"
+        for c, s in zip(
+            ["red", "blue", "green", "golden"] * (N // 4), ["grid", "spiral", "stripes", "sunset landscape"] * (N // 4)
+        )
+    ]
     ours, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(ROUNDS):  # interleaved, best of ROUNDS: neither side gets the warm caches
@@ -66,10 +74,12 @@ def main() -> dict:
             ours.append(time.perf_counter() - start)
     rate = lambda seconds: STEPS * p.batch_size / min(seconds)  # noqa: E731
     paired = [b / o for b, o in zip(bare, ours)]  # each round's ratio: the spread the machine's noise gives
-    print(f"train_unet: {rate(ours):,.0f} samples/s; bare diffusers loop: {rate(bare):,.0f} samples/s; "
-          f"ratio {rate(ours) / rate(bare):.2f} (batch {p.batch_size}, {STEPS} steps, best of {ROUNDS}); "
-          f"per round: {' / '.join(f'{r:.2f}' for r in paired)} "
-          f"({' / '.join(f'{o:.1f} s vs {b:.1f} s' for o, b in zip(ours, bare))})")
+    print(
+        f"train_unet: {rate(ours):,.0f} samples/s; bare diffusers loop: {rate(bare):,.0f} samples/s; "
+        f"ratio {rate(ours) / rate(bare):.2f} (batch {p.batch_size}, {STEPS} steps, best of {ROUNDS}); "
+        f"per round: {' / '.join(f'{r:.2f}' for r in paired)} "
+        f"({' / '.join(f'{o:.1f} s vs {b:.1f} s' for o, b in zip(ours, bare))})"
+    )
     return {"atelier": rate(ours), "baseline": rate(bare), "ratio": rate(ours) / rate(bare), "round_ratios": paired}
 
 

@@ -27,16 +27,32 @@ import time
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from app.audit import PHASH_ONLY_BITS
 from atelier import paths
 from atelier.hashing import phash
 from atelier.io import write_json
 from provenance import watermark
-from app.audit import PHASH_ONLY_BITS
 from provenance.watermark import WatermarkError
 
 SIDE = watermark.ARTWORK_SIDE
-PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry", "cat",
-          "camera", "moon", "coins", "brick", "grass", "gravel", "page", "clock"]  # colour ones first
+PHOTOS = [
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "cat",
+    "camera",
+    "moon",
+    "coins",
+    "brick",
+    "grass",
+    "gravel",
+    "page",
+    "clock",
+]  # colour ones first
 OUT = paths.REPORTS / "bench"
 CONTROL_EVERY = 3  # an unmarked read searches every offset, shift and scale (about 0.1-0.25 s): a third of the images
 
@@ -175,8 +191,11 @@ def main(per_set: int = 80) -> dict:
         hashes.append(phash(out))
         if wm_id is not None:
             psnrs.append(_psnr(im, out))
-    shown = [next(k for k, (name, _) in enumerate(images) if name == wanted and ids[k] is not None)
-             for wanted in ("photos", "demo") if sets[wanted]]
+    shown = [
+        next(k for k, (name, _) in enumerate(images) if name == wanted and ids[k] is not None)
+        for wanted in ("photos", "demo")
+        if sets[wanted]
+    ]
     OUT.mkdir(parents=True, exist_ok=True)
     _crop_figure([(images[k][1], marked[k]) for k in shown]).save(OUT / "watermark_crop.png")
 
@@ -202,24 +221,41 @@ def main(per_set: int = 80) -> dict:
                 control_s.append(time.perf_counter() - start)
                 control_n += 1
         false_matches += wrong + control_ids
-        rows[tname] = {"marked": marked_n, "exact": exact, "exact_rate": round(exact / marked_n, 4),
-                       "wrong_id": wrong, "phash_recovers": by_phash,
-                       "with_phash_rate": round((exact + by_phash) / marked_n, 4),
-                       "control_images": control_n, "control_false_ids": control_ids}
-        print(f"{tname:20s} exact {exact}/{marked_n}  +phash {by_phash}  wrong {wrong}  control ids {control_ids}",
-              flush=True)
-    result = {"images": {k: len(v) for k, v in sets.items()}, "notes": notes,
-              "cannot_carry": {"count": len(refused), "of": len(images), "by_set": {k: refused.count(k) for k in sets}},
-              "psnr_db": {"mean": round(float(np.mean(psnrs)), 2), "p5": round(float(np.percentile(psnrs, 5)), 2),
-                          "min": round(float(np.min(psnrs)), 2)},
-              "embed_ms_mean": round(1000 * float(np.mean(embed_s)), 1),
-              "read_ms": {"marked_mean": round(1000 * float(np.mean(read_s)), 1),
-                          "marked_p95": round(1000 * float(np.percentile(read_s, 95)), 1),
-                          "unmarked_mean": round(1000 * float(np.mean(control_s)), 1),
-                          "unmarked_p95": round(1000 * float(np.percentile(control_s, 95)), 1)},
-              "false_matches": false_matches, "transforms": rows,
-              "crop_figure": paths.relative(OUT / "watermark_crop.png"),
-              "seconds": round(time.perf_counter() - began, 1)}
+        rows[tname] = {
+            "marked": marked_n,
+            "exact": exact,
+            "exact_rate": round(exact / marked_n, 4),
+            "wrong_id": wrong,
+            "phash_recovers": by_phash,
+            "with_phash_rate": round((exact + by_phash) / marked_n, 4),
+            "control_images": control_n,
+            "control_false_ids": control_ids,
+        }
+        print(
+            f"{tname:20s} exact {exact}/{marked_n}  +phash {by_phash}  wrong {wrong}  control ids {control_ids}",
+            flush=True,
+        )
+    result = {
+        "images": {k: len(v) for k, v in sets.items()},
+        "notes": notes,
+        "cannot_carry": {"count": len(refused), "of": len(images), "by_set": {k: refused.count(k) for k in sets}},
+        "psnr_db": {
+            "mean": round(float(np.mean(psnrs)), 2),
+            "p5": round(float(np.percentile(psnrs, 5)), 2),
+            "min": round(float(np.min(psnrs)), 2),
+        },
+        "embed_ms_mean": round(1000 * float(np.mean(embed_s)), 1),
+        "read_ms": {
+            "marked_mean": round(1000 * float(np.mean(read_s)), 1),
+            "marked_p95": round(1000 * float(np.percentile(read_s, 95)), 1),
+            "unmarked_mean": round(1000 * float(np.mean(control_s)), 1),
+            "unmarked_p95": round(1000 * float(np.percentile(control_s, 95)), 1),
+        },
+        "false_matches": false_matches,
+        "transforms": rows,
+        "crop_figure": paths.relative(OUT / "watermark_crop.png"),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
     write_json(OUT / "watermark_robustness.json", result)
     print({k: v for k, v in result.items() if k != "transforms"})
     return result

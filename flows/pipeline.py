@@ -44,13 +44,16 @@ def stage_names(root: Path | None = None) -> list[str]:
     stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}
     names = list(stages)
     for i, name in enumerate(names):
-        for later in names[i + 1:]:
-            outs = _paths(stages[later].get("outs", []) + stages[later].get("metrics", [])
-                          + stages[later].get("plots", []))
+        for later in names[i + 1 :]:
+            outs = _paths(
+                stages[later].get("outs", []) + stages[later].get("metrics", []) + stages[later].get("plots", [])
+            )
             for dep in _paths(stages[name].get("deps", [])):
                 if any(_overlap(dep, out) for out in outs):
-                    raise ValueError(f"{dvc_yaml}: stage '{name}' depends on {dep}, an output of the later stage "
-                                     f"'{later}'; move '{later}' above '{name}' (the flow runs stages in file order)")
+                    raise ValueError(
+                        f"{dvc_yaml}: stage '{name}' depends on {dep}, an output of the later stage "
+                        f"'{later}'; move '{later}' above '{name}' (the flow runs stages in file order)"
+                    )
     return names
 
 
@@ -75,9 +78,13 @@ def run_stage(stage: str, root: str, force: bool = False) -> str:
 def stage_task(stage: str):
     """`run_stage` with this stage's name, timeout and retries (exponential backoff) from the policy tables."""
     retries = RETRIES.get(stage, 0)
-    return run_stage.with_options(name=stage, task_run_name=stage, retries=retries,
-                                  retry_delay_seconds=exponential_backoff(RETRY_BACKOFF_S) if retries else 0,
-                                  timeout_seconds=TIMEOUT_S.get(stage, DEFAULT_TIMEOUT_S))
+    return run_stage.with_options(
+        name=stage,
+        task_run_name=stage,
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(RETRY_BACKOFF_S) if retries else 0,
+        timeout_seconds=TIMEOUT_S.get(stage, DEFAULT_TIMEOUT_S),
+    )
 
 
 def _cell(value) -> str:
@@ -118,11 +125,16 @@ def summary_markdown(summary: dict, root: Path) -> str:
     lines += ["## Links", ""]
     champion = summary.get("champion") or {}
     if champion.get("version"):
-        lines.append(f"- Champion: {champion.get('name')} version {champion['version']}, MLflow run "
-                     f"`{champion.get('run_id')}`: {MLFLOW_UI}/#/models/{champion.get('name')}/versions/"
-                     f"{champion['version']} (with `make ui` running)")
-    lines.append(f"- Gallery: `{root / paths.relative(paths.GALLERY)}`" if "artworks" in summary
-                 else "- Gallery: none yet (the generate stage writes it)")
+        lines.append(
+            f"- Champion: {champion.get('name')} version {champion['version']}, MLflow run "
+            f"`{champion.get('run_id')}`: {MLFLOW_UI}/#/models/{champion.get('name')}/versions/"
+            f"{champion['version']} (with `make ui` running)"
+        )
+    lines.append(
+        f"- Gallery: `{root / paths.relative(paths.GALLERY)}`"
+        if "artworks" in summary
+        else "- Gallery: none yet (the generate stage writes it)"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -130,14 +142,19 @@ def summary_markdown(summary: dict, root: Path) -> str:
 def publish_summary(root: str) -> dict:
     """Read atelier.run_summary.pipeline_summary() for `root` and publish it as the `atelier-run-summary` artifact."""
     # In root's own Python, as the DVC stages run: atelier.paths resolves against the package that is imported.
-    code = ("import json; from atelier.run_summary import pipeline_summary; "
-            "print(json.dumps(pipeline_summary(), default=str))")
+    code = (
+        "import json; from atelier.run_summary import pipeline_summary; "
+        "print(json.dumps(pipeline_summary(), default=str))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"reading the run summary in {root} failed:\n{proc.stderr.strip()[-3000:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    create_markdown_artifact(key=SUMMARY_KEY, markdown=summary_markdown(summary, Path(root)),
-                             description="Counts per stage, exclusions, metrics, champion and gallery")
+    create_markdown_artifact(
+        key=SUMMARY_KEY,
+        markdown=summary_markdown(summary, Path(root)),
+        description="Counts per stage, exclusions, metrics, champion and gallery",
+    )
     return summary
 
 
@@ -151,8 +168,12 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
     with workspace_lock(where, "pipeline run"):  # a second run at once refuses instead of interleaving stages
         # URL opt-outs due for a re-check (ingest.recheck_after_days, `atelier sources recheck`): DVC sees no change,
         # so the flow asks the ingest stage and forces it
-        recheck = subprocess.run([sys.executable, "-m", "stages.ingest", "--recheck-due"], cwd=where,
-                                 capture_output=True).returncode == 0
+        recheck = (
+            subprocess.run(
+                [sys.executable, "-m", "stages.ingest", "--recheck-due"], cwd=where, capture_output=True
+            ).returncode
+            == 0
+        )
         for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace
             outputs[stage] = stage_task(stage)(stage, str(where), force=recheck and stage == "ingest")
     publish_summary(str(where))
@@ -175,9 +196,14 @@ def generate_artworks_flow(prompts: list[str], seed: int, count: int = 1) -> lis
     for m in manifests:
         gen = m.get("artwork", {}).get("generator", {})
         model, checks = m.get("model", {}), m.get("checks", {})
-        rows.append(f"| {m.get('id')} | {_cell(gen.get('prompt'))} | {gen.get('seed')} | {model.get('name')} "
-                    f"v{model.get('version')} | {_cell(checks.get('clip_score'))} | "
-                    f"{_cell(checks.get('replication', {}).get('verdict'))} |")
-    create_markdown_artifact(key="atelier-artworks", markdown=f"# {len(manifests)} artworks\n\n" + "\n".join(rows),
-                             description=f"Artworks in {paths.ARTWORKS}")
+        rows.append(
+            f"| {m.get('id')} | {_cell(gen.get('prompt'))} | {gen.get('seed')} | {model.get('name')} "
+            f"v{model.get('version')} | {_cell(checks.get('clip_score'))} | "
+            f"{_cell(checks.get('replication', {}).get('verdict'))} |"
+        )
+    create_markdown_artifact(
+        key="atelier-artworks",
+        markdown=f"# {len(manifests)} artworks\n\n" + "\n".join(rows),
+        description=f"Artworks in {paths.ARTWORKS}",
+    )
     return manifests

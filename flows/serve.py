@@ -38,8 +38,12 @@ def serve_deployments(cron: str, upto: str | None = None, name: str = PIPELINE_D
     select(stage_names(), upto)  # a wrong stage name fails now, not at 03:00
     check_api()
     pipeline = dataset_to_artwork.to_deployment(
-        name=name, cron=cron, parameters={"upto": upto} if upto else None,
-        description="The DVC stages of dvc.yaml in order, one task each (DVC skips what is up to date).")
+        name=name,
+        cron=cron,
+        parameters={"upto": upto} if upto else None,
+        description="The DVC stages of dvc.yaml in order, one task each (DVC skips what is up to date).",
+    )
     generate = generate_artworks_flow.to_deployment(
-        name=GENERATE_DEPLOYMENT, description="Artworks with provenance from the champion; give prompts and a seed.")
+        name=GENERATE_DEPLOYMENT, description="Artworks with provenance from the champion; give prompts and a seed."
+    )
     serve(pipeline, generate, limit=1)  # limit=1: a generation never overlaps a pipeline run in this workspace

@@ -13,7 +13,7 @@ bundle. Anyone holding the CA certificate can check it.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from atelier import components
@@ -33,15 +33,23 @@ def payload(info: dict, license_summary: dict, attribution_sha256: str, code_ver
     base = next((p["name"] for p in parts or [] if p["role"] == "base_model"), None)
     return {
         "schema": SCHEMA,
-        "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": info["name"], "version": str(info["version"]), "run_id": info["run_id"],
-                  "backend": tags.get("backend", "latent-diffusion"), "weights_sha256": tags["weights_sha256"],
-                  "base_model": base or tags.get("base_model.name") or tags.get("base_model") or None,
-                  **_component_facts(parts)},
-        "training_data": {"dvc_md5": tags["dataset_md5"], "records": int(tags["train_records"]),
-                          "dataset_card_sha256": tags.get("dataset_card_sha256") or None,
-                          "attribution_sha256": attribution_sha256,
-                          "per_license": dict(sorted(license_summary["train_per_license"].items()))},
+        "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {
+            "name": info["name"],
+            "version": str(info["version"]),
+            "run_id": info["run_id"],
+            "backend": tags.get("backend", "latent-diffusion"),
+            "weights_sha256": tags["weights_sha256"],
+            "base_model": base or tags.get("base_model.name") or tags.get("base_model") or None,
+            **_component_facts(parts),
+        },
+        "training_data": {
+            "dvc_md5": tags["dataset_md5"],
+            "records": int(tags["train_records"]),
+            "dataset_card_sha256": tags.get("dataset_card_sha256") or None,
+            "attribution_sha256": attribution_sha256,
+            "per_license": dict(sorted(license_summary["train_per_license"].items())),
+        },
         "code_version": code_version,
     }
 
@@ -73,8 +81,14 @@ def check(document: dict, anchor_pem: str, *, weights_sha256: str | None = None)
     return problems
 
 
-def ensure(info: dict, license_summary: dict, attribution_sha256: str, code_version: str,
-           identity: SigningIdentity, cache: Path) -> dict:
+def ensure(
+    info: dict,
+    license_summary: dict,
+    attribution_sha256: str,
+    code_version: str,
+    identity: SigningIdentity,
+    cache: Path,
+) -> dict:
     """The version's credential: the cached copy, else the one on its training run, else a new one, signed and logged
     to the run (made once per version, so every artwork of the version embeds the same credential)."""
     from registry import tracking

@@ -66,9 +66,11 @@ def ensure_signing_identity(folder: Path | str | None = None) -> SigningIdentity
         if not any(present):
             _create(folder, subject="Atelier local content credentials")
         elif not all(present):
-            raise FileNotFoundError(f"{folder}: the signing identity is incomplete (expected "
-                                    f"{sorted(FILES.values())}); move the folder aside to create a new identity, "
-                                    "or restore the missing files")
+            raise FileNotFoundError(
+                f"{folder}: the signing identity is incomplete (expected "
+                f"{sorted(FILES.values())}); move the folder aside to create a new identity, "
+                "or restore the missing files"
+            )
         _check_private(folder)
         if _leaf_needs_reissue(identity):
             _issue_leaf(folder)
@@ -83,9 +85,11 @@ def trust_anchor(folder: Path | str | None = None) -> str:
     folder = signing_dir(folder)
     ca = folder / FILES["ca_cert"]
     if not ca.is_file():
-        raise FileNotFoundError(f"no trust anchor: {ca} does not exist, and an audit never creates keys; audit with a "
-                                f"published bundle (`atelier audit --bundle DIR`), or set {SIGNING_DIR_ENV} to the "
-                                "operator's signing folder")
+        raise FileNotFoundError(
+            f"no trust anchor: {ca} does not exist, and an audit never creates keys; audit with a "
+            f"published bundle (`atelier audit --bundle DIR`), or set {SIGNING_DIR_ENV} to the "
+            "operator's signing folder"
+        )
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(f"{folder}: mode {mode:04o} lets others list it; use a private folder (`chmod 700`)")
@@ -103,14 +107,17 @@ def create_signing_identity(folder: Path | str, subject: str) -> SigningIdentity
 
 
 def _identity(folder: Path) -> SigningIdentity:
-    return SigningIdentity(folder=folder, key=folder / FILES["key"], chain=folder / FILES["chain"],
-                           ca_cert=folder / FILES["ca_cert"])
+    return SigningIdentity(
+        folder=folder, key=folder / FILES["key"], chain=folder / FILES["chain"], ca_cert=folder / FILES["ca_cert"]
+    )
 
 
 def _refuse_inside_repository(folder: Path) -> None:
     if folder.is_relative_to(paths.ROOT):
-        raise ValueError(f"{folder}: signing keys must live outside the repository ({paths.ROOT}); set "
-                         f"{SIGNING_DIR_ENV} to a private folder elsewhere")
+        raise ValueError(
+            f"{folder}: signing keys must live outside the repository ({paths.ROOT}); set "
+            f"{SIGNING_DIR_ENV} to a private folder elsewhere"
+        )
 
 
 def _make_private_dir(folder: Path) -> None:
@@ -146,13 +153,15 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Atelier"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Atelier"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_cert(cert: x509.Certificate) -> bytes:
@@ -161,23 +170,36 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 
 def _create(folder: Path, subject: str) -> None:
     """A new CA (self-signed, path length 0) and a leaf issued by it."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"{subject} CA")
     ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (x509.CertificateBuilder()
-               .subject_name(ca_name).issuer_name(ca_name)
-               .public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                            key_cert_sign=True, crl_sign=True, encipher_only=False,
-                                            decipher_only=False), critical=True)
-               .add_extension(ski, critical=False)
-               .sign(ca_key, hashes.SHA256()))
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     _write_private(folder / FILES["ca_key"], _pem_key(ca_key))
     _write_private(folder / FILES["ca_cert"], _pem_cert(ca_cert))
     _issue_leaf(folder)
@@ -185,26 +207,41 @@ def _create(folder: Path, subject: str) -> None:
 
 def _issue_leaf(folder: Path) -> None:
     """Issue a new leaf key and certificate from the folder's CA; write the chain (leaf first, then the CA)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = serialization.load_pem_private_key((folder / FILES["ca_key"]).read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate((folder / FILES["ca_cert"]).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cn = ca_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value.removesuffix(" CA")
-    cert = (x509.CertificateBuilder()
-            .subject_name(_name(f"{cn} signer")).issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + dt.timedelta(days=LEAF_DAYS), ca_cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([C2PA_CLAIM_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{cn} signer"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=LEAF_DAYS), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([C2PA_CLAIM_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     # A crash between these two writes leaves a key that does not match the chain; the next call reissues.
     _write_private(folder / FILES["key"], _pem_key(key))
     _write_private(folder / FILES["chain"], _pem_cert(cert) + _pem_cert(ca_cert))
@@ -213,9 +250,10 @@ def _issue_leaf(folder: Path) -> None:
 def _leaf_needs_reissue(identity: SigningIdentity) -> bool:
     """True when the leaf expires within RENEW_BEFORE_DAYS or does not match the key file."""
     leaf = x509.load_pem_x509_certificates(identity.chain.read_bytes())[0]
-    if leaf.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) < dt.timedelta(days=RENEW_BEFORE_DAYS):
+    if leaf.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=RENEW_BEFORE_DAYS):
         return True
     key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
     der = serialization.PublicFormat.SubjectPublicKeyInfo
-    return (key.public_key().public_bytes(serialization.Encoding.DER, der)
-            != leaf.public_key().public_bytes(serialization.Encoding.DER, der))
+    return key.public_key().public_bytes(serialization.Encoding.DER, der) != leaf.public_key().public_bytes(
+        serialization.Encoding.DER, der
+    )

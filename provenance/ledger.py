@@ -54,15 +54,16 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from atelier import paths
 from provenance import signed_json
-from provenance.watermark import ID_BITS as WATERMARK_ID_BITS, METHOD, METHOD_V1, Match, hamming, identify, nearest
+from provenance.watermark import ID_BITS as WATERMARK_ID_BITS
+from provenance.watermark import METHOD, METHOD_V1, Match, hamming, identify, nearest
 
 DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
 SCHEMA_VERSION = 3  # 2 added refusals and promotions, 3 the log; older ledgers are migrated on open
@@ -128,8 +129,8 @@ TRIGGERS = (
     "BEGIN SELECT RAISE(ABORT, 'the ledger log is append-only: its entries are never deleted'); END",
 )
 KINDS = ("artwork", "refusal", "promotion", "erasure")
-ERASED_ENTRY = "erased"     # the text of a log entry whose content an erasure removed (see erase_record)
-ERASED_VALUE = "(erased)"   # a personal field of a nearest-training-image item, once erased
+ERASED_ENTRY = "erased"  # the text of a log entry whose content an erasure removed (see erase_record)
+ERASED_VALUE = "(erased)"  # a personal field of a nearest-training-image item, once erased
 ERASED_FIELDS = ("title", "creator", "source")
 GENESIS = "0" * 64  # the prev of the first entry
 
@@ -196,45 +197,80 @@ def watermark_id_for(conn: sqlite3.Connection, source: str) -> int:
             seq += 1  # taken by a version 1 code word
         if seq >= 2**WATERMARK_ID_BITS:
             raise OverflowError(f"the ledger has used every watermark id (2**{WATERMARK_ID_BITS}); start a new ledger")
-        conn.execute("INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
-                     (seq, seq, source, datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        conn.execute(
+            "INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
+            (seq, seq, source, datetime.now(UTC).isoformat(timespec="seconds")),
+        )
         return seq
 
 
 def record(conn: sqlite3.Connection, manifest: dict, watermark_id: int | None) -> None:
     """Insert or update (same artwork id) the artwork described by `manifest`, with its watermark id."""
     art, model = manifest["artwork"], manifest["model"]
-    row = (manifest["id"], art["sha256_pixels"], art["phash"], watermark_id,
-           json.dumps(manifest, sort_keys=True, ensure_ascii=False), model["name"], str(model["version"]),
-           art["created_at"])
+    row = (
+        manifest["id"],
+        art["sha256_pixels"],
+        art["phash"],
+        watermark_id,
+        json.dumps(manifest, sort_keys=True, ensure_ascii=False),
+        model["name"],
+        str(model["version"]),
+        art["created_at"],
+    )
     try:
         with transaction(conn):
-            conn.execute(f"INSERT INTO artworks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                         "ON CONFLICT (id) DO UPDATE SET "
-                         + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]), row)
+            conn.execute(
+                f"INSERT INTO artworks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]),
+                row,
+            )
             _append(conn, "artwork", manifest["id"], _artwork_entry(dict(zip(COLUMNS, row))))
     except sqlite3.IntegrityError as e:
         other = conn.execute("SELECT id FROM artworks WHERE watermark_id = ?", (watermark_id,)).fetchone()
         if other:
-            raise ValueError(f"artwork {manifest['id']}: watermark id {watermark_id} already belongs to artwork "
-                             f"{other[0]}; reserve ids with watermark_id_for()") from e
+            raise ValueError(
+                f"artwork {manifest['id']}: watermark id {watermark_id} already belongs to artwork "
+                f"{other[0]}; reserve ids with watermark_id_for()"
+            ) from e
         raise
 
 
-REFUSAL_COLUMNS = ("id", "sha256_pixels", "phash", "prompt", "seed", "model_name", "model_version", "reason", "nearest",
-                   "created_at")
+REFUSAL_COLUMNS = (
+    "id",
+    "sha256_pixels",
+    "phash",
+    "prompt",
+    "seed",
+    "model_name",
+    "model_version",
+    "reason",
+    "nearest",
+    "created_at",
+)
 
 
 def record_refusal(conn: sqlite3.Connection, refusal: dict) -> None:
     """Insert or update (same id) a refused artwork: a `quarantine.json` record (see stages/generate.py)."""
     model = refusal["model"]
-    row = (refusal["id"], refusal["sha256_pixels"], refusal["phash"], refusal["prompt"], int(refusal["seed"]),
-           model["name"], str(model["version"]), refusal["reason"],
-           json.dumps(refusal["nearest_training_images"], sort_keys=True, ensure_ascii=False), refusal["created_at"])
+    row = (
+        refusal["id"],
+        refusal["sha256_pixels"],
+        refusal["phash"],
+        refusal["prompt"],
+        int(refusal["seed"]),
+        model["name"],
+        str(model["version"]),
+        refusal["reason"],
+        json.dumps(refusal["nearest_training_images"], sort_keys=True, ensure_ascii=False),
+        refusal["created_at"],
+    )
     with transaction(conn):
-        conn.execute(f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
-                     + ", ".join(f"{c} = excluded.{c}" for c in REFUSAL_COLUMNS[1:]), row)
+        conn.execute(
+            f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in REFUSAL_COLUMNS[1:]),
+            row,
+        )
         _append(conn, "refusal", refusal["id"], _refusal_entry(dict(zip(REFUSAL_COLUMNS, row))))
 
 
@@ -245,14 +281,22 @@ def refusals(conn: sqlite3.Connection, model_name: str | None = None) -> list[di
     return [{k: (json.loads(r[k]) if k == "nearest" else r[k]) for k in REFUSAL_COLUMNS} for r in rows]
 
 
-def record_promotion(conn: sqlite3.Connection, model_name: str, version: str, by: str, at: str, reason: str,
-                     previous_champion: str | None) -> None:
+def record_promotion(
+    conn: sqlite3.Connection,
+    model_name: str,
+    version: str,
+    by: str,
+    at: str,
+    reason: str,
+    previous_champion: str | None,
+) -> None:
     """Append who made `version` champion, when (UTC ISO time) and why, and which version it replaced."""
     with transaction(conn):
-        seq = conn.execute("INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
-                           "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
-                           (model_name, str(version), by, at, reason, None if previous_champion is None
-                            else str(previous_champion))).lastrowid
+        seq = conn.execute(
+            "INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
+            "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
+            (model_name, str(version), by, at, reason, None if previous_champion is None else str(previous_champion)),
+        ).lastrowid
         row = conn.execute("SELECT * FROM promotions WHERE seq = ?", (seq,)).fetchone()
         _append(conn, "promotion", str(seq), _promotion_entry(row, nonce=secrets.token_hex(16)))
 
@@ -261,8 +305,17 @@ def promotions(conn: sqlite3.Connection, model_name: str | None = None) -> list[
     """Every recorded promotion, oldest first, of one model or all."""
     where, args = ("WHERE model_name = ?", (model_name,)) if model_name else ("", ())
     rows = conn.execute(f"SELECT * FROM promotions {where} ORDER BY seq", args)
-    return [{"model_name": r["model_name"], "version": r["version"], "by": r["promoted_by"], "at": r["promoted_at"],
-             "reason": r["reason"], "previous_champion": r["previous_champion"]} for r in rows]
+    return [
+        {
+            "model_name": r["model_name"],
+            "version": r["version"],
+            "by": r["promoted_by"],
+            "at": r["promoted_at"],
+            "reason": r["reason"],
+            "previous_champion": r["previous_champion"],
+        }
+        for r in rows
+    ]
 
 
 def get(conn: sqlite3.Connection, artwork_id: str) -> dict | None:
@@ -309,8 +362,11 @@ def by_watermark(conn: sqlite3.Connection, bits: int, max_bits: int = 4, min_mar
 
 def by_phash(conn: sqlite3.Connection, phash: str, max_distance: int = 8) -> list[dict]:
     """Artworks whose perceptual hash is within `max_distance` bits of `phash`, nearest first (row + "distance")."""
-    rows = conn.execute("SELECT *, phash_distance(phash, ?) AS distance FROM artworks "
-                        "WHERE phash_distance(phash, ?) <= ? ORDER BY distance, id", (phash, phash, max_distance))
+    rows = conn.execute(
+        "SELECT *, phash_distance(phash, ?) AS distance FROM artworks "
+        "WHERE phash_distance(phash, ?) <= ? ORDER BY distance, id",
+        (phash, phash, max_distance),
+    )
     return [_row(r) | {"distance": r["distance"]} for r in rows]
 
 
@@ -319,8 +375,10 @@ def by_model_version(conn: sqlite3.Connection, model_name: str, model_version: s
     if model_version is None:
         rows = conn.execute("SELECT * FROM artworks WHERE model_name = ? ORDER BY created_at, id", (model_name,))
     else:
-        rows = conn.execute("SELECT * FROM artworks WHERE model_name = ? AND model_version = ? "
-                            "ORDER BY created_at, id", (model_name, str(model_version)))
+        rows = conn.execute(
+            "SELECT * FROM artworks WHERE model_name = ? AND model_version = ? ORDER BY created_at, id",
+            (model_name, str(model_version)),
+        )
     return [_row(r) for r in rows]
 
 
@@ -331,12 +389,17 @@ def all_watermark_ids(conn: sqlite3.Connection) -> list[int]:
 
 def v1_watermark_ids(conn: sqlite3.Connection) -> list[int]:
     """Version 1 (RM(2,5) code word) watermark ids of recorded artworks: those not reserved as a version 2 id."""
-    return [r[0] for r in conn.execute(
-        "SELECT watermark_id FROM artworks WHERE watermark_id IS NOT NULL AND watermark_id NOT IN "
-        "(SELECT seq FROM watermarks WHERE watermark_id = seq)")]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT watermark_id FROM artworks WHERE watermark_id IS NOT NULL AND watermark_id NOT IN "
+            "(SELECT seq FROM watermarks WHERE watermark_id = seq)"
+        )
+    ]
 
 
 # The log: an append-only hash chain of every write (see the module docstring).
+
 
 def canonical(obj: object) -> str:
     """The canonical JSON of `obj`: sorted keys, no spaces, UTF-8 text (not \\u escapes), floats as Python prints
@@ -365,8 +428,18 @@ def log_entries(conn: sqlite3.Connection) -> list[dict]:
     """The whole log in seq order: seq, kind, key, entry (parsed), entry_sha256, prev, hash (the operator's view)."""
     _require_log(conn)
     rows = conn.execute("SELECT seq, kind, key, entry, entry_sha256, prev, hash FROM log ORDER BY seq")
-    return [{"seq": r[0], "kind": r[1], "key": r[2], "entry_sha256": r[4], "prev": r[5], "hash": r[6],
-             **({"erased": True} if r[3] == ERASED_ENTRY else {"entry": json.loads(r[3])})} for r in rows]
+    return [
+        {
+            "seq": r[0],
+            "kind": r[1],
+            "key": r[2],
+            "entry_sha256": r[4],
+            "prev": r[5],
+            "hash": r[6],
+            **({"erased": True} if r[3] == ERASED_ENTRY else {"entry": json.loads(r[3])}),
+        }
+        for r in rows
+    ]
 
 
 def verify_chain(entries: list[dict]) -> list[str]:
@@ -383,19 +456,25 @@ def verify_chain(entries: list[dict]) -> list[str]:
         if "entry" in e and sha256_hex(canonical(e["entry"])) != e["entry_sha256"]:
             problems.append(f"{entry_name(e)} was edited: its entry does not hash to its entry_sha256")
         if chain_hash(e["seq"], e["kind"], e["key"], e["prev"], e["entry_sha256"]) != e["hash"]:
-            problems.append(f"{entry_name(e)} was edited: its hash does not match its seq, kind, key, prev and "
-                            "entry_sha256")
+            problems.append(
+                f"{entry_name(e)} was edited: its hash does not match its seq, kind, key, prev and entry_sha256"
+            )
         if e["seq"] < expected:
             continue  # a duplicate, reported above
         if e["seq"] > expected:
-            missing = (f"entry seq {expected} was" if e["seq"] == expected + 1
-                       else f"entries seq {expected} to {e['seq'] - 1} were")
+            missing = (
+                f"entry seq {expected} was"
+                if e["seq"] == expected + 1
+                else f"entries seq {expected} to {e['seq'] - 1} were"
+            )
             after = f"after {entry_name(previous)}" if previous else "at the start of the log"
             problems.append(f"{missing} deleted: {entry_name(e)} comes {after}")
         elif e["prev"] != prev:
             before = entry_name(previous) if previous else "the start of the log (64 zeros)"
-            problems.append(f"{entry_name(e)} does not link to {before}: that entry was edited, or entries were "
-                            "removed and the chain rewritten from there")
+            problems.append(
+                f"{entry_name(e)} does not link to {before}: that entry was edited, or entries were "
+                "removed and the chain rewritten from there"
+            )
         expected, prev, previous = e["seq"] + 1, e["hash"], e
     return problems
 
@@ -407,32 +486,47 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
         entries = log_entries(conn)
         problems = verify_chain(entries)
         latest = {(e["kind"], e["key"]): e for e in entries}  # in seq order: the latest entry per key wins
-        for kind, table, key_column in (("artwork", "artworks", "id"), ("refusal", "refusals", "id"),
-                                        ("promotion", "promotions", "seq")):
+        for kind, table, key_column in (
+            ("artwork", "artworks", "id"),
+            ("refusal", "refusals", "id"),
+            ("promotion", "promotions", "seq"),
+        ):
             for row in conn.execute(f"SELECT * FROM {table} ORDER BY {key_column}"):
                 key = str(row[key_column])
                 logged = latest.pop((kind, key), None)
                 if logged is None:
-                    problems.append(f"{kind} {key}: its row in the {table} table has no log entry: it was added "
-                                    "outside the ledger code")
+                    problems.append(
+                        f"{kind} {key}: its row in the {table} table has no log entry: it was added "
+                        "outside the ledger code"
+                    )
                     continue
                 if "entry" not in logged:
-                    problems.append(f"{kind} {key}: its latest log entry (seq {logged['seq']}) was erased and no entry "
-                                    "records the row since: the erasure did not finish")
+                    problems.append(
+                        f"{kind} {key}: its latest log entry (seq {logged['seq']}) was erased and no entry "
+                        "records the row since: the erasure did not finish"
+                    )
                     continue
                 recorded = logged["entry"]
-                now = (_artwork_entry(row) if kind == "artwork" else _refusal_entry(row) if kind == "refusal"
-                       else _promotion_entry(row, nonce=recorded.get("nonce", "")))
+                now = (
+                    _artwork_entry(row)
+                    if kind == "artwork"
+                    else _refusal_entry(row)
+                    if kind == "refusal"
+                    else _promotion_entry(row, nonce=recorded.get("nonce", ""))
+                )
                 changed = sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
                 if changed:
-                    problems.append(f"{kind} {key}: its row in the {table} table differs from its log entry "
-                                    f"(seq {logged['seq']}) in {', '.join(changed)}: the row was edited outside the "
-                                    "ledger code; the log entry holds what was recorded")
-        for (kind, key), e in latest.items():
+                    problems.append(
+                        f"{kind} {key}: its row in the {table} table differs from its log entry "
+                        f"(seq {logged['seq']}) in {', '.join(changed)}: the row was edited outside the "
+                        "ledger code; the log entry holds what was recorded"
+                    )
+        for (kind, _key), e in latest.items():
             if kind == "erasure":
                 continue  # an erasure has no row: its entry is the record
-            problems.append(f"{entry_name(e)} has no row in the {kind}s table: the row was deleted outside the "
-                            "ledger code")
+            problems.append(
+                f"{entry_name(e)} has no row in the {kind}s table: the row was deleted outside the ledger code"
+            )
     return problems
 
 
@@ -462,17 +556,26 @@ def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, a
     conn.execute("PRAGMA secure_delete = ON")  # overwritten text is zeroed in the file, not left in free space
     with transaction(conn):
         scrubbed: dict[str, list] = {"artworks": [], "refusals": []}
-        for table, column, to_entry, kind in (("artworks", "manifest", _artwork_entry, "artwork"),
-                                              ("refusals", "nearest", _refusal_entry, "refusal")):
-            for row in conn.execute(f"SELECT * FROM {table} WHERE instr({column}, ?) ORDER BY id",
-                                    (record_id,)).fetchall():
+        for table, column, _to_entry, _kind in (
+            ("artworks", "manifest", _artwork_entry, "artwork"),
+            ("refusals", "nearest", _refusal_entry, "refusal"),
+        ):
+            for row in conn.execute(
+                f"SELECT * FROM {table} WHERE instr({column}, ?) ORDER BY id", (record_id,)
+            ).fetchall():
                 value = json.loads(row[column])
                 if _scrub(value, record_id):
                     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
                     conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (text, row["id"]))
                     scrubbed[table].append(row["id"])
-        seqs = [r[0] for r in conn.execute("SELECT seq FROM log WHERE kind IN ('artwork', 'refusal') AND "
-                                           "entry != ? AND instr(entry, ?) ORDER BY seq", (ERASED_ENTRY, record_id))]
+        seqs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM log WHERE kind IN ('artwork', 'refusal') AND "
+                "entry != ? AND instr(entry, ?) ORDER BY seq",
+                (ERASED_ENTRY, record_id),
+            )
+        ]
         if seqs:
             conn.execute("DROP TRIGGER IF EXISTS log_no_update")
             conn.execute("DROP TRIGGER IF EXISTS log_no_delete")
@@ -503,23 +606,32 @@ def _refusal_entry(row) -> dict:
 
 def _promotion_entry(row, nonce: str) -> dict:
     """A promotions row as its (private) log entry; the nonce keeps its digest from being tested against guesses."""
-    return {"model_name": row["model_name"], "version": row["version"], "by": row["promoted_by"],
-            "at": row["promoted_at"], "reason": row["reason"], "previous_champion": row["previous_champion"],
-            "nonce": nonce}
+    return {
+        "model_name": row["model_name"],
+        "version": row["version"],
+        "by": row["promoted_by"],
+        "at": row["promoted_at"],
+        "reason": row["reason"],
+        "previous_champion": row["previous_champion"],
+        "nonce": nonce,
+    }
 
 
 def _append(conn: sqlite3.Connection, kind: str, key: str, entry: dict) -> None:
     """Append `entry` to the log, unless it equals the latest entry for (kind, key). Call inside _write()."""
     text = canonical(entry)
-    latest = conn.execute("SELECT entry FROM log WHERE kind = ? AND key = ? ORDER BY seq DESC LIMIT 1",
-                          (kind, key)).fetchone()
+    latest = conn.execute(
+        "SELECT entry FROM log WHERE kind = ? AND key = ? ORDER BY seq DESC LIMIT 1", (kind, key)
+    ).fetchone()
     if latest and latest[0] == text:
         return
     last = conn.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     digest = sha256_hex(text)
-    conn.execute("INSERT INTO log (seq, kind, key, entry, entry_sha256, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (seq, kind, key, text, digest, prev, chain_hash(seq, kind, key, prev, digest)))
+    conn.execute(
+        "INSERT INTO log (seq, kind, key, entry, entry_sha256, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, kind, key, text, digest, prev, chain_hash(seq, kind, key, prev, digest)),
+    )
 
 
 def _backfill_log(conn: sqlite3.Connection) -> None:
@@ -537,8 +649,10 @@ def _backfill_log(conn: sqlite3.Connection) -> None:
 
 def _require_log(conn: sqlite3.Connection) -> None:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'").fetchone() is None:
-        raise sqlite3.OperationalError("this ledger has no log (schema version 1 or 2): open it once with "
-                                       "ledger.open_ledger() to add the log and backfill it from its rows")
+        raise sqlite3.OperationalError(
+            "this ledger has no log (schema version 1 or 2): open it once with "
+            "ledger.open_ledger() to add the log and backfill it from its rows"
+        )
 
 
 def entry_name(e: dict) -> str:
@@ -549,6 +663,7 @@ def entry_name(e: dict) -> str:
 @lru_cache(maxsize=1)
 def _generator_rows() -> tuple[int, ...]:
     """RM(2,5) generator rows: the monomials 1, x_i and x_i*x_j evaluated at the 32 points p of {0,1}^5."""
+
     def row(variables: tuple[int, ...]) -> int:
         return sum(all((p >> i) & 1 for i in variables) << p for p in range(32))
 

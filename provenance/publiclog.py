@@ -27,16 +27,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from atelier.io import write_json, write_text
-from provenance import ledger
-from provenance import signed_json
+from provenance import ledger, signed_json
 from provenance.keys import SigningIdentity
 
 HEAD_SCHEMA = "atelier.ledger-head/1"
-HEAD_NAME = "head.json"        # beside the ledger file (ledger/head.json), and in a public log folder
+HEAD_NAME = "head.json"  # beside the ledger file (ledger/head.json), and in a public log folder
 ENTRIES_NAME = "entries.jsonl"
 PUBLIC_KINDS = ("artwork", "refusal", "erasure")
 LINE_FIELDS = ("seq", "kind", "key", "entry_sha256", "prev", "hash")
@@ -57,8 +56,13 @@ def sign_head(conn: sqlite3.Connection, identity: SigningIdentity) -> dict:
     writes nothing."""
     seq, hash_ = ledger.log_head(conn)
     chain = identity.chain.read_text(encoding="ascii")
-    head = {"schema": HEAD_SCHEMA, "seq": seq, "hash": hash_,
-            "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "certificate_chain": chain}
+    head = {
+        "schema": HEAD_SCHEMA,
+        "seq": seq,
+        "hash": hash_,
+        "signed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "certificate_chain": chain,
+    }
     head["signature"] = signed_json.sign_bytes(ledger.canonical(head).encode("utf-8"), identity)[0]
     return head
 
@@ -98,10 +102,13 @@ def seal(conn: sqlite3.Connection, identity: SigningIdentity, path: Path | str |
                 found += _signature_problems(previous, identity.ca_pem())
             problems += [f"the previous head ({path}): {p}" for p in found]
         if problems:
-            raise ValueError("refusing to sign the ledger's head: the ledger fails verification:\n  - "
-                             + "\n  - ".join(problems) + "\nFind out what changed (each log entry holds what was "
-                             f"recorded). To start a new series of heads after an understood change, move {path} "
-                             "aside and keep it with the investigation.")
+            raise ValueError(
+                "refusing to sign the ledger's head: the ledger fails verification:\n  - "
+                + "\n  - ".join(problems)
+                + "\nFind out what changed (each log entry holds what was "
+                f"recorded). To start a new series of heads after an understood change, move {path} "
+                "aside and keep it with the investigation."
+            )
         head = sign_head(conn, identity)
     write_head(path, head)
     return head
@@ -129,8 +136,9 @@ def export_public_log(conn: sqlite3.Connection, folder: Path | str, identity: Si
     folder = Path(folder)
     head = seal(conn, identity)
     entries = public_entries(conn, upto=head["seq"])
-    write_text(folder / ENTRIES_NAME, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
-                                              for e in entries))
+    write_text(
+        folder / ENTRIES_NAME, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
+    )
     write_head(folder / HEAD_NAME, head)
     return len(entries)
 
@@ -140,15 +148,18 @@ def read_public_log(folder: Path | str) -> tuple[list[dict], dict]:
     folder = Path(folder)
     path = folder / ENTRIES_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a public log folder holds {ENTRIES_NAME} and {HEAD_NAME}, "
-                                "as export_public_log() writes them")
+        raise FileNotFoundError(
+            f"{path}: missing; a public log folder holds {ENTRIES_NAME} and {HEAD_NAME}, "
+            "as export_public_log() writes them"
+        )
     entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {number}: not JSON ({e}); the public log is damaged: fetch it again "
-                             "from its publisher") from e
+            raise ValueError(
+                f"{path} line {number}: not JSON ({e}); the public log is damaged: fetch it again from its publisher"
+            ) from e
     return entries, read_head(folder / HEAD_NAME)
 
 
@@ -167,8 +178,9 @@ def verify_public_log(entries: list[dict], head: dict, anchor_pem: str) -> list[
     problems += _head_matches(head, entries)
     last = max((e["seq"] for e in entries), default=0)
     if last > head["seq"]:
-        problems.append(f"{_span(head['seq'] + 1, last)} not covered by the signed head (seq {head['seq']}): added "
-                        "after signing")
+        problems.append(
+            f"{_span(head['seq'] + 1, last)} not covered by the signed head (seq {head['seq']}): added after signing"
+        )
     return problems + _signature_problems(head, anchor_pem)
 
 
@@ -180,8 +192,10 @@ def verify_ledger(conn: sqlite3.Connection, anchor_pem: str | None = None) -> li
     with ledger.snapshot(conn):
         problems = ledger.verify_ledger(conn)
         if not path.is_file():
-            return problems + [f"{path}: no signed head: nothing shows the ledger was not rewritten since; "
-                               "publiclog.seal() signs one at the end of each run"]
+            return problems + [
+                f"{path}: no signed head: nothing shows the ledger was not rewritten since; "
+                "publiclog.seal() signs one at the end of each run"
+            ]
         head = read_head(path)
         found = _shape_problems([], head)
         if not found:
@@ -205,14 +219,18 @@ def _head_matches(head: dict, entries: list[dict]) -> list[str]:
     if head["seq"] == 0:
         return [] if head["hash"] == ledger.GENESIS else ["the signed head (seq 0) has a hash other than 64 zeros"]
     if head["seq"] > last:
-        return [f"the log is truncated: the signed head covers seq 1 to {head['seq']} but the log ends at seq {last}; "
-                f"{_span(last + 1, head['seq'])} deleted"]
+        return [
+            f"the log is truncated: the signed head covers seq 1 to {head['seq']} but the log ends at seq {last}; "
+            f"{_span(last + 1, head['seq'])} deleted"
+        ]
     signed = by_seq.get(head["seq"])
     if signed is None:
         return []  # deleted from the middle: verify_chain names it
     if signed["hash"] != head["hash"]:
-        return [f"{ledger.entry_name(signed)} does not match the signed head: the log up to it was rewritten after the "
-                "head was signed"]
+        return [
+            f"{ledger.entry_name(signed)} does not match the signed head: the log up to it was rewritten after the "
+            "head was signed"
+        ]
     return []
 
 
@@ -224,8 +242,11 @@ def _signature_problems(head: dict, anchor_pem: str | None = None) -> list[str]:
         at = datetime.fromisoformat(head["signed_at"])
     except (TypeError, ValueError):
         at = None
-    return [f"the signed head: {p}" for p in signed_json.verify_bytes(payload, head.get("signature"),
-                                                                 head.get("certificate_chain"), anchor_pem, at)]
+    return [
+        f"the signed head: {p}"
+        for p in signed_json.verify_bytes(payload, head.get("signature"), head.get("certificate_chain"), anchor_pem, at)
+    ]
+
 
 def _shape_problems(entries: list, head: object) -> list[str]:
     """Fields missing, unknown or of the wrong type, in the head and in each entry (by its line number)."""
@@ -237,21 +258,38 @@ def _shape_problems(entries: list, head: object) -> list[str]:
         wrong = [f for f in LINE_FIELDS if f not in e]
         wrong += [f"{f} (unexpected)" for f in e if f not in LINE_FIELDS + ("entry", "withheld")]
         if not wrong:
-            wrong = [f for f, ok in (("seq", _is_seq(e["seq"])), ("kind", e["kind"] in ledger.KINDS),
-                                     ("key", isinstance(e["key"], str)), ("entry_sha256", _is_hex(e["entry_sha256"])),
-                                     ("prev", _is_hex(e["prev"])), ("hash", _is_hex(e["hash"])),
-                                     ("entry", isinstance(e.get("entry", {}), dict)),
-                                     ("withheld", isinstance(e.get("withheld", ""), str))) if not ok]
+            wrong = [
+                f
+                for f, ok in (
+                    ("seq", _is_seq(e["seq"])),
+                    ("kind", e["kind"] in ledger.KINDS),
+                    ("key", isinstance(e["key"], str)),
+                    ("entry_sha256", _is_hex(e["entry_sha256"])),
+                    ("prev", _is_hex(e["prev"])),
+                    ("hash", _is_hex(e["hash"])),
+                    ("entry", isinstance(e.get("entry", {}), dict)),
+                    ("withheld", isinstance(e.get("withheld", ""), str)),
+                )
+                if not ok
+            ]
         if wrong:
             problems.append(f"log line {number}: missing or malformed {', '.join(wrong)}")
     if not isinstance(head, dict):
         return problems + ["the signed head is not a JSON object"]
     wrong = [f for f in HEAD_FIELDS if f not in head] + [f"{f} (unexpected)" for f in head if f not in HEAD_FIELDS]
     if not wrong:
-        wrong = [f for f, ok in (("schema", head["schema"] == HEAD_SCHEMA), ("seq", _is_seq(head["seq"], 0)),
-                                 ("hash", _is_hex(head["hash"])), ("signed_at", _is_utc_time(head["signed_at"])),
-                                 ("certificate_chain", isinstance(head["certificate_chain"], str)),
-                                 ("signature", isinstance(head["signature"], str))) if not ok]
+        wrong = [
+            f
+            for f, ok in (
+                ("schema", head["schema"] == HEAD_SCHEMA),
+                ("seq", _is_seq(head["seq"], 0)),
+                ("hash", _is_hex(head["hash"])),
+                ("signed_at", _is_utc_time(head["signed_at"])),
+                ("certificate_chain", isinstance(head["certificate_chain"], str)),
+                ("signature", isinstance(head["signature"], str)),
+            )
+            if not ok
+        ]
     if wrong:
         problems.append(f"the signed head: missing or malformed {', '.join(wrong)} (expected {HEAD_SCHEMA})")
     return problems

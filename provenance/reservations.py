@@ -53,18 +53,27 @@ NOAI_ITEM = re.compile(r"(?:[\w.*-]+\s*:\s*)?#?(noai|noimageai)", re.IGNORECASE)
 NOAI_HASHTAG = re.compile(r"(?<![\w#])#(noai|noimageai)(?!\w)", re.IGNORECASE)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_LIMIT = 1 << 20  # a compressed PNG text chunk is inflated to at most this many bytes
-EXIF_TEXT_TAGS = {0x010E: "ImageDescription", 0x013B: "Artist", 0x8298: "Copyright", 0x9C9B: "XPTitle",
-                  0x9C9C: "XPComment", 0x9C9D: "XPAuthor", 0x9C9E: "XPKeywords", 0x9C9F: "XPSubject"}
+EXIF_TEXT_TAGS = {
+    0x010E: "ImageDescription",
+    0x013B: "Artist",
+    0x8298: "Copyright",
+    0x9C9B: "XPTitle",
+    0x9C9C: "XPComment",
+    0x9C9D: "XPAuthor",
+    0x9C9E: "XPKeywords",
+    0x9C9F: "XPSubject",
+}
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
 
 
 @dataclass
 class Embedded:
     """The metadata found in an image's bytes, undecoded."""
-    c2pa: bool = False                                           # a C2PA manifest store is embedded
-    xmp: list[bytes] = field(default_factory=list)               # XMP packets
+
+    c2pa: bool = False  # a C2PA manifest store is embedded
+    xmp: list[bytes] = field(default_factory=list)  # XMP packets
     texts: list[tuple[str, bytes]] = field(default_factory=list)  # (where, text) that may hold a noai marker
-    exif: list[bytes] = field(default_factory=list)              # EXIF blocks (TIFF header onwards) that may, too
+    exif: list[bytes] = field(default_factory=list)  # EXIF blocks (TIFF header onwards) that may, too
 
 
 def reservation(data: bytes, where: str) -> str | None:
@@ -86,13 +95,14 @@ def reservation(data: bytes, where: str) -> str | None:
 
 # --- finding the metadata ------------------------------------------------------------------------------------------
 
+
 def embedded(data: bytes) -> Embedded:
     """Where the image's metadata is: a C2PA store, XMP packets, text that may carry noai (cheap: headers only)."""
     found = Embedded(c2pa=data.find(C2PA_STORE_UUID) >= 0)
     start = data.find(XMP_START)
     while start >= 0:
         end = data.find(XMP_END, start)
-        found.xmp.append(data[start:end + len(XMP_END)] if end >= 0 else data[start:start + TEXT_LIMIT])
+        found.xmp.append(data[start : end + len(XMP_END)] if end >= 0 else data[start : start + TEXT_LIMIT])
         start = data.find(XMP_START, end) if end >= 0 else -1
     if data.startswith(PNG_SIGNATURE):
         _png(data, found)
@@ -106,11 +116,11 @@ def embedded(data: bytes) -> Embedded:
 def _png(data: bytes, found: Embedded) -> None:
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if kind == b"IDAT":
             pos += 12 + length
             continue
-        body = data[pos + 8:pos + 8 + length]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"caBX":
             found.c2pa = True
         elif kind == b"eXIf" and NOAI_BYTES.search(body):
@@ -158,7 +168,7 @@ def _jpeg(data: bytes, found: Embedded) -> None:
             continue
         length = (data[pos + 2] << 8) | data[pos + 3]
         if marker in (0xE1, 0xEB, 0xFE):  # APP1 (EXIF), APP11 (JUMBF), comment: the only segments read
-            body = data[pos + 4:pos + 2 + length]
+            body = data[pos + 4 : pos + 2 + length]
             if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and NOAI_BYTES.search(body):
                 found.exif.append(body[6:])
             elif marker == 0xEB and body[:2] == b"JP" and b"c2pa" in body:  # a JUMBF box holding a C2PA store
@@ -171,8 +181,8 @@ def _jpeg(data: bytes, found: Embedded) -> None:
 def _webp(data: bytes, found: Embedded) -> None:
     pos = 12
     while pos + 8 <= len(data):
-        kind, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        body = data[pos + 8:pos + 8 + length]
+        kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"C2PA":
             found.c2pa = True
         elif kind == b"EXIF" and NOAI_BYTES.search(body):
@@ -181,6 +191,7 @@ def _webp(data: bytes, found: Embedded) -> None:
 
 
 # --- reading each kind -----------------------------------------------------------------------------------------------
+
 
 def c2pa_reservation(data: bytes, where: str) -> str | None:
     """The error for a C2PA/CAWG training-and-mining assertion that does not allow training, or for a manifest store
@@ -196,11 +207,15 @@ def c2pa_reservation(data: bytes, where: str) -> str | None:
                 with reader:
                     store, state = json.loads(reader.json()), reader.get_validation_state()
     except c2pa.C2paError as exc:
-        return (f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest store that cannot be read "
-                f"({exc}), so its training terms are unknown")
+        return (
+            f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest store that cannot be read "
+            f"({exc}), so its training terms are unknown"
+        )
     if store is None:
-        return (f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest store that the reader does not "
-                "find, so its training terms are unknown")
+        return (
+            f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest store that the reader does not "
+            "find, so its training terms are unknown"
+        )
     for manifest in (store.get("manifests") or {}).values():
         for assertion in manifest.get("assertions") or []:
             label = str(assertion.get("label", ""))
@@ -210,12 +225,15 @@ def c2pa_reservation(data: bytes, where: str) -> str | None:
             for name, entry in entries.items():
                 use = entry.get("use") if isinstance(entry, dict) else None
                 if use != "allowed":
-                    return (f"opted_out:c2pa_training_mining: C2PA assertion '{label}' says '{name}' is '{use}' "
-                            f"in {where}")
+                    return (
+                        f"opted_out:c2pa_training_mining: C2PA assertion '{label}' says '{name}' is '{use}' in {where}"
+                    )
     if state == "Invalid":
         codes = sorted({s.get("code", "?") for s in store.get("validation_status") or []})
-        return (f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest that is invalid "
-                f"({', '.join(codes)}), so its training terms cannot be believed")
+        return (
+            f"rights_undetermined:c2pa_unreadable: {where} carries a C2PA manifest that is invalid "
+            f"({', '.join(codes)}), so its training terms cannot be believed"
+        )
     return None
 
 

@@ -42,14 +42,22 @@ def sign(payload: dict, identity: SigningIdentity) -> dict:
 
 def verify(document: dict, anchor_pem: str) -> list[str]:
     """Problems with a signed document (empty when its signature verifies under `anchor_pem`)."""
-    if not isinstance(document, dict) or not isinstance(document.get("payload"), dict) \
-            or not isinstance(document.get("signature"), dict):
+    if (
+        not isinstance(document, dict)
+        or not isinstance(document.get("payload"), dict)
+        or not isinstance(document.get("signature"), dict)
+    ):
         return ["not a signed document: expected {payload, signature}"]
     sig = document["signature"]
     if sig.get("alg") != ALG:
         return [f"signature algorithm {sig.get('alg')!r} is not {ALG}"]
-    return verify_bytes(canonical(document["payload"]), sig.get("value"), sig.get("certificate_chain"), anchor_pem,
-                        _time(document["payload"].get("issued_at")))
+    return verify_bytes(
+        canonical(document["payload"]),
+        sig.get("value"),
+        sig.get("certificate_chain"),
+        anchor_pem,
+        _time(document["payload"].get("issued_at")),
+    )
 
 
 def sign_bytes(data: bytes, identity: SigningIdentity) -> tuple[str, str]:
@@ -60,13 +68,16 @@ def sign_bytes(data: bytes, identity: SigningIdentity) -> tuple[str, str]:
     value = base64.b64encode(key.sign(data, ec.ECDSA(hashes.SHA256()))).decode("ascii")
     chain = identity.chain.read_text(encoding="ascii")
     if verify_bytes(data, value, chain, None, None):
-        raise ValueError(f"{identity.key} does not match the leaf certificate in {identity.chain}; "
-                         "provenance.keys.ensure_signing_identity() reissues the leaf")
+        raise ValueError(
+            f"{identity.key} does not match the leaf certificate in {identity.chain}; "
+            "provenance.keys.ensure_signing_identity() reissues the leaf"
+        )
     return value, chain
 
 
-def verify_bytes(data: bytes, value: object, chain_pem: object, anchor_pem: str | None,
-                 at: dt.datetime | None) -> list[str]:
+def verify_bytes(
+    data: bytes, value: object, chain_pem: object, anchor_pem: str | None, at: dt.datetime | None
+) -> list[str]:
     """Problems with a signature `value` (base64) over `data` by the leaf of `chain_pem`: the signature must verify,
     and, given `anchor_pem`, the leaf must be issued by that CA (and valid at `at`, when given)."""
     try:
@@ -80,19 +91,24 @@ def verify_bytes(data: bytes, value: object, chain_pem: object, anchor_pem: str 
     try:
         key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        return ["the signature does not verify: the signed content was changed after signing, or signed with "
-                "another key"]
+        return [
+            "the signature does not verify: the signed content was changed after signing, or signed with another key"
+        ]
     if anchor_pem is None:
         return []
     anchor = x509.load_pem_x509_certificate(anchor_pem.encode("ascii"))
     try:
         leaf.verify_directly_issued_by(anchor)
     except (ValueError, TypeError, InvalidSignature):
-        return [f"signed by '{_common_name(leaf)}', a certificate not issued by the trust anchor "
-                f"'{_common_name(anchor)}': another identity signed it"]
+        return [
+            f"signed by '{_common_name(leaf)}', a certificate not issued by the trust anchor "
+            f"'{_common_name(anchor)}': another identity signed it"
+        ]
     if at is not None and not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
-        return [f"signed at {at.isoformat()}, outside its certificate's validity "
-                f"({leaf.not_valid_before_utc.isoformat()} to {leaf.not_valid_after_utc.isoformat()})"]
+        return [
+            f"signed at {at.isoformat()}, outside its certificate's validity "
+            f"({leaf.not_valid_before_utc.isoformat()} to {leaf.not_valid_after_utc.isoformat()})"
+        ]
     return []
 
 
@@ -112,4 +128,4 @@ def _time(value: object) -> dt.datetime | None:
         at = dt.datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)

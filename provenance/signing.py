@@ -43,12 +43,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SIGN_SETTINGS = {
     "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False, "verify_after_sign": True},
-    "builder": {"thumbnail": {"enabled": False},
-                "created_assertion_labels": [ACTIONS_LABEL, TRAINING_MINING_LABEL, ATELIER_LABEL,
-                                             SOFT_BINDING_LABEL]},
+    "builder": {
+        "thumbnail": {"enabled": False},
+        "created_assertion_labels": [ACTIONS_LABEL, TRAINING_MINING_LABEL, ATELIER_LABEL, SOFT_BINDING_LABEL],
+    },
 }
-READ_SETTINGS = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
-                 "soft_binding": {"soft_binding_algorithms": [watermark.ALG]}}
+READ_SETTINGS = {
+    "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+    "soft_binding": {"soft_binding_algorithms": [watermark.ALG]},
+}
 
 
 def artwork_terms(manifest: dict) -> dict:
@@ -60,10 +63,12 @@ def artwork_terms(manifest: dict) -> dict:
     a model's input, e.g. captioning or moderation) is `constrained` by the usage terms stated in the manifest.
     """
     statement = manifest["rights"]["usage_terms"]["statement"]
-    return {"cawg.ai_generative_training": {"use": "notAllowed"},
-            "cawg.ai_training": {"use": "notAllowed"},
-            "cawg.data_mining": {"use": "notAllowed"},
-            "cawg.ai_inference": {"use": "constrained", "constraint_info": statement}}
+    return {
+        "cawg.ai_generative_training": {"use": "notAllowed"},
+        "cawg.ai_training": {"use": "notAllowed"},
+        "cawg.data_mining": {"use": "notAllowed"},
+        "cawg.ai_inference": {"use": "constrained", "constraint_info": statement},
+    }
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,11 @@ class Ingredient:
     """A document the artwork's claim embeds and hashes as a C2PA v3 ingredient (e.g. the model credential)."""
 
     title: str
-    format: str            # MIME type of `data`
-    relationship: str      # parentOf | componentOf | inputTo
-    data_type: str         # e.g. c2pa.types.model.pytorch, c2pa.types.dataset
+    format: str  # MIME type of `data`
+    relationship: str  # parentOf | componentOf | inputTo
+    data_type: str  # e.g. c2pa.types.model.pytorch, c2pa.types.dataset
     data: bytes
-    identifier: str        # a resource name, unique within the manifest
+    identifier: str  # a resource name, unique within the manifest
 
 
 def soft_binding(manifest: dict) -> dict | None:
@@ -83,13 +88,17 @@ def soft_binding(manifest: dict) -> dict | None:
     wm_id = (manifest["artwork"].get("watermark") or {}).get("id")
     if wm_id is None:
         return None
-    return {"alg": watermark.ALG,
-            "blocks": [{"scope": {}, "value": watermark.binding_value(int(wm_id))}],
-            "name": "Atelier's own invisible watermark (a Reed-Solomon coded id in 8x8 DCT blocks of luma and "
-                    "chroma), not on the C2PA algorithm list: the value is the artwork's ledger watermark id, 8 bytes "
-                    "big-endian, base64",
-            "bindingMetadata": {"description": "Resolve with the Atelier ledger's resolution service "
-                                               "(atelier resolve serve: the C2PA Soft Binding Resolution API)"}}
+    return {
+        "alg": watermark.ALG,
+        "blocks": [{"scope": {}, "value": watermark.binding_value(int(wm_id))}],
+        "name": "Atelier's own invisible watermark (a Reed-Solomon coded id in 8x8 DCT blocks of luma and "
+        "chroma), not on the C2PA algorithm list: the value is the artwork's ledger watermark id, 8 bytes "
+        "big-endian, base64",
+        "bindingMetadata": {
+            "description": "Resolve with the Atelier ledger's resolution service "
+            "(atelier resolve serve: the C2PA Soft Binding Resolution API)"
+        },
+    }
 
 
 def manifest_definition(manifest: dict, terms: dict, ingredients: tuple[Ingredient, ...] = ()) -> dict:
@@ -97,18 +106,25 @@ def manifest_definition(manifest: dict, terms: dict, ingredients: tuple[Ingredie
     rights = manifest["rights"]
     model = manifest["model"]
     agent = {"name": "Atelier", "version": rights["code_version"]}
-    actions = [{
-        "action": "c2pa.created",
-        "digitalSourceType": DIGITAL_SOURCE_TYPE,
-        "softwareAgent": agent,
-        "description": f"{rights['disclosure']} Model: {model['name']} version {model['version']}.",
-    }]
+    actions = [
+        {
+            "action": "c2pa.created",
+            "digitalSourceType": DIGITAL_SOURCE_TYPE,
+            "softwareAgent": agent,
+            "description": f"{rights['disclosure']} Model: {model['name']} version {model['version']}.",
+        }
+    ]
     binding = soft_binding(manifest)
     if binding is not None:  # c2pa.created stays first (C2PA 2.2); the mark was embedded before signing
-        actions.append({"action": WATERMARKED_ACTION, "softwareAgent": agent,
-                        "description": "An invisible watermark carrying the artwork's ledger id was embedded in "
-                                       "the pixels; the c2pa.soft-binding assertion declares it.",
-                        "parameters": {"alg": binding["alg"]}})
+        actions.append(
+            {
+                "action": WATERMARKED_ACTION,
+                "softwareAgent": agent,
+                "description": "An invisible watermark carrying the artwork's ledger id was embedded in "
+                "the pixels; the c2pa.soft-binding assertion declares it.",
+                "parameters": {"alg": binding["alg"]},
+            }
+        )
     return {
         "title": manifest["artwork"]["file"],
         "format": "image/png",
@@ -117,15 +133,24 @@ def manifest_definition(manifest: dict, terms: dict, ingredients: tuple[Ingredie
             {"label": ACTIONS_LABEL, "data": {"actions": actions}},
             {"label": TRAINING_MINING_LABEL, "data": {"entries": terms}},
             {"label": ATELIER_LABEL, "data": manifest},
-        ] + ([{"label": SOFT_BINDING_LABEL, "data": binding}] if binding is not None else []),
-        "ingredients": [{"title": i.title, "format": i.format, "relationship": i.relationship,
-                         "data_types": [{"type": i.data_type}], "data": {"format": i.format, "identifier": i.identifier}}
-                        for i in ingredients],
+        ]
+        + ([{"label": SOFT_BINDING_LABEL, "data": binding}] if binding is not None else []),
+        "ingredients": [
+            {
+                "title": i.title,
+                "format": i.format,
+                "relationship": i.relationship,
+                "data_types": [{"type": i.data_type}],
+                "data": {"format": i.format, "identifier": i.identifier},
+            }
+            for i in ingredients
+        ],
     }
 
 
-def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict,
-             ingredients: tuple[Ingredient, ...] = ()) -> bytes:
+def sign_png(
+    png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict, ingredients: tuple[Ingredient, ...] = ()
+) -> bytes:
     """PNG bytes with embedded, signed content credentials for `manifest` (which must describe these pixels); each
     ingredient's document is embedded in the manifest store and covered by the signature."""
     if not png_bytes.startswith(PNG_SIGNATURE):
@@ -135,21 +160,31 @@ def sign_png(png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms:
     with Image.open(io.BytesIO(png_bytes)) as img:
         sha = pixels_sha256(img)
     if sha != manifest["artwork"]["sha256_pixels"]:
-        raise ValueError(f"artwork {manifest['id']}: the manifest's sha256_pixels does not match the PNG's pixels "
-                         f"({sha}); embed the watermark before hashing, and sign the very pixels described")
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
-                               None)
+        raise ValueError(
+            f"artwork {manifest['id']}: the manifest's sha256_pixels does not match the PNG's pixels "
+            f"({sha}); embed the watermark before hashing, and sign the very pixels described"
+        )
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(), None)
     signed = io.BytesIO()
-    with c2pa.Context.from_dict(SIGN_SETTINGS) as context, c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(manifest_definition(manifest, terms, ingredients), context=context) as builder:
+    with (
+        c2pa.Context.from_dict(SIGN_SETTINGS) as context,
+        c2pa.Signer.from_info(info) as signer,
+        c2pa.Builder(manifest_definition(manifest, terms, ingredients), context=context) as builder,
+    ):
         for ingredient in ingredients:
             builder.add_resource(ingredient.identifier, io.BytesIO(ingredient.data))
         builder.sign(signer, "image/png", io.BytesIO(png_bytes), signed)
     return signed.getvalue()
 
 
-def write_signed(path: Path, png_bytes: bytes, manifest: dict, identity: SigningIdentity, terms: dict,
-                 ingredients: tuple[Ingredient, ...] = ()) -> None:
+def write_signed(
+    path: Path,
+    png_bytes: bytes,
+    manifest: dict,
+    identity: SigningIdentity,
+    terms: dict,
+    ingredients: tuple[Ingredient, ...] = (),
+) -> None:
     """Sign in memory, then write `path` atomically (temp file + rename); if signing raises, nothing is written."""
     write_bytes(Path(path), sign_png(png_bytes, manifest, identity, terms, ingredients))
 
@@ -169,8 +204,18 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
     settings = dict(READ_SETTINGS)
     if trust_anchor_pem:
         settings["trust"] = {"user_anchors": trust_anchor_pem}
-    result = {"state": None, "codes": [], "atelier": None, "actions": None, "training_mining": None, "signer": None,
-              "manifest_label": None, "error": None, "ingredients": [], "soft_binding": None}
+    result = {
+        "state": None,
+        "codes": [],
+        "atelier": None,
+        "actions": None,
+        "training_mining": None,
+        "signer": None,
+        "manifest_label": None,
+        "error": None,
+        "ingredients": [],
+        "soft_binding": None,
+    }
     with c2pa.Context.from_dict(settings) as context:
         try:
             reader = c2pa.Reader.try_create(_mime_type(data), io.BytesIO(data), None, context)
@@ -185,9 +230,13 @@ def read_credentials(source: Path | str | bytes, trust_anchor_pem: str | None = 
             active = reader.get_active_manifest() or {}
             results = (reader.get_validation_results() or {}).get("activeManifest")
             failures = results.get("failure", []) if results is not None else store.get("validation_status") or []
-            result.update(state=reader.get_validation_state(), codes=sorted({f["code"] for f in failures}),
-                          signer=active.get("signature_info"), manifest_label=store.get("active_manifest"),
-                          ingredients=[_ingredient(reader, i) for i in active.get("ingredients", [])])
+            result.update(
+                state=reader.get_validation_state(),
+                codes=sorted({f["code"] for f in failures}),
+                signer=active.get("signature_info"),
+                manifest_label=store.get("active_manifest"),
+                ingredients=[_ingredient(reader, i) for i in active.get("ingredients", [])],
+            )
     assertions = active.get("assertions", [])
     result["atelier"] = _assertion(assertions, ATELIER_LABEL)
     result["actions"] = (_assertion(assertions, ACTIONS_LABEL) or {}).get("actions")
@@ -207,9 +256,13 @@ def _ingredient(reader: c2pa.Reader, ingredient: dict) -> dict:
             data = out.getvalue()
         except c2pa.C2paError:
             data = None
-    return {"title": ingredient.get("title"), "format": ingredient.get("format"),
-            "relationship": ingredient.get("relationship"),
-            "data_types": [t.get("type") for t in ingredient.get("data_types") or []], "data": data}
+    return {
+        "title": ingredient.get("title"),
+        "format": ingredient.get("format"),
+        "relationship": ingredient.get("relationship"),
+        "data_types": [t.get("type") for t in ingredient.get("data_types") or []],
+        "data": data,
+    }
 
 
 def _assertion(assertions: list[dict], label: str) -> dict | None:
@@ -224,8 +277,10 @@ def _check_terms(terms: dict) -> None:
     missing = [e for e in TRAINING_MINING_ENTRIES if e not in terms]
     bad = {k: v for k, v in terms.items() if not isinstance(v, dict) or v.get("use") not in USES}
     if missing or bad:
-        raise ValueError(f"training-mining terms must state every entry {list(TRAINING_MINING_ENTRIES)} with a `use` "
-                         f"in {list(USES)}; missing {missing}, malformed {bad}")
+        raise ValueError(
+            f"training-mining terms must state every entry {list(TRAINING_MINING_ENTRIES)} with a `use` "
+            f"in {list(USES)}; missing {missing}, malformed {bad}"
+        )
 
 
 def _mime_type(data: bytes) -> str | None:

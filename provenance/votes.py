@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 
@@ -40,8 +40,11 @@ CONSENT_STATEMENT = (
     "published as a pseudonymous preference dataset together with this consent."
 )
 CHOICES = ("left", "right", "tie", "flag")
-FLAG_REASONS = {"existing_work": "looks like a specific existing work", "offensive": "offensive",
-                "broken": "broken (noise, artefacts, empty)"}
+FLAG_REASONS = {
+    "existing_work": "looks like a specific existing work",
+    "offensive": "offensive",
+    "broken": "broken (noise, artefacts, empty)",
+}
 PSEUDONYM = re.compile(r"[A-Za-z0-9._-]{1,40}")
 
 SCHEMA = """
@@ -77,8 +80,23 @@ CREATE TABLE IF NOT EXISTS votes (
 );
 CREATE INDEX IF NOT EXISTS votes_by_reviewer ON votes (reviewer);
 """
-VOTE_COLUMNS = ("id", "form_id", "reviewer", "prompt", "seed", "left_artwork", "right_artwork", "left_version",
-                "right_version", "left_guidance", "right_guidance", "choice", "flag_reason", "flagged", "created_at")
+VOTE_COLUMNS = (
+    "id",
+    "form_id",
+    "reviewer",
+    "prompt",
+    "seed",
+    "left_artwork",
+    "right_artwork",
+    "left_version",
+    "right_version",
+    "left_guidance",
+    "right_guidance",
+    "choice",
+    "flag_reason",
+    "flagged",
+    "created_at",
+)
 
 
 class VoteRefused(ValueError):
@@ -120,17 +138,20 @@ def register_reviewer(conn: sqlite3.Connection, pseudonym: str, at: str | None =
     if not isinstance(pseudonym, str) or not PSEUDONYM.fullmatch(pseudonym):
         raise VoteRefused("a pseudonym is 1 to 40 letters, digits, '-', '_' or '.'")
     with ledger.transaction(conn):
-        conn.execute("INSERT INTO reviewers (pseudonym, consent, consented_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (pseudonym) DO UPDATE SET consent = excluded.consent, "
-                     "consented_at = excluded.consented_at WHERE consent != excluded.consent",
-                     (pseudonym, consent_id(), at or _now()))
+        conn.execute(
+            "INSERT INTO reviewers (pseudonym, consent, consented_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (pseudonym) DO UPDATE SET consent = excluded.consent, "
+            "consented_at = excluded.consented_at WHERE consent != excluded.consent",
+            (pseudonym, consent_id(), at or _now()),
+        )
         return dict(conn.execute("SELECT * FROM reviewers WHERE pseudonym = ?", (pseudonym,)).fetchone())
 
 
 def reviewer(conn: sqlite3.Connection, pseudonym: str) -> dict | None:
     """The reviewers row of `pseudonym` if it consented to the current statement, else None."""
-    row = conn.execute("SELECT * FROM reviewers WHERE pseudonym = ? AND consent = ?",
-                       (pseudonym, consent_id())).fetchone()
+    row = conn.execute(
+        "SELECT * FROM reviewers WHERE pseudonym = ? AND consent = ?", (pseudonym, consent_id())
+    ).fetchone()
     return dict(row) if row else None
 
 
@@ -142,9 +163,12 @@ def reviewers(conn: sqlite3.Connection) -> list[dict]:
 def comparable(a: dict, b: dict) -> bool:
     """Whether two ledger rows form a pair: same prompt and seed, different model version or guidance."""
     ga, gb = a["manifest"]["artwork"]["generator"], b["manifest"]["artwork"]["generator"]
-    return (a["id"] != b["id"] and ga["prompt"] == gb["prompt"] and int(ga["seed"]) == int(gb["seed"])
-            and (str(a["model_version"]) != str(b["model_version"])
-                 or float(ga["guidance"]) != float(gb["guidance"])))
+    return (
+        a["id"] != b["id"]
+        and ga["prompt"] == gb["prompt"]
+        and int(ga["seed"]) == int(gb["seed"])
+        and (str(a["model_version"]) != str(b["model_version"]) or float(ga["guidance"]) != float(gb["guidance"]))
+    )
 
 
 def pairs(ledger_conn: sqlite3.Connection) -> list[tuple[dict, dict]]:
@@ -173,13 +197,24 @@ def issue_form(conn: sqlite3.Connection, pseudonym: str, left: str, right: str, 
         if a is None or b is None or not comparable(a, b):
             raise VoteRefused("those two artworks are not a pair (same prompt and seed, another version or guidance)")
         form_id = secrets.token_urlsafe(16)
-        conn.execute("INSERT INTO forms (form_id, reviewer, left_artwork, right_artwork, issued_at) "
-                     "VALUES (?, ?, ?, ?, ?)", (form_id, pseudonym, left, right, at or _now()))
+        conn.execute(
+            "INSERT INTO forms (form_id, reviewer, left_artwork, right_artwork, issued_at) VALUES (?, ?, ?, ?, ?)",
+            (form_id, pseudonym, left, right, at or _now()),
+        )
     return form_id
 
 
-def record_vote(conn: sqlite3.Connection, form_id: str, pseudonym: str, left: str, right: str, choice: str,
-                flag_reason: str | None = None, flagged: str | None = None, at: str | None = None) -> str:
+def record_vote(
+    conn: sqlite3.Connection,
+    form_id: str,
+    pseudonym: str,
+    left: str,
+    right: str,
+    choice: str,
+    flag_reason: str | None = None,
+    flagged: str | None = None,
+    at: str | None = None,
+) -> str:
     """Count a vote given on form `form_id`, in one transaction: "recorded", or "duplicate" when the form was used
     already (nothing changes). Raises VoteRefused (nothing changes) for an unknown form, another reviewer's form, a
     pair that is not the form's, a choice outside CHOICES, or a flag without a reason and artwork of the pair (or a
@@ -205,10 +240,25 @@ def record_vote(conn: sqlite3.Connection, form_id: str, pseudonym: str, left: st
         if a is None or b is None:
             raise VoteRefused("an artwork of this pair is no longer in the ledger")
         ga, gb = a["manifest"]["artwork"]["generator"], b["manifest"]["artwork"]["generator"]
-        conn.execute(f"INSERT INTO votes ({', '.join(VOTE_COLUMNS[1:])}) VALUES ({', '.join('?' * 14)})",
-                     (form_id, pseudonym, ga["prompt"], int(ga["seed"]), left, right, a["model_version"],
-                      b["model_version"], float(ga["guidance"]), float(gb["guidance"]), choice, flag_reason, flagged,
-                      at or _now()))
+        conn.execute(
+            f"INSERT INTO votes ({', '.join(VOTE_COLUMNS[1:])}) VALUES ({', '.join('?' * 14)})",
+            (
+                form_id,
+                pseudonym,
+                ga["prompt"],
+                int(ga["seed"]),
+                left,
+                right,
+                a["model_version"],
+                b["model_version"],
+                float(ga["guidance"]),
+                float(gb["guidance"]),
+                choice,
+                flag_reason,
+                flagged,
+                at or _now(),
+            ),
+        )
         conn.execute("UPDATE forms SET used = 1 WHERE form_id = ?", (form_id,))
     return "recorded"
 
@@ -220,19 +270,26 @@ def votes(conn: sqlite3.Connection) -> list[dict]:
 
 def flags(conn: sqlite3.Connection) -> list[dict]:
     """The votes that flag an artwork (choice 'flag'), oldest first, with the flagged artwork's model version."""
-    rows = conn.execute(f"SELECT {', '.join('v.' + c for c in VOTE_COLUMNS)}, a.model_name AS flagged_model_name, "
-                        "a.model_version AS flagged_version FROM votes v LEFT JOIN artworks a ON a.id = v.flagged "
-                        "WHERE v.choice = 'flag' ORDER BY v.id")
+    rows = conn.execute(
+        f"SELECT {', '.join('v.' + c for c in VOTE_COLUMNS)}, a.model_name AS flagged_model_name, "
+        "a.model_version AS flagged_version FROM votes v LEFT JOIN artworks a ON a.id = v.flagged "
+        "WHERE v.choice = 'flag' ORDER BY v.id"
+    )
     return [dict(r) for r in rows]
 
 
 def summary(conn: sqlite3.Connection) -> dict:
     """Counts for a page or report: reviewers, votes per choice, flags per reason."""
     per_choice = dict(conn.execute("SELECT choice, COUNT(*) FROM votes GROUP BY choice").fetchall())
-    per_reason = dict(conn.execute("SELECT flag_reason, COUNT(*) FROM votes WHERE choice = 'flag' "
-                                   "GROUP BY flag_reason").fetchall())
-    return {"reviewers": conn.execute("SELECT COUNT(*) FROM reviewers").fetchone()[0],
-            "votes": sum(per_choice.values()), "per_choice": per_choice, "flags_per_reason": per_reason}
+    per_reason = dict(
+        conn.execute("SELECT flag_reason, COUNT(*) FROM votes WHERE choice = 'flag' GROUP BY flag_reason").fetchall()
+    )
+    return {
+        "reviewers": conn.execute("SELECT COUNT(*) FROM reviewers").fetchone()[0],
+        "votes": sum(per_choice.values()),
+        "per_choice": per_choice,
+        "flags_per_reason": per_reason,
+    }
 
 
 def read_votes(path: Path | str | None = None) -> list[dict]:
@@ -258,8 +315,10 @@ def read_reviewers(path: Path | str | None = None) -> dict[str, dict]:
     try:
         if not _has_table(conn, "reviewers"):
             return {}
-        return {row["pseudonym"]: {"consent": row["consent"], "consented_at": row["consented_at"]}
-                for row in conn.execute("SELECT pseudonym, consent, consented_at FROM reviewers")}
+        return {
+            row["pseudonym"]: {"consent": row["consent"], "consented_at": row["consented_at"]}
+            for row in conn.execute("SELECT pseudonym, consent, consented_at FROM reviewers")
+        }
     finally:
         conn.close()
 
@@ -269,5 +328,4 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -35,14 +35,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from provenance.watermark_v1 import (  # noqa: F401 (version 1, still read: callers reach it through this module)
-    BITS, MIN_SIDE, METHOD_V1, Match, WatermarkError, cv2_one_thread, decode, embed_v1, hamming, match, nearest)
+    BITS,
+    METHOD_V1,
+    MIN_SIDE,
+    Match,
+    WatermarkError,
+    cv2_one_thread,
+    decode,
+    embed_v1,
+    hamming,
+    match,
+    nearest,
+)
 
 ARTWORK_SIDE = 256  # px: generate.output_size; a resized copy is read back at this size
 ALG = "local.atelier.watermark.2"  # the C2PA soft-binding algorithm identifier (Atelier's own, not on the C2PA list)
@@ -97,8 +109,10 @@ def embed(image: Image.Image, wm_id: int) -> Image.Image:
     if image.mode != "RGB":
         raise WatermarkError(f"expected an RGB image, got mode {image.mode}; convert it first (alpha is not kept)")
     if min(image.size) < MIN_READ:
-        raise WatermarkError(f"image is {image.width}x{image.height}; a version 2 mark needs at least "
-                             f"{MIN_READ}x{MIN_READ} px (upscale the model output first)")
+        raise WatermarkError(
+            f"image is {image.width}x{image.height}; a version 2 mark needs at least "
+            f"{MIN_READ}x{MIN_READ} px (upscale the model output first)"
+        )
     layout = _layout()
     tile = np.empty(TILE * TILE, dtype=np.int8)
     tile[layout.sync_pos] = layout.sync_bits
@@ -122,9 +136,11 @@ def embed(image: Image.Image, wm_id: int) -> Image.Image:
     marked = Image.fromarray(out.astype(np.uint8))
     reading = read(marked)
     if reading.id != wm_id:
-        raise WatermarkError(f"watermark {wm_id} does not read back from the marked image even losslessly (read "
-                             f"{reading.id}, confidence {reading.confidence:.2f}): its colours leave no room for the "
-                             "mark; find it by perceptual hash instead")
+        raise WatermarkError(
+            f"watermark {wm_id} does not read back from the marked image even losslessly (read "
+            f"{reading.id}, confidence {reading.confidence:.2f}): its colours leave no room for the "
+            "mark; find it by perceptual hash instead"
+        )
     return marked
 
 
@@ -146,11 +162,12 @@ def read(image: Image.Image) -> Reading:
                 found = _decode_soft(aligned[_layout().data_pos])
                 if found is not None:
                     wm_id, errors, confidence = found
-                    how = (f"{where}, {channels}, block offset {divmod(offset, BLOCK)} px, tile shift {shift}, "
-                           f"sync z {z:.1f}")
+                    how = (
+                        f"{where}, {channels}, block offset {divmod(offset, BLOCK)} px, tile shift {shift}, "
+                        f"sync z {z:.1f}"
+                    )
                     return Reading(wm_id, round(confidence, 3), errors, how)
     return Reading(None, 0.0, None, None)
-
 
 
 def identify(image: Image.Image, v1_ids: Callable[[], Iterable[int]]) -> Match:
@@ -184,6 +201,7 @@ def check(image: Image.Image, expected: int | None, method: str | None, max_bits
             out["readable"] = reading.id == int(expected)
             out["distance"] = reading.corrected_errors if out["readable"] else None
     return out
+
 
 class _Layout(NamedTuple):
     sync_pos: np.ndarray  # tile positions (row * TILE + col) of the sync pattern
@@ -284,10 +302,12 @@ def _soft_grids(yuv: np.ndarray) -> np.ndarray:
     out = np.zeros((2, BLOCK, BLOCK, nr, nc), np.float32)
     for channel in range(2):
         # correlation at every pixel position: full[y, x] = sum PATTERN * channel[y:y+8, x:x+8]
-        full = cv2.filter2D(np.ascontiguousarray(yuv[..., channel]), cv2.CV_32F, PATTERN, anchor=(0, 0),
-                            borderType=cv2.BORDER_CONSTANT)
-        grids = np.stack([np.stack([full[dy::BLOCK, dx::BLOCK][:nr, :nc] for dx in range(BLOCK)])
-                          for dy in range(BLOCK)])
+        full = cv2.filter2D(
+            np.ascontiguousarray(yuv[..., channel]), cv2.CV_32F, PATTERN, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT
+        )
+        grids = np.stack(
+            [np.stack([full[dy::BLOCK, dx::BLOCK][:nr, :nc] for dx in range(BLOCK)]) for dy in range(BLOCK)]
+        )
         scale = np.median(np.abs(grids), axis=(2, 3), keepdims=True) + 1e-3
         out[channel] = np.clip(grids / scale, -1, 1)
     return out

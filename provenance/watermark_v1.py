@@ -71,8 +71,10 @@ def embed_v1(image: Image.Image, wm_id: int) -> Image.Image:
     marked = Image.fromarray(np.ascontiguousarray(_encode(bgr, _to_bits(wm_id))[:, :, ::-1]))
     errors = hamming(decode(marked), wm_id)
     if errors > MAX_EMBED_ERRORS:
-        raise WatermarkError(f"watermark {wm_id} reads back with {errors} wrong bits even losslessly: the image's "
-                             "saturated colours leave no room for the chroma mark; find it by perceptual hash instead")
+        raise WatermarkError(
+            f"watermark {wm_id} reads back with {errors} wrong bits even losslessly: the image's "
+            "saturated colours leave no room for the chroma mark; find it by perceptual hash instead"
+        )
     return marked
 
 
@@ -108,8 +110,10 @@ def hamming(a: int, b: int) -> int:
 
 def _check_size(image: Image.Image) -> None:
     if image.width < MIN_SIDE or image.height < MIN_SIDE:
-        raise WatermarkError(f"image is {image.width}x{image.height}; the watermark needs at least "
-                             f"{MIN_SIDE}x{MIN_SIDE} px (upscale the model output first)")
+        raise WatermarkError(
+            f"image is {image.width}x{image.height}; the watermark needs at least "
+            f"{MIN_SIDE}x{MIN_SIDE} px (upscale the model output first)"
+        )
 
 
 def _to_bits(value: int) -> list[int]:
@@ -182,13 +186,13 @@ def _decode(bgr: np.ndarray, n_bits: int) -> np.ndarray:
 def _to_blocks(band: np.ndarray) -> np.ndarray:
     """The whole 4x4 blocks of `band` in row-major order, as an (n, 4, 4) array (a copy)."""
     nr, nc = band.shape[0] // 4, band.shape[1] // 4
-    return band[:nr * 4, :nc * 4].reshape(nr, 4, nc, 4).swapaxes(1, 2).reshape(-1, 4, 4)
+    return band[: nr * 4, : nc * 4].reshape(nr, 4, nc, 4).swapaxes(1, 2).reshape(-1, 4, 4)
 
 
 def _from_blocks(band: np.ndarray, blocks: np.ndarray) -> None:
     """Write the (n, 4, 4) `blocks` back into `band` in place (the inverse of _to_blocks)."""
     nr, nc = band.shape[0] // 4, band.shape[1] // 4
-    band[:nr * 4, :nc * 4] = blocks.reshape(nr, nc, 4, 4).swapaxes(1, 2).reshape(nr * 4, nc * 4)
+    band[: nr * 4, : nc * 4] = blocks.reshape(nr, nc, 4, 4).swapaxes(1, 2).reshape(nr * 4, nc * 4)
 
 
 def _dct(blocks: np.ndarray, inverse: bool = False) -> np.ndarray:

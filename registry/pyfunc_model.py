@@ -24,8 +24,13 @@ class AtelierModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         rows = []
         for r in model_input.to_dict("records"):
-            image = self.pipeline([str(r["prompt"])], seed=int(r["seed"]), steps=int(r["steps"]),
-                                  guidance=float(r["guidance"]), negative_prompt=str(r.get("negative_prompt") or ""))[0]
+            image = self.pipeline(
+                [str(r["prompt"])],
+                seed=int(r["seed"]),
+                steps=int(r["steps"]),
+                guidance=float(r["guidance"]),
+                negative_prompt=str(r.get("negative_prompt") or ""),
+            )[0]
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             rows.append({"png": buf.getvalue(), "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest()})

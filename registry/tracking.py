@@ -1,4 +1,5 @@
-"""Everything MLflow: tracking setup, runs, datasets, the model registry and its aliases. Nothing else imports mlflow."""
+"""Everything MLflow: tracking setup, runs, datasets, the model registry and its aliases. Nothing else imports
+mlflow."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import yaml
 import pandas as pd
+import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -51,6 +52,7 @@ def experiment_id(name: str) -> str:
 @dataclass
 class TrainingRecord:
     """What a training run hands to the registry."""
+
     params: dict
     curves: dict[str, list[float]]  # name -> values per step
     metrics: dict[str, float]
@@ -61,7 +63,7 @@ class TrainingRecord:
     pipeline_dir: Path
     artifacts: list[Path]
     dataset_card: Path = paths.DATASET_CARD  # logged as cards/croissant.json; its sha256 tags the version
-    datasheet: Path = paths.DATASHEET        # logged as cards/DATASHEET.md
+    datasheet: Path = paths.DATASHEET  # logged as cards/DATASHEET.md
 
 
 def log_training(record: TrainingRecord, model_name: str, experiment: str) -> dict:
@@ -69,8 +71,10 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
     cards/), register the model, alias it challenger, and write its model card (not evaluated yet)."""
     for card in (record.dataset_card, record.datasheet):
         if not Path(card).is_file():
-            raise FileNotFoundError(f"{paths.relative(card)}: the training set's card is missing; run the license "
-                                    "stage first (dvc repro license)")
+            raise FileNotFoundError(
+                f"{paths.relative(card)}: the training set's card is missing; run the license "
+                "stage first (dvc repro license)"
+            )
     dataset_card_sha256 = card_sha256(record.dataset_card)
     resolution = _resolution(record.pipeline_dir)
     tags = {**record.tags, **component_tags(record.pipeline_dir, dataset_card_sha256)}
@@ -81,8 +85,9 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
             for step, value in enumerate(values):
                 c.log_metric(run.info.run_id, name, float(value), step=step)
         mlflow.log_metrics({k: float(v) for k, v in record.metrics.items()})
-        dataset = mlflow.data.from_pandas(record.dataset, source=record.dataset_source, name="licensed-train",
-                                          digest=record.dataset_digest)
+        dataset = mlflow.data.from_pandas(
+            record.dataset, source=record.dataset_source, name="licensed-train", digest=record.dataset_digest
+        )
         mlflow.log_input(dataset, context="training")
         mlflow.set_tags(tags)
         for artifact in record.artifacts:
@@ -107,8 +112,9 @@ def log_training(record: TrainingRecord, model_name: str, experiment: str) -> di
     return {"run_id": run.info.run_id, "model_name": model_name, "version": version, "model_uri": info.model_uri}
 
 
-def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str, float],
-                   artifacts: list[Path]) -> None:
+def log_evaluation(
+    run_id: str, model_name: str, version: str, metrics: dict[str, float], artifacts: list[Path]
+) -> None:
     """Attach evaluation metrics (as `eval_<key>`) and plots to the training run, and the metrics as `eval.<key>`
     tags on the model version."""
     c = client()
@@ -120,9 +126,11 @@ def log_evaluation(run_id: str, model_name: str, version: str, metrics: dict[str
     if "dataset_card_sha256" in (c.get_model_version(model_name, version).tags or {}):
         write_model_card(model_name, version, evaluation=metrics)
     else:
-        print(f"evaluate: note: {model_name} version {version} was registered without a dataset card, so its model "
-              "card is not written; re-run train_diffusion (dvc repro train_diffusion) to register one with it",
-              file=sys.stderr)
+        print(
+            f"evaluate: note: {model_name} version {version} was registered without a dataset card, so its model "
+            "card is not written; re-run train_diffusion (dvc repro train_diffusion) to register one with it",
+            file=sys.stderr,
+        )
 
 
 def component_tags(pipeline_dir: Path, dataset_card_sha256: str) -> dict[str, str]:
@@ -130,16 +138,29 @@ def component_tags(pipeline_dir: Path, dataset_card_sha256: str) -> dict[str, st
     `licensed_only_reason`, from params.yaml and the weights on disk; refused when the pretrained CLIP changed since
     the train_clip stage recorded its digest (reports/clip.json)."""
     clip_report = paths.REPORTS / "clip.json"
-    recorded = json.loads(clip_report.read_text(encoding="utf-8")).get("pretrained_weights_sha256") \
-        if clip_report.exists() else None
+    recorded = (
+        json.loads(clip_report.read_text(encoding="utf-8")).get("pretrained_weights_sha256")
+        if clip_report.exists()
+        else None
+    )
     parts = components.for_run(load_params(), dataset_card_sha256, pipeline_dir, recorded)
     verdict, reason = components.licensed_only(parts)
-    return {"components": components.as_tag(parts), "licensed_only": str(verdict).lower(),
-            "licensed_only_reason": reason[:components.TAG_LIMIT]}
+    return {
+        "components": components.as_tag(parts),
+        "licensed_only": str(verdict).lower(),
+        "licensed_only_reason": reason[: components.TAG_LIMIT],
+    }
 
 
-MODEL_CARD_TAGS = ("weights_sha256", "backend", "resolution", "dataset_digest", "dataset_card_sha256",
-                   "train_records", "license_summary")
+MODEL_CARD_TAGS = (
+    "weights_sha256",
+    "backend",
+    "resolution",
+    "dataset_digest",
+    "dataset_card_sha256",
+    "train_records",
+    "license_summary",
+)
 
 
 def _resolution(pipeline_dir: Path) -> int:
@@ -148,8 +169,10 @@ def _resolution(pipeline_dir: Path) -> int:
     try:
         return int(json.loads(config.read_text(encoding="utf-8"))["resolution"])
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise ValueError(f"{paths.relative(config)}: no training resolution ({exc!r}); the pipeline folder must be "
-                         "written by LatentDiffusionPipeline.save_pretrained") from None
+        raise ValueError(
+            f"{paths.relative(config)}: no training resolution ({exc!r}); the pipeline folder must be "
+            "written by LatentDiffusionPipeline.save_pretrained"
+        ) from None
 
 
 def write_model_card(model_name: str, version: str, evaluation: dict[str, float] | None = None) -> str:
@@ -161,21 +184,36 @@ def write_model_card(model_name: str, version: str, evaluation: dict[str, float]
     tags = dict(mv.tags or {})
     missing = [key for key in MODEL_CARD_TAGS if key not in tags]
     if missing:
-        raise LookupError(f"model '{model_name}' version {version} lacks the tags {missing} that its model card "
-                          "states; register it through stages/train_diffusion.py")
+        raise LookupError(
+            f"model '{model_name}' version {version} lacks the tags {missing} that its model card "
+            "states; register it through stages/train_diffusion.py"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="cards/croissant.json",
-                                                    dst_path=tmp)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="cards/croissant.json", dst_path=tmp
+        )
         if card_sha256(Path(local)) != tags["dataset_card_sha256"]:
-            raise ValueError(f"run {mv.run_id}: cards/croissant.json does not match the sha256 tagged on {model_name} "
-                             f"version {version} (dataset_card_sha256); the run's artifacts were changed")
+            raise ValueError(
+                f"run {mv.run_id}: cards/croissant.json does not match the sha256 tagged on {model_name} "
+                f"version {version} (dataset_card_sha256); the run's artifacts were changed"
+            )
         dataset_card = json.loads(Path(local).read_text(encoding="utf-8"))
-    model = {"name": model_name, "version": str(version), "run_id": mv.run_id,
-             "weights_sha256": tags["weights_sha256"], "backend": tags["backend"],
-             "resolution": tags["resolution"], "git_commit": tags.get("git_commit", "unknown")}
-    dataset = {"name": dataset_card["name"], "card_sha256": tags["dataset_card_sha256"],
-               "dvc_md5": tags["dataset_digest"], "records": tags["train_records"],
-               "per_license": json.loads(tags["license_summary"])}
+    model = {
+        "name": model_name,
+        "version": str(version),
+        "run_id": mv.run_id,
+        "weights_sha256": tags["weights_sha256"],
+        "backend": tags["backend"],
+        "resolution": tags["resolution"],
+        "git_commit": tags.get("git_commit", "unknown"),
+    }
+    dataset = {
+        "name": dataset_card["name"],
+        "card_sha256": tags["dataset_card_sha256"],
+        "dvc_md5": tags["dataset_digest"],
+        "records": tags["train_records"],
+        "per_license": json.loads(tags["license_summary"]),
+    }
     parts = components.from_tag(tags["components"]) if "components" in tags else None
     text = model_card(model, dataset, evaluation, parts, tags.get("licensed_only_reason"))
     c.log_text(mv.run_id, text, "cards/MODEL_CARD.md")
@@ -202,8 +240,15 @@ def get_version(model_name: str, version: str) -> dict:
 
 
 def _describe(mv, alias: str | None) -> dict:
-    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "alias": alias,
-            "aliases": list(getattr(mv, "aliases", []) or []), "tags": dict(mv.tags or {}), "source": mv.source}
+    return {
+        "name": mv.name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "alias": alias,
+        "aliases": list(getattr(mv, "aliases", []) or []),
+        "tags": dict(mv.tags or {}),
+        "source": mv.source,
+    }
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:
@@ -221,8 +266,9 @@ def download_pipeline(model_name: str, version: str, dest: Path) -> Path:
     """Download the pipeline folder of `models:/<name>/<version>` into `dest`; return its path."""
     client()
     dest.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
-                                                     dst_path=str(dest)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dest))
+    )
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     return local / mlmodel["flavors"]["python_function"]["artifacts"]["pipeline"]["path"]
 
@@ -274,8 +320,9 @@ def log_run_file(run_id: str, path: Path, artifact_path: str) -> None:
     client().log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
-def log_preference(model_name: str, version: str, scores: dict[str, dict], votes: int, plot: Path,
-                   head_to_head: dict | None = None) -> None:
+def log_preference(
+    model_name: str, version: str, scores: dict[str, dict], votes: int, plot: Path, head_to_head: dict | None = None
+) -> None:
     """Log reviewers' preference on the version's training run (metrics `pref_score_<item>` for every scored item,
     `pref_votes` and, against the champion, `pref_win_rate_vs_champion`, one step per call; the plot as
     preference/scores.png) and as `preference.*` tags on the version (its own score and interval, the vote count, the
@@ -294,7 +341,8 @@ def log_preference(model_name: str, version: str, scores: dict[str, dict], votes
         c.log_metric(mv.run_id, "pref_win_rate_vs_champion", float(head_to_head["win_rate"]), step=step)
         tags["preference.win_rate_vs_champion"] = (
             f"{head_to_head['win_rate']:.4f} [{head_to_head['low']:.4f}, {head_to_head['high']:.4f}] (95% Wilson, "
-            f"{head_to_head['votes']} votes against version {head_to_head['champion']})")
+            f"{head_to_head['votes']} votes against version {head_to_head['champion']})"
+        )
     for key, value in tags.items():
         c.set_model_version_tag(model_name, str(version), key, value)
     c.log_artifact(mv.run_id, str(plot), artifact_path="preference")

@@ -45,30 +45,50 @@ from atelier.config import CleanParams, load_params
 from atelier.images import decode_record
 from atelier.io import ParquetStream, atomic_dir, read_table, sync_files
 from atelier.parallel import Engine
-from atelier.pii import redact, summary as redaction_summary
+from atelier.pii import redact
+from atelier.pii import summary as redaction_summary
 from atelier.rawstore import RawStoreKeyError, read_pack, write_pack
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DECODE_FIELDS = [("width", pa.int64()), ("height", pa.int64()), ("format", pa.string()), ("phash", pa.string()),
-                 ("faces", pa.int64())]  # what decoding an image's bytes gives
+DECODE_FIELDS = [
+    ("width", pa.int64()),
+    ("height", pa.int64()),
+    ("format", pa.string()),
+    ("phash", pa.string()),
+    ("faces", pa.int64()),
+]  # what decoding an image's bytes gives
 KEPT_FIELDS = [*DECODE_FIELDS, ("face_action", pa.string()), ("privacy", pa.string()), ("clean_path", pa.string())]
 REJECT_FIELDS = [("reason", pa.string()), ("detail", pa.string())]
 REDACTED_FIELD = ("redacted", pa.string())  # on kept and rejected rows: field:kind=count of what was redacted
 TEXT_FIELDS = ("title", "caption", "creator")  # free text scanned for personal data (creator: contact data only;
-                                               # names are never redacted: the licences require the credit)
-FACE_ACTIONS = {"blurred": "blurred", "kept": "kept (clean.faces is keep)",
-                "kept_model_release": "kept (model release recorded)",
-                "kept_historical": "kept (public-domain historical artwork)"}
+# names are never redacted: the licences require the credit)
+FACE_ACTIONS = {
+    "blurred": "blurred",
+    "kept": "kept (clean.faces is keep)",
+    "kept_model_release": "kept (model release recorded)",
+    "kept_historical": "kept (public-domain historical artwork)",
+}
 KEPT_COLUMNS = [name for name, _ in KEPT_FIELDS]
 REJECT_COLUMNS = [name for name, _ in REJECT_FIELDS]
 # data/clean/decoded.parquet: every decode result with the params it was made under: the next run's cache.
 # `blurred`: how many faces the training copy made with this result has blurred (0: none, or not asked to blur).
-DECODED_SCHEMA = pa.schema([("record_id", pa.string()), ("key", pa.string()), *DECODE_FIELDS,
-                            ("blurred", pa.int64()), *REJECT_FIELDS])
-DECODED_EMPTY = {"width": None, "height": None, "format": None, "phash": None, "faces": None, "blurred": None,
-                 "reason": None, "detail": None}
+DECODED_SCHEMA = pa.schema(
+    [("record_id", pa.string()), ("key", pa.string()), *DECODE_FIELDS, ("blurred", pa.int64()), *REJECT_FIELDS]
+)
+DECODED_EMPTY = {
+    "width": None,
+    "height": None,
+    "format": None,
+    "phash": None,
+    "faces": None,
+    "blurred": None,
+    "reason": None,
+    "detail": None,
+}
+
+
 def wants_blur(record: dict, p: CleanParams) -> bool:
     """Whether faces in this record's image are to be blurred in its training copy (clean.faces and exemptions)."""
     return p.faces == "blur" and face_policy.exemption(record) is None
@@ -91,8 +111,11 @@ def privacy_words(faces: int, action: str | None, redacted: str) -> str:
         parts.append(f"{faces} face{'s' if faces > 1 else ''} {FACE_ACTIONS[action]}")
     for part in redacted.split(";") if redacted else []:
         name, _, kinds = part.partition(":")
-        parts.append(f"{name}: " + ", ".join(f"{n} {k}" for k, _, n in (i.partition("=") for i in kinds.split(",")))
-                     + " redacted")
+        parts.append(
+            f"{name}: "
+            + ", ".join(f"{n} {k}" for k, _, n in (i.partition("=") for i in kinds.split(",")))
+            + " redacted"
+        )
     return "; ".join(parts)
 
 
@@ -151,8 +174,11 @@ class Reducer:
             reason, _, detail = record["ingest_error"].partition(": ")
             return None, {**record, "reason": reason, "detail": detail}
         if record["record_id"] in self.kept_ids:
-            return None, {**record, "reason": "duplicate_exact",
-                          "detail": f"same bytes as {self.kept_ids[record['record_id']]}"}
+            return None, {
+                **record,
+                "reason": "duplicate_exact",
+                "detail": f"same bytes as {self.kept_ids[record['record_id']]}",
+            }
         if "reason" in result:
             return None, {**record, "reason": result["reason"], "detail": result["detail"]}
         h = np.uint64(int(result["phash"], 16))
@@ -162,8 +188,11 @@ class Reducer:
             close = np.flatnonzero(distance <= self.p.near_duplicate_hamming)
             if close.size:
                 first = int(close[0])
-                return None, {**record, "reason": "duplicate_near",
-                              "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}"}
+                return None, {
+                    **record,
+                    "reason": "duplicate_near",
+                    "detail": f"perceptual hash within {int(distance[first])} bits of {self.hash_uris[first]}",
+                }
         faces, action = int(result.get("faces") or 0), None
         if faces:
             exempt = face_policy.exemption(record)
@@ -172,16 +201,21 @@ class Reducer:
             elif exempt is not None:
                 action = f"kept_{exempt}"
             elif self.p.faces == "exclude":
-                return None, {**record, "reason": "faces",
-                              "detail": f"{faces} face{'s' if faces > 1 else ''} detected and clean.faces is exclude; "
-                                        "the record has no model_release/consent and is not a public-domain "
-                                        "historical artwork"}
+                return None, {
+                    **record,
+                    "reason": "faces",
+                    "detail": f"{faces} face{'s' if faces > 1 else ''} detected and clean.faces is exclude; "
+                    "the record has no model_release/consent and is not a public-domain "
+                    "historical artwork",
+                }
             else:
                 action = "blurred"
         if (result.get("blurred") or 0) != (faces if action == "blurred" else 0):  # a reused decode made otherwise
-            raise RuntimeError(f"record {record['record_id']}: its training copy has {result.get('blurred')} faces "
-                               f"blurred but the face policy asks {action}; delete data/clean/decoded.parquet and "
-                               "run the clean stage again")
+            raise RuntimeError(
+                f"record {record['record_id']}: its training copy has {result.get('blurred')} faces "
+                f"blurred but the face policy asks {action}; delete data/clean/decoded.parquet and "
+                "run the clean stage again"
+            )
         self.keep(record["record_id"], record["source_uri"], result["phash"])
         privacy = privacy_words(faces, action, record["redacted"])
         return {**record, **result, "face_action": action, "privacy": privacy, "clean_path": clean_path}, None
@@ -192,7 +226,7 @@ class Reducer:
         if n + len(new) > len(self.hashes):
             self.hashes = np.concatenate([self.hashes[:n], new, np.zeros(n + len(new), dtype=np.uint64)])
         else:
-            self.hashes[n:n + len(new)] = new
+            self.hashes[n : n + len(new)] = new
         self.hash_uris.extend(uris)
         self.kept_ids.update(zip(record_ids, uris))
 
@@ -219,8 +253,10 @@ def clean_records(raw: pd.DataFrame, load_bytes, p: CleanParams, on_image=None) 
             try:
                 result, image = decode_record(load_bytes(record), p, wants_blur(record, p))
             except (OSError, pa.ArrowException) as exc:
-                result = {"reason": "file_unreadable", "detail": f"raw pack {record.get('raw_pack')}: "
-                                                                   f"{getattr(exc, 'strerror', None) or exc}"}
+                result = {
+                    "reason": "file_unreadable",
+                    "detail": f"raw pack {record.get('raw_pack')}: {getattr(exc, 'strerror', None) or exc}",
+                }
         row, reject = reducer.decide(record, result)
         if row is not None:
             kept.append(row)
@@ -241,16 +277,21 @@ def _extend(schema: pa.Schema, fields: list) -> pa.Schema:
 
 def decode_key(p: CleanParams) -> str:
     """The params a decode result depends on (not the near-duplicate threshold, which only the reducer uses)."""
-    return (f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels},"
-            f"faces={face_policy.DETECTOR}")
+    return f"resolution={p.resolution},min_size={p.min_size},max_pixels={p.max_pixels},faces={face_policy.DETECTOR}"
 
 
 def _result(row: dict) -> dict:
     """A decode result as the reducer takes it, from a decoded.parquet row."""
     if isinstance(row["reason"], str):
         return {"reason": row["reason"], "detail": row["detail"]}
-    return {"width": int(row["width"]), "height": int(row["height"]), "format": row["format"], "phash": row["phash"],
-            "faces": int(row["faces"]), "blurred": int(row["blurred"])}
+    return {
+        "width": int(row["width"]),
+        "height": int(row["height"]),
+        "format": row["format"],
+        "phash": row["phash"],
+        "faces": int(row["faces"]),
+        "blurred": int(row["blurred"]),
+    }
 
 
 class CachedDecodes:
@@ -277,26 +318,27 @@ class CachedDecodes:
 # data/clean/chunks.parquet: each chunk of the raw table (engine.chunk_size rows) with its key and how many rows it
 # gave to each table, in order. A chunk's key chains the keys before it, so equal keys mean an equal prefix of the
 # raw table under the same params: the last run's rows for that prefix are carried over as they are.
-CHUNKS_SCHEMA = pa.schema([("key", pa.string()), ("clean", pa.int64()), ("rejected", pa.int64()),
-                           ("decoded", pa.int64())])
+CHUNKS_SCHEMA = pa.schema(
+    [("key", pa.string()), ("clean", pa.int64()), ("rejected", pa.int64()), ("decoded", pa.int64())]
+)
 CHUNKS_VERSION = "clean-chunks 3"  # part of every chunk key: change it when the stage's output changes
 
 
 @dataclass
 class PreviousRun:
     """The last run's data/clean, chunk by chunk."""
+
     keys: list[str]
     counts: list[tuple[int, int, int]]  # rows in records, rejects, decoded, per chunk
     starts: list[tuple[int, int, int]]  # the chunk's first row in each
     tables: tuple[pa.Table, pa.Table, pa.Table]  # records, rejects, decoded
 
     @classmethod
-    def load(cls) -> "PreviousRun | None":
+    def load(cls) -> PreviousRun | None:
         """The last run, or None when it is absent or unreadable."""
         try:
             chunks = read_table(paths.CLEAN_CHUNKS).to_pydict()
-            tables = tuple(read_table(path) for path in (paths.CLEAN_RECORDS, paths.CLEAN_REJECTS,
-                                                         paths.CLEAN_DECODED))
+            tables = tuple(read_table(path) for path in (paths.CLEAN_RECORDS, paths.CLEAN_REJECTS, paths.CLEAN_DECODED))
         except (pa.ArrowException, OSError, KeyError):
             return None
         counts = list(zip(chunks["clean"], chunks["rejected"], chunks["decoded"]))
@@ -310,8 +352,10 @@ class PreviousRun:
 
     def rows(self, first: int, last: int) -> tuple[pa.Table, pa.Table, pa.Table]:
         """The rows chunks first..last (inclusive) gave to records, rejects and decoded."""
-        return tuple(table.slice(self.starts[first][k], sum(n[k] for n in self.counts[first:last + 1]))
-                     for k, table in enumerate(self.tables))
+        return tuple(
+            table.slice(self.starts[first][k], sum(n[k] for n in self.counts[first : last + 1]))
+            for k, table in enumerate(self.tables)
+        )
 
 
 def _chain(key: str, batch: pa.RecordBatch) -> str:
@@ -336,6 +380,7 @@ def _raw_chunks(size: int):
 class Chunk:
     """One chunk of the raw table as _stream_raw yields it: carried over from the last run (`carried` is its index
     there), or its records with the decode results of the record ids first seen in it."""
+
     key: str
     carried: int | None = None
     records: list[dict] = field(default_factory=list)
@@ -409,10 +454,16 @@ class ImageSource:
         when its faces were blurred as asked now."""
         if self.where is None:
             kept = self.previous.tables[0] if self.previous is not None else None
-            self.where = {} if kept is None else {
-                rid: (path, action) for rid, path, action in zip(kept["record_id"].to_pylist(),
-                                                                 kept["clean_path"].to_pylist(),
-                                                                 kept["face_action"].to_pylist())}
+            self.where = (
+                {}
+                if kept is None
+                else {
+                    rid: (path, action)
+                    for rid, path, action in zip(
+                        kept["record_id"].to_pylist(), kept["clean_path"].to_pylist(), kept["face_action"].to_pylist()
+                    )
+                }
+            )
         out, by_pack = {}, {}
         for rid, (_, blur) in wanted.items():
             if rid in self.where:
@@ -450,12 +501,16 @@ def main() -> dict:
         packs = inside(paths.CLEAN_PACKS)
         packs.mkdir()
         reducer = Reducer(p)
-        with ParquetStream(inside(paths.CLEAN_RECORDS), _extend(raw_schema, [REDACTED_FIELD, *KEPT_FIELDS])
-                           ) as clean_out, \
-                ParquetStream(inside(paths.CLEAN_REJECTS), _extend(raw_schema, [REDACTED_FIELD, *REJECT_FIELDS])
-                              ) as reject_out, \
-                ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out, \
-                ParquetStream(inside(paths.CLEAN_CHUNKS), CHUNKS_SCHEMA) as chunks_out:
+        with (
+            ParquetStream(
+                inside(paths.CLEAN_RECORDS), _extend(raw_schema, [REDACTED_FIELD, *KEPT_FIELDS])
+            ) as clean_out,
+            ParquetStream(
+                inside(paths.CLEAN_REJECTS), _extend(raw_schema, [REDACTED_FIELD, *REJECT_FIELDS])
+            ) as reject_out,
+            ParquetStream(inside(paths.CLEAN_DECODED), DECODED_SCHEMA) as decoded_out,
+            ParquetStream(inside(paths.CLEAN_CHUNKS), CHUNKS_SCHEMA) as chunks_out,
+        ):
             carry: list[int] = []  # consecutive carried chunks, copied over in one go
             written: list[Path] = []  # packs made by this run (carried ones are links to durable files)
 
@@ -466,8 +521,13 @@ def main() -> dict:
                 kept, rejects, decoded = previous.rows(carry[0], carry[-1])
                 for out, rows in ((clean_out, kept), (reject_out, rejects), (decoded_out, decoded)):
                     out.write_table(rows)
-                chunks_out.write([{"key": previous.keys[i], "clean": n[0], "rejected": n[1], "decoded": n[2]}
-                                  for i in carry for n in [previous.counts[i]]])
+                chunks_out.write(
+                    [
+                        {"key": previous.keys[i], "clean": n[0], "rejected": n[1], "decoded": n[2]}
+                        for i in carry
+                        for n in [previous.counts[i]]
+                    ]
+                )
                 for i in carry:
                     if previous.counts[i][0]:  # a chunk that kept nothing has no pack
                         _link(paths.CLEAN_PACKS / pack_name(previous.keys[i]), packs / pack_name(previous.keys[i]))
@@ -502,25 +562,37 @@ def main() -> dict:
                     counts[reject["reason"]] += 1
                     if result is not None:
                         rejected_results[rid] = result
-                missing = {r["record_id"]: (raw_packs[r["record_id"]], r["face_action"] == "blurred") for r in kept
-                           if r["record_id"] not in pngs}
+                missing = {
+                    r["record_id"]: (raw_packs[r["record_id"]], r["face_action"] == "blurred")
+                    for r in kept
+                    if r["record_id"] not in pngs
+                }
                 if missing:
                     pngs.update(earlier.pngs(missing))
                 if kept:
                     written.append(write_pack(packs, [(r["record_id"], pngs[r["record_id"]]) for r in kept], name=name))
                 clean_out.write(kept)
                 reject_out.write(rejects)
-                decoded_out.write([{**DECODED_EMPTY, **r, "record_id": rid, "key": key}
-                                   for rid, r in chunk.results.items()])
-                chunks_out.write([{"key": chunk.key, "clean": len(kept), "rejected": len(rejects),
-                                   "decoded": len(chunk.results)}])
+                decoded_out.write(
+                    [{**DECODED_EMPTY, **r, "record_id": rid, "key": key} for rid, r in chunk.results.items()]
+                )
+                chunks_out.write(
+                    [{"key": chunk.key, "clean": len(kept), "rejected": len(rejects), "decoded": len(chunk.results)}]
+                )
             copy_carried()
             where = engine.describe()
         sync_files(written)  # every pack this run wrote is on disk before data/clean is swapped in
-    summary = {"clean": clean_out.rows, "rejected": reject_out.rows, "rejects_per_reason": dict(counts),
-               "decodes_reused": n_reused, "engine": where}
-    print(f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "
-          f"{n_reused} decodes reused from the last run")
+    summary = {
+        "clean": clean_out.rows,
+        "rejected": reject_out.rows,
+        "rejects_per_reason": dict(counts),
+        "decodes_reused": n_reused,
+        "engine": where,
+    }
+    print(
+        f"clean: {clean_out.rows} kept, {reject_out.rows} rejected {dict(counts)} on {where}; "
+        f"{n_reused} decodes reused from the last run"
+    )
     return summary
 
 

@@ -11,7 +11,10 @@ def main() -> dict:
     """Write the demo folder; return its counts."""
     p = load_params().demo
     summary = write_demo(paths.DEMO_SOURCE, seed=p.seed, per_class=p.per_class, size=p.size)
-    print(f"demo: {summary['files']} files, {summary['metadata_rows']} metadata rows, {summary['planted']} planted defects")
+    print(
+        f"demo: {summary['files']} files, {summary['metadata_rows']} metadata rows, "
+        f"{summary['planted']} planted defects"
+    )
     return summary
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import shutil
 import sqlite3
+import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from PIL import Image
 from atelier import paths
 from atelier.config import Params, load_params
 from atelier.embedding import embed_records
+from atelier.gallery import write_gallery
 from atelier.hashing import file_sha256, phash, pixels_sha256, weights_digest
 from atelier.io import write_bytes, write_json
 from atelier.lineage import training_records
@@ -33,30 +34,38 @@ from atelier.models.generator import at_size, load_generator
 from atelier.models.metrics import clip_score, prompt_ranks, replication
 from atelier.rights import OptOuts, prompt_refusal, read_opt_outs
 from atelier.version import code_version
-from atelier.gallery import write_gallery
-from provenance.manifest import build_manifest, replication_verdict
-from provenance import credentials, ledger, publiclog, watermark
-from provenance import signed_json
+from provenance import credentials, ledger, publiclog, signed_json, watermark
 from provenance.keys import ensure_signing_identity
+from provenance.manifest import build_manifest, replication_verdict
 from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, sign_png
 
 RESAMPLERS = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
-EVALUATOR = ("the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder, or "
-             "the pretrained CLIP itself when one is declared), "
-             "cosine of normalised embeddings")
+EVALUATOR = (
+    "the champion's evaluator CLIP (evaluator/ in the model folder: trained apart from its text encoder, or "
+    "the pretrained CLIP itself when one is declared), "
+    "cosine of normalised embeddings"
+)
 CLIP_SCORE_SCALE = "CLIPScore = 2.5 x max(cosine(artwork, prompt), 0) on the evaluator; range 0-2.5, higher is closer"
-SIMILARITY_SCALE = ("similarity of the nearest training images: cosine in the generator's CLIP space, -1..1; a high "
-                    "similarity means alike in content or style, not a copy (see replication)")
-PROMPT_MATCH_MEANING = ("rank of the artwork's own prompt among it and the champion's evaluation prompts, by the "
-                        "evaluator; rank 1 is a match, anything else is a low prompt match")
+SIMILARITY_SCALE = (
+    "similarity of the nearest training images: cosine in the generator's CLIP space, -1..1; a high "
+    "similarity means alike in content or style, not a copy (see replication)"
+)
+PROMPT_MATCH_MEANING = (
+    "rank of the artwork's own prompt among it and the champion's evaluation prompts, by the "
+    "evaluator; rank 1 is a match, anything else is a low prompt match"
+)
 NEAREST_SHOWN = 3
 DATASET_CARD_ARTIFACT = "cards/croissant.json"  # logged on the training run by registry/tracking.py
 CACHE_LAYOUT = 2  # 2: run files keep their folders (evaluation/eval.json); a cache of another layout is fetched again
 ATTRIBUTION_EMBED_MAX = 256 * 1024  # a longer attribution list is named by digest in the manifest, not embedded
 QUARANTINE = "quarantine"  # artworks held back (possible replications): a subfolder of the artworks folder
-GALLERY_PLOTS = [paths.REPORTS / "training_loss.png", paths.REPORTS / "licenses.png", paths.REPORTS / "clipscore.png",
-                 paths.EVAL_GRID]
+GALLERY_PLOTS = [
+    paths.REPORTS / "training_loss.png",
+    paths.REPORTS / "licenses.png",
+    paths.REPORTS / "clipscore.png",
+    paths.EVAL_GRID,
+]
 
 
 class PromptRefused(ValueError):
@@ -78,8 +87,10 @@ def check_prompt(prompt: str, opt_outs: OptOuts) -> None:
         raise PromptRefused("the prompt is empty; describe the artwork to generate")
     name = prompt_refusal(prompt, opt_outs)
     if name is not None:
-        raise PromptRefused(f"prompt refused: it names '{name}', a creator who opted out of AI training "
-                            f"(listed in {paths.OPT_OUT.relative_to(paths.ROOT)}); remove the name and try again")
+        raise PromptRefused(
+            f"prompt refused: it names '{name}', a creator who opted out of AI training "
+            f"(listed in {paths.OPT_OUT.relative_to(paths.ROOT)}); remove the name and try again"
+        )
 
 
 @dataclass
@@ -94,29 +105,53 @@ class Champion:
     train_emb: torch.Tensor
     evaluator: object
     eval_tokenizer: object
-    eval_prompts: list[str]                     # the evaluation prompt set, for the prompt-match rank
+    eval_prompts: list[str]  # the evaluation prompt set, for the prompt-match rank
     text_embeddings: dict = field(default_factory=dict)  # prompt -> evaluator text embedding, filled as prompts come
-    caption_emb: torch.Tensor | None = None     # the training captions on the evaluator, for the far-prompt warning
+    caption_emb: torch.Tensor | None = None  # the training captions on the evaluator, for the far-prompt warning
     eval_prompt_emb: torch.Tensor | None = None  # the evaluation prompts on the evaluator
-    credential: dict | None = None               # the version's signed model credential (provenance/credentials.py)
-    dataset_card: bytes | None = None            # the training set's Croissant card, as logged on the run
-    embedded: tuple = ()                         # ingredients(): the documents every artwork embeds
-    alias: str = "champion"                      # the version's alias when it makes artworks
+    credential: dict | None = None  # the version's signed model credential (provenance/credentials.py)
+    dataset_card: bytes | None = None  # the training set's Croissant card, as logged on the run
+    embedded: tuple = ()  # ingredients(): the documents every artwork embeds
+    alias: str = "champion"  # the version's alias when it makes artworks
 
 
 def ingredients(champ: Champion) -> tuple[Ingredient, ...]:
     """What every artwork of the champion embeds in its signed manifest: the model credential, the dataset card and
     the attribution list (when it is short enough), each readable by any C2PA reader."""
     name, version = champ.info["name"], champ.info["version"]
-    found = [Ingredient(f"{name} version {version}: model credential", "application/json", "inputTo",
-                        "c2pa.types.model.pytorch", signed_json.canonical(champ.credential), "model-credential.json")]
+    found = [
+        Ingredient(
+            f"{name} version {version}: model credential",
+            "application/json",
+            "inputTo",
+            "c2pa.types.model.pytorch",
+            signed_json.canonical(champ.credential),
+            "model-credential.json",
+        )
+    ]
     if champ.dataset_card is not None:
-        found.append(Ingredient(f"{name} version {version}: training set card (Croissant 1.1)", "application/ld+json",
-                                "inputTo", "c2pa.types.dataset", champ.dataset_card, "croissant.json"))
+        found.append(
+            Ingredient(
+                f"{name} version {version}: training set card (Croissant 1.1)",
+                "application/ld+json",
+                "inputTo",
+                "c2pa.types.dataset",
+                champ.dataset_card,
+                "croissant.json",
+            )
+        )
     attribution = champ.attribution_path.read_bytes()
     if len(attribution) <= ATTRIBUTION_EMBED_MAX:
-        found.append(Ingredient(f"{name} version {version}: attribution list", "text/markdown", "inputTo",
-                                "c2pa.types.dataset", attribution, "ATTRIBUTION.md"))
+        found.append(
+            Ingredient(
+                f"{name} version {version}: attribution list",
+                "text/markdown",
+                "inputTo",
+                "c2pa.types.dataset",
+                attribution,
+                "ATTRIBUTION.md",
+            )
+        )
     return tuple(found)
 
 
@@ -131,24 +166,31 @@ def _cached_download(model_name: str, info: dict) -> tuple[Path, Path]:
     if marker.exists():
         known = json.loads(marker.read_text(encoding="utf-8"))
         model_dir = cache / known["pipeline"]
-        if known.get("weights_sha256") == expected and known.get("layout") == CACHE_LAYOUT and model_dir.is_dir() \
-                and weights_digest(model_dir) == expected:
+        if (
+            known.get("weights_sha256") == expected
+            and known.get("layout") == CACHE_LAYOUT
+            and model_dir.is_dir()
+            and weights_digest(model_dir) == expected
+        ):
             return model_dir, cache / "run"
     if cache.exists():
         shutil.rmtree(cache)
     model_dir = tracking.download_pipeline(model_name, info["version"], cache)
     digest = weights_digest(model_dir)
     if digest != expected:
-        raise RuntimeError(f"{model_name} version {info['version']}: downloaded weights digest {digest} does not match "
-                           f"the registered {expected}; refusing to generate")
+        raise RuntimeError(
+            f"{model_name} version {info['version']}: downloaded weights digest {digest} does not match "
+            f"the registered {expected}; refusing to generate"
+        )
     for name in ("summary.json", "ATTRIBUTION.md", "evaluation/eval.json", DATASET_CARD_ARTIFACT):
         try:
             tracking.download_run_file(info["run_id"], name, cache / "run")
         except Exception as exc:  # noqa: BLE001 (MLflow raises several kinds); eval.json and the card may be absent
             if name not in ("evaluation/eval.json", DATASET_CARD_ARTIFACT):
                 raise FileNotFoundError(f"run {info['run_id']} has no artifact {name}: {exc}") from None
-    write_json(marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest,
-                        "layout": CACHE_LAYOUT})
+    write_json(
+        marker, {"pipeline": str(model_dir.relative_to(cache)), "weights_sha256": digest, "layout": CACHE_LAYOUT}
+    )
     return model_dir, cache / "run"
 
 
@@ -175,12 +217,16 @@ def load_champion(model_name: str) -> Champion:
 
     info = tracking.version_by_alias(model_name, tracking.CHAMPION)
     if info is None:
-        raise NoChampion(f"no champion yet: no version of '{model_name}' has passed the promotion gate "
-                         "(reports/promotion.json says which figure missed and by how much); improve the data or "
-                         "the training, or promote a version by hand with `atelier promote --version N --reason TEXT`")
+        raise NoChampion(
+            f"no champion yet: no version of '{model_name}' has passed the promotion gate "
+            "(reports/promotion.json says which figure missed and by how much); improve the data or "
+            "the training, or promote a version by hand with `atelier promote --version N --reason TEXT`"
+        )
     if info["tags"].get("takedown"):
-        raise NoChampion(f"champion {model_name} version {info['version']} is marked by a takedown "
-                         f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version")
+        raise NoChampion(
+            f"champion {model_name} version {info['version']} is marked by a takedown "
+            f"({info['tags']['takedown']}); run the pipeline to retrain and promote a clean version"
+        )
     return load_version(info, "champion")
 
 
@@ -188,8 +234,10 @@ def load_version(info: dict, alias: str) -> Champion:
     """A registered version (`info` from the registry: name, version, run id, tags), fetched and checked like the
     champion: for the champion, or for a challenger's artworks made for reviewers to compare (`alias` says which)."""
     if info["tags"].get("takedown"):
-        raise NoChampion(f"{info['name']} version {info['version']} is marked by a takedown "
-                         f"({info['tags']['takedown']}); it makes no artworks")
+        raise NoChampion(
+            f"{info['name']} version {info['version']} is marked by a takedown "
+            f"({info['tags']['takedown']}); it makes no artworks"
+        )
     model_name = info["name"]
     model_dir, run_dir = _cached_download(model_name, info)
     digest = info["tags"]["weights_sha256"]
@@ -204,12 +252,26 @@ def load_version(info: dict, alias: str) -> Champion:
     if present.empty:
         raise FileNotFoundError("none of the champion's training images are in data/clean; run `dvc checkout`")
     train_emb = _train_embeddings(model_dir, present, info["tags"]["dataset_md5"])
-    credential = credentials.ensure(info, summary, file_sha256(attribution), code_version(),
-                                    ensure_signing_identity(), run_dir.parent)
+    credential = credentials.ensure(
+        info, summary, file_sha256(attribution), code_version(), ensure_signing_identity(), run_dir.parent
+    )
     card = run_dir / DATASET_CARD_ARTIFACT
-    champ = Champion(pipeline, info, model_dir, digest, summary, attribution, present, train_emb, evaluator,
-                     eval_tokenizer, eval_prompts, credential=credential,
-                     dataset_card=card.read_bytes() if card.exists() else None, alias=alias)
+    champ = Champion(
+        pipeline,
+        info,
+        model_dir,
+        digest,
+        summary,
+        attribution,
+        present,
+        train_emb,
+        evaluator,
+        eval_tokenizer,
+        eval_prompts,
+        credential=credential,
+        dataset_card=card.read_bytes() if card.exists() else None,
+        alias=alias,
+    )
     champ.embedded = ingredients(champ)
     return champ
 
@@ -226,9 +288,11 @@ def prompt_warnings(champ: Champion, prompt: str) -> list[str]:
     nearest = float((_text_embedding(champ, prompt) @ champ.caption_emb.T).max())
     if nearest >= float(floor):
         return []
-    return [f"prompt far from the training data: its nearest training caption has cosine {nearest:.2f} on the "
-            f"evaluator, below {float(floor):.2f} (what 99% of held-out real captions reach); expect an artwork that "
-            "matches the prompt poorly"]
+    return [
+        f"prompt far from the training data: its nearest training caption has cosine {nearest:.2f} on the "
+        f"evaluator, below {float(floor):.2f} (what 99% of held-out real captions reach); expect an artwork that "
+        "matches the prompt poorly"
+    ]
 
 
 def _text_embedding(champ: Champion, prompt: str) -> torch.Tensor:
@@ -240,8 +304,11 @@ def _text_embedding(champ: Champion, prompt: str) -> torch.Tensor:
 def prompt_match(champ: Champion, img_emb: torch.Tensor, prompt: str) -> dict:
     """Rank of the artwork's own prompt among it and the evaluation prompts (1 = the evaluator's best match)."""
     if champ.eval_prompt_emb is None:
-        champ.eval_prompt_emb = (encode_texts(champ.evaluator, champ.eval_tokenizer, champ.eval_prompts)
-                                 if champ.eval_prompts else torch.empty(0, img_emb.shape[1]))
+        champ.eval_prompt_emb = (
+            encode_texts(champ.evaluator, champ.eval_tokenizer, champ.eval_prompts)
+            if champ.eval_prompts
+            else torch.empty(0, img_emb.shape[1])
+        )
     others = torch.tensor([q != prompt for q in champ.eval_prompts], dtype=torch.bool)
     rows = torch.cat([_text_embedding(champ, prompt), champ.eval_prompt_emb[others]])
     rank = int(prompt_ranks(img_emb, rows, [0])[0])
@@ -256,13 +323,27 @@ def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
 def _training_image(champ: Champion, idx: int, similarity: float) -> dict:
     """One training image as the manifest lists it: record id, title, creator, licence, source, similarity."""
     r = champ.train.iloc[idx]
-    return {"record_id": r["record_id"], "title": r["title"] or r["source_uri"],
-            "creator": r["creator"] or "not recorded", "license": r["license_spdx"],
-            "source": r["source_url"] or r["source_uri"], "similarity": round(similarity, 4)}
+    return {
+        "record_id": r["record_id"],
+        "title": r["title"] or r["source_uri"],
+        "creator": r["creator"] or "not recorded",
+        "license": r["license_spdx"],
+        "source": r["source_url"] or r["source_uri"],
+        "similarity": round(similarity, 4),
+    }
 
 
-def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: float, negative_prompt: str,
-                 out_dir: Path, params: Params | None = None, conn: sqlite3.Connection | None = None) -> dict:
+def make_artwork(
+    champ: Champion,
+    prompt: str,
+    seed: int,
+    steps: int,
+    guidance: float,
+    negative_prompt: str,
+    out_dir: Path,
+    params: Params | None = None,
+    conn: sqlite3.Connection | None = None,
+) -> dict:
     """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest.
 
     A caller making many artworks passes `params` and an open ledger `conn` once, instead of one per artwork."""
@@ -273,15 +354,22 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
     tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     tensor = at_size(tensor, image_size(champ.evaluator))  # a LoRA base's resolution may differ from the CLIPs'
     img_emb = encode_images(champ.pipeline.clip_model, tensor)  # the generator's CLIP: replication, neighbours
-    eval_emb = encode_images(champ.evaluator, tensor)           # the evaluator: prompt match and CLIPScore
+    eval_emb = encode_images(champ.evaluator, tensor)  # the evaluator: prompt match and CLIPScore
     score = float(clip_score(eval_emb, _text_embedding(champ, prompt))[0])
     match = prompt_match(champ, eval_emb, prompt)
     warnings = prompt_warnings(champ, prompt)
     info, tags = champ.info, champ.info["tags"]
     ratio = float(tags.get("eval.replication_ratio_threshold", e.replication_ratio))  # calibrated by evaluate
     floor = float(tags.get("eval.replication_similarity_floor", -1.0))
-    rep = replication(img_emb, champ.train_emb, [phash(small)], list(champ.train["phash"]),
-                      ratio=ratio, hamming=e.replication_phash_hamming, min_similarity=floor)[0]
+    rep = replication(
+        img_emb,
+        champ.train_emb,
+        [phash(small)],
+        list(champ.train["phash"]),
+        ratio=ratio,
+        hamming=e.replication_phash_hamming,
+        min_similarity=floor,
+    )[0]
     sims = (img_emb @ champ.train_emb.T)[0]
     top = sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist()
     nearest = [_training_image(champ, idx, float(sims[idx])) for idx in top]
@@ -291,20 +379,41 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         verdict = replication_verdict(rep, ratio, e.replication_phash_hamming)
         flagging = [i for i in (rep["nearest"][0], rep["phash_nearest"]) if i is not None]  # always listed
         own_hash = int(phash(small), 16)
-        nearest = [_training_image(champ, idx, float(sims[idx])) | {
-                       "phash_distance": watermark.hamming(own_hash, int(champ.train.iloc[idx]["phash"], 16))}
-                   for idx in dict.fromkeys(top + flagging)]
-        refused = quarantine(big, {
-            "reason": f"not published: {verdict}", "prompt": prompt, "negative_prompt": negative_prompt or None,
-            "seed": seed, "steps": steps, "guidance": guidance,
-            "model": {"name": info["name"], "version": info["version"], "run_id": info["run_id"],
-                      "weights_sha256": champ.weights_sha256},
-            "replication": {"flagged": True, "verdict": verdict,
-                            "distance_ratio": round(float(rep["distance_ratio"]), 4),
-                            "phash_distance": int(rep["phash_distance"]), "ratio_threshold": round(ratio, 4),
-                            "phash_hamming_threshold": e.replication_phash_hamming,
-                            "similarity_floor": round(floor, 4)},
-            "nearest_training_images": nearest, "clip_score": round(score, 4)}, out_dir, conn)
+        nearest = [
+            _training_image(champ, idx, float(sims[idx]))
+            | {"phash_distance": watermark.hamming(own_hash, int(champ.train.iloc[idx]["phash"], 16))}
+            for idx in dict.fromkeys(top + flagging)
+        ]
+        refused = quarantine(
+            big,
+            {
+                "reason": f"not published: {verdict}",
+                "prompt": prompt,
+                "negative_prompt": negative_prompt or None,
+                "seed": seed,
+                "steps": steps,
+                "guidance": guidance,
+                "model": {
+                    "name": info["name"],
+                    "version": info["version"],
+                    "run_id": info["run_id"],
+                    "weights_sha256": champ.weights_sha256,
+                },
+                "replication": {
+                    "flagged": True,
+                    "verdict": verdict,
+                    "distance_ratio": round(float(rep["distance_ratio"]), 4),
+                    "phash_distance": int(rep["phash_distance"]),
+                    "ratio_threshold": round(ratio, 4),
+                    "phash_hamming_threshold": e.replication_phash_hamming,
+                    "similarity_floor": round(floor, 4),
+                },
+                "nearest_training_images": nearest,
+                "clip_score": round(score, 4),
+            },
+            out_dir,
+            conn,
+        )
         if own_conn:
             conn.close()
         return refused
@@ -320,45 +429,84 @@ def make_artwork(champ: Champion, prompt: str, seed: int, steps: int, guidance: 
         write_bytes(attribution_copy, champ.attribution_path.read_bytes())
     embedded = {i.identifier for i in champ.embedded}
     manifest = build_manifest(
-        artwork={"id": artwork_id, "file": f"{artwork_id}.png", "sha256_pixels": sha, "width": big.width,
-                 "height": big.height, "model_output_width": small.width, "model_output_height": small.height,
-                 "resampler": g.resampler, "phash": phash(big),
-                 "watermark": {"method": watermark.METHOD, "id": wm_id},
-                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "generator": {"prompt": prompt, "negative_prompt": negative_prompt or None, "seed": seed,
-                               "steps": steps, "scheduler": "DDIM", "guidance": guidance}},
-        model={"name": info["name"], "version": info["version"], "alias": champ.alias, "run_id": info["run_id"],
-               "weights_sha256": champ.weights_sha256, "backend": tags.get("backend", "latent-diffusion"),
-               "credential_sha256": signed_json.digest(champ.credential), **credentials.manifest_facts(champ.credential)},
-        data={"dvc_md5": tags["dataset_md5"], "record_count": int(tags["train_records"]),
-              "per_license": champ.license_summary["train_per_license"],
-              "excluded_per_reason": champ.license_summary["excluded_per_reason"],
-              "opt_outs_honoured": champ.license_summary["opt_outs_honoured"],
-              "attribution": {"file": attribution_copy.relative_to(out_dir).as_posix(),
-                              "sha256": file_sha256(attribution_copy),
-                              "works": champ.license_summary["attribution_required"],
-                              "creators": champ.license_summary["attribution_creators"],
-                              "embedded": "ATTRIBUTION.md" in embedded},
-              "dataset_card": {"sha256": tags.get("dataset_card_sha256") or None,
-                               "embedded": "croissant.json" in embedded}},
-        checks={"evaluator": EVALUATOR, "clip_score": round(score, 4), "clip_score_scale": CLIP_SCORE_SCALE,
-                "prompt_match": match, "warnings": warnings + (["low prompt match: the evaluator ranks its own "
-                                                                 f"prompt {match['rank']} of {match['of']}"]
-                                                                if match["low"] else []),
-                "similarity_scale": SIMILARITY_SCALE, "nearest_training_images": nearest,
-                "replication": {"flagged": bool(rep["flagged"]),
-                                "verdict": replication_verdict(rep, ratio, e.replication_phash_hamming),
-                                "distance_ratio": round(float(rep["distance_ratio"]), 4),
-                                "phash_distance": int(rep["phash_distance"]),
-                                "ratio_threshold": round(ratio, 4),
-                                "phash_hamming_threshold": e.replication_phash_hamming},
-                "model_evaluation": {k.removeprefix("eval."): float(v) for k, v in tags.items()
-                                     if k.startswith("eval.")}},
+        artwork={
+            "id": artwork_id,
+            "file": f"{artwork_id}.png",
+            "sha256_pixels": sha,
+            "width": big.width,
+            "height": big.height,
+            "model_output_width": small.width,
+            "model_output_height": small.height,
+            "resampler": g.resampler,
+            "phash": phash(big),
+            "watermark": {"method": watermark.METHOD, "id": wm_id},
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "generator": {
+                "prompt": prompt,
+                "negative_prompt": negative_prompt or None,
+                "seed": seed,
+                "steps": steps,
+                "scheduler": "DDIM",
+                "guidance": guidance,
+            },
+        },
+        model={
+            "name": info["name"],
+            "version": info["version"],
+            "alias": champ.alias,
+            "run_id": info["run_id"],
+            "weights_sha256": champ.weights_sha256,
+            "backend": tags.get("backend", "latent-diffusion"),
+            "credential_sha256": signed_json.digest(champ.credential),
+            **credentials.manifest_facts(champ.credential),
+        },
+        data={
+            "dvc_md5": tags["dataset_md5"],
+            "record_count": int(tags["train_records"]),
+            "per_license": champ.license_summary["train_per_license"],
+            "excluded_per_reason": champ.license_summary["excluded_per_reason"],
+            "opt_outs_honoured": champ.license_summary["opt_outs_honoured"],
+            "attribution": {
+                "file": attribution_copy.relative_to(out_dir).as_posix(),
+                "sha256": file_sha256(attribution_copy),
+                "works": champ.license_summary["attribution_required"],
+                "creators": champ.license_summary["attribution_creators"],
+                "embedded": "ATTRIBUTION.md" in embedded,
+            },
+            "dataset_card": {
+                "sha256": tags.get("dataset_card_sha256") or None,
+                "embedded": "croissant.json" in embedded,
+            },
+        },
+        checks={
+            "evaluator": EVALUATOR,
+            "clip_score": round(score, 4),
+            "clip_score_scale": CLIP_SCORE_SCALE,
+            "prompt_match": match,
+            "warnings": warnings
+            + (
+                [f"low prompt match: the evaluator ranks its own prompt {match['rank']} of {match['of']}"]
+                if match["low"]
+                else []
+            ),
+            "similarity_scale": SIMILARITY_SCALE,
+            "nearest_training_images": nearest,
+            "replication": {
+                "flagged": bool(rep["flagged"]),
+                "verdict": replication_verdict(rep, ratio, e.replication_phash_hamming),
+                "distance_ratio": round(float(rep["distance_ratio"]), 4),
+                "phash_distance": int(rep["phash_distance"]),
+                "ratio_threshold": round(ratio, 4),
+                "phash_hamming_threshold": e.replication_phash_hamming,
+            },
+            "model_evaluation": {k.removeprefix("eval."): float(v) for k, v in tags.items() if k.startswith("eval.")},
+        },
         code_version=code_version(),
     )
     # sign in memory first (sign_png validates the manifest against the schema): if either fails, nothing is written
-    signed_png = sign_png(png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest),
-                      champ.embedded)
+    signed_png = sign_png(
+        png_with_manifest(big, manifest), manifest, ensure_signing_identity(), artwork_terms(manifest), champ.embedded
+    )
     write_json(out_dir / f"{artwork_id}.provenance.json", manifest)
     ledger.record(conn, manifest, wm_id)
     if own_conn:
@@ -375,8 +523,15 @@ def quarantine(image: Image.Image, facts: dict, out_dir: Path, conn: sqlite3.Con
     replication (the check's figures) and nearest_training_images (record id, creator, licence, similarity)."""
     sha = pixels_sha256(image)
     refusal_id = sha[:16]
-    record = {"id": refusal_id, "quarantined": True, "file": f"{QUARANTINE}/{refusal_id}.png", "sha256_pixels": sha,
-              "phash": phash(image), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **facts}
+    record = {
+        "id": refusal_id,
+        "quarantined": True,
+        "file": f"{QUARANTINE}/{refusal_id}.png",
+        "sha256_pixels": sha,
+        "phash": phash(image),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **facts,
+    }
     ledger.record_refusal(conn, record)
     write_json(out_dir / QUARANTINE / f"{refusal_id}.quarantine.json", record)
     buf = io.BytesIO()
@@ -385,9 +540,16 @@ def quarantine(image: Image.Image, facts: dict, out_dir: Path, conn: sqlite3.Con
     return record
 
 
-def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | None = None,
-                      guidance: float | None = None, negative_prompt: str | None = None,
-                      out_dir: Path | None = None, version: str | None = None) -> list[dict]:
+def generate_artworks(
+    prompts: list[str],
+    seed: int,
+    n: int = 1,
+    steps: int | None = None,
+    guidance: float | None = None,
+    negative_prompt: str | None = None,
+    out_dir: Path | None = None,
+    version: str | None = None,
+) -> list[dict]:
     """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests. With
     `version`, from that registered version instead (a challenger, for reviewers to compare with the champion).
     Guidance: `guidance`, else the champion's preferred guidance when models/champion.json names one (reviewers'
@@ -406,8 +568,12 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
         from registry import tracking
 
         info = tracking.get_version(params.registry.model_name, version)
-        champ = load_version(info, "champion" if "champion" in info["aliases"] else
-                             ("challenger" if "challenger" in info["aliases"] else "none"))
+        champ = load_version(
+            info,
+            "champion"
+            if "champion" in info["aliases"]
+            else ("challenger" if "challenger" in info["aliases"] else "none"),
+        )
     if guidance is None:
         guidance = followed_guidance(champ.info["version"]) or g.guidance
     out_dir = out_dir or paths.ARTWORKS
@@ -418,9 +584,17 @@ def generate_artworks(prompts: list[str], seed: int, n: int = 1, steps: int | No
             for warning in prompt_warnings(champ, prompt):
                 print(f"atelier: warning for {prompt!r}: {warning}", file=sys.stderr)
             for j in range(n):
-                manifest = make_artwork(champ, prompt, seed + j, steps or g.steps, guidance,
-                                        g.negative_prompt if negative_prompt is None else negative_prompt, out_dir,
-                                        params=params, conn=conn)
+                manifest = make_artwork(
+                    champ,
+                    prompt,
+                    seed + j,
+                    steps or g.steps,
+                    guidance,
+                    g.negative_prompt if negative_prompt is None else negative_prompt,
+                    out_dir,
+                    params=params,
+                    conn=conn,
+                )
                 manifests.append(summarise(manifest))
         publiclog.seal(conn, ensure_signing_identity())  # the ledger's log now ends here: its head, signed
     finally:
@@ -451,14 +625,24 @@ def summarise(manifest: dict) -> dict:
     if manifest.get("quarantined"):
         return {k: manifest[k] for k in ("id", "file", "quarantined", "reason", "model")} | {
             "artwork": {"file": manifest["file"], "generator": {k: manifest[k] for k in ("prompt", "seed")}},
-            "checks": {"clip_score": manifest["clip_score"], "replication": manifest["replication"],
-                       "nearest_training_images": manifest["nearest_training_images"]}}
-    return {"id": manifest["id"], "file": manifest["artwork"]["file"], "artwork": {
-                "file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
-            "model": manifest["model"], "checks": {"clip_score": manifest["checks"]["clip_score"],
-                                                   "prompt_match": manifest["checks"]["prompt_match"],
-                                                   "warnings": manifest["checks"]["warnings"],
-                                                   "replication": manifest["checks"]["replication"]}}
+            "checks": {
+                "clip_score": manifest["clip_score"],
+                "replication": manifest["replication"],
+                "nearest_training_images": manifest["nearest_training_images"],
+            },
+        }
+    return {
+        "id": manifest["id"],
+        "file": manifest["artwork"]["file"],
+        "artwork": {"file": manifest["artwork"]["file"], "generator": manifest["artwork"]["generator"]},
+        "model": manifest["model"],
+        "checks": {
+            "clip_score": manifest["checks"]["clip_score"],
+            "prompt_match": manifest["checks"]["prompt_match"],
+            "warnings": manifest["checks"]["warnings"],
+            "replication": manifest["checks"]["replication"],
+        },
+    }
 
 
 def screen_prompts(prompts: list[str], opt_outs: OptOuts) -> tuple[list[str], list[dict]]:
@@ -481,8 +665,10 @@ def main() -> dict:
     try:
         manifests = generate_artworks(prompts, seed=g.seed) if prompts else []
     except NoChampion as exc:  # the gate refused (or a takedown): the run succeeds, with nothing to generate
-        write_json(paths.REPORTS / "generate.json", {"model": None, "artworks": [], "no_champion": str(exc),
-                                                     "refused": refused})
+        write_json(
+            paths.REPORTS / "generate.json",
+            {"model": None, "artworks": [], "no_champion": str(exc), "refused": refused},
+        )
         print(f"generate: {exc}; no artworks made")
         return {"artworks": 0, "flagged": 0, "no_champion": str(exc), "refused": len(refused)}
     if not manifests:
@@ -493,24 +679,51 @@ def main() -> dict:
     model = {k: manifests[0]["model"][k] for k in ("name", "version", "run_id")}
     manifests = [m for m in manifests if not m.get("quarantined")]
     for m in held:
-        print(f"generate: quarantined {m['artwork']['generator']['prompt']!r} seed {m['artwork']['generator']['seed']}"
-              f" as {paths.relative(paths.ARTWORKS / m['file'])}: {m['reason']}")
+        print(
+            f"generate: quarantined {m['artwork']['generator']['prompt']!r} seed {m['artwork']['generator']['seed']}"
+            f" as {paths.relative(paths.ARTWORKS / m['file'])}: {m['reason']}"
+        )
     low = sum(m["checks"]["prompt_match"]["low"] for m in manifests)
-    write_json(paths.REPORTS / "generate.json", {
-        "model": model,
-        "artworks": [{"id": m["id"], "prompt": m["artwork"]["generator"]["prompt"],
-                      "flagged": m["checks"]["replication"]["flagged"],
-                      "low_prompt_match": m["checks"]["prompt_match"]["low"],
-                      "warnings": m["checks"]["warnings"]} for m in manifests],
+    write_json(
+        paths.REPORTS / "generate.json",
+        {
+            "model": model,
+            "artworks": [
+                {
+                    "id": m["id"],
+                    "prompt": m["artwork"]["generator"]["prompt"],
+                    "flagged": m["checks"]["replication"]["flagged"],
+                    "low_prompt_match": m["checks"]["prompt_match"]["low"],
+                    "warnings": m["checks"]["warnings"],
+                }
+                for m in manifests
+            ],
+            "quarantined": len(held),
+            "quarantine": [
+                {
+                    "id": m["id"],
+                    "file": m["file"],
+                    "prompt": m["artwork"]["generator"]["prompt"],
+                    "seed": m["artwork"]["generator"]["seed"],
+                    "reason": m["reason"],
+                }
+                for m in held
+            ],
+            "refused": refused,
+        },
+    )
+    print(
+        f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from {model['name']} version "
+        f"{model['version']}; {len(held)} quarantined as possible replication (not published); {low} with a low "
+        "prompt match"
+    )
+    return {
+        "artworks": len(manifests),
+        "flagged": len(held),
         "quarantined": len(held),
-        "quarantine": [{"id": m["id"], "file": m["file"], "prompt": m["artwork"]["generator"]["prompt"],
-                        "seed": m["artwork"]["generator"]["seed"], "reason": m["reason"]} for m in held],
-        "refused": refused})
-    print(f"generate: {len(manifests)} artworks in {paths.relative(paths.ARTWORKS)} from {model['name']} version "
-          f"{model['version']}; {len(held)} quarantined as possible replication (not published); {low} with a low "
-          "prompt match")
-    return {"artworks": len(manifests), "flagged": len(held), "quarantined": len(held), "low_prompt_match": low,
-            "refused": len(refused)}
+        "low_prompt_match": low,
+        "refused": len(refused),
+    }
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ import hashlib
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from collections import Counter, deque
 from collections.abc import Container
+from datetime import UTC, datetime
 from functools import cached_property
 from itertools import groupby
 from operator import itemgetter
@@ -48,23 +48,36 @@ from tqdm import tqdm
 from atelier import paths
 from atelier.config import Columns, ConfigError, IngestParams, load_params
 from atelier.declared import require_declared
+from atelier.erasures import erased_digests, erased_record, record_digest
+from atelier.faces import is_yes
 from atelier.io import ParquetStream, read_table, remove_stale_temps_in, sync_files, write_json, write_text
 from atelier.parallel import Engine, chunked
 from atelier.progress import progress_enabled
-from atelier.erasures import erased_digests, erased_record, record_digest
-from atelier.faces import is_yes
 from atelier.rawstore import RawStoreKeyError, compact, data_key, encrypted_packs, key_dir, migrate, write_pack
 from atelier.sources import Item, iter_items
 from atelier.sources.folder import Block, block_items, folder_blocks, unchanged
 from provenance.reservations import reservation
 
-RAW_SCHEMA = pa.schema([
-    ("record_id", pa.string()), ("source", pa.string()), ("source_uri", pa.string()), ("row", pa.int64()),
-    ("title", pa.string()), ("creator", pa.string()), ("caption", pa.string()), ("license_raw", pa.string()),
-    ("license_url", pa.string()), ("source_url", pa.string()), ("noai", pa.bool_()),
-    ("model_release", pa.bool_()), ("historical", pa.bool_()), ("raw_pack", pa.string()),
-    ("bytes", pa.int64()), ("ingest_error", pa.string()),
-])
+RAW_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("source", pa.string()),
+        ("source_uri", pa.string()),
+        ("row", pa.int64()),
+        ("title", pa.string()),
+        ("creator", pa.string()),
+        ("caption", pa.string()),
+        ("license_raw", pa.string()),
+        ("license_url", pa.string()),
+        ("source_url", pa.string()),
+        ("noai", pa.bool_()),
+        ("model_release", pa.bool_()),
+        ("historical", pa.bool_()),
+        ("raw_pack", pa.string()),
+        ("bytes", pa.int64()),
+        ("ingest_error", pa.string()),
+    ]
+)
 RAW_COLUMNS = RAW_SCHEMA.names
 # The incremental index (paths.INGEST_INDEX): the last run's records, by chunk and by fingerprint. Kept out of
 # data/raw on purpose: fingerprints hold paths and mtimes, and data/raw must depend only on the sources' contents.
@@ -72,14 +85,20 @@ RAW_COLUMNS = RAW_SCHEMA.names
 # keyed chunk of a metadata.jsonl, the key of its lines as written (see lines_key).
 # `fetched_at` is when a URL was last fetched, its opt-out signals checked (seconds since the epoch; null for other
 # kinds); `recheck_due` is set by `atelier sources recheck` on the URLs to fetch again whatever their age.
-INDEX_SCHEMA = (RAW_SCHEMA.append(pa.field("fingerprint", pa.string())).append(pa.field("chunk", pa.string()))
-                .append(pa.field("lines_key", pa.string())).append(pa.field("fetched_at", pa.float64()))
-                .append(pa.field("recheck_due", pa.bool_())))
+INDEX_SCHEMA = (
+    RAW_SCHEMA.append(pa.field("fingerprint", pa.string()))
+    .append(pa.field("chunk", pa.string()))
+    .append(pa.field("lines_key", pa.string()))
+    .append(pa.field("fetched_at", pa.float64()))
+    .append(pa.field("recheck_due", pa.bool_()))
+)
 INDEX_VERSION = "ingest-index 5"  # part of every chunk key: change it when ingest_item's output changes
 
 RECHECKS = paths.REPORTS / "rechecks.json"  # what the last re-check of URL opt-outs found (written when one ran)
 
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "none", "null"}  # the only `noai` values that do not opt out
+
+
 def _text(value: object, max_chars: int) -> str:
     """A metadata value as text: NUL bytes dropped, stripped, at most `max_chars` (longer rows are refused)."""
     if value is None:
@@ -103,8 +122,7 @@ def _field_problem(fields: dict, columns: Columns, max_chars: int) -> str | None
         if key != "noai" and isinstance(value, (dict, list)):
             return f"field '{column}' is a JSON {'object' if isinstance(value, dict) else 'list'}, not text"
         if isinstance(value, str) and len(value) > max_chars:
-            return (f"field '{column}' has {len(value)} characters, over ingest.max_field_chars={max_chars}; "
-                    "shorten it")
+            return f"field '{column}' has {len(value)} characters, over ingest.max_field_chars={max_chars}; shorten it"
     if "\x00" in str(fields.get(columns.file_name) or ""):
         return f"field '{columns.file_name}' contains a NUL byte"
     return None
@@ -125,8 +143,14 @@ def _read(item: Item, max_file_bytes: int) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, int], previous: dict | None = None,
-                erased: dict[str, str] | None = None) -> tuple[dict, bytes | None]:
+def ingest_item(
+    item: Item,
+    source: str,
+    columns: Columns,
+    limits: tuple[int, int],
+    previous: dict | None = None,
+    erased: dict[str, str] | None = None,
+) -> tuple[dict, bytes | None]:
     """One item -> (its raw record, the bytes to store), or the record of `previous` (an earlier run's copy of the
     same fingerprint: record_id, raw_pack, bytes, fetched_at) and None. `limits` is (max_file_bytes, max_field_chars).
     A record whose digest is in `erased` {record digest: erasure} comes back erased (erasures.erased_record)."""
@@ -137,14 +161,23 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
         if f and (problem := _field_problem(f, columns, max_chars)):
             error = f"metadata_malformed: line {item.row} {problem}"
     record = {
-        "source": source, "source_uri": item.uri, "row": item.row,
-        "title": _text(f.get(columns.title), max_chars), "creator": _text(f.get(columns.creator), max_chars),
-        "caption": _text(f.get(columns.caption), max_chars), "license_raw": _text(f.get(columns.license), max_chars),
+        "source": source,
+        "source_uri": item.uri,
+        "row": item.row,
+        "title": _text(f.get(columns.title), max_chars),
+        "creator": _text(f.get(columns.creator), max_chars),
+        "caption": _text(f.get(columns.caption), max_chars),
+        "license_raw": _text(f.get(columns.license), max_chars),
         "license_url": _text(f.get(columns.license_url), max_chars),
-        "source_url": _text(f.get(columns.source_url), max_chars), "noai": _flag(f.get(columns.noai)),
+        "source_url": _text(f.get(columns.source_url), max_chars),
+        "noai": _flag(f.get(columns.noai)),
         # consent-like flags count only when explicitly yes: an unclear value never exempts faces from blurring
-        "model_release": is_yes(f.get(columns.model_release)), "historical": is_yes(f.get(columns.historical)),
-        "raw_pack": None, "bytes": None, "ingest_error": error, "fingerprint": item.fingerprint,
+        "model_release": is_yes(f.get(columns.model_release)),
+        "historical": is_yes(f.get(columns.historical)),
+        "raw_pack": None,
+        "bytes": None,
+        "ingest_error": error,
+        "fingerprint": item.fingerprint,
         "fetched_at": item.fetched_at,
     }
     erased = erased or {}
@@ -168,9 +201,16 @@ def ingest_item(item: Item, source: str, columns: Columns, limits: tuple[int, in
     return record, data
 
 
-def ingest_chunk(items: list[Item], source: str, columns: dict, packs_dir: str, limits: tuple[int, int],
-                 previous: dict[str, dict], key_dir: str | None = None, erased: dict[str, str] | None = None
-                 ) -> list[dict]:
+def ingest_chunk(
+    items: list[Item],
+    source: str,
+    columns: dict,
+    packs_dir: str,
+    limits: tuple[int, int],
+    previous: dict[str, dict],
+    key_dir: str | None = None,
+    erased: dict[str, str] | None = None,
+) -> list[dict]:
     """A worker's task: ingest a chunk of items, their new bytes into one pack, encrypted with the key in `key_dir`
     when given (arguments are plain data, never the key, so it runs on any engine)."""
     cols = Columns(**columns)
@@ -197,7 +237,7 @@ class Previous:
         self.packs: dict[str, set[str]] | None = None  # pack name -> the ids it holds, when its compaction finished
 
     @cached_property
-    def copies(self) -> "Copies":
+    def copies(self) -> Copies:
         """The copies still in the raw store, by fingerprint (indexed when a chunk changed: a run that reuses every
         chunk never needs them)."""
         return Copies(self.table, self.present, self.due_before)
@@ -219,8 +259,11 @@ class Copies:
         i = self.rows.get(fingerprint)
         if i is None:
             return None
-        row = self.table.slice(i, 1).select(["record_id", "raw_pack", "bytes", "ingest_error", "fetched_at",
-                                             "recheck_due"]).to_pylist()[0]
+        row = (
+            self.table.slice(i, 1)
+            .select(["record_id", "raw_pack", "bytes", "ingest_error", "fetched_at", "recheck_due"])
+            .to_pylist()[0]
+        )
         if row.pop("ingest_error") is not None or row["raw_pack"] not in self.present:
             return None
         return row
@@ -267,7 +310,7 @@ def load_previous(index_path: Path, compacted: Path) -> Previous:
     start = 0
     for key, run in groupby(cols["chunk"]):  # a chunk's rows are consecutive
         n = sum(1 for _ in run)
-        if key and all(pack in prev.present for pack in packs[start:start + n] if pack is not None):
+        if key and all(pack in prev.present for pack in packs[start : start + n] if pack is not None):
             prev.chunks[key] = (start, n)
             if cols["lines_key"][start]:
                 prev.lines[cols["lines_key"][start]] = (start, n)
@@ -292,8 +335,9 @@ def _key_start(source, limits: tuple[int, int], erased: str = ""):
     return hashlib.sha256(settings.encode())
 
 
-def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container[str] = frozenset(),
-              erased: str = "") -> str | None:
+def chunk_key(
+    source, limits: tuple[int, int], items: list[Item], due: Container[str] = frozenset(), erased: str = ""
+) -> str | None:
     """The identity of a chunk of items: an equal key means equal records, so the last run's are reused whole.
     None when an item's outcome could change while its metadata does not (a file missing today may be there
     tomorrow), or an item has no cheap identity. An item in `due` (a URL whose signals are checked again this run)
@@ -304,8 +348,9 @@ def chunk_key(source, limits: tuple[int, int], items: list[Item], due: Container
             return None
         text = item.text or json.dumps(item.fields, sort_keys=True, ensure_ascii=False, default=str)
         recheck = "\x1frecheck" if item.fingerprint in due else ""
-        h.update(f"\x1e{item.row}\x1f{item.uri}\x1f{item.fingerprint}\x1f{text}{recheck}"
-                 .encode("utf-8", "surrogatepass"))
+        h.update(
+            f"\x1e{item.row}\x1f{item.uri}\x1f{item.fingerprint}\x1f{text}{recheck}".encode("utf-8", "surrogatepass")
+        )
     return h.hexdigest()
 
 
@@ -339,9 +384,17 @@ def source_chunks(source, p: IngestParams, previous: Previous, size: int, erased
             yield key, block_items(block, source, p.max_file_bytes), None
 
 
-def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStream, index: ParquetStream,
-               previous: Previous, now: float | None = None, key_dir: str | None = None,
-               erased: dict[str, str] | None = None) -> tuple[Counter, dict[str, set[str]], set[str], dict]:
+def ingest_all(
+    p: IngestParams,
+    engine: Engine,
+    packs_dir: Path,
+    out: ParquetStream,
+    index: ParquetStream,
+    previous: Previous,
+    now: float | None = None,
+    key_dir: str | None = None,
+    erased: dict[str, str] | None = None,
+) -> tuple[Counter, dict[str, set[str]], set[str], dict]:
     """Stream every source's items through the engine into `out` (and the index rows into `index`); return how
     many records were reused per source, the record ids each pack must hold, the packs written by this run, and the
     re-checks: {"rechecked": URLs fetched again per source, "changed": the records usable before and not now}.
@@ -376,11 +429,26 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
                         due = {i.fingerprint: row for i in chunk if (row := previous.copies.due(i.fingerprint))}
                     key = chunk_key(source, limits, chunk, due, salt)
                     span = previous.chunks.get(key) if key else None
-                copies = {} if span else {i.fingerprint: copy for i in chunk
-                                          if i.fingerprint and (copy := previous.copies.get(i.fingerprint))}
+                copies = (
+                    {}
+                    if span
+                    else {
+                        i.fingerprint: copy
+                        for i in chunk
+                        if i.fingerprint and (copy := previous.copies.get(i.fingerprint))
+                    }
+                )
                 keys.append((key, by_lines, span, copies, due))
-                yield ([] if span else chunk, source.name, source.columns.model_dump(), str(packs_dir), limits, copies,
-                       key_dir, erased)
+                yield (
+                    [] if span else chunk,
+                    source.name,
+                    source.columns.model_dump(),
+                    str(packs_dir),
+                    limits,
+                    copies,
+                    key_dir,
+                    erased,
+                )
 
         light = lambda task: all(i.error or i.fingerprint in task[5] for i in task[0])  # noqa: E731 (no bytes to read)
         bar = tqdm(desc=f"ingest {source.name}", unit="rec", disable=not progress_enabled())
@@ -411,16 +479,24 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
             index.write([{**r, "chunk": key or "", "lines_key": by_lines if key else ""} for r in records])
             reused[source.name] += sum(r["fingerprint"] in copies and r["ingest_error"] is None for r in records)
             add_live([r["raw_pack"] for r in records], [r["record_id"] for r in records])
-            written.update(r["raw_pack"] for r in records
-                           if r["raw_pack"] is not None and r["fingerprint"] not in copies)
+            written.update(
+                r["raw_pack"] for r in records if r["raw_pack"] is not None and r["fingerprint"] not in copies
+            )
             for r in (r for r in records if r["fingerprint"] in due):
                 rechecks["rechecked"][source.name] += 1
                 if r["ingest_error"] is not None:  # usable at the last fetch, not now
                     before = due[r["fingerprint"]]
                     reason, _, detail = r["ingest_error"].partition(": ")
-                    rechecks["changed"].append({
-                        "source": source.name, "url": r["source_uri"], "record_id": before["record_id"],
-                        "reason": reason, "detail": detail, "fetched_before": before["fetched_at"]})
+                    rechecks["changed"].append(
+                        {
+                            "source": source.name,
+                            "url": r["source_uri"],
+                            "record_id": before["record_id"],
+                            "reason": reason,
+                            "detail": detail,
+                            "fetched_before": before["fetched_at"],
+                        }
+                    )
             bar.update(len(records))
         copy_run()
         bar.close()
@@ -430,20 +506,35 @@ def ingest_all(p: IngestParams, engine: Engine, packs_dir: Path, out: ParquetStr
 def ingest_source(source, packs_dir: Path, p: IngestParams | None = None) -> list[dict]:
     """All records of one source, in this process (tests and small sources)."""
     p = p or IngestParams(sources=[source])
-    return ingest_chunk(list(iter_items(source, max_file_bytes=p.max_file_bytes)), source.name,
-                        source.columns.model_dump(), str(packs_dir), (p.max_file_bytes, p.max_field_chars), {})
+    return ingest_chunk(
+        list(iter_items(source, max_file_bytes=p.max_file_bytes)),
+        source.name,
+        source.columns.model_dump(),
+        str(packs_dir),
+        (p.max_file_bytes, p.max_field_chars),
+        {},
+    )
 
 
 def recheck_report(rechecks: dict, now: float, days: float, lineage=None) -> dict:
     """reports/rechecks.json: when URLs were re-checked, which records are now excluded and why, and (through
     `lineage(record_ids)`, as a takedown reports it) the model versions that trained on them and their artworks."""
     changed = sorted(rechecks["changed"], key=lambda c: (c["source"], c["url"]))
-    report = {"checked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-              "recheck_after_days": days, "rechecked_per_source": dict(rechecks["rechecked"]),
-              "changed": [c | {"fetched_before": None if c["fetched_before"] is None else
-                               datetime.fromtimestamp(c["fetched_before"], timezone.utc).isoformat(timespec="seconds")}
-                          for c in changed],
-              "lineage": None}
+    report = {
+        "checked_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        "recheck_after_days": days,
+        "rechecked_per_source": dict(rechecks["rechecked"]),
+        "changed": [
+            c
+            | {
+                "fetched_before": None
+                if c["fetched_before"] is None
+                else datetime.fromtimestamp(c["fetched_before"], UTC).isoformat(timespec="seconds")
+            }
+            for c in changed
+        ],
+        "lineage": None,
+    }
     if lineage is not None and changed:
         try:
             report["lineage"] = lineage(sorted({c["record_id"] for c in changed}))
@@ -487,38 +578,65 @@ def main() -> dict:
     key = data_key(create=not encrypted_packs(paths.RAW_PACKS)) if p.encrypt_raw else None
     migrated = migrate(paths.RAW_PACKS, key)  # an earlier run's store in the other form: rewritten in place
     if migrated:
-        print(f"ingest: {migrated} raw packs {'encrypted' if key else 'decrypted'} in place (ingest.encrypt_raw is "
-              f"{'on' if key else 'off'})")
+        print(
+            f"ingest: {migrated} raw packs {'encrypted' if key else 'decrypted'} in place (ingest.encrypt_raw is "
+            f"{'on' if key else 'off'})"
+        )
     erased = erased_digests()
     now = time.time()
-    with Engine(params.engine) as engine, ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out, \
-            ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index:
-        reused, live, written, rechecks = ingest_all(p, engine, paths.RAW_PACKS, out, index, previous, now,
-                                                     key_dir=str(key_dir()) if key else None, erased=erased)
+    with (
+        Engine(params.engine) as engine,
+        ParquetStream(paths.RAW_RECORDS, RAW_SCHEMA) as out,
+        ParquetStream(paths.INGEST_INDEX, INDEX_SCHEMA) as index,
+    ):
+        reused, live, written, rechecks = ingest_all(
+            p,
+            engine,
+            paths.RAW_PACKS,
+            out,
+            index,
+            previous,
+            now,
+            key_dir=str(key_dir()) if key else None,
+            erased=erased,
+        )
         where = engine.describe()
         sync_files([paths.absolute(pack) for pack in written])  # on disk before the table that names them
     deleted, rewritten = compact(paths.RAW_PACKS, live, previous.packs)
     write_text(paths.INGEST_COMPACTED, _index_stamp(paths.INGEST_INDEX))
     table = read_table(paths.RAW_RECORDS, columns=["source", "ingest_error"]).to_pydict()
     errors = Counter(e.split(":")[0] for e in table["ingest_error"] if e is not None)
-    summary = {"records_per_source": dict(Counter(table["source"])), "ingest_errors": dict(errors),
-               "raw_encrypted": key is not None, "packs_migrated": migrated,
-               "reused_per_source": dict(reused), "packs_deleted": deleted, "packs_rewritten": rewritten,
-               "engine": where, "rechecked_per_source": dict(rechecks["rechecked"]),
-               "rechecks_changed": len(rechecks["changed"])}
+    summary = {
+        "records_per_source": dict(Counter(table["source"])),
+        "ingest_errors": dict(errors),
+        "raw_encrypted": key is not None,
+        "packs_migrated": migrated,
+        "reused_per_source": dict(reused),
+        "packs_deleted": deleted,
+        "packs_rewritten": rewritten,
+        "engine": where,
+        "rechecked_per_source": dict(rechecks["rechecked"]),
+        "rechecks_changed": len(rechecks["changed"]),
+    }
     if rechecks["rechecked"]:
         from provenance.usage import records_used_by  # here: the registry and the ledger only when re-checking
 
         report = recheck_report(rechecks, now, p.recheck_after_days, records_used_by if rechecks["changed"] else None)
         write_json(RECHECKS, report)
         for change in report["changed"]:
-            print(f"ingest: re-check: {change['url']} is now excluded ({change['reason']}); it was record "
-                  f"{change['record_id'][:16]}")
+            print(
+                f"ingest: re-check: {change['url']} is now excluded ({change['reason']}); it was record "
+                f"{change['record_id'][:16]}"
+            )
         if report["lineage"] and report["lineage"]["versions"]:
-            print(f"ingest: re-check: model versions trained on works whose signals changed: "
-                  f"{[v['version'] for v in report['lineage']['versions']]} (see {paths.relative(RECHECKS)})")
-    print(f"ingest: {len(table['source'])} records {summary['records_per_source']} on {where}; "
-          f"{sum(reused.values())} unchanged since the last run; errors {dict(errors)}")
+            print(
+                f"ingest: re-check: model versions trained on works whose signals changed: "
+                f"{[v['version'] for v in report['lineage']['versions']]} (see {paths.relative(RECHECKS)})"
+            )
+    print(
+        f"ingest: {len(table['source'])} records {summary['records_per_source']} on {where}; "
+        f"{sum(reused.values())} unchanged since the last run; errors {dict(errors)}"
+    )
     return summary
 
 
@@ -533,8 +651,9 @@ def recheck_due(index_path: Path, recheck_after_days: float, now: float) -> bool
     if table.schema.remove_metadata() != INDEX_SCHEMA:
         return False
     before = now - recheck_after_days * 86400
-    for fingerprint, fetched, due in zip(table["fingerprint"].to_pylist(), table["fetched_at"].to_pylist(),
-                                         table["recheck_due"].to_pylist()):
+    for fingerprint, fetched, due in zip(
+        table["fingerprint"].to_pylist(), table["fetched_at"].to_pylist(), table["recheck_due"].to_pylist()
+    ):
         if (fingerprint or "").startswith("url:") and (due or (fetched is not None and fetched < before)):
             return True
     return False
@@ -546,18 +665,24 @@ def recheck_sources(root: Path, name: str | None) -> list[str]:
 
     urls = [s.name for s in load_params(root / "params.yaml").ingest.sources if s.kind == "urls"]
     if name is not None and name not in urls:
-        raise ConfigError(f"'{name}' is not a url source in params.yaml ingest.sources (url sources: "
-                          f"{', '.join(urls) or 'none'}); only fetched URLs can be re-checked")
+        raise ConfigError(
+            f"'{name}' is not a url source in params.yaml ingest.sources (url sources: "
+            f"{', '.join(urls) or 'none'}); only fetched URLs can be re-checked"
+        )
     names = [name] if name else urls
     if not names:
         return ["sources: no url source in params.yaml ingest.sources: nothing to re-check"]
     marked = mark_due(paths.INGEST_INDEX, paths.INGEST_COMPACTED, names)
-    lines = [f"sources: {marked[n]} earlier fetches of '{n}' marked due: the next ingest fetches them again, "
-             "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
-             "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
-             for n in names]
-    return lines + ["note: the next `atelier run` (or scheduled run) re-checks them: it runs ingest whenever a "
-                    "re-check is due; with plain DVC: dvc repro --force --single-item ingest, then dvc repro"]
+    lines = [
+        f"sources: {marked[n]} earlier fetches of '{n}' marked due: the next ingest fetches them again, "
+        "checking robots.txt, TDM-Rep and the response headers; a work that is now reserved is excluded with "
+        "the signal's reason and listed in reports/rechecks.json with the model versions trained on it"
+        for n in names
+    ]
+    return lines + [
+        "note: the next `atelier run` (or scheduled run) re-checks them: it runs ingest whenever a "
+        "re-check is due; with plain DVC: dvc repro --force --single-item ingest, then dvc repro"
+    ]
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ from collections import Counter
 import pandas as pd
 
 from atelier import paths
-from atelier.cards import card_text, datasheet_markdown, dataset_card
+from atelier.cards import card_text, dataset_card, datasheet_markdown
 from atelier.config import PolicyParams, load_params
 from atelier.erasures import erasure_count
 from atelier.hashing import file_sha256
 from atelier.io import write_json, write_parquet, write_text
 from atelier.rawstore import encrypted_count
-from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS, OptOuts, attributable, decide, read_opt_outs
+from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS
+from atelier.rights import OptOuts, attributable, decide, read_opt_outs
 
 # the decision, then the duplicate group: its size, every known creator, and the member that excluded it
 LICENSE_COLUMNS = [*DECISION_COLUMNS, "group_size", "credited", "excluded_because"]
@@ -37,11 +38,16 @@ def duplicate_groups(clean: pd.DataFrame, rejects: pd.DataFrame) -> dict[str, li
     groups: dict[str, list[dict]] = {}
     for r in rejects[rejects["reason"].isin(DUPLICATE_REASONS)].to_dict("records"):
         m = _KEPT_URI.match(str(r.get("detail") or ""))
-        kept = r["record_id"] if r["reason"] == "duplicate_exact" and r["record_id"] in kept_ids else (
-            by_uri.get(m.group(1)) if m else None)
+        kept = (
+            r["record_id"]
+            if r["reason"] == "duplicate_exact" and r["record_id"] in kept_ids
+            else (by_uri.get(m.group(1)) if m else None)
+        )
         if kept is None:
-            raise ValueError(f"{paths.relative(paths.CLEAN_REJECTS)}: duplicate {r['source_uri']} ({r.get('detail')}) "
-                             "names no record of data/clean/records.parquet; re-run the clean stage")
+            raise ValueError(
+                f"{paths.relative(paths.CLEAN_REJECTS)}: duplicate {r['source_uri']} ({r.get('detail')}) "
+                "names no record of data/clean/records.parquet; re-run the clean stage"
+            )
         groups.setdefault(kept, []).append(r)
     return groups
 
@@ -49,8 +55,9 @@ def duplicate_groups(clean: pd.DataFrame, rejects: pd.DataFrame) -> dict[str, li
 def _blocks(verdict: dict, group_attributable: bool) -> bool:
     """A member's verdict that keeps its whole group from training (a missing creator does not, when another
     member of the group can be credited)."""
-    return verdict["decision"] == "exclude" and not (verdict["reason"] == "attribution_impossible"
-                                                     and group_attributable)
+    return verdict["decision"] == "exclude" and not (
+        verdict["reason"] == "attribution_impossible" and group_attributable
+    )
 
 
 def decide_group(kept: dict, members: list[dict], policy: PolicyParams, opt_outs: OptOuts) -> dict:
@@ -59,36 +66,63 @@ def decide_group(kept: dict, members: list[dict], policy: PolicyParams, opt_outs
     group = [kept, *members]
     verdicts = [decide(m, policy, opt_outs) for m in group]
     can_credit = any(attributable(m) for m in group)
-    creators = list(dict.fromkeys(str(m.get("creator") or "").strip() for m in group if str(m.get("creator") or "").strip()))
+    creators = list(
+        dict.fromkeys(str(m.get("creator") or "").strip() for m in group if str(m.get("creator") or "").strip())
+    )
     out = {**verdicts[0], "group_size": len(group), "credited": "; ".join(creators), "excluded_because": None}
     if _blocks(verdicts[0], can_credit):
         return out
-    blockers = sorted((i for i in range(1, len(group)) if _blocks(verdicts[i], can_credit)),
-                      key=lambda i: not verdicts[i]["opted_out"])  # an opt-out is named first
+    blockers = sorted(
+        (i for i in range(1, len(group)) if _blocks(verdicts[i], can_credit)),
+        key=lambda i: not verdicts[i]["opted_out"],
+    )  # an opt-out is named first
     if blockers:
         m, v = group[blockers[0]], verdicts[blockers[0]]
-        return {**out, "decision": "exclude", "reason": f"group:{v['reason']}", "opted_out": v["opted_out"],
-                "excluded_because": f"{m['source_uri']} (record {m['record_id'][:12]})"}
+        return {
+            **out,
+            "decision": "exclude",
+            "reason": f"group:{v['reason']}",
+            "opted_out": v["opted_out"],
+            "excluded_because": f"{m['source_uri']} (record {m['record_id'][:12]})",
+        }
     spdx = " AND ".join(dict.fromkeys(v["license_spdx"] for v in verdicts))
-    return {**out, "license_spdx": spdx, "decision": "train", "reason": f"allowed:{spdx}",
-            "permits_training": all(v["permits_training"] for v in verdicts),
-            "permits_commercial": all(v["permits_commercial"] for v in verdicts),
-            "requires_attribution": any(v["requires_attribution"] for v in verdicts),
-            "share_alike": any(v["share_alike"] for v in verdicts),
-            "no_derivatives": any(v["no_derivatives"] for v in verdicts)}
+    return {
+        **out,
+        "license_spdx": spdx,
+        "decision": "train",
+        "reason": f"allowed:{spdx}",
+        "permits_training": all(v["permits_training"] for v in verdicts),
+        "permits_commercial": all(v["permits_commercial"] for v in verdicts),
+        "requires_attribution": any(v["requires_attribution"] for v in verdicts),
+        "share_alike": any(v["share_alike"] for v in verdicts),
+        "no_derivatives": any(v["no_derivatives"] for v in verdicts),
+    }
 
 
-def license_records(clean: pd.DataFrame, policy: PolicyParams, opt_outs: OptOuts,
-                    rejects: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def license_records(
+    clean: pd.DataFrame, policy: PolicyParams, opt_outs: OptOuts, rejects: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split clean records into (train, excluded), adding the license columns to each; each record is decided
     with its duplicates among `rejects` (clean's rejects.parquet)."""
     groups = duplicate_groups(clean, rejects) if rejects is not None else {}
-    rows = [{**r, **decide_group(r, groups.get(r["record_id"], []), policy, opt_outs)}
-            for r in clean.to_dict("records")]
+    rows = [
+        {**r, **decide_group(r, groups.get(r["record_id"], []), policy, opt_outs)} for r in clean.to_dict("records")
+    ]
     frame = pd.DataFrame(rows, columns=[*clean.columns, *LICENSE_COLUMNS])
     # bool even when empty: an empty object column used as a mask selects columns, not rows (no record may train)
-    frame = frame.astype({c: bool for c in ("permits_training", "permits_commercial", "requires_attribution",
-                                            "share_alike", "no_derivatives", "opted_out")})
+    frame = frame.astype(
+        {
+            c: bool
+            for c in (
+                "permits_training",
+                "permits_commercial",
+                "requires_attribution",
+                "share_alike",
+                "no_derivatives",
+                "opted_out",
+            )
+        }
+    )
     frame = frame.astype({"group_size": "int64", "credited": str, "excluded_because": object})
     train = frame[frame["decision"] == "train"].reset_index(drop=True)
     excluded = frame[frame["decision"] == "exclude"].reset_index(drop=True)
@@ -104,22 +138,37 @@ def _md(text: str) -> str:
     text = " ".join(str(text).split()).translate(_INVISIBLE)
     if text[:1] in ("=", "+", "-", "@"):
         text = "'" + text
-    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("[", "\\["),
-                          ("]", "\\]"), ("`", "\\`")):
+    for char, escaped in (
+        ("\\", "\\\\"),
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "\\|"),
+        ("[", "\\["),
+        ("]", "\\]"),
+        ("`", "\\`"),
+    ):
         text = text.replace(char, escaped)
     return text
 
 
 def attribution_markdown(train: pd.DataFrame) -> str:
     """ATTRIBUTION.md: every training work whose license requires attribution, grouped by creator."""
-    lines = ["# Attribution", "",
-             "Works used to train Atelier models whose licenses require attribution.", "",
-             "| creator | title | source | license |", "|---|---|---|---|"]
+    lines = [
+        "# Attribution",
+        "",
+        "Works used to train Atelier models whose licenses require attribution.",
+        "",
+        "| creator | title | source | license |",
+        "|---|---|---|---|",
+    ]
     needed = train[train["requires_attribution"]].sort_values(["creator", "title", "record_id"])
     for r in needed.itertuples():
         credited = getattr(r, "credited", "") or r.creator  # every known creator of the work's copies
-        lines.append(f"| {_md(credited or 'creator not recorded')} | {_md(r.title)} | {_md(r.source_url or r.source_uri)} "
-                     f"| {_md(r.license_spdx)} |")
+        lines.append(
+            f"| {_md(credited or 'creator not recorded')} | {_md(r.title)} | {_md(r.source_url or r.source_uri)} "
+            f"| {_md(r.license_spdx)} |"
+        )
     lines += ["", f"{len(needed)} works by {needed['creator'].nunique()} creators.", ""]
     return "\n".join(lines)
 
@@ -155,13 +204,22 @@ def main() -> dict:
     write_text(paths.ATTRIBUTION, attribution_markdown(train))
     write_json(paths.LICENSE_SUMMARY, summary)
     files = {path.name: file_sha256(path) for path in (paths.TRAIN_RECORDS, paths.ATTRIBUTION)}
-    card = dataset_card(train, summary, files, [(s.name, s.kind) for s in params.ingest.sources], params.clean,
-                        rejects=pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]),
-                        storage=encrypted_count(), erased=erasure_count())
+    card = dataset_card(
+        train,
+        summary,
+        files,
+        [(s.name, s.kind) for s in params.ingest.sources],
+        params.clean,
+        rejects=pd.read_parquet(paths.CLEAN_REJECTS, columns=["reason"]),
+        storage=encrypted_count(),
+        erased=erasure_count(),
+    )
     write_text(paths.DATASET_CARD, card_text(card))
     write_text(paths.DATASHEET, datasheet_markdown(card, summary))
-    print(f"license: {len(train)} allowed for training {summary['train_per_license']}; "
-          f"{len(excluded)} excluded {summary['excluded_per_reason']}")
+    print(
+        f"license: {len(train)} allowed for training {summary['train_per_license']}; "
+        f"{len(excluded)} excluded {summary['excluded_per_reason']}"
+    )
     return summary
 
 

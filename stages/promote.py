@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from atelier import paths, preference
@@ -53,8 +53,10 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
     report = json.loads(paths.EVAL_REPORT.read_text(encoding="utf-8"))
     evaluated = (report.get("model") or {}).get("version")
     if evaluated != candidate["version"]:
-        raise RuntimeError(f"{paths.relative(paths.EVAL_REPORT)} evaluates version {evaluated}, not the candidate "
-                           f"version {candidate['version']}; run `dvc repro evaluate` first")
+        raise RuntimeError(
+            f"{paths.relative(paths.EVAL_REPORT)} evaluates version {evaluated}, not the candidate "
+            f"version {candidate['version']}; run `dvc repro evaluate` first"
+        )
     prompts = [q for q in report["prompt_set"] for _ in range(e.per_prompt)]
     with tempfile.TemporaryDirectory(dir=paths.MODELS) as scratch:
         cand_dir = _pipeline_dir(model_name, candidate, Path(scratch))
@@ -65,14 +67,19 @@ def paired_comparison(model_name: str, candidate: dict, champion: dict, params: 
         scores = []
         for folder in (cand_dir, champ_dir):
             pipe = load_generator(folder)
-            images = pipe.generate_tensor(prompts, seed=e.seed, steps=e.sampling_steps, guidance=e.headline_guidance,
-                                          batch_size=24)
+            images = pipe.generate_tensor(
+                prompts, seed=e.seed, steps=e.sampling_steps, guidance=e.headline_guidance, batch_size=24
+            )
             if images.shape[-1] != size:  # a champion trained at another resolution: compare at the evaluator's
                 images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
             scores.append(clip_score(encode_images(evaluator, images), text).tolist())
     result = paired_difference(scores[0], scores[1])
-    return {**result, "champion": champion["version"], "guidance": e.headline_guidance,
-            "figure": "CLIPScore (2.5 x max(cos, 0), 0-2.5) on the candidate's evaluator; candidate minus champion"}
+    return {
+        **result,
+        "champion": champion["version"],
+        "guidance": e.headline_guidance,
+        "figure": "CLIPScore (2.5 x max(cos, 0), 0-2.5) on the candidate's evaluator; candidate minus champion",
+    }
 
 
 def record_promotion(model_name: str, version: str, by: str, reason: str, previous: str | None) -> dict:
@@ -83,7 +90,7 @@ def record_promotion(model_name: str, version: str, by: str, reason: str, previo
     from provenance.keys import ensure_signing_identity
     from registry import tracking
 
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = datetime.now(UTC).isoformat(timespec="seconds")
     tracking.tag_promotion(model_name, version, by, at, reason, previous)
     conn = ledger.open_ledger(paths.LEDGER)
     try:
@@ -107,9 +114,11 @@ def promote_by_hand(version: str, by: str, reason: str) -> tuple[dict, dict]:
     name = load_params().registry.model_name
     info = tracking.get_version(name, version)
     if info["tags"].get("takedown"):
-        raise PromotionRefused(f"{name} version {info['version']} is marked by a takedown ({info['tags']['takedown']}); "
-                               "it cannot be promoted. Run the pipeline to retrain without the work, then promote the "
-                               "new version")
+        raise PromotionRefused(
+            f"{name} version {info['version']} is marked by a takedown ({info['tags']['takedown']}); "
+            "it cannot be promoted. Run the pipeline to retrain without the work, then promote the "
+            "new version"
+        )
     previous = tracking.version_by_alias(name, tracking.CHAMPION)
     tracking.set_alias(name, tracking.CHAMPION, info["version"])
     recorded = record_promotion(name, info["version"], by, reason, previous["version"] if previous else None)
@@ -138,16 +147,26 @@ def judge(model_name: str, version: str) -> dict:
     marked = candidate["tags"].get("takedown")  # trained on a work taken down since: never champion
     if result.passed and not marked:
         tracking.set_alias(model_name, tracking.CHAMPION, version)
-        record_promotion(model_name, version, "gate", f"passed the promotion gate: {result.explain()}",
-                         champion["version"] if champion else None)
+        record_promotion(
+            model_name,
+            version,
+            "gate",
+            f"passed the promotion gate: {result.explain()}",
+            champion["version"] if champion else None,
+        )
     decision = "promoted to champion" if result.passed and not marked else "stays challenger"
     explain = result.explain() + (f"; marked by a takedown ({marked}), so not promoted" if marked else "")
     tracking.tag_version(model_name, version, GATE_TAG, f"{decision}: {explain}")
     rule = result.preference or (NO_VOTES if not votes else "not applied: no champion to compare with")
-    return {"candidate_version": version, "decision": decision, "reason": explain,
-            "checks": [c.as_dict() for c in result.checks], "paired_with_champion": paired,
-            "previous_champion": champion["version"] if champion else None,
-            "preference": {"rule": rule, "head_to_head": h2h}}
+    return {
+        "candidate_version": version,
+        "decision": decision,
+        "reason": explain,
+        "checks": [c.as_dict() for c in result.checks],
+        "paired_with_champion": paired,
+        "previous_champion": champion["version"] if champion else None,
+        "preference": {"rule": rule, "head_to_head": h2h},
+    }
 
 
 def preference_scores(votes: list[dict], params: Params, champion: str | None) -> dict:
@@ -156,12 +175,19 @@ def preference_scores(votes: list[dict], params: Params, champion: str | None) -
     p = params.promote
     between = preference.version_comparisons(votes)
     scores = {f"v{k}": s for k, s in preference.fit(between, p.preference_ridge).items()} if between else {}
-    guidance = preference.preferred_guidance(votes, champion, params.generate.guidance, p.preference_ridge) \
-        if champion else None
-    return {"votes": sum(v["choice"] in preference.CHOICES for v in votes), "flags": sum(v["choice"] == "flag"
-            for v in votes), "reviewers": len({v["reviewer"] for v in votes}), "scores": scores,
-            "model": "Bradley-Terry, ties half, ridge prior N(0, 1/preference_ridge), 95% Laplace intervals",
-            "preferred_guidance": guidance}
+    guidance = (
+        preference.preferred_guidance(votes, champion, params.generate.guidance, p.preference_ridge)
+        if champion
+        else None
+    )
+    return {
+        "votes": sum(v["choice"] in preference.CHOICES for v in votes),
+        "flags": sum(v["choice"] == "flag" for v in votes),
+        "reviewers": len({v["reviewer"] for v in votes}),
+        "scores": scores,
+        "model": "Bradley-Terry, ties half, ridge prior N(0, 1/preference_ridge), 95% Laplace intervals",
+        "preferred_guidance": guidance,
+    }
 
 
 def plot_scores(scores: dict[str, dict], path: Path) -> None:
@@ -170,9 +196,17 @@ def plot_scores(scores: dict[str, dict], path: Path) -> None:
 
     items = sorted(scores, key=lambda k: scores[k]["score"])
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(items) + 1.5), dpi=100)
-    ax.errorbar([scores[k]["score"] for k in items], range(len(items)), fmt="o", color="#c0392b", capsize=3,
-                xerr=[[scores[k]["score"] - scores[k]["low"] for k in items],
-                      [scores[k]["high"] - scores[k]["score"] for k in items]])
+    ax.errorbar(
+        [scores[k]["score"] for k in items],
+        range(len(items)),
+        fmt="o",
+        color="#c0392b",
+        capsize=3,
+        xerr=[
+            [scores[k]["score"] - scores[k]["low"] for k in items],
+            [scores[k]["high"] - scores[k]["score"] for k in items],
+        ],
+    )
     ax.axvline(0, color="#999999", linewidth=0.8)
     ax.set_yticks(range(len(items)), [f"{k} ({scores[k]['votes']} votes)" for k in items])
     ax.set_xlabel("preference score (Bradley-Terry log-strength, centred; 95% interval)")
@@ -192,18 +226,29 @@ def log_preference(model_name: str, summary: dict, h2h: dict | None, candidate: 
             version = item[1:]
             if tracking.get_version(model_name, version)["tags"].get("preference.votes") == str(summary["votes"]):
                 continue  # nothing new since the last promote run
-            tracking.log_preference(model_name, version, summary["scores"], summary["votes"], plot,
-                                    h2h if version == str(candidate) else None)
+            tracking.log_preference(
+                model_name,
+                version,
+                summary["scores"],
+                summary["votes"],
+                plot,
+                h2h if version == str(candidate) else None,
+            )
 
 
 def write_flags(votes: list[dict]) -> list[dict]:
     """reports/review_flags.json: artworks reviewers flagged as looking like an existing work, for takedown."""
     flags = preference.existing_work_flags(votes)
-    write_json(paths.REVIEW_FLAGS, {
-        "flags": flags, "reason": "existing_work: reviewers say the artwork looks like a specific existing work",
-        "next_step": "check each artwork, then `atelier takedown --image artworks/<artwork>.png --reason "
-                     "\"review flag: looks like an existing work\"` finds the training works it may copy and opts "
-                     "them out"})
+    write_json(
+        paths.REVIEW_FLAGS,
+        {
+            "flags": flags,
+            "reason": "existing_work: reviewers say the artwork looks like a specific existing work",
+            "next_step": "check each artwork, then `atelier takedown --image artworks/<artwork>.png --reason "
+            '"review flag: looks like an existing work"` finds the training works it may copy and opts '
+            "them out",
+        },
+    )
     return flags
 
 
@@ -214,15 +259,25 @@ def champion_record(model_name: str, follow_guidance: bool = False) -> dict:
 
     champion = tracking.version_by_alias(model_name, tracking.CHAMPION)
     if champion is None:
-        return {"name": model_name, "version": None, "alias": tracking.CHAMPION,
-                "note": "no version holds the champion alias yet"}
+        return {
+            "name": model_name,
+            "version": None,
+            "alias": tracking.CHAMPION,
+            "note": "no version holds the champion alias yet",
+        }
     tags = champion["tags"]
-    record = {"name": model_name, "version": champion["version"], "alias": tracking.CHAMPION,
-              "run_id": champion["run_id"], "weights_sha256": tags.get("weights_sha256"),
-              "dataset_md5": tags.get("dataset_md5"), "metrics": metrics_from_tags(tags),
-              # the components verdict registered with the version (None: registered before it was recorded)
-              "licensed_only": {"true": True, "false": False}.get(tags.get("licensed_only", "")),
-              "licensed_only_reason": tags.get("licensed_only_reason")}
+    record = {
+        "name": model_name,
+        "version": champion["version"],
+        "alias": tracking.CHAMPION,
+        "run_id": champion["run_id"],
+        "weights_sha256": tags.get("weights_sha256"),
+        "dataset_md5": tags.get("dataset_md5"),
+        "metrics": metrics_from_tags(tags),
+        # the components verdict registered with the version (None: registered before it was recorded)
+        "licensed_only": {"true": True, "false": False}.get(tags.get("licensed_only", "")),
+        "licensed_only_reason": tags.get("licensed_only_reason"),
+    }
     if follow_guidance and tags.get(GUIDANCE_TAG, "none") != "none":
         record["guidance"] = float(tags[GUIDANCE_TAG])  # promote.follow_preferred_guidance: generate uses it
     return record
@@ -251,15 +306,18 @@ def main() -> dict:
             log_preference(name, summary, (decision.get("preference") or {}).get("head_to_head"), version)
         g = summary["preferred_guidance"]
         if g is not None:
-            tracking.tag_version(name, champion["version"], GUIDANCE_TAG, f"{g['guidance']:g}" if g["clearly"] else
-                                 "none")
+            tracking.tag_version(
+                name, champion["version"], GUIDANCE_TAG, f"{g['guidance']:g}" if g["clearly"] else "none"
+            )
     else:
         decision.setdefault("preference", {"rule": NO_VOTES})
     record = champion_record(name, params.promote.follow_preferred_guidance)
     write_json(paths.PROMOTION, decision)
     write_json(paths.CHAMPION, record)
-    print(f"promote: version {version}: {decision['decision']} ({decision['reason']}); "
-          f"champion is version {record['version']}")
+    print(
+        f"promote: version {version}: {decision['decision']} ({decision['reason']}); "
+        f"champion is version {record['version']}"
+    )
     return decision
 
 

@@ -11,10 +11,10 @@ import torch
 from atelier import checkpoint, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
+from atelier.figures import write_curve
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import CONFIG_NAME, image_size, load_clip, refuse_other_resolution, zero_shot
 from atelier.models.latent_diffusion import decode_latents, encode_latents, train_autoencoder
-from atelier.figures import write_curve
 
 
 def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
@@ -27,8 +27,11 @@ def reconstruction_report(vae, scale: float, holdout: pd.DataFrame) -> dict:
     keep = named.notna().to_numpy()
     if keep.any():
         clip, tokenizer = load_clip(paths.CLIP_DIR)
-        refuse_other_resolution(image_size(clip), images.shape[-1],
-                                f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}")
+        refuse_other_resolution(
+            image_size(clip),
+            images.shape[-1],
+            f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}",
+        )
         styles, palettes = zip(*named[keep])
         mask = torch.from_numpy(keep)
         for kind, truth in (("style", styles), ("palette", palettes)):
@@ -43,9 +46,12 @@ NOT_USED = "NOT_USED.json"  # what models/autoencoder holds when the generator's
 def not_used(backend: str) -> dict:
     """Write the record saying the autoencoder is not trained for `backend` (its base model has its own VAE), in
     place of the model, the report and the curve that dvc.yaml declares."""
-    summary = {"used": False, "backend": backend,
-               "reason": f"train_diffusion.backend {backend} fine-tunes a base model that has its own VAE; Atelier's "
-                         "autoencoder is trained only for backend latent"}
+    summary = {
+        "used": False,
+        "backend": backend,
+        "reason": f"train_diffusion.backend {backend} fine-tunes a base model that has its own VAE; Atelier's "
+        "autoencoder is trained only for backend latent",
+    }
     with atomic_dir(paths.AUTOENCODER_DIR) as tmp:
         write_json(tmp / NOT_USED, summary)
     write_curve(paths.TRAIN_CURVES / "autoencoder.csv", "ae_l1", [])
@@ -64,8 +70,10 @@ def main() -> dict:
     train, holdout = split(records, params.train_clip.holdout_fraction)
     images = load_images(train)
     if images.shape[-1] != params.clean.resolution:
-        raise ValueError(f"the clean images are {images.shape[-1]} px but clean.resolution in params.yaml is "
-                         f"{params.clean.resolution}: run the clean stage again (dvc repro)")
+        raise ValueError(
+            f"the clean images are {images.shape[-1]} px but clean.resolution in params.yaml is "
+            f"{params.clean.resolution}: run the clean stage again (dvc repro)"
+        )
     curves: dict[str, list[float]] = defaultdict(list)
 
     def on_step(step: int, metrics: dict) -> None:

@@ -13,9 +13,9 @@ import pandas as pd
 from atelier import checkpoint, components, paths
 from atelier.config import load_params
 from atelier.dataset import labels, load_images, split
+from atelier.figures import write_curve
 from atelier.io import atomic_dir, write_json
 from atelier.models.clip import clip_config, load_clip, save_clip_bundle, train_clip, zero_shot
-from atelier.figures import write_curve
 
 
 def holdout_accuracy(model, tokenizer, holdout: pd.DataFrame) -> dict:
@@ -49,14 +49,19 @@ def main() -> dict:
         pretrained = {"pretrained_weights_sha256": components.weights_sha256(p.pretrained)}
     else:
         # Each loop has its own checkpoint folder: a killed run resumes both, the finished one at its last step.
-        resumables = [checkpoint.for_stage("train_clip"),
-                      checkpoint.Checkpointer(paths.CHECKPOINTS / "train_clip.evaluator",
-                                              checkpoint.stage_key("train_clip"), "train_clip evaluator")]
+        resumables = [
+            checkpoint.for_stage("train_clip"),
+            checkpoint.Checkpointer(
+                paths.CHECKPOINTS / "train_clip.evaluator", checkpoint.stage_key("train_clip"), "train_clip evaluator"
+            ),
+        ]
         images, captions = load_images(train), list(train["caption"])
-        model = train_clip(images, captions, p, on_step=lambda step, m: curve.append(m["clip_loss"]),
-                           checkpoint=resumables[0])
-        evaluator = train_clip(images, captions, p.model_copy(update={"seed": p.evaluator_seed}),
-                               checkpoint=resumables[1])
+        model = train_clip(
+            images, captions, p, on_step=lambda step, m: curve.append(m["clip_loss"]), checkpoint=resumables[0]
+        )
+        evaluator = train_clip(
+            images, captions, p.model_copy(update={"seed": p.evaluator_seed}), checkpoint=resumables[1]
+        )
         source, evaluator_source = "trained", f"trained separately (train_clip.evaluator_seed {p.evaluator_seed})"
         config = p  # the bundle's model_cfg is built from these params
     with atomic_dir(paths.CLIP_DIR) as tmp:
@@ -67,12 +72,21 @@ def main() -> dict:
     evaluator, evaluator_tokenizer = load_clip(paths.EVALUATOR_DIR)
     seconds = round(time.time() - start, 1)
     # No wall-clock time in clip.json: DVC tracks it, and two runs of the same code and data must hash alike.
-    summary = {"source": source, **pretrained, "weights_sha256": sha256, "train_images": len(train),
-               "steps": len(curve),
-               **holdout_accuracy(model, tokenizer, holdout),
-               "evaluator": evaluator_source, "evaluator_weights_sha256": evaluator_sha256,
-               **{f"evaluator_{k}": v for k, v in holdout_accuracy(evaluator, evaluator_tokenizer, holdout).items()
-                  if k != "holdout_images"}}
+    summary = {
+        "source": source,
+        **pretrained,
+        "weights_sha256": sha256,
+        "train_images": len(train),
+        "steps": len(curve),
+        **holdout_accuracy(model, tokenizer, holdout),
+        "evaluator": evaluator_source,
+        "evaluator_weights_sha256": evaluator_sha256,
+        **{
+            f"evaluator_{k}": v
+            for k, v in holdout_accuracy(evaluator, evaluator_tokenizer, holdout).items()
+            if k != "holdout_images"
+        },
+    }
     write_curve(paths.TRAIN_CURVES / "clip.csv", "clip_loss", curve)
     write_json(paths.REPORTS / "clip.json", summary)
     write_json(paths.TIMINGS / "train_clip.json", {"seconds": seconds})  # git- and DVC-untracked

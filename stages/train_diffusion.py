@@ -69,11 +69,17 @@ def _train(params, group: distributed.Group) -> Trained | None:
     records = pd.read_parquet(paths.TRAIN_RECORDS)
     train, _ = split(records, params.train_clip.holdout_fraction)
     clip, tokenizer = load_clip(paths.CLIP_DIR)
-    refuse_other_resolution(image_size(clip), params.clean.resolution,
-                            f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}")
+    refuse_other_resolution(
+        image_size(clip),
+        params.clean.resolution,
+        f"vision_cfg.image_size in {paths.relative(paths.CLIP_DIR / CONFIG_NAME)}",
+    )
     vae = AutoencoderKL.from_pretrained(paths.AUTOENCODER_DIR, use_safetensors=True).eval()
-    refuse_other_resolution(int(vae.config.sample_size), params.clean.resolution,
-                            f"sample_size in {paths.relative(paths.AUTOENCODER_DIR / 'config.json')}")
+    refuse_other_resolution(
+        int(vae.config.sample_size),
+        params.clean.resolution,
+        f"sample_size in {paths.relative(paths.AUTOENCODER_DIR / 'config.json')}",
+    )
     scale = float(vae.config.scaling_factor)
     images = load_images(train)
     latents = encode_latents(vae, images, scale)
@@ -87,8 +93,17 @@ def _train(params, group: distributed.Group) -> Trained | None:
     start = time.time()
     # a killed run resumes from its last checkpoint; rank 0 alone writes them
     resumable = checkpoint.for_stage("train_diffusion", label="train_unet", read_only=not group.is_main)
-    unet = train_unet(latents, list(train["caption"]), clip, tokenizer, p, on_step=on_step, flipped_latents=flipped,
-                      checkpoint=resumable, group=group)
+    unet = train_unet(
+        latents,
+        list(train["caption"]),
+        clip,
+        tokenizer,
+        p,
+        on_step=on_step,
+        flipped_latents=flipped,
+        checkpoint=resumable,
+        group=group,
+    )
     seconds = round(time.time() - start, 1)
     if unet is None:
         return None
@@ -101,8 +116,13 @@ def _save_and_register(params, trained: Trained) -> dict:
     records, train, vae, unet, clip, tokenizer, curves, seconds, resumable = trained
     scale = float(vae.config.scaling_factor)
     clip_cfg = json.loads((paths.CLIP_DIR / "open_clip_config.json").read_text())["model_cfg"]
-    config = {"latent_scale": scale, "pooled_scale": p.pooled_scale, "resolution": params.clean.resolution,
-              "clip_model_cfg": clip_cfg, "backend": "latent-diffusion"}
+    config = {
+        "latent_scale": scale,
+        "pooled_scale": p.pooled_scale,
+        "resolution": params.clean.resolution,
+        "clip_model_cfg": clip_cfg,
+        "backend": "latent-diffusion",
+    }
     pipeline = LatentDiffusionPipeline(vae, unet, build_scheduler(p), clip, tokenizer, config)
     with atomic_dir(paths.DIFFUSION_DIR) as tmp:
         weights = pipeline.save_pretrained(tmp)
@@ -115,39 +135,64 @@ def _save_and_register(params, trained: Trained) -> dict:
     clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
     ae_report = json.loads((paths.REPORTS / "autoencoder.json").read_text())
     registered = register_diffusion(
-        params, records, train, licensed,
-        logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
-                       **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
-                       **{f"diffusion.{k}": v for k, v in p.model_dump().items()}},
-        curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"),
-                "ae_l1": read_curve(paths.TRAIN_CURVES / "autoencoder.csv"), **curves},
-        metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
-                 "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
-                 "ae_holdout_mse": ae_report["holdout_mse"],
-                 "ae_recon_style_accuracy": ae_report.get("recon_style_accuracy", 0.0),
-                 "ae_recon_palette_accuracy": ae_report.get("recon_palette_accuracy", 0.0),
-                 "unet_seconds": seconds},
-        tags={"backend": "latent-diffusion"})
+        params,
+        records,
+        train,
+        licensed,
+        logged_params={
+            **{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+            **{f"autoencoder.{k}": v for k, v in params.train_autoencoder.model_dump().items()},
+            **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
+        },
+        curves={
+            "clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"),
+            "ae_l1": read_curve(paths.TRAIN_CURVES / "autoencoder.csv"),
+            **curves,
+        },
+        metrics={
+            "clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
+            "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
+            "ae_holdout_mse": ae_report["holdout_mse"],
+            "ae_recon_style_accuracy": ae_report.get("recon_style_accuracy", 0.0),
+            "ae_recon_palette_accuracy": ae_report.get("recon_palette_accuracy", 0.0),
+            "unet_seconds": seconds,
+        },
+        tags={"backend": "latent-diffusion"},
+    )
     data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
     # reports/train.json is tracked by DVC: no clock time and no random id (the run id is the registry's to give)
-    summary = {"model_name": registered["model_name"], "version": registered["version"],
-               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
-               "train_records": len(records), "unet_steps": p.steps}
+    summary = {
+        "model_name": registered["model_name"],
+        "version": registered["version"],
+        "weights_sha256": weights_sha256,
+        "weights": weights,
+        "dataset_md5": data_md5,
+        "train_records": len(records),
+        "unet_steps": p.steps,
+    }
     write_json(paths.TRAIN_SUMMARY, summary)
     write_json(paths.TIMINGS / "train_diffusion.json", {"unet_seconds": seconds})  # not tracked
     resumable.clear()  # every output is written and the model registered: nothing left to resume
-    print(f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
-          f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s")
+    print(
+        f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
+        f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s"
+    )
     return summary
-
 
 
 def lora_params(params: Params, group: distributed.Group) -> LoraParams:
     """The LoRA loop's tunables from train_diffusion (lr, steps, batch, caption dropout shared with the latent
     backend; lora_rank) on the group's device (device auto -> cuda when present)."""
     p = params.train_diffusion
-    return LoraParams(seed=p.seed, steps=p.steps, batch_size=p.batch_size, lr=p.lr, rank=p.lora_rank,
-                      caption_dropout=p.caption_dropout, device=str(group.device))
+    return LoraParams(
+        seed=p.seed,
+        steps=p.steps,
+        batch_size=p.batch_size,
+        lr=p.lr,
+        rank=p.lora_rank,
+        caption_dropout=p.caption_dropout,
+        device=str(group.device),
+    )
 
 
 def _main_lora(params: Params) -> dict:
@@ -169,34 +214,53 @@ def _main_lora(params: Params) -> dict:
     with distributed.process_group(p.device, p.processes) as group:
         lp = lora_params(params, group)
         # a killed run resumes from its last checkpoint; the key adds the base's digest (the base is not a DVC dep)
-        resumable = checkpoint.Checkpointer(paths.CHECKPOINTS / "train_diffusion",
-                                            {"stage": checkpoint.stage_key("train_diffusion"),
-                                             "base_model": base["weights_sha256"]}, label="train_lora",
-                                            read_only=not group.is_main)
-        layers = train_lora(base_dir, images, list(train["caption"]), lp, on_step=on_step, checkpoint=resumable,
-                            group=group)
+        resumable = checkpoint.Checkpointer(
+            paths.CHECKPOINTS / "train_diffusion",
+            {"stage": checkpoint.stage_key("train_diffusion"), "base_model": base["weights_sha256"]},
+            label="train_lora",
+            read_only=not group.is_main,
+        )
+        layers = train_lora(
+            base_dir, images, list(train["caption"]), lp, on_step=on_step, checkpoint=resumable, group=group
+        )
     if layers is None:
         return {}  # the other ranks are done: rank 0 saves and registers
-    return _save_lora_and_register(params, base, records, train, layers, curves, round(time.time() - start, 1), lp,
-                                   resumable)
+    return _save_lora_and_register(
+        params, base, records, train, layers, curves, round(time.time() - start, 1), lp, resumable
+    )
 
 
-def _save_lora_and_register(params: Params, base: dict, records: pd.DataFrame, train: pd.DataFrame, layers: dict,
-                       curves: dict[str, list[float]], seconds: float, lp: LoraParams,
-                       resumable: checkpoint.Checkpointer) -> dict:
+def _save_lora_and_register(
+    params: Params,
+    base: dict,
+    records: pd.DataFrame,
+    train: pd.DataFrame,
+    layers: dict,
+    curves: dict[str, list[float]],
+    seconds: float,
+    lp: LoraParams,
+    resumable: checkpoint.Checkpointer,
+) -> dict:
     """Rank 0: write models/diffusion, the curves and plots, register the model, write reports/train.json."""
     p = params.train_diffusion
     with atomic_dir(paths.DIFFUSION_DIR) as tmp:
         lora_sha = save_lora(layers, tmp / LORA_DIR)
         size = base_resolution(components.local_path(base["path"]))
-        config = {"backend": BACKEND, "resolution": size, "base_model": base, "lora_rank": lp.rank,
-                  "lora_weights": f"{LORA_DIR}/{LORA_WEIGHTS}"}
+        config = {
+            "backend": BACKEND,
+            "resolution": size,
+            "base_model": base,
+            "lora_rank": lp.rank,
+            "lora_weights": f"{LORA_DIR}/{LORA_WEIGHTS}",
+        }
         (tmp / PIPELINE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-        shutil.copytree(paths.CLIP_DIR, tmp / "clip")            # replication and neighbours, as the latent model's
+        shutil.copytree(paths.CLIP_DIR, tmp / "clip")  # replication and neighbours, as the latent model's
         shutil.copytree(paths.EVALUATOR_DIR, tmp / "evaluator")  # the registered model carries its own judge
-        weights = {f"{LORA_DIR}/{LORA_WEIGHTS}": lora_sha,
-                   f"clip/{WEIGHTS_NAME}": file_sha256(tmp / "clip" / WEIGHTS_NAME),
-                   f"evaluator/{WEIGHTS_NAME}": file_sha256(tmp / "evaluator" / WEIGHTS_NAME)}
+        weights = {
+            f"{LORA_DIR}/{LORA_WEIGHTS}": lora_sha,
+            f"clip/{WEIGHTS_NAME}": file_sha256(tmp / "clip" / WEIGHTS_NAME),
+            f"evaluator/{WEIGHTS_NAME}": file_sha256(tmp / "evaluator" / WEIGHTS_NAME),
+        }
     for key, values in curves.items():
         write_curve(paths.TRAIN_CURVES / f"{key}.csv", key, values)
     write_curve(paths.TRAIN_CURVES / "unet_loss.csv", "unet_loss", curves["lora_loss"])  # dvc.yaml's plot
@@ -204,28 +268,50 @@ def _save_lora_and_register(params: Params, base: dict, records: pd.DataFrame, t
     licensed = json.loads(paths.LICENSE_SUMMARY.read_text())
     clip_report = json.loads((paths.REPORTS / "clip.json").read_text())
     registered = register_diffusion(
-        params, records, train, licensed,
-        logged_params={**{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
-                       **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
-                       **{f"base_model.{k}": v for k, v in base.items()}},
+        params,
+        records,
+        train,
+        licensed,
+        logged_params={
+            **{f"clip.{k}": v for k, v in params.train_clip.model_dump().items()},
+            **{f"diffusion.{k}": v for k, v in p.model_dump().items()},
+            **{f"base_model.{k}": v for k, v in base.items()},
+        },
         curves={"clip_loss": read_curve(paths.TRAIN_CURVES / "clip.csv"), **curves},
-        metrics={"clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
-                 "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
-                 "lora_seconds": seconds},
-        tags={"backend": BACKEND, "device": lp.device, "processes": str(p.processes),
-              **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")}})
+        metrics={
+            "clip_holdout_style_accuracy": clip_report.get("holdout_style_accuracy", 0.0),
+            "clip_holdout_palette_accuracy": clip_report.get("holdout_palette_accuracy", 0.0),
+            "lora_seconds": seconds,
+        },
+        tags={
+            "backend": BACKEND,
+            "device": lp.device,
+            "processes": str(p.processes),
+            **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")},
+        },
+    )
     data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
     # reports/train.json is tracked by DVC: no clock time and no random id
-    summary = {"model_name": registered["model_name"], "version": registered["version"], "backend": BACKEND,
-               "weights_sha256": weights_sha256, "weights": weights, "dataset_md5": data_md5,
-               "train_records": len(records), "lora_steps": p.steps, "resolution": size,
-               "base_model": {k: base[k] for k in ("name", "path", "license", "weights_sha256")}}
+    summary = {
+        "model_name": registered["model_name"],
+        "version": registered["version"],
+        "backend": BACKEND,
+        "weights_sha256": weights_sha256,
+        "weights": weights,
+        "dataset_md5": data_md5,
+        "train_records": len(records),
+        "lora_steps": p.steps,
+        "resolution": size,
+        "base_model": {k: base[k] for k in ("name", "path", "license", "weights_sha256")},
+    }
     write_json(paths.TRAIN_SUMMARY, summary)
     write_json(paths.TIMINGS / "train_diffusion.json", {"lora_seconds": seconds, "device": lp.device})  # untracked
     resumable.clear()  # every output is written and the model registered: nothing left to resume
-    print(f"train_diffusion (lora_sd on {base['name']}): registered {registered['model_name']} version "
-          f"{registered['version']} as challenger (run {registered['run_id']}), {p.steps} steps on {lp.device} "
-          f"x {p.processes} in {seconds} s")
+    print(
+        f"train_diffusion (lora_sd on {base['name']}): registered {registered['model_name']} version "
+        f"{registered['version']} as challenger (run {registered['run_id']}), {p.steps} steps on {lp.device} "
+        f"x {p.processes} in {seconds} s"
+    )
     return summary
 
 

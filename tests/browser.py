@@ -5,17 +5,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--allow-file-access-from-files"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",
+]
 
 
 def chromium() -> str:
@@ -32,8 +40,9 @@ def chromium() -> str:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+        )
 
 
 def dump_dom(page: Path) -> str:
@@ -47,8 +56,9 @@ def screenshot(page: Path, name: str, width: int = 1400, height: int = 1800) -> 
     """Save a PNG screenshot of the page under test-artifacts/; return its path."""
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / name
-    proc = _run([f"--screenshot={out}", f"--window-size={width},{height}", "--hide-scrollbars",
-                 page.resolve().as_uri()])
+    proc = _run(
+        [f"--screenshot={out}", f"--window-size={width},{height}", "--hide-scrollbars", page.resolve().as_uri()]
+    )
     assert proc.returncode == 0 and out.exists(), proc.stderr[-2000:]
     return out
 
@@ -61,9 +71,13 @@ def chromedriver() -> str:
 
     chromium()
     found = shutil.which("chromedriver")
-    missing = ("chromedriver is not installed (Debian's chromium-driver; `make setup` as root)" if found is None
-               else "selenium is not installed (pip install -e '.[dev]')"
-               if importlib.util.find_spec("selenium") is None else None)
+    missing = (
+        "chromedriver is not installed (Debian's chromium-driver; `make setup` as root)"
+        if found is None
+        else "selenium is not installed (pip install -e '.[dev]')"
+        if importlib.util.find_spec("selenium") is None
+        else None
+    )
     if missing:
         if os.environ.get("CI"):
             raise RuntimeError(missing)

@@ -44,18 +44,36 @@ def workspace(tmp_path: Path) -> Path:
 def sign_with_training_mining(data: bytes, label: str, entries: dict, fmt: str = "image/png") -> bytes:
     """`data` signed for real with Atelier's test identity, carrying a training-and-mining assertion."""
     identity = ensure_signing_identity()
-    definition = {"title": "work", "format": fmt, "claim_generator_info": [{"name": "test", "version": "1"}],
-                  "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
-                                     "action": "c2pa.created", "digitalSourceType":
-                                     "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}},
-                                 {"label": label, "data": {"entries": entries}}]}
-    settings = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
-                "builder": {"thumbnail": {"enabled": False}, "created_assertion_labels": ["c2pa.actions", label]}}
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(),
-                               None)
+    definition = {
+        "title": "work",
+        "format": fmt,
+        "claim_generator_info": [{"name": "test", "version": "1"}],
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {
+                            "action": "c2pa.created",
+                            "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
+                        }
+                    ]
+                },
+            },
+            {"label": label, "data": {"entries": entries}},
+        ],
+    }
+    settings = {
+        "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+        "builder": {"thumbnail": {"enabled": False}, "created_assertion_labels": ["c2pa.actions", label]},
+    }
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, identity.chain.read_bytes(), identity.key.read_bytes(), None)
     out = io.BytesIO()
-    with c2pa.Context.from_dict(settings) as context, c2pa.Signer.from_info(info) as signer, \
-            c2pa.Builder(definition, context=context) as builder:
+    with (
+        c2pa.Context.from_dict(settings) as context,
+        c2pa.Signer.from_info(info) as signer,
+        c2pa.Builder(definition, context=context) as builder,
+    ):
         builder.sign(signer, fmt, io.BytesIO(data), out)
     return out.getvalue()
 

@@ -44,9 +44,17 @@ from atelier.io import atomic_dir
 # ---------------------------------------------------------------------------------------------------- colours
 
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (205, 35, 40), "orange": (240, 135, 25), "yellow": (245, 210, 45), "green": (55, 150, 55),
-    "blue": (40, 85, 205), "purple": (135, 60, 175), "pink": (240, 135, 185), "white": (244, 244, 240),
-    "black": (25, 25, 28), "brown": (125, 78, 38), "grey": (135, 135, 135),
+    "red": (205, 35, 40),
+    "orange": (240, 135, 25),
+    "yellow": (245, 210, 45),
+    "green": (55, 150, 55),
+    "blue": (40, 85, 205),
+    "purple": (135, 60, 175),
+    "pink": (240, 135, 185),
+    "white": (244, 244, 240),
+    "black": (25, 25, 28),
+    "brown": (125, 78, 38),
+    "grey": (135, 135, 135),
 }
 COLOUR_WORDS = {**{c: c for c in COLOURS}, "gray": "grey"}  # the words a caption may use, and the colour each names
 
@@ -129,7 +137,7 @@ class _Canvas:
         self.img = Image.fromarray(arr.round().astype(np.uint8), "RGB")
         self.d = ImageDraw.Draw(self.img)
         if stars:
-            for _ in range(int(30 * self.W * self.H / self.S ** 2)):
+            for _ in range(int(30 * self.W * self.H / self.S**2)):
                 x, y = rng.uniform(0, w), rng.uniform(0, (self.oy + horizon * self.S) * self.k * 0.95)
                 r = self.k * rng.choice([0.5, 0.5, 0.8])
                 self.d.ellipse([x - r, y - r, x + r, y + r], fill=(236, 236, 210))
@@ -166,6 +174,7 @@ class _Canvas:
 @dataclass
 class Part:
     """Something drawn in one named colour, with the scene points where that colour shows."""
+
     colour: str
     probes: list[tuple[float, float]]
 
@@ -173,9 +182,9 @@ class Part:
 @dataclass
 class Scene:
     subject: str
-    time: str            # day, overcast, dusk, night; "water" under the sea
-    ground: str          # meadow, snow, sand, sea, water
-    facts: dict = field(default_factory=dict)            # what the caption may say: counts, kinds, flags
+    time: str  # day, overcast, dusk, night; "water" under the sea
+    ground: str  # meadow, snow, sand, sea, water
+    facts: dict = field(default_factory=dict)  # what the caption may say: counts, kinds, flags
     parts: dict[str, Part] = field(default_factory=dict)  # colour-bearing parts the caption may name
 
 
@@ -183,8 +192,9 @@ SUBJECTS = ["house", "trees", "boat", "mountains", "flowers", "fish", "balloon",
 TIMES = ["day", "day", "overcast", "dusk", "night"]
 
 
-def _sun_or_moon(c: _Canvas, sc: Scene, rng: random.Random, side: float, big: bool = False,
-                 horizon: float = 0.6) -> None:
+def _sun_or_moon(
+    c: _Canvas, sc: Scene, rng: random.Random, side: float, big: bool = False, horizon: float = 0.6
+) -> None:
     """A sun by day or dusk, a moon at night, in the upper part of the sky on the side `side` (0 left, 1 right)."""
     r = rng.uniform(0.13, 0.19) if big else rng.uniform(0.075, 0.11)
     cx = rng.uniform(0.5, 0.7) if big else (rng.uniform(0.14, 0.3) if side < 0.5 else rng.uniform(0.7, 0.86))
@@ -262,15 +272,16 @@ def _house(c: _Canvas, sc: Scene, rng: random.Random, cx: float, base: float, w:
     if rng.random() < 0.5:  # a chimney, drawn before the roof so the roof covers its foot
         c.rect(x0 + 0.66 * w, y0 - roof_h * 0.75, x0 + 0.78 * w, y0 - roof_h * 0.2, _shade(rng, "brown", 0.8))
     c.rect(x0, y0, x1, base, _shade(rng, wall))
-    c.poly([(x0 - 0.07 * w, y0 + 0.005), (x1 + 0.07 * w, y0 + 0.005), (cx + rng.uniform(-0.05, 0.05) * w, y0 - roof_h)],
-           _shade(rng, roof))
+    c.poly(
+        [(x0 - 0.07 * w, y0 + 0.005), (x1 + 0.07 * w, y0 + 0.005), (cx + rng.uniform(-0.05, 0.05) * w, y0 - roof_h)],
+        _shade(rng, roof),
+    )
     glass = (252, 222, 110) if sc.time in ("night", "dusk") else (176, 212, 236)
     for wx in (0.12, 0.68):
         c.rect(x0 + wx * w, y0 + 0.2 * h, x0 + (wx + 0.2) * w, y0 + 0.45 * h, glass)
     door = (70, 44, 28) if wall not in ("brown",) else (40, 30, 26)
     c.rect(x0 + 0.42 * w, base - 0.55 * h, x0 + 0.58 * w, base, door)
-    sc.parts["wall"] = Part(wall, [(x0 + 0.22 * w, y0 + 0.76 * h), (x0 + 0.78 * w, y0 + 0.76 * h),
-                                   (cx, y0 + 0.1 * h)])
+    sc.parts["wall"] = Part(wall, [(x0 + 0.22 * w, y0 + 0.76 * h), (x0 + 0.78 * w, y0 + 0.76 * h), (cx, y0 + 0.1 * h)])
     sc.parts["roof"] = Part(roof, [(cx, y0 - roof_h * 0.25), (cx - 0.25 * w, y0 - roof_h * 0.1)])
     sc.facts.update(wall=wall, roof=roof)
 
@@ -279,19 +290,40 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
     """Draw one scene of `subject` at `time` on the canvas; return what was drawn."""
     if subject == "fish":
         time = "water"
-    ground = {"house": ["meadow", "meadow", "snow", "sand"], "trees": ["meadow", "meadow", "snow"],
-              "boat": ["sea"], "lighthouse": ["sea"], "mountains": ["meadow", "snow", "sand", "sea"],
-              "flowers": ["meadow"], "balloon": ["meadow", "meadow", "snow", "sand"], "sky": ["meadow", "sea", "sand"],
-              "fish": ["water"]}[subject]
+    ground = {
+        "house": ["meadow", "meadow", "snow", "sand"],
+        "trees": ["meadow", "meadow", "snow"],
+        "boat": ["sea"],
+        "lighthouse": ["sea"],
+        "mountains": ["meadow", "snow", "sand", "sea"],
+        "flowers": ["meadow"],
+        "balloon": ["meadow", "meadow", "snow", "sand"],
+        "sky": ["meadow", "sea", "sand"],
+        "fish": ["water"],
+    }[subject]
     sc = Scene(subject, time, rng.choice(ground))
-    horizon = {"flowers": rng.uniform(0.45, 0.6), "balloon": rng.uniform(0.72, 0.84), "sky": rng.uniform(0.62, 0.76),
-               "mountains": rng.uniform(0.7, 0.8), "fish": 1.0}.get(subject, rng.uniform(0.55, 0.7))
+    horizon = {
+        "flowers": rng.uniform(0.45, 0.6),
+        "balloon": rng.uniform(0.72, 0.84),
+        "sky": rng.uniform(0.62, 0.76),
+        "mountains": rng.uniform(0.7, 0.8),
+        "fish": 1.0,
+    }.get(subject, rng.uniform(0.55, 0.7))
     if subject == "fish":
         c.background("water", 0.999, (0, 0, 0), rng, stars=False)
         sand = _jitter(rng, (214, 190, 130), 6)
         floor = rng.uniform(0.84, 0.9)
-        c.d.polygon([c.p(-2, floor), c.p(0.3, floor - 0.02), c.p(0.7, floor + 0.01), c.p(3, floor - 0.015),
-                     c.p(3, 3), c.p(-2, 3)], fill=sand)
+        c.d.polygon(
+            [
+                c.p(-2, floor),
+                c.p(0.3, floor - 0.02),
+                c.p(0.7, floor + 0.01),
+                c.p(3, floor - 0.015),
+                c.p(3, 3),
+                c.p(-2, 3),
+            ],
+            fill=sand,
+        )
         ground_rgb = sand
     else:
         ground_rgb = _jitter(rng, GROUNDS[sc.ground][time], 5)
@@ -315,8 +347,9 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
     if sc.ground == "sea":
         for _ in range(rng.randint(3, 7)):  # a few wave crests
             wx, wy = rng.uniform(0.0, 1.0), rng.uniform(horizon + 0.05, 0.97)
-            c.line([(wx - 0.05, wy), (wx + 0.05, wy)], _jitter(rng, tuple(min(255, v + 45) for v in ground_rgb), 4),
-                   0.01)
+            c.line(
+                [(wx - 0.05, wy), (wx + 0.05, wy)], _jitter(rng, tuple(min(255, v + 45) for v in ground_rgb), 4), 0.01
+            )
 
     if subject == "house":
         w = rng.uniform(0.38, 0.55)
@@ -341,8 +374,11 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         n = rng.choice([1, 1, 2, 2, 3])
         kind = rng.choice(["pine", "round"])
         colour = "green" if kind == "pine" else rng.choice(["green", "green", "orange", "yellow", "red"])
-        slots = {1: [main_x], 2: [rng.uniform(0.25, 0.36), rng.uniform(0.64, 0.75)],
-                 3: [rng.uniform(0.17, 0.24), rng.uniform(0.46, 0.54), rng.uniform(0.76, 0.83)]}[n]
+        slots = {
+            1: [main_x],
+            2: [rng.uniform(0.25, 0.36), rng.uniform(0.64, 0.75)],
+            3: [rng.uniform(0.17, 0.24), rng.uniform(0.46, 0.54), rng.uniform(0.76, 0.83)],
+        }[n]
         probes = []
         rgb = _shade(rng, colour, 0.78 if kind == "pine" else 1.0)
         for x in slots:
@@ -360,15 +396,16 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         w = rng.uniform(0.42, 0.6)
         y = rng.uniform(horizon + 0.12, min(0.86, horizon + 0.22))
         cx = main_x
-        c.poly([(cx - w / 2, y), (cx + w / 2, y), (cx + 0.36 * w, y + 0.2 * w), (cx - 0.36 * w, y + 0.2 * w)],
-               _shade(rng, hull))
+        c.poly(
+            [(cx - w / 2, y), (cx + w / 2, y), (cx + 0.36 * w, y + 0.2 * w), (cx - 0.36 * w, y + 0.2 * w)],
+            _shade(rng, hull),
+        )
         mast_h = min(0.85 * w, y - 0.08)
         c.line([(cx, y), (cx, y - mast_h)], (60, 44, 30), 0.012)
         sail_rgb = _shade(rng, sail)
         c.poly([(cx + 0.015, y - 0.04 * w), (cx + 0.015, y - mast_h), (cx + 0.42 * w, y - 0.04 * w)], sail_rgb)
         if rng.random() < 0.6:  # a jib
-            c.poly([(cx - 0.015, y - 0.06 * w), (cx - 0.015, y - mast_h * 0.8), (cx - 0.3 * w, y - 0.06 * w)],
-                   sail_rgb)
+            c.poly([(cx - 0.015, y - 0.06 * w), (cx - 0.015, y - mast_h * 0.8), (cx - 0.3 * w, y - 0.06 * w)], sail_rgb)
         sc.parts["hull"] = Part(hull, [(cx, y + 0.07 * w), (cx - 0.25 * w, y + 0.05 * w)])
         sc.parts["sail"] = Part(sail, [(cx + 0.015 + 0.13 * w, y - 0.04 * w - mast_h * 0.3)])
         sc.facts.update(hull=hull, sail=sail)
@@ -377,8 +414,11 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         colour = rng.choice(["grey", "purple", "brown", "blue", "grey"])
         snow = rng.random() < 0.6
         probes = []
-        xs = {1: [main_x], 2: [rng.uniform(0.25, 0.38), rng.uniform(0.62, 0.75)],
-              3: [rng.uniform(0.15, 0.25), rng.uniform(0.45, 0.55), rng.uniform(0.75, 0.85)]}[n]
+        xs = {
+            1: [main_x],
+            2: [rng.uniform(0.25, 0.38), rng.uniform(0.62, 0.75)],
+            3: [rng.uniform(0.15, 0.25), rng.uniform(0.45, 0.55), rng.uniform(0.75, 0.85)],
+        }[n]
         order = sorted(range(n), key=lambda _: rng.random())
         for rank, i in enumerate(order):
             x = xs[i]
@@ -392,8 +432,17 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
             if snow:
                 f = rng.uniform(0.25, 0.33)
                 ly, lx, rx = apex[1] + f * height, apex[0] - f * half, apex[0] + f * half
-                c.poly([apex, (rx, ly), (rx - 0.3 * (rx - lx), ly - 0.03), (apex[0], ly + 0.02),
-                        (lx + 0.3 * (rx - lx), ly - 0.03), (lx, ly)], (244, 246, 250))
+                c.poly(
+                    [
+                        apex,
+                        (rx, ly),
+                        (rx - 0.3 * (rx - lx), ly - 0.03),
+                        (apex[0], ly + 0.02),
+                        (lx + 0.3 * (rx - lx), ly - 0.03),
+                        (lx, ly),
+                    ],
+                    (244, 246, 250),
+                )
             probes.append((apex[0], base - 0.3 * height))
         sc.parts["mountain"] = Part(colour, probes)
         sc.facts.update(count=n, snow=snow)
@@ -401,8 +450,11 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         n = rng.choice([1, 1, 2, 3])
         petal = rng.choice(["red", "yellow", "pink", "purple", "white", "orange", "blue"])
         centre = rng.choice([x for x in ["yellow", "brown", "black", "orange"] if x != petal])
-        xs = {1: [main_x], 2: [rng.uniform(0.27, 0.36), rng.uniform(0.64, 0.73)],
-              3: [0.2 + rng.uniform(-0.02, 0.02), 0.5 + rng.uniform(-0.03, 0.03), 0.8 + rng.uniform(-0.02, 0.02)]}[n]
+        xs = {
+            1: [main_x],
+            2: [rng.uniform(0.27, 0.36), rng.uniform(0.64, 0.73)],
+            3: [0.2 + rng.uniform(-0.02, 0.02), 0.5 + rng.uniform(-0.03, 0.03), 0.8 + rng.uniform(-0.02, 0.02)],
+        }[n]
         rmax = {1: 0.22, 2: 0.16, 3: 0.12}[n]
         petal_probes, centre_probes = [], []
         petal_rgb, centre_rgb = _shade(rng, petal), _shade(rng, centre)
@@ -436,8 +488,11 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         colour = rng.choice(["orange", "yellow", "red", "purple", "pink", "orange"])
         striped = colour in ("orange", "red", "purple") and rng.random() < 0.45
         rgb = _shade(rng, colour)
-        spots = [(main_x, rng.uniform(0.38, 0.62))] if n == 1 else \
-            [(rng.uniform(0.3, 0.4), rng.uniform(0.25, 0.36)), (rng.uniform(0.6, 0.7), rng.uniform(0.6, 0.7))]
+        spots = (
+            [(main_x, rng.uniform(0.38, 0.62))]
+            if n == 1
+            else [(rng.uniform(0.3, 0.4), rng.uniform(0.25, 0.36)), (rng.uniform(0.6, 0.7), rng.uniform(0.6, 0.7))]
+        )
         body_probes, stripe_probes = [], []
         for cx, cy in spots:
             L = rng.uniform(0.5, 0.62) if n == 1 else rng.uniform(0.36, 0.44)
@@ -445,8 +500,14 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
             bx = cx + face * 0.08 * L
             tail = bx - face * 0.55 * L
             c.poly([(bx - face * 0.3 * L, cy), (tail, cy - 0.2 * L), (tail, cy + 0.2 * L)], rgb)
-            c.poly([(bx - face * 0.1 * L, cy - 0.18 * L), (bx + face * 0.08 * L, cy - 0.3 * L),
-                    (bx + face * 0.15 * L, cy - 0.15 * L)], rgb)  # dorsal fin
+            c.poly(
+                [
+                    (bx - face * 0.1 * L, cy - 0.18 * L),
+                    (bx + face * 0.08 * L, cy - 0.3 * L),
+                    (bx + face * 0.15 * L, cy - 0.15 * L),
+                ],
+                rgb,
+            )  # dorsal fin
             c.ellipse(bx, cy, 0.38 * L, 0.2 * L, rgb)
             if striped:
                 sx = bx + face * 0.1 * L
@@ -467,13 +528,27 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         cx, cy = main_x, rng.uniform(r * 1.1 + 0.04, horizon - r * 1.9 - 0.02)
         main_rgb = _shade(rng, colour)
         c.ellipse(cx, cy, r, r * 1.08, main_rgb)
-        c.poly([(cx - 0.86 * r, cy + 0.45 * r), (cx + 0.86 * r, cy + 0.45 * r), (cx + 0.28 * r, cy + 1.35 * r),
-                (cx - 0.28 * r, cy + 1.35 * r)], main_rgb)
+        c.poly(
+            [
+                (cx - 0.86 * r, cy + 0.45 * r),
+                (cx + 0.86 * r, cy + 0.45 * r),
+                (cx + 0.28 * r, cy + 1.35 * r),
+                (cx - 0.28 * r, cy + 1.35 * r),
+            ],
+            main_rgb,
+        )
         if stripe:
             srgb = _shade(rng, stripe)
             c.ellipse(cx, cy, 0.32 * r, r * 1.07, srgb)
-            c.poly([(cx - 0.3 * r, cy + 0.6 * r), (cx + 0.3 * r, cy + 0.6 * r), (cx + 0.1 * r, cy + 1.34 * r),
-                    (cx - 0.1 * r, cy + 1.34 * r)], srgb)
+            c.poly(
+                [
+                    (cx - 0.3 * r, cy + 0.6 * r),
+                    (cx + 0.3 * r, cy + 0.6 * r),
+                    (cx + 0.1 * r, cy + 1.34 * r),
+                    (cx - 0.1 * r, cy + 1.34 * r),
+                ],
+                srgb,
+            )
             sc.parts["stripe"] = Part(stripe, [(cx, cy - 0.2 * r)])
         for dx in (-0.26, 0.26):
             c.line([(cx + dx * r, cy + 1.33 * r), (cx + dx * 0.8 * r, cy + 1.55 * r)], (50, 40, 30), 0.006)
@@ -481,13 +556,22 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
         sc.parts["envelope"] = Part(colour, [(cx - 0.66 * r, cy - 0.05 * r), (cx + 0.66 * r, cy - 0.05 * r)])
         sc.facts.update(stripe=stripe)
     elif subject == "lighthouse":
-        pair = rng.choice([("red", "white"), ("red", "white"), ("black", "white"), ("blue", "white"), ("white", None),
-                           ("red", None)])
+        pair = rng.choice(
+            [("red", "white"), ("red", "white"), ("black", "white"), ("blue", "white"), ("white", None), ("red", None)]
+        )
         cx = main_x
         base = rng.uniform(horizon + 0.1, min(0.92, horizon + 0.2))
         rock = _jitter(rng, (96, 88, 80), 8)
-        c.poly([(cx - 0.3, base + 0.12), (cx - 0.2, base - 0.02), (cx + 0.05, base - 0.04), (cx + 0.22, base + 0.01),
-                (cx + 0.32, base + 0.12)], rock)
+        c.poly(
+            [
+                (cx - 0.3, base + 0.12),
+                (cx - 0.2, base - 0.02),
+                (cx + 0.05, base - 0.04),
+                (cx + 0.22, base + 0.01),
+                (cx + 0.32, base + 0.12),
+            ],
+            rock,
+        )
         c.band(0, 1, base + 0.11, 1.0, GROUNDS["sea"][time])
         h = min(rng.uniform(0.5, 0.62), base - 0.14)
         wb = rng.uniform(0.15, 0.19)
@@ -537,21 +621,31 @@ def draw_scene(subject: str, time: str, c: _Canvas, rng: random.Random) -> Scene
 
 NUMBERS = {1: "a", 2: "two", 3: "three"}
 TIME_WORDS = {
-    "day": (["on a sunny day", "in daylight", "under a clear sky", "at midday", "in the morning", "in summer"],
-            ["On a sunny day", "In broad daylight", "At midday", "One summer morning"],
-            ["Daytime", "Summer day", "Morning", "Midday"]),
-    "overcast": (["under a cloudy sky", "on an overcast day", "under heavy clouds", "on a dull day"],
-                 ["On a cloudy day", "Under heavy clouds", "On an overcast afternoon"],
-                 ["Overcast", "Cloudy day", "Dull afternoon"]),
-    "dusk": (["at dusk", "at sunset", "at twilight", "in the evening light", "as the sun goes down"],
-             ["At dusk", "At sunset", "In the evening", "As evening falls"],
-             ["Sunset", "Dusk", "Evening", "Twilight"]),
-    "night": (["at night", "under a starry sky", "in the dark", "beneath the stars", "late at night"],
-              ["At night", "Late at night", "Under the stars", "In the middle of the night"],
-              ["Night scene", "Night", "Nocturne", "Starry night"]),
-    "water": (["underwater", "under the sea", "in deep water", "beneath the waves"],
-              ["Under the sea", "Deep under water", "Below the waves"],
-              ["Underwater", "Under the sea", "Ocean life"]),
+    "day": (
+        ["on a sunny day", "in daylight", "under a clear sky", "at midday", "in the morning", "in summer"],
+        ["On a sunny day", "In broad daylight", "At midday", "One summer morning"],
+        ["Daytime", "Summer day", "Morning", "Midday"],
+    ),
+    "overcast": (
+        ["under a cloudy sky", "on an overcast day", "under heavy clouds", "on a dull day"],
+        ["On a cloudy day", "Under heavy clouds", "On an overcast afternoon"],
+        ["Overcast", "Cloudy day", "Dull afternoon"],
+    ),
+    "dusk": (
+        ["at dusk", "at sunset", "at twilight", "in the evening light", "as the sun goes down"],
+        ["At dusk", "At sunset", "In the evening", "As evening falls"],
+        ["Sunset", "Dusk", "Evening", "Twilight"],
+    ),
+    "night": (
+        ["at night", "under a starry sky", "in the dark", "beneath the stars", "late at night"],
+        ["At night", "Late at night", "Under the stars", "In the middle of the night"],
+        ["Night scene", "Night", "Nocturne", "Starry night"],
+    ),
+    "water": (
+        ["underwater", "under the sea", "in deep water", "beneath the waves"],
+        ["Under the sea", "Deep under water", "Below the waves"],
+        ["Underwater", "Under the sea", "Ocean life"],
+    ),
 }
 
 
@@ -581,15 +675,23 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
     if sc.subject == "house":
         noun = rng.choice(["house", "cottage", "cabin", "farmhouse", "hut", "home"])
         wall, roof = col("wall"), col("roof")
-        opts = [(_a(f"{wall} {noun}"), ["wall"]),
-                (_a(f"{wall} {noun} with {_a(roof)} roof"), ["wall", "roof"]),
-                (_a(f"{noun} with {_a(roof)} roof"), ["roof"]),
-                (_a(f"{roof}-roofed {wall} {noun}"), ["roof", "wall"]),
-                (_a(f"small {wall} {noun}"), ["wall"]), (_a(noun), []), (_a(f"lonely {noun}"), [])]
+        opts = [
+            (_a(f"{wall} {noun}"), ["wall"]),
+            (_a(f"{wall} {noun} with {_a(roof)} roof"), ["wall", "roof"]),
+            (_a(f"{noun} with {_a(roof)} roof"), ["roof"]),
+            (_a(f"{roof}-roofed {wall} {noun}"), ["roof", "wall"]),
+            (_a(f"small {wall} {noun}"), ["wall"]),
+            (_a(noun), []),
+            (_a(f"lonely {noun}"), []),
+        ]
         if "tree" in f:
             tree = "pine" if f["tree"] == "pine" else rng.choice(["tree", "round tree", "leafy tree"])
-            extra = [(f", next to {_a(col('tree') + ' ' + tree)}", ["tree"]), (f" beside {_a(tree)}", []),
-                     (" with a tree beside it", []), (f" and {_a(col('tree') + ' ' + tree)}", ["tree"])]
+            extra = [
+                (f", next to {_a(col('tree') + ' ' + tree)}", ["tree"]),
+                (f" beside {_a(tree)}", []),
+                (" with a tree beside it", []),
+                (f" and {_a(col('tree') + ' ' + tree)}", ["tree"]),
+            ]
             opts = [(t + e, k + ke) for (t, k) in opts[:3] + opts[5:6] for (e, ke) in [rng.choice(extra)]]
             opts.append((f"{_a(col('tree') + ' ' + tree)} beside {_a(col('wall') + ' ' + noun)}", ["tree", "wall"]))
             opts.append((f"{_a(tree)} next to {_a(noun)}", []))
@@ -597,18 +699,24 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
     if sc.subject == "trees":
         n, kind = f["count"], f["kind"]
         if kind == "pine":
-            sing, plur = rng.choice([("pine tree", "pine trees"), ("pine", "pines"), ("fir tree", "fir trees"),
-                                     ("spruce", "spruces")])
+            sing, plur = rng.choice(
+                [("pine tree", "pine trees"), ("pine", "pines"), ("fir tree", "fir trees"), ("spruce", "spruces")]
+            )
         else:
             sing, plur = rng.choice([("tree", "trees"), ("round tree", "round trees"), ("oak", "oaks")])
         c = col("tree")
         autumn = c in ("orange", "yellow", "red")
-        opts = [(_count(n, f"{c} {sing}", f"{c} {plur}"), ["tree"]), (_count(n, f"tall {sing}", f"tall {plur}"), []),
-                (_count(n, sing, plur), [])]
+        opts = [
+            (_count(n, f"{c} {sing}", f"{c} {plur}"), ["tree"]),
+            (_count(n, f"tall {sing}", f"tall {plur}"), []),
+            (_count(n, sing, plur), []),
+        ]
         if autumn:
-            opts += [(_count(n, f"{c} autumn tree", f"{c} autumn trees"), ["tree"]),
-                     (_count(n, f"{sing} with {c} leaves", f"{plur} with {c} leaves"), ["tree"]),
-                     (_count(n, "autumn tree", "autumn trees"), [])]
+            opts += [
+                (_count(n, f"{c} autumn tree", f"{c} autumn trees"), ["tree"]),
+                (_count(n, f"{sing} with {c} leaves", f"{plur} with {c} leaves"), ["tree"]),
+                (_count(n, "autumn tree", "autumn trees"), []),
+            ]
         if n == 1:
             opts.append((f"a lone {c} {sing}", ["tree"]))
         if n == 2:
@@ -616,10 +724,18 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
         return opts, n > 1, (["stands", "grows"] if n == 1 else ["stand", "grow"])
     if sc.subject == "boat":
         noun = rng.choice(["sailboat", "sailing boat", "boat", "yacht", "dinghy"])
-        return ([(_a(f"{col('hull')} {noun}"), ["hull"]), (_a(f"{noun} with {_a(col('sail'))} sail"), ["sail"]),
-                 (_a(f"{col('hull')} {noun} with {_a(col('sail'))} sail"), ["hull", "sail"]),
-                 (_a(f"{col('sail')}-sailed {noun}"), ["sail"]), (_a(noun), []), (_a(f"small {noun}"), [])],
-                False, ["drifts", "sails", "floats"])
+        return (
+            [
+                (_a(f"{col('hull')} {noun}"), ["hull"]),
+                (_a(f"{noun} with {_a(col('sail'))} sail"), ["sail"]),
+                (_a(f"{col('hull')} {noun} with {_a(col('sail'))} sail"), ["hull", "sail"]),
+                (_a(f"{col('sail')}-sailed {noun}"), ["sail"]),
+                (_a(noun), []),
+                (_a(f"small {noun}"), []),
+            ],
+            False,
+            ["drifts", "sails", "floats"],
+        )
     if sc.subject == "mountains":
         n = f["count"]
         sing, plur = rng.choice([("mountain", "mountains"), ("peak", "peaks"), ("mountain peak", "mountain peaks")])
@@ -628,8 +744,10 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
         if n > 1:
             opts += [(f"{c} {plur}", ["mountain"]), (f"a range of {c} {plur}", ["mountain"])]
         if f["snow"]:
-            opts += [(_count(n, f"snow-capped {sing}", f"snow-capped {plur}"), []),
-                     (_count(n, f"snowy {c} {sing}", f"snowy {c} {plur}"), ["mountain"])]
+            opts += [
+                (_count(n, f"snow-capped {sing}", f"snow-capped {plur}"), []),
+                (_count(n, f"snowy {c} {sing}", f"snowy {c} {plur}"), ["mountain"]),
+            ]
         return opts, n > 1, (["rises", "towers"] if n == 1 else ["rise", "tower"])
     if sc.subject == "flowers":
         n = f["count"]
@@ -637,10 +755,13 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
         if f["petal"] == "white" and f["centre"] == "yellow" and rng.random() < 0.6:
             sing, plur = "daisy", "daisies"
         p, q = col("petal"), col("centre")
-        opts = [(_count(n, f"{p} {sing}", f"{p} {plur}"), ["petal"]), (_count(n, sing, plur), []),
-                (_count(n, f"{sing} with {p} petals", f"{plur} with {p} petals"), ["petal"]),
-                (_count(n, f"{p} {sing} with {_a(q)} centre", f"{p} {plur} with {q} centres"), ["petal", "centre"]),
-                (_count(n, f"big {sing}", f"big {plur}"), [])]
+        opts = [
+            (_count(n, f"{p} {sing}", f"{p} {plur}"), ["petal"]),
+            (_count(n, sing, plur), []),
+            (_count(n, f"{sing} with {p} petals", f"{plur} with {p} petals"), ["petal"]),
+            (_count(n, f"{p} {sing} with {_a(q)} centre", f"{p} {plur} with {q} centres"), ["petal", "centre"]),
+            (_count(n, f"big {sing}", f"big {plur}"), []),
+        ]
         if sing == "bloom":
             return opts, n > 1, (["grows", "sways"] if n == 1 else ["grow", "sway"])
         return opts, n > 1, (["blooms", "grows"] if n == 1 else ["bloom", "grow"])
@@ -648,31 +769,44 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
         n = f["count"]
         noun = rng.choice(["fish", "fish", "tropical fish"])
         c = col("body")
-        opts = [(_count(n, f"{c} {noun}", f"{c} {noun}"), ["body"]), (_count(n, noun, noun), []),
-                (_count(n, f"little {c} {noun}", f"little {c} {noun}"), ["body"]),
-                (_count(n, f"little {noun}", f"little {noun}"), [])]
+        opts = [
+            (_count(n, f"{c} {noun}", f"{c} {noun}"), ["body"]),
+            (_count(n, noun, noun), []),
+            (_count(n, f"little {c} {noun}", f"little {c} {noun}"), ["body"]),
+            (_count(n, f"little {noun}", f"little {noun}"), []),
+        ]
         if f["striped"]:
             striped = f"{c} {noun} with white stripes"
-            opts += [(_count(n, striped, striped), ["body", "stripe"]),
-                     (_count(n, f"striped {noun}", f"striped {noun}"), []),
-                     (_count(n, f"{c} and white {noun}", f"{c} and white {noun}"), ["body", "stripe"])]
+            opts += [
+                (_count(n, striped, striped), ["body", "stripe"]),
+                (_count(n, f"striped {noun}", f"striped {noun}"), []),
+                (_count(n, f"{c} and white {noun}", f"{c} and white {noun}"), ["body", "stripe"]),
+            ]
         return opts, n > 1, (["swims", "glides"] if n == 1 else ["swim", "glide"])
     if sc.subject == "balloon":
         noun = rng.choice(["hot-air balloon", "hot air balloon", "balloon"])
-        opts = [(_a(f"{col('envelope')} {noun}"), ["envelope"]), (_a(noun), []), (_a(f"big {col('envelope')} {noun}"),
-                                                                                  ["envelope"])]
+        opts = [
+            (_a(f"{col('envelope')} {noun}"), ["envelope"]),
+            (_a(noun), []),
+            (_a(f"big {col('envelope')} {noun}"), ["envelope"]),
+        ]
         if f["stripe"]:
-            opts += [(_a(f"{col('envelope')} and {col('stripe')} {noun}"), ["envelope", "stripe"]),
-                     (_a(f"striped {noun}"), []),
-                     (_a(f"{col('envelope')} {noun} with {_a(col('stripe'))} stripe"), ["envelope", "stripe"])]
+            opts += [
+                (_a(f"{col('envelope')} and {col('stripe')} {noun}"), ["envelope", "stripe"]),
+                (_a(f"striped {noun}"), []),
+                (_a(f"{col('envelope')} {noun} with {_a(col('stripe'))} stripe"), ["envelope", "stripe"]),
+            ]
         return opts, False, ["floats", "drifts", "rises"]
     if sc.subject == "lighthouse":
         a = col("band1")
         opts = [(_a("lighthouse"), []), (_a("tall lighthouse"), [])]
         if "band2" in sc.parts:
             b = col("band2")
-            opts += [(_a(f"{a} and {b} lighthouse"), ["band1", "band2"]), (_a("striped lighthouse"), []),
-                     (_a(f"{a}-and-{b} striped lighthouse"), ["band1", "band2"])]
+            opts += [
+                (_a(f"{a} and {b} lighthouse"), ["band1", "band2"]),
+                (_a("striped lighthouse"), []),
+                (_a(f"{a}-and-{b} striped lighthouse"), ["band1", "band2"]),
+            ]
         else:
             opts += [(_a(f"{a} lighthouse"), ["band1"]), (_a(f"tall {a} lighthouse"), ["band1"])]
         return opts, False, ["stands", "watches"]
@@ -681,12 +815,28 @@ def _subject_options(sc: Scene, rng: random.Random) -> tuple[list[Option], bool,
             kind = sc.facts["moon"]
             m = col("moon")
             noun = rng.choice(["moon", f"{kind} moon"])
-            return ([(_a(f"{m} {noun}"), ["moon"]), (f"the {kind} moon", []), (_a(f"big {m} {noun}"), ["moon"]),
-                     (f"the {noun}", [])], False, ["glows", "hangs", "shines"])
+            return (
+                [
+                    (_a(f"{m} {noun}"), ["moon"]),
+                    (f"the {kind} moon", []),
+                    (_a(f"big {m} {noun}"), ["moon"]),
+                    (f"the {noun}", []),
+                ],
+                False,
+                ["glows", "hangs", "shines"],
+            )
         s = col("sun")
         verbs = ["sets", "sinks", "glows"] if sc.time == "dusk" else ["shines", "blazes", "hangs"]
-        return ([(_a(f"{s} sun"), ["sun"]), (_a(f"big {s} sun"), ["sun"]), ("the sun", []),
-                 (f"the {'setting' if sc.time == 'dusk' else 'bright'} sun", [])], False, verbs)
+        return (
+            [
+                (_a(f"{s} sun"), ["sun"]),
+                (_a(f"big {s} sun"), ["sun"]),
+                ("the sun", []),
+                (f"the {'setting' if sc.time == 'dusk' else 'bright'} sun", []),
+            ],
+            False,
+            verbs,
+        )
     raise ValueError(sc.subject)
 
 
@@ -694,8 +844,16 @@ def _setting_options(sc: Scene, rng: random.Random) -> list[Option]:
     g = sc.ground
     green = [("on a green meadow", ["ground"]), ("in a green field", ["ground"])] if "ground" in sc.parts else []
     if sc.subject == "fish":
-        return [(t, []) for t in ["among the seaweed", "near the sandy sea floor", "past the seaweed",
-                                  "above the sand", "among the bubbles"]]
+        return [
+            (t, [])
+            for t in [
+                "among the seaweed",
+                "near the sandy sea floor",
+                "past the seaweed",
+                "above the sand",
+                "among the bubbles",
+            ]
+        ]
     if sc.subject == "boat":
         blue = [("on a blue sea", ["ground"])] if "ground" in sc.parts else []
         return [("on a calm sea", []), ("on the water", []), ("on the open sea", []), ("at sea", [])] + blue
@@ -703,30 +861,47 @@ def _setting_options(sc: Scene, rng: random.Random) -> list[Option]:
         return [("by the sea", []), ("on a rocky shore", []), ("above the waves", []), ("on the coast", [])]
     if sc.subject == "balloon":
         if g == "meadow":
-            return [("over the fields", []), ("over the countryside", []), ("above green fields", ["ground"])
-                    if "ground" in sc.parts else ("over rolling hills", []), ("high above the fields", [])]
-        return [("over the snow", []), ("over a snowy valley", []), ("high above the snow", [])] if g == "snow" \
+            return [
+                ("over the fields", []),
+                ("over the countryside", []),
+                ("above green fields", ["ground"]) if "ground" in sc.parts else ("over rolling hills", []),
+                ("high above the fields", []),
+            ]
+        return (
+            [("over the snow", []), ("over a snowy valley", []), ("high above the snow", [])]
+            if g == "snow"
             else [("over the desert", []), ("above the dunes", []), ("high above the sand", [])]
+        )
     if sc.subject == "sky":
         if g == "sea":
             return [("over the sea", []), ("above the water", []), ("over the ocean", [])]
         dark = sc.time == "night"
-        return [("above dark hills" if dark else "over the hills", []), ("over the hills", []),
-                ("over the desert", []) if g == "sand" else ("above the fields", []), ("in the sky", [])]
+        return [
+            ("above dark hills" if dark else "over the hills", []),
+            ("over the hills", []),
+            ("over the desert", []) if g == "sand" else ("above the fields", []),
+            ("in the sky", []),
+        ]
     if sc.subject == "mountains":
         if g == "sea":
             return [("beyond the sea", []), ("across the water", []), ("by the sea", [])]
-        return {"meadow": [("above a valley", []), ("behind the fields", []), ("above a green valley", ["ground"])
-                           if "ground" in sc.parts else ("in the distance", [])],
-                "snow": [("above a snowy plain", []), ("in winter", []), ("over the snowfields", [])],
-                "sand": [("in the desert", []), ("above the dunes", []), ("beyond the sand", [])]}[g]
+        return {
+            "meadow": [
+                ("above a valley", []),
+                ("behind the fields", []),
+                ("above a green valley", ["ground"]) if "ground" in sc.parts else ("in the distance", []),
+            ],
+            "snow": [("above a snowy plain", []), ("in winter", []), ("over the snowfields", [])],
+            "sand": [("in the desert", []), ("above the dunes", []), ("beyond the sand", [])],
+        }[g]
     if sc.subject == "flowers":
         return [("in a meadow", []), ("in the grass", []), ("in a garden", []), ("against the sky", [])]
-    return {"meadow": [("in a meadow", []), ("in a grassy field", []), ("on a hill", []), ("in the countryside", [])]
-            + green,
-            "snow": [("in the snow", []), ("on a snowy field", []), ("in a winter landscape", []),
-                     ("in deep snow", [])],
-            "sand": [("in the desert", []), ("on sandy ground", []), ("among the dunes", [])]}[g]
+    return {
+        "meadow": [("in a meadow", []), ("in a grassy field", []), ("on a hill", []), ("in the countryside", [])]
+        + green,
+        "snow": [("in the snow", []), ("on a snowy field", []), ("in a winter landscape", []), ("in deep snow", [])],
+        "sand": [("in the desert", []), ("on sandy ground", []), ("among the dunes", [])],
+    }[g]
 
 
 Extra = tuple[str, str, list[str]]  # a phrase, the same as a sentence, the parts whose colour it names
@@ -738,27 +913,36 @@ def _extra_options(sc: Scene, rng: random.Random) -> list[Extra]:
     if "sun" in sc.parts and sc.subject != "sky":
         s = _grey(rng, sc.parts["sun"].colour)
         glow = "glows low" if sc.time == "dusk" else "shines"
-        out += [(f"with {_a(s)} sun", f"{_a(s).capitalize()} sun {glow} in the sky.", ["sun"]),
-                (f"under {_a(s)} sun", f"Above it, {_a(s)} sun {glow}.", ["sun"]),
-                ("with the sun in the sky", "The sun is out." if sc.time != "dusk" else "The sun is going down.", [])]
+        out += [
+            (f"with {_a(s)} sun", f"{_a(s).capitalize()} sun {glow} in the sky.", ["sun"]),
+            (f"under {_a(s)} sun", f"Above it, {_a(s)} sun {glow}.", ["sun"]),
+            ("with the sun in the sky", "The sun is out." if sc.time != "dusk" else "The sun is going down.", []),
+        ]
     if "moon" in sc.parts and sc.subject != "sky":
         m, kind = sc.parts["moon"].colour, sc.facts["moon"]
-        out += [(f"under {_a(m)} moon", f"{_a(m).capitalize()} moon hangs above.", ["moon"]),
-                (f"beneath {_a(m + ' ' + kind)} moon", f"Above it is {_a(m + ' ' + kind)} moon.", ["moon"]),
-                (f"under {_a(kind)} moon", f"The moon is {'full' if kind == 'full' else 'a thin crescent'}.", [])]
+        out += [
+            (f"under {_a(m)} moon", f"{_a(m).capitalize()} moon hangs above.", ["moon"]),
+            (f"beneath {_a(m + ' ' + kind)} moon", f"Above it is {_a(m + ' ' + kind)} moon.", ["moon"]),
+            (f"under {_a(kind)} moon", f"The moon is {'full' if kind == 'full' else 'a thin crescent'}.", []),
+        ]
     if sc.facts.get("clouds"):
-        out += [("under fluffy clouds", "Fluffy clouds drift by.", []),
-                ("with clouds drifting by", "A few clouds drift past.", [])]
+        out += [
+            ("under fluffy clouds", "Fluffy clouds drift by.", []),
+            ("with clouds drifting by", "A few clouds drift past.", []),
+        ]
     if sc.facts.get("birds"):
         out += [("with birds overhead", "Birds fly overhead.", []), ("as birds fly past", "A few birds fly past.", [])]
     if sc.facts.get("beam"):
-        out += [("with its beam shining", "Its beam cuts through the dark.", []),
-                ("sweeping its light across the dark", "Its light sweeps across the night.", [])]
+        out += [
+            ("with its beam shining", "Its beam cuts through the dark.", []),
+            ("sweeping its light across the dark", "Its light sweeps across the night.", []),
+        ]
     return out
 
 
 def write_caption(sc: Scene, rng: random.Random, mono: bool) -> tuple[str, list[str]]:
     """A free-text caption of the scene and the parts whose colours it names (none when `mono`)."""
+
     def pick(options: list, colour: float) -> tuple:
         """One option, naming a colour with probability `colour` when it can (never when `mono`)."""
         usable = [o for o in options if all(k in sc.parts and sc.parts[k].probes for k in o[-1])]
@@ -777,8 +961,7 @@ def write_caption(sc: Scene, rng: random.Random, mono: bool) -> tuple[str, list[
     x_text, x_sentence, x_parts = pick(extras, 0.6) if extras else ("", "", [])
     verb = rng.choice(verbs)
     bare = re.sub(r"^(a|an) ", "", s_text)
-    form = rng.choice(["sgt", "sgt", "sxg", "svgt", "intro", "label", "sg", "s", "s", "s", "st", "prefix",
-                       "sentence"])
+    form = rng.choice(["sgt", "sgt", "sxg", "svgt", "intro", "label", "sg", "s", "s", "s", "st", "prefix", "sentence"])
     if form == "sxg" and not x_text:
         form = "sgt"
     if form == "sentence" and not x_text:
@@ -801,23 +984,41 @@ def write_caption(sc: Scene, rng: random.Random, mono: bool) -> tuple[str, list[
         text, used = s_text, s_parts
         if rng.random() < 0.4:  # the plainest name of the subject, as terse catalogues write it
             n = sc.facts.get("count", 1)
-            text, used = {"house": "a house", "trees": "a tree" if n == 1 else "trees", "boat": "a sailboat",
-                          "mountains": "a mountain" if n == 1 else "mountains", "flowers": "a flower" if n == 1
-                          else "flowers", "fish": "a fish" if n == 1 else "fish", "balloon": "a hot-air balloon",
-                          "lighthouse": "a lighthouse", "sky": "the moon" if "moon" in sc.parts else "the sun"
-                          }[sc.subject], []
+            text, used = (
+                {
+                    "house": "a house",
+                    "trees": "a tree" if n == 1 else "trees",
+                    "boat": "a sailboat",
+                    "mountains": "a mountain" if n == 1 else "mountains",
+                    "flowers": "a flower" if n == 1 else "flowers",
+                    "fish": "a fish" if n == 1 else "fish",
+                    "balloon": "a hot-air balloon",
+                    "lighthouse": "a lighthouse",
+                    "sky": "the moon" if "moon" in sc.parts else "the sun",
+                }[sc.subject],
+                [],
+            )
     elif form == "st":
         text, used = f"{s_text}, {post}", s_parts
     elif form == "prefix":
-        prefix = rng.choice(["a painting of", "an illustration of", "a drawing of", "a picture of", "a photo of",
-                             "a simple sketch of"] + ["a close-up of"] * 3 * (sc.subject == "flowers"))
+        prefix = rng.choice(
+            ["a painting of", "an illustration of", "a drawing of", "a picture of", "a photo of", "a simple sketch of"]
+            + ["a close-up of"] * 3 * (sc.subject == "flowers")
+        )
         text = f"{prefix} {s_text} {g_text}"
     else:  # two sentences
         text = f"{s_text} {g_text} {post}. {x_sentence}"
         used = s_parts + g_parts + x_parts
     if mono:
-        text = rng.choice(["a greyscale photo of {}", "{}, in greyscale", "monochrome: {}", "{} (monochrome)",
-                           "an old greyscale picture of {}"]).format(text.rstrip("."))
+        text = rng.choice(
+            [
+                "a greyscale photo of {}",
+                "{}, in greyscale",
+                "monochrome: {}",
+                "{} (monochrome)",
+                "an old greyscale picture of {}",
+            ]
+        ).format(text.rstrip("."))
         used = []
     if form != "s" or rng.random() < 0.3:  # short captions repeat, as they do in real catalogues
         if rng.random() < 0.45:
@@ -830,17 +1031,24 @@ def write_caption(sc: Scene, rng: random.Random, mono: bool) -> tuple[str, list[
 
 def title_for(sc: Scene, rng: random.Random, index: int) -> str:
     """A catalogue title: plain, numbered, untitled or in another language."""
-    name = {"house": ["Cottage", "The House", "Farmhouse", "Maison", "Das Haus", "Casa"],
-            "trees": ["Trees", "Pines", "The Grove", "Árboles", "Bäume", "Forêt"],
-            "boat": ["Sailboat", "Regatta", "Bateau", "Barco", "Segelboot"],
-            "mountains": ["Mountains", "The Range", "Montagnes", "Gebirge", "Montañas"],
-            "flowers": ["Flowers", "Bloom", "Fleurs", "Blumen", "Flores"],
-            "fish": ["Fish", "Under the Sea", "Poissons", "Unterwasser", "Peces"],
-            "balloon": ["Balloon", "Ascent", "Montgolfière", "Ballonfahrt", "Globo"],
-            "lighthouse": ["Lighthouse", "The Light", "Phare", "Leuchtturm", "Faro"],
-            "sky": ["Sky", "Celestial", "Le ciel", "Himmel", "Cielo"]}[sc.subject]
-    when = {"day": ["", "Morning", "Noon", "Summer"], "overcast": ["Grey Day", "Clouds"], "dusk": ["Dusk", "Sunset"],
-            "night": ["Night", "Nocturne"], "water": ["", "Deep"]}[sc.time]
+    name = {
+        "house": ["Cottage", "The House", "Farmhouse", "Maison", "Das Haus", "Casa"],
+        "trees": ["Trees", "Pines", "The Grove", "Árboles", "Bäume", "Forêt"],
+        "boat": ["Sailboat", "Regatta", "Bateau", "Barco", "Segelboot"],
+        "mountains": ["Mountains", "The Range", "Montagnes", "Gebirge", "Montañas"],
+        "flowers": ["Flowers", "Bloom", "Fleurs", "Blumen", "Flores"],
+        "fish": ["Fish", "Under the Sea", "Poissons", "Unterwasser", "Peces"],
+        "balloon": ["Balloon", "Ascent", "Montgolfière", "Ballonfahrt", "Globo"],
+        "lighthouse": ["Lighthouse", "The Light", "Phare", "Leuchtturm", "Faro"],
+        "sky": ["Sky", "Celestial", "Le ciel", "Himmel", "Cielo"],
+    }[sc.subject]
+    when = {
+        "day": ["", "Morning", "Noon", "Summer"],
+        "overcast": ["Grey Day", "Clouds"],
+        "dusk": ["Dusk", "Sunset"],
+        "night": ["Night", "Nocturne"],
+        "water": ["", "Deep"],
+    }[sc.time]
     form = rng.random()
     noun, at = rng.choice(name), rng.choice(when)
     if form < 0.12:
@@ -857,39 +1065,107 @@ def title_for(sc: Scene, rng: random.Random, index: int) -> str:
 # ---------------------------------------------------------------------------------------------------- catalogue
 
 CREATORS = [
-    "Zoë Müller", "Amélie Laurent", "Łukasz Wróbel", "Björn Ångström", "Nguyễn Thị Lan", "Saoirse Ní Bhriain",
-    "Ömer Çelik", "François Dubois", "Chidi Okeke", "Mei Chen", "Ana Ruiz", "Priya Natarajan",
-    "Tomás Ó Súilleabháin", "Kaito Nakamura", "Ingrid Solberg", "Rafael Ibáñez", "Agnieszka Dąbrowska",
+    "Zoë Müller",
+    "Amélie Laurent",
+    "Łukasz Wróbel",
+    "Björn Ångström",
+    "Nguyễn Thị Lan",
+    "Saoirse Ní Bhriain",
+    "Ömer Çelik",
+    "François Dubois",
+    "Chidi Okeke",
+    "Mei Chen",
+    "Ana Ruiz",
+    "Priya Natarajan",
+    "Tomás Ó Súilleabháin",
+    "Kaito Nakamura",
+    "Ingrid Solberg",
+    "Rafael Ibáñez",
+    "Agnieszka Dąbrowska",
     "Leilani Kahale",
 ]
 
 # licence category -> (share of the collection, spellings as (license, license_url), expected decision)
 LICENSES: dict[str, tuple[float, list[tuple[str | None, str]], str]] = {
-    "CC0-1.0": (0.22, [("CC0-1.0", ""), ("CC0", "https://creativecommons.org/publicdomain/zero/1.0/"),
-                       ("cc0-1.0", ""), ("CC0 1.0", ""), ("", "https://creativecommons.org/publicdomain/zero/1.0/"),
-                       ("https://creativecommons.org/publicdomain/zero/1.0/deed.en", "")], "train"),
-    "CC-BY-4.0": (0.28, [("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"), ("CC BY 4.0", ""),
-                         ("cc-by-4.0", ""), ("CC BY 4.0 International", "https://creativecommons.org/licenses/by/4.0/"),
-                         ("Creative Commons BY 4.0", ""), ("https://creativecommons.org/licenses/by/4.0/", ""),
-                         ("", "https://creativecommons.org/licenses/by/4.0/deed.en")], "train"),
-    "CC-BY-SA-4.0": (0.13, [("CC-BY-SA-4.0", ""), ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
-                            ("cc-by-sa-4.0", ""), ("https://creativecommons.org/licenses/by-sa/4.0/legalcode", "")],
-                     "train"),
-    "PDM": (0.12, [("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"), ("PDM", ""),
-                   ("public domain", ""), ("", "https://creativecommons.org/publicdomain/mark/1.0/")], "train"),
-    "CC-BY-NC-4.0": (0.08, [("CC-BY-NC-4.0", ""), ("CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
-                            ("https://creativecommons.org/licenses/by-nc/4.0/", "")],
-                     "license_forbids:non_commercial"),
-    "All rights reserved": (0.06, [("All rights reserved", ""), ("All Rights Reserved", ""), ("ARR", "")],
-                            "license_forbids:training"),
+    "CC0-1.0": (
+        0.22,
+        [
+            ("CC0-1.0", ""),
+            ("CC0", "https://creativecommons.org/publicdomain/zero/1.0/"),
+            ("cc0-1.0", ""),
+            ("CC0 1.0", ""),
+            ("", "https://creativecommons.org/publicdomain/zero/1.0/"),
+            ("https://creativecommons.org/publicdomain/zero/1.0/deed.en", ""),
+        ],
+        "train",
+    ),
+    "CC-BY-4.0": (
+        0.28,
+        [
+            ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+            ("CC BY 4.0", ""),
+            ("cc-by-4.0", ""),
+            ("CC BY 4.0 International", "https://creativecommons.org/licenses/by/4.0/"),
+            ("Creative Commons BY 4.0", ""),
+            ("https://creativecommons.org/licenses/by/4.0/", ""),
+            ("", "https://creativecommons.org/licenses/by/4.0/deed.en"),
+        ],
+        "train",
+    ),
+    "CC-BY-SA-4.0": (
+        0.13,
+        [
+            ("CC-BY-SA-4.0", ""),
+            ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+            ("cc-by-sa-4.0", ""),
+            ("https://creativecommons.org/licenses/by-sa/4.0/legalcode", ""),
+        ],
+        "train",
+    ),
+    "PDM": (
+        0.12,
+        [
+            ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"),
+            ("PDM", ""),
+            ("public domain", ""),
+            ("", "https://creativecommons.org/publicdomain/mark/1.0/"),
+        ],
+        "train",
+    ),
+    "CC-BY-NC-4.0": (
+        0.08,
+        [
+            ("CC-BY-NC-4.0", ""),
+            ("CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
+            ("https://creativecommons.org/licenses/by-nc/4.0/", ""),
+        ],
+        "license_forbids:non_commercial",
+    ),
+    "All rights reserved": (
+        0.06,
+        [("All rights reserved", ""), ("All Rights Reserved", ""), ("ARR", "")],
+        "license_forbids:training",
+    ),
     "missing": (0.06, [("", ""), (None, ""), ("<absent>", "")], "license_missing"),
-    "unknown": (0.05, [("free for personal use", ""), ("see website", ""), ("CC-BY-7.5", ""),
-                       ("royalty free", "")], "license_unknown"),
+    "unknown": (
+        0.05,
+        [("free for personal use", ""), ("see website", ""), ("CC-BY-7.5", ""), ("royalty free", "")],
+        "license_unknown",
+    ),
 }
 
 FORMATS: dict[str, float] = {  # how each file is stored; each appears at least once when n allows
-    "png": 0.28, "jpeg": 0.27, "webp": 0.1, "webp-lossless": 0.04, "gif": 0.03, "png-palette": 0.04,
-    "png-grey": 0.04, "jpeg-grey": 0.03, "png-rgba": 0.05, "webp-rgba": 0.03, "jpeg-exif": 0.09,
+    "png": 0.28,
+    "jpeg": 0.27,
+    "webp": 0.1,
+    "webp-lossless": 0.04,
+    "gif": 0.03,
+    "png-palette": 0.04,
+    "png-grey": 0.04,
+    "jpeg-grey": 0.03,
+    "png-rgba": 0.05,
+    "webp-rgba": 0.03,
+    "jpeg-exif": 0.09,
 }
 ASPECTS = [1.0, 1.0, 1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9, 9 / 16, 5 / 4, 2.0, 1.85]
 
@@ -926,8 +1202,11 @@ def _encode(img: Image.Image, fmt: str, rng: random.Random) -> tuple[bytes, str,
             img, mode = img.convert("L"), "L"
         if fmt == "jpeg-exif":
             orientation = rng.choice([3, 6, 8])
-            stored = img.transpose({3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
-                                    8: Image.Transpose.ROTATE_270}[orientation])
+            stored = img.transpose(
+                {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[
+                    orientation
+                ]
+            )
             exif = Image.Exif()
             exif[0x0112] = orientation
             exif[0x010F] = rng.choice(["AtelierCam", "Fujifilm", "Canon", "NIKON CORPORATION"])
@@ -946,8 +1225,7 @@ def _encode(img: Image.Image, fmt: str, rng: random.Random) -> tuple[bytes, str,
         img.save(buf, format="WEBP", lossless=True, method=4)
         return buf.getvalue(), "webp", "RGB", info
     if fmt in ("gif", "png-palette"):
-        pal = img.quantize(colors=rng.choice([64, 96, 128]), method=Image.Quantize.MEDIANCUT,
-                           dither=Image.Dither.NONE)
+        pal = img.quantize(colors=rng.choice([64, 96, 128]), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         pal.save(buf, format="GIF" if fmt == "gif" else "PNG")
         return buf.getvalue(), "gif" if fmt == "gif" else "png", "P", info
     if fmt == "png-grey":
@@ -1001,6 +1279,7 @@ class SceneFile:
 
 def _phash(img: Image.Image) -> int:
     import imagehash  # clean's perceptual hash (imported here: only the writer needs it)
+
     return int(str(imagehash.phash(img)), 16)
 
 
@@ -1012,8 +1291,12 @@ def build_scenes(n: int = 400, seed: int = 0) -> list[SceneFile]:
     licences = _quota(rng, {k: v[0] for k, v in LICENSES.items()}, n)
     formats = _quota(rng, FORMATS, n)
     subjects = _quota(rng, dict.fromkeys(SUBJECTS, 1.0), n)
-    no_creator = set(rng.sample([i for i, lic in enumerate(licences) if lic in ("CC0-1.0", "PDM", "unknown")],
-                                k=min(max(1, n // 30), sum(lic in ("CC0-1.0", "PDM", "unknown") for lic in licences))))
+    no_creator = set(
+        rng.sample(
+            [i for i, lic in enumerate(licences) if lic in ("CC0-1.0", "PDM", "unknown")],
+            k=min(max(1, n // 30), sum(lic in ("CC0-1.0", "PDM", "unknown") for lic in licences)),
+        )
+    )
     hashes: list[int] = []
     files: list[SceneFile] = []
     for i in range(n):
@@ -1022,8 +1305,11 @@ def build_scenes(n: int = 400, seed: int = 0) -> list[SceneFile]:
             r = random.Random(f"scene:{seed}:{i}:{attempt}")
             long_side = round(math.exp(r.uniform(math.log(48), math.log(400))))
             aspect = r.choice(ASPECTS)
-            w, h = (long_side, max(40, round(long_side / aspect))) if aspect >= 1 else \
-                (max(40, round(long_side * aspect)), long_side)
+            w, h = (
+                (long_side, max(40, round(long_side / aspect)))
+                if aspect >= 1
+                else (max(40, round(long_side * aspect)), long_side)
+            )
             canvas = _Canvas(w, h, k=4 if max(w, h) <= 100 else (3 if max(w, h) <= 200 else 2))
             time = r.choice(TIMES)
             sc = draw_scene(subjects[i], time, canvas, r)
@@ -1033,9 +1319,12 @@ def build_scenes(n: int = 400, seed: int = 0) -> list[SceneFile]:
             mono = mode == "L"
             for key in list(sc.parts):  # keep the probes whose colour is clear in the drawing and in the file
                 part = sc.parts[key]
-                part.probes = [pt for pt in part.probes
-                               if _steady(picture, canvas.frac(*pt), part.colour)
-                               and probe_colour(shown, canvas.frac(*pt)) == part.colour]
+                part.probes = [
+                    pt
+                    for pt in part.probes
+                    if _steady(picture, canvas.frac(*pt), part.colour)
+                    and probe_colour(shown, canvas.frac(*pt)) == part.colour
+                ]
             ph = _phash(shown)
             if all(bin(ph ^ other).count("1") > 10 for other in hashes):
                 break  # not a near duplicate of an earlier scene (clean rejects those at hamming <= 4)
@@ -1048,12 +1337,20 @@ def build_scenes(n: int = 400, seed: int = 0) -> list[SceneFile]:
         name = f"{prefix}{i + 1:04d}.{ext}"
         if r.random() < 0.15:
             name = f"{sc.subject}/{name}"  # some in sub-folders, as exports often are
-        meta: dict = {"file_name": name, "title": title_for(sc, r, i + 1), "caption": caption,
-                      "license_url": url,
-                      "source_url": r.choice(["https://collections.example.org/objects/{}",
-                                              "https://www.example.com/photos/{}",
-                                              "https://commons.example.net/wiki/File:{}",
-                                              "https://archive.example.edu/item/{}"]).format(f"{seed}-{i + 1:04d}")}
+        meta: dict = {
+            "file_name": name,
+            "title": title_for(sc, r, i + 1),
+            "caption": caption,
+            "license_url": url,
+            "source_url": r.choice(
+                [
+                    "https://collections.example.org/objects/{}",
+                    "https://www.example.com/photos/{}",
+                    "https://commons.example.net/wiki/File:{}",
+                    "https://archive.example.edu/item/{}",
+                ]
+            ).format(f"{seed}-{i + 1:04d}"),
+        }
         if spelling != "<absent>":
             meta["license"] = spelling
         if i in no_creator:
@@ -1062,11 +1359,20 @@ def build_scenes(n: int = 400, seed: int = 0) -> list[SceneFile]:
         else:
             meta["creator"] = r.choice(CREATORS)
         layout = {
-            "subject": sc.subject, "time": sc.time, "ground": sc.ground, "format": fmt, "mode": mode,
-            "size": [w, h], **info, "license_category": lic, "expected": LICENSES[lic][2],
+            "subject": sc.subject,
+            "time": sc.time,
+            "ground": sc.ground,
+            "format": fmt,
+            "mode": mode,
+            "size": [w, h],
+            **info,
+            "license_category": lic,
+            "expected": LICENSES[lic][2],
             "facts": {k: v for k, v in sc.facts.items() if k != "horizon"},
-            "mentions": [{"part": k, "colour": sc.parts[k].colour,
-                          "probes": [canvas.frac(*pt) for pt in sc.parts[k].probes]} for k in used],
+            "mentions": [
+                {"part": k, "colour": sc.parts[k].colour, "probes": [canvas.frac(*pt) for pt in sc.parts[k].probes]}
+                for k in used
+            ],
         }
         files.append(SceneFile(name, data, meta, layout))
     return files
@@ -1083,8 +1389,9 @@ def write_scenes(folder: Path, n: int = 400, seed: int = 0) -> dict:
         lines = [json.dumps(f.meta, ensure_ascii=False, sort_keys=True) for f in files]
         (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         layout = {f.file_name: f.layout for f in files}
-        (tmp / "layout.json").write_text(json.dumps(layout, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+        (tmp / "layout.json").write_text(
+            json.dumps(layout, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         expected = {f.file_name: f.layout["expected"] for f in files if f.layout["expected"] != "train"}
         (tmp / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summarise(files)
@@ -1101,7 +1408,8 @@ def summarise(files: list[SceneFile]) -> dict:
         "excluded": dict(Counter(f.layout["expected"] for f in files if f.layout["expected"] != "train")),
         "distinct_captions": len({f.meta["caption"] for f in files}),
         "without_creator": sum(not f.meta.get("creator") for f in files),
-        "min_side": min(min(s) for s in sizes), "max_side": max(max(s) for s in sizes),
+        "min_side": min(min(s) for s in sizes),
+        "max_side": max(max(s) for s in sizes),
     }
 
 

@@ -45,7 +45,9 @@ def imports(root: Path) -> list[Import]:
         rel = str(path.relative_to(root))
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
             if isinstance(node, ast.Import):
-                out += [Import(name, rel, node.lineno, a.name, ()) for a in node.names if a.name.split(".")[0] in FLOORS]
+                out += [
+                    Import(name, rel, node.lineno, a.name, ()) for a in node.names if a.name.split(".")[0] in FLOORS
+                ]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
@@ -71,12 +73,18 @@ def upward(found: list[Import]) -> list[str]:
     bad = []
     for i in found:
         if floor(i.target) > floor(i.module):
-            bad.append(f"{i.file}:{i.line}: {i.module} (floor {floor(i.module)}) imports {i.target} "
-                       f"(floor {floor(i.target)}), a floor above it; move what it needs down")
-        elif i.target.split(".")[0] == "stages" and i.module.split(".")[0] not in STAGE_CALLERS and i.target != "stages":
+            bad.append(
+                f"{i.file}:{i.line}: {i.module} (floor {floor(i.module)}) imports {i.target} "
+                f"(floor {floor(i.target)}), a floor above it; move what it needs down"
+            )
+        elif (
+            i.target.split(".")[0] == "stages" and i.module.split(".")[0] not in STAGE_CALLERS and i.target != "stages"
+        ):
             if i.target != i.module:
-                bad.append(f"{i.file}:{i.line}: {i.module} imports the stage {i.target}; a stage is an entry point, "
-                           "only flows/ and app/ import it: move what it needs into a floor below")
+                bad.append(
+                    f"{i.file}:{i.line}: {i.module} imports the stage {i.target}; a stage is an entry point, "
+                    "only flows/ and app/ import it: move what it needs into a floor below"
+                )
     return bad
 
 
@@ -109,8 +117,12 @@ def circles(found: list[Import]) -> list[str]:
                     break
             if len(group) > 1:
                 ties = [e for m in sorted(group) for t, e in edges.get(m, {}).items() if t in group]
-                out.append("circle " + " <-> ".join(sorted(group)) + ": "
-                           + "; ".join(f"{e.file}:{e.line} imports {e.target}" for e in ties))
+                out.append(
+                    "circle "
+                    + " <-> ".join(sorted(group))
+                    + ": "
+                    + "; ".join(f"{e.file}:{e.line} imports {e.target}" for e in ties)
+                )
 
     for v in sorted(edges):
         if v not in index:
@@ -120,22 +132,34 @@ def circles(found: list[Import]) -> list[str]:
 
 def private_names(root: Path, found: list[Import]) -> list[str]:
     """Private names (`_x`, not dunders) taken from another module, by `from m import _x` or `m._x`."""
-    bad = [f"{i.file}:{i.line}: {i.module} takes the private name {n} from {i.target}; make it public or move it"
-           for i in found for n in i.names if n.startswith("_") and not n.startswith("__")]
+    bad = [
+        f"{i.file}:{i.line}: {i.module} takes the private name {n} from {i.target}; make it public or move it"
+        for i in found
+        for n in i.names
+        if n.startswith("_") and not n.startswith("__")
+    ]
     for name, path in modules(root).items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                aliases.update({(a.asname or a.name.split(".")[0]): a.name for a in node.names
-                                if a.name.split(".")[0] in FLOORS})
+                aliases.update(
+                    {(a.asname or a.name.split(".")[0]): a.name for a in node.names if a.name.split(".")[0] in FLOORS}
+                )
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FLOORS:
                 aliases.update({(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names})
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
-                bad.append(f"{path.relative_to(root)}:{node.lineno}: {name} uses the private name {node.attr} of "
-                           f"{aliases[node.value.id]}; make it public or move it")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                bad.append(
+                    f"{path.relative_to(root)}:{node.lineno}: {name} uses the private name {node.attr} of "
+                    f"{aliases[node.value.id]}; make it public or move it"
+                )
     return bad
 
 
@@ -156,33 +180,49 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_planted_upward_import_is_named_with_its_file_and_line(tmp_path):
-    root = _tree(tmp_path, {"atelier/__init__.py": "", "atelier/io.py": "import os\n\ndef f():\n    from app import cli\n",
-                            "app/__init__.py": "", "app/cli.py": "from atelier import io\n"})
-    assert problems(root) == ["atelier/io.py:4: atelier.io (floor 1) imports app.cli (floor 6), a floor above it; "
-                              "move what it needs down",
-                              "circle app.cli <-> atelier.io: app/cli.py:1 imports atelier.io; atelier/io.py:4 imports "
-                              "app.cli"]
+    root = _tree(
+        tmp_path,
+        {
+            "atelier/__init__.py": "",
+            "atelier/io.py": "import os\n\ndef f():\n    from app import cli\n",
+            "app/__init__.py": "",
+            "app/cli.py": "from atelier import io\n",
+        },
+    )
+    assert problems(root) == [
+        "atelier/io.py:4: atelier.io (floor 1) imports app.cli (floor 6), a floor above it; move what it needs down",
+        "circle app.cli <-> atelier.io: app/cli.py:1 imports atelier.io; atelier/io.py:4 imports app.cli",
+    ]
 
 
 def test_a_stage_used_as_a_library_a_circle_and_a_private_name_are_each_refused(tmp_path):
-    root = _tree(tmp_path, {
-        "atelier/__init__.py": "",
-        "atelier/a.py": "from atelier.b import helper\n",
-        "atelier/b.py": "from atelier import a\n\ndef helper(): ...\n",
-        "provenance/__init__.py": "",
-        "provenance/x.py": "from atelier.b import _hidden\nfrom atelier import a\na._secret()\n",
-        "stages/__init__.py": "",
-        "stages/clean.py": "def decode(): ...\n",
-        "stages/ingest.py": "from stages.clean import decode\n",
-        "flows/__init__.py": "",
-        "flows/pipeline.py": "from stages import clean\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "atelier/__init__.py": "",
+            "atelier/a.py": "from atelier.b import helper\n",
+            "atelier/b.py": "from atelier import a\n\ndef helper(): ...\n",
+            "provenance/__init__.py": "",
+            "provenance/x.py": "from atelier.b import _hidden\nfrom atelier import a\na._secret()\n",
+            "stages/__init__.py": "",
+            "stages/clean.py": "def decode(): ...\n",
+            "stages/ingest.py": "from stages.clean import decode\n",
+            "flows/__init__.py": "",
+            "flows/pipeline.py": "from stages import clean\n",
+        },
+    )
     found = problems(root)
-    assert "stages/ingest.py:1: stages.ingest imports the stage stages.clean; a stage is an entry point, only flows/ " \
-           "and app/ import it: move what it needs into a floor below" in found
+    assert (
+        "stages/ingest.py:1: stages.ingest imports the stage stages.clean; a stage is an entry point, only flows/ "
+        "and app/ import it: move what it needs into a floor below" in found
+    )
     assert any(p.startswith("circle atelier.a <-> atelier.b: atelier/a.py:1 imports atelier.b") for p in found)
-    assert "provenance/x.py:1: provenance.x takes the private name _hidden from atelier.b; make it public or move " \
-           "it" in found
-    assert any(p.startswith("provenance/x.py:3: provenance.x uses the private name _secret of atelier.a") for p in found)
+    assert (
+        "provenance/x.py:1: provenance.x takes the private name _hidden from atelier.b; make it public or move "
+        "it" in found
+    )
+    assert any(
+        p.startswith("provenance/x.py:3: provenance.x uses the private name _secret of atelier.a") for p in found
+    )
     assert not any("flows/pipeline.py" in p for p in found)  # the flow may call a stage
     assert len(found) == 4

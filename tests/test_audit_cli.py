@@ -10,8 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from atelier import paths
 from app.cli import main
+from atelier import paths
 from provenance.keys import create_signing_identity
 from tests.test_audit_report import artwork_png
 
@@ -44,7 +44,9 @@ def test_options_that_cannot_be_honoured_are_refused(capsys, tmp_path, art):
     assert "is a folder" in refused(capsys, art, "--html", str(tmp_path))
     assert "does not exist" in refused(capsys, art, "--html", str(tmp_path / "no-such-folder" / "audit.html"))
     assert "does not exist" in refused(capsys, art, "--html", f"{art}/audit.html")  # a file where a folder must be
-    assert "--bundle" in (err := refused(capsys, art, "--bundle", str(tmp_path / "no-bundle"))) and "does not exist" in err
+    assert (
+        "--bundle" in (err := refused(capsys, art, "--bundle", str(tmp_path / "no-bundle"))) and "does not exist" in err
+    )
     assert "is not a folder" in refused(capsys, art, "--bundle", art)
 
 
@@ -61,10 +63,13 @@ def _identity(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("break_it, said", [
-    (lambda f: os.chmod(f, 0o755), "mode 0755 lets others list it"),
-    (lambda f: (f / "ca.pem").unlink(), "ca.pem"),  # no trust anchor: the audit never makes a new one
-])
+@pytest.mark.parametrize(
+    "break_it, said",
+    [
+        (lambda f: os.chmod(f, 0o755), "mode 0755 lets others list it"),
+        (lambda f: (f / "ca.pem").unlink(), "ca.pem"),  # no trust anchor: the audit never makes a new one
+    ],
+)
 def test_an_unusable_signing_folder_is_a_message_and_exit_2(capsys, monkeypatch, tmp_path, art, break_it, said):
     folder = _identity(tmp_path)
     break_it(folder)
@@ -86,22 +91,42 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     folder = _identity(tmp_path)
     os.chmod(folder, 0o755)
     env = {**os.environ, "ATELIER_SIGNING_DIR": str(folder)}
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--no-lineage",
-                           str(artwork_png(tmp_path / "art.png"))], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "audit", "--no-lineage", str(artwork_png(tmp_path / "art.png"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"atelier: {folder}: mode 0755 lets others list it; use a private "
-                                                "folder (`chmod 700`)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"atelier: {folder}: mode 0755 lets others list it; use a private folder (`chmod 700`)"
+    ]
 
 
 def _tables(tmp_path, monkeypatch) -> None:
     """A two-record training set and one exclusion in tmp_path, put where the dataset audit reads them."""
-    train = pd.DataFrame([{"record_id": f"{n:064x}", "source_uri": f"demo://{n}", "license_raw": "CC-BY-4.0",
-                           "license_url": None, "license_spdx": "CC-BY-4.0", "creator": f"Creator {n}",
-                           "title": f"Work {n}", "source_url": None, "requires_attribution": True, "noai": False}
-                          for n in (1, 2)])
-    excluded = pd.DataFrame([{"record_id": "f" * 64, "license_spdx": None, "reason": "license_missing",
-                              "opted_out": False}])
+    train = pd.DataFrame(
+        [
+            {
+                "record_id": f"{n:064x}",
+                "source_uri": f"demo://{n}",
+                "license_raw": "CC-BY-4.0",
+                "license_url": None,
+                "license_spdx": "CC-BY-4.0",
+                "creator": f"Creator {n}",
+                "title": f"Work {n}",
+                "source_url": None,
+                "requires_attribution": True,
+                "noai": False,
+            }
+            for n in (1, 2)
+        ]
+    )
+    excluded = pd.DataFrame(
+        [{"record_id": "f" * 64, "license_spdx": None, "reason": "license_missing", "opted_out": False}]
+    )
     train.to_parquet(tmp_path / "train.parquet")
     excluded.to_parquet(tmp_path / "excluded.parquet")
     (tmp_path / "ATTRIBUTION.md").write_text("| Work 1 | Creator 1 |\n")  # Creator 2 is missing: one problem

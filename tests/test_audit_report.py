@@ -6,8 +6,8 @@ from __future__ import annotations
 import ast
 import re
 
-from atelier import paths
 from app.audit_report import format_html
+from atelier import paths
 from tests.browser import dump_dom
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -18,10 +18,16 @@ CSP = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>')
 def hostile_result() -> dict:
     """An audit result whose every field that comes from a file or a manifest carries an injection."""
     manifest = {"id": "abc", "artwork": {"generator": {"prompt": f"a blue spiral {SCRIPT}{IMG}"}}}
-    return {"path": f"artworks/{IMG}.png", "status": "failed", "manifest": manifest,
-            "summary": f"failed: {SCRIPT}",
-            "checks": [{"name": f"hash binding {IMG}", "ok": False, "detail": f"pixels differ {SCRIPT}"},
-                       {"name": "ledger copy", "ok": True, "detail": f"{IMG} agrees"}]}
+    return {
+        "path": f"artworks/{IMG}.png",
+        "status": "failed",
+        "manifest": manifest,
+        "summary": f"failed: {SCRIPT}",
+        "checks": [
+            {"name": f"hash binding {IMG}", "ok": False, "detail": f"pixels differ {SCRIPT}"},
+            {"name": "ledger copy", "ok": True, "detail": f"{IMG} agrees"},
+        ],
+    }
 
 
 def _title(dom: str) -> str:
@@ -35,8 +41,12 @@ def test_the_browser_check_sees_a_script_run(tmp_path):
     assert _title(dump_dom(page)) == "pwned"
 
 
-META = {"date": "2026-12-01T10:00:00+00:00", "tool": "Atelier 0123abc", "anchor": "operator signing folder",
-        "mode": "workspace"}
+META = {
+    "date": "2026-12-01T10:00:00+00:00",
+    "tool": "Atelier 0123abc",
+    "anchor": "operator signing folder",
+    "mode": "workspace",
+}
 
 
 def test_audit_report_shows_hostile_text_escaped_and_runs_nothing(tmp_path):
@@ -56,8 +66,16 @@ def test_audit_report_shows_hostile_text_escaped_and_runs_nothing(tmp_path):
         assert body.count("&lt;script&gt;") == 4 and body.count("&lt;img") == 5
 
 
-UNSAFE_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
-                ("pickle", "load"), ("pickle", "loads"), ("yaml", "unsafe_load"), ("marshal", "loads")}
+UNSAFE_CALLS = {
+    ("os", "system"),
+    ("os", "popen"),
+    ("subprocess", "getoutput"),
+    ("subprocess", "getstatusoutput"),
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("yaml", "unsafe_load"),
+    ("marshal", "loads"),
+}
 
 
 def _unsafe(tree: ast.AST) -> list[tuple[int, str]]:
@@ -70,7 +88,8 @@ def _unsafe(tree: ast.AST) -> list[tuple[int, str]]:
             if (f.value.id, f.attr) in UNSAFE_CALLS or (f.value.id == "os" and f.attr.startswith(("exec", "spawn"))):
                 found.append((node.lineno, f"{f.value.id}.{f.attr}()"))
             if (f.value.id, f.attr) == ("yaml", "load") and not any(
-                    k.arg == "Loader" and "Safe" in ast.unparse(k.value) for k in node.keywords):
+                k.arg == "Loader" and "Safe" in ast.unparse(k.value) for k in node.keywords
+            ):
                 found.append((node.lineno, "yaml.load() without SafeLoader"))
         if isinstance(f, ast.Name) and f.id in ("eval", "exec"):
             found.append((node.lineno, f"{f.id}()"))
@@ -93,17 +112,25 @@ def test_nothing_reaches_a_shell_or_an_evaluator():
 
 
 def test_the_shell_check_is_not_vacuous():
-    bad = ("import os, subprocess, yaml\nsubprocess.run(cmd, shell=True)\nos.system('x')\neval(s)\n"
-           "yaml.load(s)\nos.execvp('a', [])\n")
+    bad = (
+        "import os, subprocess, yaml\nsubprocess.run(cmd, shell=True)\nos.system('x')\neval(s)\n"
+        "yaml.load(s)\nos.execvp('a', [])\n"
+    )
     assert len(_unsafe(ast.parse(bad))) == 5
-    assert not _unsafe(ast.parse("import yaml, subprocess\nyaml.load(s, Loader=yaml.SafeLoader)\n"
-                                 "subprocess.run(['a'], shell=False)\nmodel.eval()\n"))
+    assert not _unsafe(
+        ast.parse(
+            "import yaml, subprocess\nyaml.load(s, Loader=yaml.SafeLoader)\n"
+            "subprocess.run(['a'], shell=False)\nmodel.eval()\n"
+        )
+    )
 
 
 # --- the report to hand on: summary, cards, thumbnails, the EU AI Act Art. 50(2) checklist -----------------------
 
-ATTRIBUTION = ("# Attribution\n\n| work | creator | license |\n|---|---|---|\n| Blue study | Ada Example | CC-BY-4.0 |\n"
-               "| Spiral no. 2 | B. Sample | CC-BY-SA-4.0 |\n")
+ATTRIBUTION = (
+    "# Attribution\n\n| work | creator | license |\n|---|---|---|\n| Blue study | Ada Example | CC-BY-4.0 |\n"
+    "| Spiral no. 2 | B. Sample | CC-BY-SA-4.0 |\n"
+)
 
 
 def artwork_png(path, hue: int = 0, size: int = 512):
@@ -121,48 +148,95 @@ def manifest(n: int = 1) -> dict:
     """An atelier.provenance/1 manifest with the fields the report reads."""
     from provenance.manifest import AI_DISCLOSURE, DIGITAL_SOURCE_TYPE
 
-    return {"id": f"{n:016x}", "artwork": {"file": f"art-{n}.png", "created_at": "2026-11-30T09:15:00+00:00",
-                                           "generator": {"prompt": "a blue spiral composition", "seed": n},
-                                           "watermark": {"method": "dwtDct", "id": 1000 + n}},
-            "model": {"name": "atelier-diffusion", "version": "3", "weights_sha256": "ab" * 32},
-            "data": {"attribution": {"creators": 2, "works": 2, "sha256": "cd" * 32}},
-            "rights": {"ai_generated": True, "digital_source_type": DIGITAL_SOURCE_TYPE, "disclosure": AI_DISCLOSURE,
-                       "usage_terms": {"statement": "Non-commercial use only. Attribution: credit the creators."}}}
+    return {
+        "id": f"{n:016x}",
+        "artwork": {
+            "file": f"art-{n}.png",
+            "created_at": "2026-11-30T09:15:00+00:00",
+            "generator": {"prompt": "a blue spiral composition", "seed": n},
+            "watermark": {"method": "dwtDct", "id": 1000 + n},
+        },
+        "model": {"name": "atelier-diffusion", "version": "3", "weights_sha256": "ab" * 32},
+        "data": {"attribution": {"creators": 2, "works": 2, "sha256": "cd" * 32}},
+        "rights": {
+            "ai_generated": True,
+            "digital_source_type": DIGITAL_SOURCE_TYPE,
+            "disclosure": AI_DISCLOSURE,
+            "usage_terms": {"statement": "Non-commercial use only. Attribution: credit the creators."},
+        },
+    }
 
 
 def marking(n: int = 1, **changes) -> dict:
-    facts = {"c2pa_state": "Trusted", "signed_at": "2026-11-30T09:15:02+00:00", "trusted_timestamp": False,
-             "watermark": {"expected": 1000 + n, "read": 1000 + n, "distance": 0, "readable": True},
-             "ai_disclosure": True, "logged": True}
+    facts = {
+        "c2pa_state": "Trusted",
+        "signed_at": "2026-11-30T09:15:02+00:00",
+        "trusted_timestamp": False,
+        "watermark": {"expected": 1000 + n, "read": 1000 + n, "distance": 0, "readable": True},
+        "ai_disclosure": True,
+        "logged": True,
+    }
     return facts | changes
 
 
 def results(tmp_path) -> list[dict]:
     """A verified, a recovered and a failed artwork (real PNGs in tmp_path), and one whose file is gone."""
-    ok = [{"name": "C2PA signature and trust chain", "ok": True, "detail": "Trusted (signed under the bundle's CA)"},
-          {"name": "hash binding", "ok": True, "detail": "pixels match the manifest's sha256"},
-          {"name": "signed log entry", "ok": True, "detail": "entry 4 of the signed log agrees"}]
-    verified = {"path": str(artwork_png(tmp_path / "art-1.png")), "status": "verified",
-                "summary": "all checks passed, C2PA Trusted", "checks": ok,
-                "notes": ["sidecar missing: the embedded manifest is enough"], "manifest": manifest(1),
-                "attribution": ATTRIBUTION, "marking": marking(1)}
-    recovered = {"path": str(artwork_png(tmp_path / "copy.png", hue=90)), "status": "recovered",
-                 "summary": "not verified; provenance recovered from the log by watermark id 1002",
-                 "checks": [{"name": "content credentials", "ok": False, "detail": "no C2PA manifest in the file"},
-                            {"name": "log recovery", "ok": True, "detail": "watermark id 1002 (3 bits off)"}],
-                 "notes": [], "manifest": manifest(2), "attribution": None,
-                 "marking": marking(2, c2pa_state=None, signed_at=None,
-                                    watermark={"expected": 1002, "read": 1002, "distance": 3, "readable": True})}
-    failed = {"path": str(artwork_png(tmp_path / "art-3.png", hue=180)), "status": "failed",
-              "summary": "failed: hash binding",
-              "checks": [{"name": "C2PA signature and trust chain", "ok": False,
-                          "detail": "Invalid: assertion.dataHash.mismatch"},
-                         {"name": "hash binding", "ok": False, "detail": "pixels sha256 1f2e... differ"}],
-              "manifest": manifest(3), "marking": marking(3, c2pa_state="Invalid", logged=False,
-                                                          watermark={"expected": 1003, "read": 77, "distance": 9,
-                                                                     "readable": False})}
-    gone = {"path": str(tmp_path / "missing.png"), "status": "failed", "summary": "unreadable: no such file",
-            "checks": [{"name": "readable", "ok": False, "detail": "no such file"}], "manifest": None}
+    ok = [
+        {"name": "C2PA signature and trust chain", "ok": True, "detail": "Trusted (signed under the bundle's CA)"},
+        {"name": "hash binding", "ok": True, "detail": "pixels match the manifest's sha256"},
+        {"name": "signed log entry", "ok": True, "detail": "entry 4 of the signed log agrees"},
+    ]
+    verified = {
+        "path": str(artwork_png(tmp_path / "art-1.png")),
+        "status": "verified",
+        "summary": "all checks passed, C2PA Trusted",
+        "checks": ok,
+        "notes": ["sidecar missing: the embedded manifest is enough"],
+        "manifest": manifest(1),
+        "attribution": ATTRIBUTION,
+        "marking": marking(1),
+    }
+    recovered = {
+        "path": str(artwork_png(tmp_path / "copy.png", hue=90)),
+        "status": "recovered",
+        "summary": "not verified; provenance recovered from the log by watermark id 1002",
+        "checks": [
+            {"name": "content credentials", "ok": False, "detail": "no C2PA manifest in the file"},
+            {"name": "log recovery", "ok": True, "detail": "watermark id 1002 (3 bits off)"},
+        ],
+        "notes": [],
+        "manifest": manifest(2),
+        "attribution": None,
+        "marking": marking(
+            2,
+            c2pa_state=None,
+            signed_at=None,
+            watermark={"expected": 1002, "read": 1002, "distance": 3, "readable": True},
+        ),
+    }
+    failed = {
+        "path": str(artwork_png(tmp_path / "art-3.png", hue=180)),
+        "status": "failed",
+        "summary": "failed: hash binding",
+        "checks": [
+            {"name": "C2PA signature and trust chain", "ok": False, "detail": "Invalid: assertion.dataHash.mismatch"},
+            {"name": "hash binding", "ok": False, "detail": "pixels sha256 1f2e... differ"},
+        ],
+        "manifest": manifest(3),
+        "marking": marking(
+            3,
+            c2pa_state="Invalid",
+            logged=False,
+            watermark={"expected": 1003, "read": 77, "distance": 9, "readable": False},
+        ),
+    }
+    gone = {
+        "path": str(tmp_path / "missing.png"),
+        "status": "failed",
+        "summary": "unreadable: no such file",
+        "checks": [{"name": "readable", "ok": False, "detail": "no such file"}],
+        "manifest": None,
+    }
     return [verified, recovered, failed, gone]
 
 
@@ -189,7 +263,8 @@ def test_checklist_states_each_point_and_says_what_is_missing(tmp_path):
     assert _states({**verified, "marking": marking(1, watermark=near)})[2] == "met"
     assert checklist_summary(eu_checklist(failed)) == (
         "1 of 5 met; missing: (a) signed machine-readable metadata, (b) time of signing, (c) imperceptible mark "
-        "present and readable, (e) detectable by the public: logged in the signed public log")
+        "present and readable, (e) detectable by the public: logged in the signed public log"
+    )
     assert _states({**verified, "marking": marking(1, c2pa_state="Valid")})[0] == "partly met"
 
 
@@ -221,17 +296,24 @@ def test_text_report_opens_with_the_summary_and_lists_each_artwork(tmp_path):
 
 
 def test_html_report_has_summary_thumbnails_credits_terms_and_checklist(tmp_path):
-    from app.audit_report import CSP, format_html
-
     import base64
     import io
+
     from PIL import Image
+
+    from app.audit_report import CSP, format_html
 
     html = format_html(results(tmp_path), META)
     assert f'content="{CSP}"' in html and "<script" not in html
     summary = html.split('<section class="card', 1)[0]
-    for fact in ('<b>1</b>verified', '<b>1</b>recovered', '<b>2</b>failed', "2026-12-01T10:00:00+00:00",
-                 "Atelier 0123abc", "operator signing folder"):
+    for fact in (
+        "<b>1</b>verified",
+        "<b>1</b>recovered",
+        "<b>2</b>failed",
+        "2026-12-01T10:00:00+00:00",
+        "Atelier 0123abc",
+        "operator signing folder",
+    ):
         assert fact in summary, fact
     thumbs = re.findall(r'<img class="thumb" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(thumbs) == 3 and html.count("no preview") == 1  # the missing file has none
@@ -259,11 +341,18 @@ def test_html_report_looks_like_a_document_in_a_browser(tmp_path):
 
 
 def dataset_report(problems: list[str]) -> dict:
-    return {"train_records": 40, "excluded_records": 7,
-            "per_license_and_decision": {"CC-BY-4.0 / train": 30, "CC0-1.0 / train": 10, "none / exclude": 7},
-            "excluded_per_reason": {"no license": 5, "opted out": 2}, "attribution_required": 30,
-            "opt_outs_honoured": 2, "opted_out_creators_in_training_set": [], "noai_records_in_training_set": 0,
-            "policy": {"allow_non_commercial": False, "allow_share_alike": True}, "problems": problems}
+    return {
+        "train_records": 40,
+        "excluded_records": 7,
+        "per_license_and_decision": {"CC-BY-4.0 / train": 30, "CC0-1.0 / train": 10, "none / exclude": 7},
+        "excluded_per_reason": {"no license": 5, "opted out": 2},
+        "attribution_required": 30,
+        "opt_outs_honoured": 2,
+        "opted_out_creators_in_training_set": [],
+        "noai_records_in_training_set": 0,
+        "policy": {"allow_non_commercial": False, "allow_share_alike": True},
+        "problems": problems,
+    }
 
 
 def test_dataset_html_report_shows_counts_policy_and_problems(tmp_path):

@@ -19,18 +19,48 @@ from atelier import cards, paths
 from atelier.io import write_parquet
 
 OUTPUTS = ("TRAIN_RECORDS", "EXCLUDED_RECORDS", "ATTRIBUTION", "LICENSE_SUMMARY", "DATASET_CARD", "DATASHEET")
-HEADLINE = {"guidance": 3.0, "retrieval_top1": 0.41, "real_retrieval_top1": 0.62, "chance_top1": 0.125,
-            "retrieval_top5": 0.8, "real_retrieval_top5": 0.9, "chance_top5": 0.625, "clip_score": 0.71,
-            "real_clip_score": 0.83, "clip_score_ratio": 0.855, "cmmd": 1.9, "cmmd_baseline": 0.7,
-            "diversity": 0.3, "real_diversity": 0.35, "replication_rate": 0.0, "figures_beating_real": 0.0}
+HEADLINE = {
+    "guidance": 3.0,
+    "retrieval_top1": 0.41,
+    "real_retrieval_top1": 0.62,
+    "chance_top1": 0.125,
+    "retrieval_top5": 0.8,
+    "real_retrieval_top5": 0.9,
+    "chance_top5": 0.625,
+    "clip_score": 0.71,
+    "real_clip_score": 0.83,
+    "clip_score_ratio": 0.855,
+    "cmmd": 1.9,
+    "cmmd_baseline": 0.7,
+    "diversity": 0.3,
+    "real_diversity": 0.35,
+    "replication_rate": 0.0,
+    "figures_beating_real": 0.0,
+}
 
 
 def _work(i: int, **kw) -> dict:
-    return {"record_id": f"{i:064x}", "source": "demo", "source_uri": f"art_{i}.png", "row": i,
-            "title": f"Work {i}", "creator": f"Creator {i % 3}", "caption": "a red grid composition",
-            "license_raw": "CC-BY-4.0", "license_url": "", "source_url": f"https://example.invalid/{i}.png",
-            "noai": False, "bytes": 100, "ingest_error": None, "width": 64, "height": 64, "format": "PNG",
-            "phash": f"{i:016x}", "clean_path": "data/clean/packs/x.parquet", **kw}
+    return {
+        "record_id": f"{i:064x}",
+        "source": "demo",
+        "source_uri": f"art_{i}.png",
+        "row": i,
+        "title": f"Work {i}",
+        "creator": f"Creator {i % 3}",
+        "caption": "a red grid composition",
+        "license_raw": "CC-BY-4.0",
+        "license_url": "",
+        "source_url": f"https://example.invalid/{i}.png",
+        "noai": False,
+        "bytes": 100,
+        "ingest_error": None,
+        "width": 64,
+        "height": 64,
+        "format": "PNG",
+        "phash": f"{i:016x}",
+        "clean_path": "data/clean/packs/x.parquet",
+        **kw,
+    }
 
 
 def run_license_stage(folder: Path, monkeypatch) -> Path:
@@ -39,12 +69,21 @@ def run_license_stage(folder: Path, monkeypatch) -> Path:
     from stages import license as stage
 
     folder.mkdir(parents=True, exist_ok=True)
-    clean = pd.DataFrame([_work(1), _work(2, license_raw="CC0-1.0"), _work(3, license_raw="CC-BY-SA-4.0"),
-                          _work(4, license_raw="Public Domain Mark 1.0"), _work(5, license_raw="CC-BY-NC-4.0"),
-                          _work(6, noai=True)])
+    clean = pd.DataFrame(
+        [
+            _work(1),
+            _work(2, license_raw="CC0-1.0"),
+            _work(3, license_raw="CC-BY-SA-4.0"),
+            _work(4, license_raw="Public Domain Mark 1.0"),
+            _work(5, license_raw="CC-BY-NC-4.0"),
+            _work(6, noai=True),
+        ]
+    )
     write_parquet(folder / "records.parquet", clean)
-    write_parquet(folder / "rejects.parquet", pd.DataFrame({**{c: [] for c in clean.columns}, "reason": [],
-                                                            "detail": []}).astype(str))
+    write_parquet(
+        folder / "rejects.parquet",
+        pd.DataFrame({**{c: [] for c in clean.columns}, "reason": [], "detail": []}).astype(str),
+    )
     monkeypatch.setattr(paths, "CLEAN_RECORDS", folder / "records.parquet")
     monkeypatch.setattr(paths, "CLEAN_REJECTS", folder / "rejects.parquet")
     monkeypatch.setattr(paths, "OPT_OUT", folder / "no-opt-outs.csv")
@@ -58,8 +97,10 @@ def run_license_stage(folder: Path, monkeypatch) -> Path:
 @pytest.fixture
 def offline(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"network used during validation: {args}")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
@@ -68,13 +109,28 @@ def test_the_license_stage_writes_a_card_that_mlcroissant_validates_offline(tmp_
     dataset = mlc.Dataset(jsonld=out / "croissant.json")
     card = json.loads((out / "croissant.json").read_text())
     assert card["conformsTo"] == [cards.CROISSANT, cards.CROISSANT_RAI]
-    assert sorted(card["license"]) == sorted([
-        "https://spdx.org/licenses/CC-BY-4.0.html", "https://spdx.org/licenses/CC-BY-SA-4.0.html",
-        "https://spdx.org/licenses/CC0-1.0.html", "https://creativecommons.org/publicdomain/mark/1.0/"])
-    for key in ("rai:dataCollection", "rai:dataCollectionType", "rai:dataPreprocessingProtocol",
-                "rai:personalSensitiveInformation", "rai:dataBiases", "rai:dataLimitations", "rai:dataUseCases",
-                "rai:dataSocialImpact", "rai:dataReleaseMaintenancePlan", "prov:wasDerivedFrom",
-                "prov:wasGeneratedBy", "prov:wasAttributedTo"):
+    assert sorted(card["license"]) == sorted(
+        [
+            "https://spdx.org/licenses/CC-BY-4.0.html",
+            "https://spdx.org/licenses/CC-BY-SA-4.0.html",
+            "https://spdx.org/licenses/CC0-1.0.html",
+            "https://creativecommons.org/publicdomain/mark/1.0/",
+        ]
+    )
+    for key in (
+        "rai:dataCollection",
+        "rai:dataCollectionType",
+        "rai:dataPreprocessingProtocol",
+        "rai:personalSensitiveInformation",
+        "rai:dataBiases",
+        "rai:dataLimitations",
+        "rai:dataUseCases",
+        "rai:dataSocialImpact",
+        "rai:dataReleaseMaintenancePlan",
+        "prov:wasDerivedFrom",
+        "prov:wasGeneratedBy",
+        "prov:wasAttributedTo",
+    ):
         assert card[key], key
     assert [s["name"] for s in card["prov:wasDerivedFrom"]] == ["demo"]
     generated = {p["name"]: p["value"] for p in card["prov:wasGeneratedBy"]["additionalProperty"]}
@@ -89,8 +145,16 @@ def test_the_license_stage_writes_a_card_that_mlcroissant_validates_offline(tmp_
     assert len(records) == 4 and by_id[f"{3:064x}"]["records/license_spdx"] == b"CC-BY-SA-4.0"
     assert by_id[f"{3:064x}"]["records/creator"] == b"Creator 0"
     datasheet = (out / "DATASHEET.md").read_text()
-    for section in ("## Motivation", "## Composition", "## Collection process", "## Preprocessing",
-                    "## Uses", "## Distribution", "## Maintenance", "opted_out:noai_flag | 1"):
+    for section in (
+        "## Motivation",
+        "## Composition",
+        "## Collection process",
+        "## Preprocessing",
+        "## Uses",
+        "## Distribution",
+        "## Maintenance",
+        "opted_out:noai_flag | 1",
+    ):
         assert section in datasheet
 
 
@@ -123,10 +187,22 @@ def test_the_card_is_byte_identical_for_the_same_inputs_and_names_no_local_path(
 
 
 def _model_facts(per_license: dict[str, int]) -> tuple[dict, dict]:
-    model = {"name": "atelier-latent-diffusion", "version": "3", "run_id": "abc123", "weights_sha256": "f" * 64,
-             "backend": "latent-diffusion", "resolution": 32, "git_commit": "0123abc"}
-    dataset = {"name": cards.DATASET_NAME, "card_sha256": "c" * 64, "dvc_md5": "d" * 32,
-               "records": sum(per_license.values()), "per_license": per_license}
+    model = {
+        "name": "atelier-latent-diffusion",
+        "version": "3",
+        "run_id": "abc123",
+        "weights_sha256": "f" * 64,
+        "backend": "latent-diffusion",
+        "resolution": 32,
+        "git_commit": "0123abc",
+    }
+    dataset = {
+        "name": cards.DATASET_NAME,
+        "card_sha256": "c" * 64,
+        "dvc_md5": "d" * 32,
+        "records": sum(per_license.values()),
+        "per_license": per_license,
+    }
     return model, dataset
 
 
@@ -148,15 +224,32 @@ def test_the_model_card_front_matter_parses_with_licence_datasets_and_tags():
 
 def test_the_model_card_names_a_declared_base_model_and_the_licensed_only_verdict():
     model, dataset = _model_facts({"CC0-1.0": 2})
-    parts = [{"name": "atelier-lora", "role": "lora_adapters", "trained_here": True, "weights_sha256": "a" * 64,
-              "license": None, "training_data": "the licensed set", "training_data_licensed": True},
-             {"name": "tiny-sd", "role": "base_model", "trained_here": False, "weights_sha256": "b" * 64,
-              "license": "CreativeML-OpenRAIL-M", "training_data": "LAION-5B subset", "training_data_licensed": None}]
+    parts = [
+        {
+            "name": "atelier-lora",
+            "role": "lora_adapters",
+            "trained_here": True,
+            "weights_sha256": "a" * 64,
+            "license": None,
+            "training_data": "the licensed set",
+            "training_data_licensed": True,
+        },
+        {
+            "name": "tiny-sd",
+            "role": "base_model",
+            "trained_here": False,
+            "weights_sha256": "b" * 64,
+            "license": "CreativeML-OpenRAIL-M",
+            "training_data": "LAION-5B subset",
+            "training_data_licensed": None,
+        },
+    ]
     text = cards.model_card(model, dataset, None, parts, "not licensed-only: base_model 'tiny-sd' ...")
     assert cards.model_card_front_matter(text)["base_model"] == "tiny-sd"
     assert "Licensed only: **no**. not licensed-only: base_model 'tiny-sd'" in text
-    assert f"| tiny-sd | base_model | outside | `{'b' * 64}` | CreativeML-OpenRAIL-M | LAION-5B subset | unknown |" \
-        in text
+    assert (
+        f"| tiny-sd | base_model | outside | `{'b' * 64}` | CreativeML-OpenRAIL-M | LAION-5B subset | unknown |" in text
+    )
     assert "Base model: none" not in text and "trained from scratch" not in text
     default = cards.model_card(model, dataset, None, parts[:1], "every part was trained here on the licensed set")
     assert "base_model" not in cards.model_card_front_matter(default) and "Licensed only: **yes**" in default
@@ -180,13 +273,25 @@ def test_the_registered_version_carries_its_cards_in_mlflow(tmp_path, monkeypatc
     summary = json.loads((out / "summary.json").read_text())
     train = pd.read_parquet(out / "train.parquet")
     record = tracking.TrainingRecord(
-        params={"diffusion.steps": 1}, curves={"unet_loss": [1.0, 0.5]}, metrics={"unet_seconds": 1.0},
-        tags={"dataset_md5": "d" * 32, "train_records": str(len(train)), "weights_sha256": "f" * 64,
-              "license_summary": json.dumps(summary["train_per_license"], sort_keys=True),
-              "backend": "latent-diffusion", "git_commit": "0123abc"},
-        dataset=train[["record_id", "source", "creator", "license_spdx", "caption"]], dataset_digest="d" * 32,
-        dataset_source="data/licensed/train.parquet", pipeline_dir=pipeline, artifacts=[out / "ATTRIBUTION.md"],
-        dataset_card=out / "croissant.json", datasheet=out / "DATASHEET.md")
+        params={"diffusion.steps": 1},
+        curves={"unet_loss": [1.0, 0.5]},
+        metrics={"unet_seconds": 1.0},
+        tags={
+            "dataset_md5": "d" * 32,
+            "train_records": str(len(train)),
+            "weights_sha256": "f" * 64,
+            "license_summary": json.dumps(summary["train_per_license"], sort_keys=True),
+            "backend": "latent-diffusion",
+            "git_commit": "0123abc",
+        },
+        dataset=train[["record_id", "source", "creator", "license_spdx", "caption"]],
+        dataset_digest="d" * 32,
+        dataset_source="data/licensed/train.parquet",
+        pipeline_dir=pipeline,
+        artifacts=[out / "ATTRIBUTION.md"],
+        dataset_card=out / "croissant.json",
+        datasheet=out / "DATASHEET.md",
+    )
     registered = tracking.log_training(record, "cards-test", "cards-test")
 
     c = tracking.client()
@@ -203,10 +308,16 @@ def test_the_registered_version_carries_its_cards_in_mlflow(tmp_path, monkeypatc
     assert str(tmp_path) not in card and str(paths.ROOT) not in card
     assert version.tags["licensed_only"] == "true" and "Licensed only: **yes**" in card  # every part trained here
     assert [p["name"] for p in json.loads(version.tags["components"])] == [
-        "atelier-autoencoder", "atelier-unet", "atelier-clip", "atelier-evaluator"]
+        "atelier-autoencoder",
+        "atelier-unet",
+        "atelier-clip",
+        "atelier-evaluator",
+    ]
 
     tracking.log_evaluation(registered["run_id"], "cards-test", registered["version"], HEADLINE, [])
     evaluated = c.get_model_version("cards-test", registered["version"]).description
     assert "Not evaluated yet" not in evaluated and "| prompt retrieval top-1 | 0.410 | 0.620 | 0.125 |" in evaluated
-    assert evaluated == tracking.download_run_file(registered["run_id"], "cards/MODEL_CARD.md",
-                                                   tmp_path / "dl2").read_text()
+    assert (
+        evaluated
+        == tracking.download_run_file(registered["run_id"], "cards/MODEL_CARD.md", tmp_path / "dl2").read_text()
+    )

@@ -27,7 +27,7 @@ from atelier.models import latent_diffusion as L
 from tests.conftest import edit_params
 from tests.test_models import AE_P, CLIP_P, DIFF_P
 
-STEPS = 7    # per fast run: checkpoints after steps 2, 4, 6 and 7 (the last)
+STEPS = 7  # per fast run: checkpoints after steps 2, 4, 6 and 7 (the last)
 EVERY = 2
 STOP_AT = 5  # the loop is stopped in step index 5, before its checkpoint: the resumed run redoes step 4 onwards
 
@@ -66,9 +66,16 @@ def _train(loop: str, checkpoint=None, stop_at: int | None = None) -> tuple[str,
         return _sha(vae.state_dict()) + f":{scale!r}", rows
     clip_model = C.build_clip(CLIP_P)
     latents = torch.randn(len(images), 4, 8, 8, generator=torch.Generator().manual_seed(4))
-    unet = L.train_unet(latents, captions, clip_model, C.build_tokenizer(CLIP_P.context_length),
-                        DIFF_P.model_copy(update={"steps": STEPS, "caption_dropout": 0.3}), on_step,
-                        flipped_latents=latents.flip(-1), checkpoint=checkpoint)
+    unet = L.train_unet(
+        latents,
+        captions,
+        clip_model,
+        C.build_tokenizer(CLIP_P.context_length),
+        DIFF_P.model_copy(update={"steps": STEPS, "caption_dropout": 0.3}),
+        on_step,
+        flipped_latents=latents.flip(-1),
+        checkpoint=checkpoint,
+    )
     return _sha(unet.state_dict()), rows
 
 
@@ -112,13 +119,17 @@ def test_a_checkpoint_with_another_key_is_ignored_and_deleted(uninterrupted, tmp
     assert ckpt.Checkpointer(folder, {"params": "A"}, "x").key != ckpt.Checkpointer(folder, {"params": "B"}, "x").key
 
     reported = []
-    C.train_clip(*_data(), other, lambda step, m: reported.append(step),
-                 ckpt.Checkpointer(folder, {"params": "B"}, "train_clip", every=0))
+    C.train_clip(
+        *_data(),
+        other,
+        lambda step, m: reported.append(step),
+        ckpt.Checkpointer(folder, {"params": "B"}, "train_clip", every=0),
+    )
     out = capsys.readouterr().out
     assert "train_clip: ignoring checkpoint" in out and "made with other params, code or inputs; deleted" in out
     assert "resuming" not in out
     assert reported == list(range(STEPS))  # trained from step 0
-    assert not list(folder.iterdir())      # deleted, and every=0 saved nothing
+    assert not list(folder.iterdir())  # deleted, and every=0 saved nothing
 
 
 def test_partial_and_corrupt_checkpoints_are_never_loaded(uninterrupted, tmp_path, capsys):
@@ -193,8 +204,9 @@ def test_checkpoint_period_comes_from_the_environment(monkeypatch):
 
 
 def test_stage_key_follows_params_and_deps(tmp_path, monkeypatch):
-    (tmp_path / "dvc.yaml").write_text("stages:\n  t:\n    cmd: x\n    deps: [code.py, data]\n"
-                                       "    params: [t, other.fraction]\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  t:\n    cmd: x\n    deps: [code.py, data]\n    params: [t, other.fraction]\n"
+    )
     (tmp_path / "params.yaml").write_text("t: {steps: 3}\nother: {fraction: 0.1, unrelated: 1}\n")
     (tmp_path / "code.py").write_text("print(1)\n")
     (tmp_path / "data").mkdir()
@@ -204,30 +216,41 @@ def test_stage_key_follows_params_and_deps(tmp_path, monkeypatch):
     first = ckpt.stage_key("t")
     assert first["params"] == {"t": {"steps": 3}, "other.fraction": 0.1}
     (tmp_path / "params.yaml").write_text("t: {steps: 3}\nother: {fraction: 0.1, unrelated: 2}\n")
-    assert ckpt.stage_key("t") == first                      # a param the stage does not read
+    assert ckpt.stage_key("t") == first  # a param the stage does not read
     (tmp_path / "data" / "b.png").write_bytes(b"b")
-    assert ckpt.stage_key("t") != first                      # its training data changed
+    assert ckpt.stage_key("t") != first  # its training data changed
 
 
 # ------------------------------------------------------------------------------------------- a real SIGKILL (slow)
 
 
 def _stage(root: Path, name: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{name}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _outputs(root: Path) -> dict:
-    return {"weights": weights_digest(root / "models" / "autoencoder"),
-            "curve": (root / "reports" / "curves" / "autoencoder.csv").read_text()}
+    return {
+        "weights": weights_digest(root / "models" / "autoencoder"),
+        "curve": (root / "reports" / "curves" / "autoencoder.csv").read_text(),
+    }
 
 
 @pytest.mark.slow
 def test_train_autoencoder_killed_by_sigkill_resumes_to_the_same_model(workspace, monkeypatch):
     """SIGKILL the train_autoencoder stage once it has saved a checkpoint; the next `dvc repro` resumes from that
     checkpoint and writes the same weights and loss curve as an uninterrupted run, and leaves no checkpoint behind."""
-    edit_params(workspace, train_clip={**CLIP_P.model_dump(exclude={"pretrained"}), "steps": 2},
-                train_autoencoder={"steps": 40, "batch_size": 16})
+    edit_params(
+        workspace,
+        train_clip={**CLIP_P.model_dump(exclude={"pretrained"}), "steps": 2},
+        train_autoencoder={"steps": 40, "batch_size": 16},
+    )
     dvc.repro("train_clip", root=workspace)
     monkeypatch.setenv(ckpt.EVERY_ENV, "5")  # for the stage processes started below, directly or by DVC
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))

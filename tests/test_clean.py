@@ -32,7 +32,10 @@ def _reason(data: bytes) -> str:
 
 def test_decode_rejections():
     good = _bytes(_pattern(1))
-    assert _reason(_bytes(Image.new("RGB", (40, 40)), "GIF", save_all=True, append_images=[Image.new("RGB", (40, 40), 9)])) == "ok"
+    assert (
+        _reason(_bytes(Image.new("RGB", (40, 40)), "GIF", save_all=True, append_images=[Image.new("RGB", (40, 40), 9)]))
+        == "ok"
+    )
     assert _reason(b"") == "empty_file"
     assert _reason(good[: len(good) // 2]) == "undecodable"
     assert _reason(b"plain text, not a picture") == "undecodable"
@@ -66,16 +69,21 @@ def test_transparency_and_sixteen_bit_are_converted():
 def test_duplicates_rejected_and_every_record_accounted_for():
     a, b = _bytes(_pattern(1)), _bytes(_pattern(5))
     near = _bytes(_pattern(1), "JPEG", quality=90)
-    raw = pd.DataFrame([
-        {"record_id": "a", "source_uri": "a.png", "ingest_error": None, "data": a},
-        {"record_id": "b", "source_uri": "b.png", "ingest_error": None, "data": b},
-        {"record_id": "a", "source_uri": "a-copy.png", "ingest_error": None, "data": a},
-        {"record_id": "n", "source_uri": "a.jpg", "ingest_error": None, "data": near},
-        {"record_id": "m", "source_uri": "gone.png", "ingest_error": "file_missing: gone", "data": b""},
-    ])
+    raw = pd.DataFrame(
+        [
+            {"record_id": "a", "source_uri": "a.png", "ingest_error": None, "data": a},
+            {"record_id": "b", "source_uri": "b.png", "ingest_error": None, "data": b},
+            {"record_id": "a", "source_uri": "a-copy.png", "ingest_error": None, "data": a},
+            {"record_id": "n", "source_uri": "a.jpg", "ingest_error": None, "data": near},
+            {"record_id": "m", "source_uri": "gone.png", "ingest_error": "file_missing: gone", "data": b""},
+        ]
+    )
     saved = {}
     clean, rejects = clean_records(raw, lambda r: r["data"], P, on_image=lambda rid, img: saved.update({rid: img}))
     assert list(clean["source_uri"]) == ["a.png", "b.png"] and set(saved) == {"a", "b"}
     assert dict(zip(rejects["source_uri"], rejects["reason"])) == {
-        "a-copy.png": "duplicate_exact", "a.jpg": "duplicate_near", "gone.png": "file_missing"}
+        "a-copy.png": "duplicate_exact",
+        "a.jpg": "duplicate_near",
+        "gone.png": "file_missing",
+    }
     assert len(clean) + len(rejects) == len(raw)

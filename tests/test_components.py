@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import save_file
-import torch
 
 from atelier import components, paths
 from atelier.config import ConfigError, load_params
@@ -34,8 +34,17 @@ def _checkpoint(folder: Path) -> Path:
 def _with_clip(path: Path, licensed):
     def mutate(data):
         data["train_clip"]["pretrained"] = str(path)
-        data["components"] = [{"name": "tiny-clip", "role": "clip", "path": str(path), "license": "MIT",
-                               "training_data": "web image-text pairs", "training_data_licensed": licensed}]
+        data["components"] = [
+            {
+                "name": "tiny-clip",
+                "role": "clip",
+                "path": str(path),
+                "license": "MIT",
+                "training_data": "web image-text pairs",
+                "training_data_licensed": licensed,
+            }
+        ]
+
     return mutate
 
 
@@ -117,11 +126,13 @@ def test_the_run_summary_states_the_champions_verdict():
     from atelier.run_summary import format_summary
 
     champion = {"name": "m", "version": "1", "run_id": "r"}
-    yes = format_summary({"champion": champion | {"licensed_only": True,
-                                                  "licensed_only_reason": "every part was trained here"}})
+    yes = format_summary(
+        {"champion": champion | {"licensed_only": True, "licensed_only_reason": "every part was trained here"}}
+    )
     assert "  licensed only: yes: every part was trained here" in yes.splitlines()
-    no = format_summary({"champion": champion | {"licensed_only": False,
-                                                 "licensed_only_reason": "not licensed-only: clip 'x' was ..."}})
+    no = format_summary(
+        {"champion": champion | {"licensed_only": False, "licensed_only_reason": "not licensed-only: clip 'x' was ..."}}
+    )
     assert "  licensed only: NO: not licensed-only: clip 'x' was ..." in no.splitlines()
     assert "licensed only: not recorded" in format_summary({"champion": champion})  # a version from before
     assert "licensed only" not in format_summary({"champion": {"name": "m", "version": None}})

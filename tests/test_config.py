@@ -65,8 +65,11 @@ def test_patch_size_must_divide_the_resolution(tmp_path):
         d["clean"].update(resolution=64, min_size=64)
         d["train_clip"].update(patch_size=12)
 
-    with pytest.raises(ConfigError, match=r"params\.yaml: clean\.resolution 64 is not divisible by "
-                                          r"train_clip\.patch_size 12"):
+    with pytest.raises(
+        ConfigError,
+        match=r"params\.yaml: clean\.resolution 64 is not divisible by "
+        r"train_clip\.patch_size 12",
+    ):
         load_params(_write(tmp_path, mutate))
 
 

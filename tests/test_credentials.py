@@ -12,17 +12,24 @@ import json
 import c2pa
 import pytest
 
-from provenance import credentials
-
-from provenance import signed_json
+from provenance import credentials, signed_json
 from provenance.keys import create_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import Ingredient, artwork_terms, read_credentials, sign_png
 from tests.test_provenance_signing import artwork, manifest_for
 
-INFO = {"name": "atelier-latent-diffusion", "version": "4", "run_id": "a" * 32,
-        "tags": {"weights_sha256": "b" * 64, "dataset_md5": "c" * 32 + ".dir", "train_records": "120",
-                 "dataset_card_sha256": "d" * 64, "backend": "latent-diffusion"}}
+INFO = {
+    "name": "atelier-latent-diffusion",
+    "version": "4",
+    "run_id": "a" * 32,
+    "tags": {
+        "weights_sha256": "b" * 64,
+        "dataset_md5": "c" * 32 + ".dir",
+        "train_records": "120",
+        "dataset_card_sha256": "d" * 64,
+        "backend": "latent-diffusion",
+    },
+}
 SUMMARY = {"train_per_license": {"CC0-1.0": 80, "CC-BY-4.0": 40}}
 
 
@@ -67,8 +74,11 @@ def test_a_foreign_signer_is_caught(identity, stranger):
 
 
 def test_garbage_is_a_problem_not_a_crash(identity):
-    for doc in ({}, {"payload": {}, "signature": {"alg": "ES256", "value": "!!", "certificate_chain": "x"}},
-                {"payload": {}, "signature": {"alg": "none"}}):
+    for doc in (
+        {},
+        {"payload": {}, "signature": {"alg": "ES256", "value": "!!", "certificate_chain": "x"}},
+        {"payload": {}, "signature": {"alg": "none"}},
+    ):
         assert credentials.check(doc, identity.ca_pem())
 
 
@@ -77,15 +87,29 @@ def test_plain_c2pa_reader_finds_the_model_credential_ingredient(identity, crede
     manifest = manifest_for(image)
     data = signed_json.canonical(credential)
     card = b'{"@type": "sc:Dataset"}'
-    png = sign_png(png_with_manifest(image, manifest), manifest, identity, artwork_terms(manifest),
-                   (Ingredient("model credential", "application/json", "inputTo", "c2pa.types.model.pytorch", data,
-                               "model-credential.json"),
-                    Ingredient("dataset card", "application/ld+json", "inputTo", "c2pa.types.dataset", card,
-                               "croissant.json")))
+    png = sign_png(
+        png_with_manifest(image, manifest),
+        manifest,
+        identity,
+        artwork_terms(manifest),
+        (
+            Ingredient(
+                "model credential",
+                "application/json",
+                "inputTo",
+                "c2pa.types.model.pytorch",
+                data,
+                "model-credential.json",
+            ),
+            Ingredient("dataset card", "application/ld+json", "inputTo", "c2pa.types.dataset", card, "croissant.json"),
+        ),
+    )
     # c2pa-python alone: no Atelier code reads the ingredient
     settings = {"verify": {"remote_manifest_fetch": False}, "trust": {"user_anchors": identity.ca_pem()}}
-    with c2pa.Context.from_dict(settings) as context, \
-            c2pa.Reader("image/png", io.BytesIO(png), None, context) as reader:
+    with (
+        c2pa.Context.from_dict(settings) as context,
+        c2pa.Reader("image/png", io.BytesIO(png), None, context) as reader,
+    ):
         assert reader.get_validation_state() == "Trusted"
         store = json.loads(reader.json())
         ingredients = store["manifests"][store["active_manifest"]]["ingredients"]
@@ -100,10 +124,26 @@ def test_plain_c2pa_reader_finds_the_model_credential_ingredient(identity, crede
     assert hashlib.sha256(read["ingredients"][1]["data"]).hexdigest() == hashlib.sha256(card).hexdigest()
 
 
-PARTS = [{"name": "atelier-unet", "role": "unet", "trained_here": True, "weights_sha256": "1" * 64, "license": None,
-          "training_data": "the licensed set (dataset card sha256 " + "d" * 64 + ")", "training_data_licensed": True},
-         {"name": "tiny-clip", "role": "clip", "trained_here": False, "weights_sha256": "2" * 64, "license": "MIT",
-          "training_data": "web image-text pairs", "training_data_licensed": None}]
+PARTS = [
+    {
+        "name": "atelier-unet",
+        "role": "unet",
+        "trained_here": True,
+        "weights_sha256": "1" * 64,
+        "license": None,
+        "training_data": "the licensed set (dataset card sha256 " + "d" * 64 + ")",
+        "training_data_licensed": True,
+    },
+    {
+        "name": "tiny-clip",
+        "role": "clip",
+        "trained_here": False,
+        "weights_sha256": "2" * 64,
+        "license": "MIT",
+        "training_data": "web image-text pairs",
+        "training_data_licensed": None,
+    },
+]
 
 
 def test_the_credential_carries_the_components_and_the_manifest_copies_them(identity):
@@ -117,8 +157,7 @@ def test_the_credential_carries_the_components_and_the_manifest_copies_them(iden
     assert model["components"] == PARTS and model["licensed_only"] is False
     assert "clip 'tiny-clip'" in model["licensed_only_reason"] and "unknown" in model["licensed_only_reason"]
     facts = credentials.manifest_facts(document)
-    assert facts == {"components": PARTS, "licensed_only": False, "licensed_only_reason":
-                     model["licensed_only_reason"]}
+    assert facts == {"components": PARTS, "licensed_only": False, "licensed_only_reason": model["licensed_only_reason"]}
     edited = copy.deepcopy(document)
     edited["payload"]["model"]["licensed_only"] = True  # a claim changed after signing is caught
     assert credentials.check(edited, identity.ca_pem())

@@ -21,8 +21,10 @@ def test_demo_through_dvc(workspace):
     assert train["record_id"].is_unique and not train["permits_training"].eq(False).any()
 
     expected = json.loads((workspace / "data/sources/demo/expected.json").read_text())
-    outcome = {**dict(zip(rejects["source_uri"], rejects["reason"])),
-               **dict(zip(excluded["source_uri"], excluded["reason"]))}
+    outcome = {
+        **dict(zip(rejects["source_uri"], rejects["reason"])),
+        **dict(zip(excluded["source_uri"], excluded["reason"])),
+    }
     for file_name, reason in expected.items():
         assert outcome.get(file_name) == reason, (file_name, outcome.get(file_name), reason)
     assert not set(expected) & set(train["source_uri"])
@@ -32,8 +34,9 @@ def test_demo_through_dvc(workspace):
     again = dvc.repro("license", root=workspace)
     assert "Running stage" not in again
 
-    edit_params(workspace, license={"policy": {"commercial": False, "allow_share_alike": True,
-                                                "allow_no_derivatives": False}})
+    edit_params(
+        workspace, license={"policy": {"commercial": False, "allow_share_alike": True, "allow_no_derivatives": False}}
+    )
     changed = dvc.repro("license", root=workspace)
     assert "Running stage 'license'" in changed
     assert "Running stage 'clean'" not in changed and "Running stage 'ingest'" not in changed

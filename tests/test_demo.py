@@ -20,10 +20,23 @@ def test_demo_is_deterministic_and_covers_every_class():
 def test_demo_plants_every_kind_of_defect():
     _, _, expected = build_demo(seed=3, per_class=2, size=64)
     reasons = set(expected.values())
-    for reason in ["license_forbids:non_commercial", "license_forbids:no_derivatives", "license_forbids:training",
-                   "license_missing", "license_unknown", "opted_out:creator", "opted_out:noai_flag",
-                   "duplicate_exact", "duplicate_near", "undecodable", "empty_file", "too_small",
-                   "file_missing", "path_outside_source", "metadata_malformed"]:
+    for reason in [
+        "license_forbids:non_commercial",
+        "license_forbids:no_derivatives",
+        "license_forbids:training",
+        "license_missing",
+        "license_unknown",
+        "opted_out:creator",
+        "opted_out:noai_flag",
+        "duplicate_exact",
+        "duplicate_near",
+        "undecodable",
+        "empty_file",
+        "too_small",
+        "file_missing",
+        "path_outside_source",
+        "metadata_malformed",
+    ]:
         assert reason in reasons, reason
 
 

@@ -44,8 +44,15 @@ def _env(**extra: str) -> dict:
 
 def _stage(root: Path, **env: str) -> subprocess.Popen:
     """The train_diffusion stage itself, in its own session (so its whole group can be killed)."""
-    return subprocess.Popen([sys.executable, "-m", "stages.train_diffusion"], cwd=root, env=_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train_diffusion"],
+        cwd=root,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -56,18 +63,23 @@ def _finish(proc: subprocess.Popen) -> str:
 
 def _results(root: Path) -> dict:
     curve = (root / "reports" / "curves" / "unet_loss.csv").read_text().splitlines()[1:]
-    return {"weights": weights_digest(root / "models" / "diffusion"),
-            "loss": [float(line.split(",")[-1]) for line in curve],
-            "version": json.loads((root / "reports" / "train.json").read_text())["version"]}
+    return {
+        "weights": weights_digest(root / "models" / "diffusion"),
+        "loss": [float(line.split(",")[-1]) for line in curve],
+        "version": json.loads((root / "reports" / "train.json").read_text())["version"],
+    }
 
 
 def _versions(root: Path) -> list[int]:
-    code = ("from registry.tracking import client\n"
-            "from atelier.config import load_params\n"
-            "name = load_params().registry.model_name\n"
-            "print(sorted(int(v.version) for v in client().search_model_versions(f\"name='{name}'\")))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "from registry.tracking import client\n"
+        "from atelier.config import load_params\n"
+        "name = load_params().registry.model_name\n"
+        "print(sorted(int(v.version) for v in client().search_model_versions(f\"name='{name}'\")))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -124,8 +136,8 @@ def test_killed_two_process_group_resumes_and_registers_one_version(project, mon
     project["two"] = _results(root)
     assert project["two"]["version"] == "2" and _versions(root) == [1, 2]  # rank 0 alone registered
     assert len(project["two"]["loss"]) == STEPS  # rank 0's curve: the global batch's mean loss, every step
-    assert not checkpoints.exists()              # cleared once registered
-    assert not _processes_in(root)               # no rank outlives the stage
+    assert not checkpoints.exists()  # cleared once registered
+    assert not _processes_in(root)  # no rank outlives the stage
 
 
 @pytest.mark.slow
@@ -144,21 +156,25 @@ def test_two_processes_follow_the_single_process_loss_curve(project):
 def test_a_failing_rank_fails_the_stage_naming_it(tmp_path):
     """A rank that raises makes torchrun stop the other and the stage fail with an error naming the rank."""
     script = tmp_path / "failing_rank.py"
-    script.write_text("from atelier import distributed\n"
-                      "if distributed.must_launch(2):\n"
-                      "    distributed.launch('failing_rank', 2, 'cpu')\n"
-                      "else:\n"
-                      "    with distributed.process_group('cpu', 2) as group:\n"
-                      "        if group.rank == 1:\n"
-                      "            raise SystemExit('rank 1 gives up')\n"
-                      "        group.same(0, 'nothing')  # rank 0 waits in a collective for the rank that failed\n")
+    script.write_text(
+        "from atelier import distributed\n"
+        "if distributed.must_launch(2):\n"
+        "    distributed.launch('failing_rank', 2, 'cpu')\n"
+        "else:\n"
+        "    with distributed.process_group('cpu', 2) as group:\n"
+        "        if group.rank == 1:\n"
+        "            raise SystemExit('rank 1 gives up')\n"
+        "        group.same(0, 'nothing')  # rank 0 waits in a collective for the rank that failed\n"
+    )
     env = _env(PYTHONPATH=f"{tmp_path}{os.pathsep}{Path(__file__).resolve().parent.parent}")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode != 0
-    assert "DistributedFailed: failing_rank: training in 2 processes under torchrun failed (rank 1 failed first: " \
-        "SystemExit: rank 1 gives up; torchrun exit code 1)" \
-        in proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (
+        "DistributedFailed: failing_rank: training in 2 processes under torchrun failed (rank 1 failed first: "
+        "SystemExit: rank 1 gives up; torchrun exit code 1)" in proc.stderr
+    ), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rank 1 gives up" in proc.stdout
 
 

@@ -18,9 +18,8 @@ from PIL import Image
 from atelier import faces
 from atelier.config import CleanParams
 from atelier.demo import STYLES, draw_artwork
-from tests.workspace import copy_project, edit_params
-from atelier.images import decode
 from stages.clean import clean_records
+from tests.workspace import copy_project, edit_params
 
 skimage_data = pytest.importorskip("skimage.data", reason="the face photograph comes from scikit-image (dev extra)")
 
@@ -44,19 +43,40 @@ def face_photo() -> bytes:
 
 def _raw(face_photo: bytes, **extra) -> pd.DataFrame:
     pattern = _png(draw_artwork(STYLES[0], "blue", 64, random.Random(3)))
-    return pd.DataFrame([
-        {"record_id": "face", "source_uri": "portrait.jpg", "ingest_error": None, "data": face_photo,
-         "title": "Portrait", "creator": "A. Photographer", "caption": "a portrait", "license_raw": "CC-BY-4.0",
-         "license_url": "", **extra},
-        {"record_id": "art", "source_uri": "grid.png", "ingest_error": None, "data": pattern, "title": "Grid",
-         "creator": "Ada Moreno", "caption": f"a grid, ask {EMAIL} or call {PHONE}", "license_raw": "CC-BY-4.0",
-         "license_url": ""}])
+    return pd.DataFrame(
+        [
+            {
+                "record_id": "face",
+                "source_uri": "portrait.jpg",
+                "ingest_error": None,
+                "data": face_photo,
+                "title": "Portrait",
+                "creator": "A. Photographer",
+                "caption": "a portrait",
+                "license_raw": "CC-BY-4.0",
+                "license_url": "",
+                **extra,
+            },
+            {
+                "record_id": "art",
+                "source_uri": "grid.png",
+                "ingest_error": None,
+                "data": pattern,
+                "title": "Grid",
+                "creator": "Ada Moreno",
+                "caption": f"a grid, ask {EMAIL} or call {PHONE}",
+                "license_raw": "CC-BY-4.0",
+                "license_url": "",
+            },
+        ]
+    )
 
 
 def _clean(raw: pd.DataFrame, **params):
     saved = {}
-    clean, rejects = clean_records(raw, lambda r: r["data"], CleanParams(**P, **params),
-                                   on_image=lambda rid, img: saved.update({rid: img}))
+    clean, rejects = clean_records(
+        raw, lambda r: r["data"], CleanParams(**P, **params), on_image=lambda rid, img: saved.update({rid: img})
+    )
     return clean.set_index("record_id"), rejects, saved
 
 
@@ -74,10 +94,12 @@ def test_blurred_in_the_training_copy_and_the_record_says_so(face_photo):
     _, _, kept = _clean(_raw(face_photo), faces="keep")
     blurred, original = np.asarray(saved["face"], float), np.asarray(kept["face"], float)
     box = faces.detect(Image.open(io.BytesIO(face_photo)).convert("RGB"))[0]
-    l, t, r, b = (round(v * 64 / 256) for v in box)  # the face box in the 64 px training copy
-    assert np.abs(blurred[t:b, l:r] - original[t:b, l:r]).mean() > 10  # the face changed
+    left, t, r, b = (round(v * 64 / 256) for v in box)  # the face box in the 64 px training copy
+    assert np.abs(blurred[t:b, left:r] - original[t:b, left:r]).mean() > 10  # the face changed
     assert np.abs(blurred[:, :8] - original[:, :8]).mean() < 1  # the far left edge did not
-    assert np.asarray(saved["face"])[t:b, l:r].std(axis=(0, 1)).mean() < original[t:b, l:r].std(axis=(0, 1)).mean()
+    assert (
+        np.asarray(saved["face"])[t:b, left:r].std(axis=(0, 1)).mean() < original[t:b, left:r].std(axis=(0, 1)).mean()
+    )
     assert clean.loc["art", "faces"] == 0 and pd.isna(clean.loc["art", "face_action"])
 
 
@@ -118,12 +140,30 @@ def test_the_stage_writes_redacted_text_and_blurred_copies_only(tmp_path, face_p
     mirrored = io.BytesIO()  # another picture of the same sitter, who signed a model release
     Image.open(io.BytesIO(face_photo)).transpose(Image.FLIP_LEFT_RIGHT).save(mirrored, "JPEG", quality=90)
     (source / "released.jpg").write_bytes(mirrored.getvalue())
-    rows = [{"file_name": "portrait.jpg", "title": "Portrait", "creator": "A. Photographer",
-             "caption": "a portrait of a woman", "license": "CC-BY-4.0"},
-            {"file_name": "released.jpg", "title": "Portrait, released", "creator": "A. Photographer",
-             "caption": "a portrait of a woman, mirrored", "license": "CC-BY-4.0", "model_release": "yes"},
-            {"file_name": "grid.png", "title": f"Grid (contact {EMAIL})", "creator": "Ada Moreno",
-             "caption": f"green stripes, call {PHONE}", "license": "CC-BY-4.0"}]
+    rows = [
+        {
+            "file_name": "portrait.jpg",
+            "title": "Portrait",
+            "creator": "A. Photographer",
+            "caption": "a portrait of a woman",
+            "license": "CC-BY-4.0",
+        },
+        {
+            "file_name": "released.jpg",
+            "title": "Portrait, released",
+            "creator": "A. Photographer",
+            "caption": "a portrait of a woman, mirrored",
+            "license": "CC-BY-4.0",
+            "model_release": "yes",
+        },
+        {
+            "file_name": "grid.png",
+            "title": f"Grid (contact {EMAIL})",
+            "creator": "Ada Moreno",
+            "caption": f"green stripes, call {PHONE}",
+            "license": "CC-BY-4.0",
+        },
+    ]
     (source / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     edit_params(root, engine={"workers": 1}, clean={"resolution": 32, "min_size": 32})
     for stage in ("ingest", "clean"):
@@ -145,20 +185,49 @@ def test_the_stage_writes_redacted_text_and_blurred_copies_only(tmp_path, face_p
 def test_the_dataset_card_and_the_audit_count_what_was_done(face_photo):
     from atelier import cards
 
-    train = pd.DataFrame([
-        {"record_id": "a" * 64, "source": "demo", "creator": "Ada", "faces": 2, "face_action": "blurred",
-         "redacted": "caption:email=1,phone=1"},
-        {"record_id": "b" * 64, "source": "demo", "creator": "Ben", "faces": 1, "face_action": "kept_model_release",
-         "redacted": ""},
-        {"record_id": "c" * 64, "source": "demo", "creator": "Ada", "faces": 0, "face_action": None,
-         "redacted": "title:phone=1"}])
+    train = pd.DataFrame(
+        [
+            {
+                "record_id": "a" * 64,
+                "source": "demo",
+                "creator": "Ada",
+                "faces": 2,
+                "face_action": "blurred",
+                "redacted": "caption:email=1,phone=1",
+            },
+            {
+                "record_id": "b" * 64,
+                "source": "demo",
+                "creator": "Ben",
+                "faces": 1,
+                "face_action": "kept_model_release",
+                "redacted": "",
+            },
+            {
+                "record_id": "c" * 64,
+                "source": "demo",
+                "creator": "Ada",
+                "faces": 0,
+                "face_action": None,
+                "redacted": "title:phone=1",
+            },
+        ]
+    )
     rejects = pd.DataFrame({"reason": ["faces", "duplicate_near", "faces"]})
     counts = cards.privacy_counts(train, rejects)
-    assert counts == {"records_with_faces": 2, "faces_detected": 3, "records_faces_blurred": 1, "faces_blurred": 2,
-                      "records_faces_kept_model_release": 1, "records_faces_kept_historical": 0,
-                      "records_faces_kept_by_policy": 0, "records_excluded_for_faces": 2, "records_redacted": 2,
-                      "redactions_per_kind": {"email": 1, "phone": 2},
-                      "redactions_per_field": {"caption": 2, "title": 1}}
+    assert counts == {
+        "records_with_faces": 2,
+        "faces_detected": 3,
+        "records_faces_blurred": 1,
+        "faces_blurred": 2,
+        "records_faces_kept_model_release": 1,
+        "records_faces_kept_historical": 0,
+        "records_faces_kept_by_policy": 0,
+        "records_excluded_for_faces": 2,
+        "records_redacted": 2,
+        "redactions_per_kind": {"email": 1, "phone": 2},
+        "redactions_per_field": {"caption": 2, "title": 1},
+    }
     words = cards._privacy_words(counts, CleanParams(**P))
     assert "2 faces blurred in 1 training copies" in words and "excluded for showing faces: 2" in words
     assert "email: 1; phone: 2" in words and "never redacted" in words

@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                            FlowRunFilter, FlowRunFilterId)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
@@ -41,8 +46,15 @@ def lock(root: Path) -> dict:
 
 def shape(stages: dict) -> dict:
     """A lock without its hashes: stage -> cmd, params, dependency and output paths."""
-    return {name: (st["cmd"], st.get("params"), [d["path"] for d in st.get("deps", [])],
-                   [o["path"] for o in st.get("outs", [])]) for name, st in stages.items()}
+    return {
+        name: (
+            st["cmd"],
+            st.get("params"),
+            [d["path"] for d in st.get("deps", [])],
+            [o["path"] for o in st.get("outs", [])],
+        )
+        for name, st in stages.items()
+    }
 
 
 def task_run_counts(flow_run_id) -> dict[str, int]:
@@ -66,15 +78,19 @@ def test_policy_covers_every_stage():
 
 
 def test_flows_hold_no_data_libraries():
-    code = ("import sys, flows.pipeline, flows.serve; "
-            "print(sorted(m for m in ('pandas', 'torch', 'PIL', 'mlflow') if m in sys.modules))")
+    code = (
+        "import sys, flows.pipeline, flows.serve; "
+        "print(sorted(m for m in ('pandas', 'torch', 'PIL', 'mlflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_stage_order_and_upto_are_checked(tmp_path):
-    stages = {"clean": {"cmd": "c", "deps": ["data/raw/records.parquet"], "outs": ["data/clean"]},
-              "ingest": {"cmd": "i", "outs": ["data/raw"]}}
+    stages = {
+        "clean": {"cmd": "c", "deps": ["data/raw/records.parquet"], "outs": ["data/clean"]},
+        "ingest": {"cmd": "i", "outs": ["data/raw"]},
+    }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     with pytest.raises(ValueError, match="stage 'clean' depends on data/raw/records.parquet.*later stage 'ingest'"):
         pipeline.stage_names(tmp_path)
@@ -101,15 +117,19 @@ def test_flow_leaves_the_same_lock_as_dvc_repro(workspace, prefect_harness):
     assert "Running stage" not in again and again.count("didn't change, skipping") == 4
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[pipeline.SUMMARY_KEY]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[pipeline.SUMMARY_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
+        )
     assert len(artifacts) == 1 and artifacts[0].type == "markdown"
     markdown = artifacts[0].data
     licensed = yaml.safe_load((workspace / "data/licensed/summary.json").read_text())
     for reason, count in licensed["excluded_per_reason"].items():
         assert f"| {reason} | {count} |" in markdown
     assert f"## Train records\n\n{licensed['train_records']}\n" in markdown
+
 
 def break_stage(root: Path, stage: str) -> str:
     """Make `stages/<stage>.py` in a workspace exit 1 before doing anything; return the original text."""
@@ -152,8 +172,9 @@ def test_failure_names_the_stage_retries_and_resumes(workspace, prefect_harness,
 
 def test_generate_flow_passes_its_parameters_and_fails_with_the_reason(prefect_harness):
     # a creator on policy/opt_out.csv: refused before any model is loaded, so no champion is needed
-    state = pipeline.generate_artworks_flow(prompts=["a blue spiral", "a portrait in the manner of Marta Okafor"],
-                                            seed=3, count=2, return_state=True)
+    state = pipeline.generate_artworks_flow(
+        prompts=["a blue spiral", "a portrait in the manner of Marta Okafor"], seed=3, count=2, return_state=True
+    )
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert type(error).__name__ == "PromptRefused" and "marta okafor" in str(error).lower()

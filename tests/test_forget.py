@@ -54,8 +54,14 @@ def holding(root: Path, needles: list[bytes]) -> list[str]:
 
 
 def forget_cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", "forget", *args], cwd=root, capture_output=True,
-                          text=True, env=os.environ | {"PYTHONPATH": str(root)} | env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "forget", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(root)} | env,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -68,9 +74,19 @@ def private(workspace, tmp_path, monkeypatch, empty_store) -> dict:
     folder.mkdir(parents=True)
     data = photograph()
     (folder / "window.png").write_bytes(data)
-    (folder / "metadata.jsonl").write_text(json.dumps({
-        "file_name": "window.png", "title": "At the window", "creator": CREATOR, "caption": CAPTION,
-        "license": "CC0-1.0", "source_url": "https://example.org/zq-private/window"}) + "\n")
+    (folder / "metadata.jsonl").write_text(
+        json.dumps(
+            {
+                "file_name": "window.png",
+                "title": "At the window",
+                "creator": CREATOR,
+                "caption": CAPTION,
+                "license": "CC0-1.0",
+                "source_url": "https://example.org/zq-private/window",
+            }
+        )
+        + "\n"
+    )
     add_source(workspace, "private", "incoming/private")
     dvc.repro("license", root=workspace)
     rid = hashlib.sha256(data).hexdigest()
@@ -106,9 +122,15 @@ def test_forget_leaves_no_byte_of_the_record_and_ingest_excludes_it_again(privat
     assert report["record_ids"] == [rid] and report["erasure"] == "E1" and report["cache_objects_deleted"] > 0
     assert holding(root, needles) == []
     tombstones = pd.read_csv(root / "policy/erasures.csv")
-    assert tombstones.to_dict("records") == [{"erasure": "E1", "record_digest": record_digest(rid),
-                                              "erased_at": report["erased_at"], "reason": "GDPR Art. 17 request",
-                                              "requested_by": "privacy desk"}]
+    assert tombstones.to_dict("records") == [
+        {
+            "erasure": "E1",
+            "record_digest": record_digest(rid),
+            "erased_at": report["erased_at"],
+            "reason": "GDPR Art. 17 request",
+            "requested_by": "privacy desk",
+        }
+    ]
     assert erasure_count(root / "policy/erasures.csv") == 1
     assert rid not in (root / "policy/erasures.csv").read_text()  # the tombstone holds a digest, not the image's sha256
 
@@ -121,10 +143,22 @@ def test_forget_leaves_no_byte_of_the_record_and_ingest_excludes_it_again(privat
     assert holding(root, needles) == []
 
 
-NEAREST = {"record_id": "ab" * 32, "title": "At the window", "creator": CREATOR, "license": "CC0-1.0",
-           "source": "https://example.org/zq-private/window", "similarity": 0.71}
-OTHER = {"record_id": "cd" * 32, "title": "Harbour", "creator": "Ben Ode", "license": "CC0-1.0",
-         "source": "museum/ben.png", "similarity": 0.42}
+NEAREST = {
+    "record_id": "ab" * 32,
+    "title": "At the window",
+    "creator": CREATOR,
+    "license": "CC0-1.0",
+    "source": "https://example.org/zq-private/window",
+    "similarity": 0.71,
+}
+OTHER = {
+    "record_id": "cd" * 32,
+    "title": "Harbour",
+    "creator": "Ben Ode",
+    "license": "CC0-1.0",
+    "source": "museum/ben.png",
+    "similarity": 0.42,
+}
 
 
 def test_the_ledger_erase_path_scrubs_rows_and_entries_and_the_chain_still_verifies(tmp_path):
@@ -133,14 +167,25 @@ def test_the_ledger_erase_path_scrubs_rows_and_entries_and_the_chain_still_verif
     art = manifest("a1") | {"nearest_training_images": [NEAREST, OTHER]}
     ledger.record(conn, art, None)
     ledger.record(conn, manifest("a2") | {"nearest_training_images": [OTHER]}, None)
-    ledger.record_refusal(conn, {"id": "r1".ljust(16, "0"), "sha256_pixels": "r1".ljust(64, "0"),
-                                 "phash": "0f" * 8, "prompt": "a window", "seed": 1,
-                                 "model": {"name": "m", "version": "3"}, "reason": "possible replication",
-                                 "nearest_training_images": [NEAREST], "created_at": "2026-11-23T21:00:00+00:00"})
+    ledger.record_refusal(
+        conn,
+        {
+            "id": "r1".ljust(16, "0"),
+            "sha256_pixels": "r1".ljust(64, "0"),
+            "phash": "0f" * 8,
+            "prompt": "a window",
+            "seed": 1,
+            "model": {"name": "m", "version": "3"},
+            "reason": "possible replication",
+            "nearest_training_images": [NEAREST],
+            "created_at": "2026-11-23T21:00:00+00:00",
+        },
+    )
     publiclog.seal(conn, identity)
 
-    entry = ledger.erase_record(conn, NEAREST["record_id"], record_digest(NEAREST["record_id"]),
-                                "2026-12-02T10:00:00+00:00", "erasure request")
+    entry = ledger.erase_record(
+        conn, NEAREST["record_id"], record_digest(NEAREST["record_id"]), "2026-12-02T10:00:00+00:00", "erasure request"
+    )
     assert entry["artworks"] == ["a1"] and entry["refusals"] == ["r1".ljust(16, "0")]
     assert entry["entries_erased"] == [1, 3]
     row = ledger.get(conn, "a1")["manifest"]["nearest_training_images"]

@@ -15,17 +15,40 @@ from tests.browser import dump_dom, screenshot
 from tests.test_manifest import FACTS
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
-CREATORS = ["Ann", "Eve <b>Bold</b>", "Mallory | <script>alert(1)</script> & [x](javascript:alert(1)) `c`",
-            "=HYPERLINK(\"http://x\")", "Zoë \\ Back&amp;slash"]
+CREATORS = [
+    "Ann",
+    "Eve <b>Bold</b>",
+    "Mallory | <script>alert(1)</script> & [x](javascript:alert(1)) `c`",
+    '=HYPERLINK("http://x")',
+    "Zoë \\ Back&amp;slash",
+]
 
 
 def _attribution_md() -> str:
     """An attribution list as the license stage writes it, with hostile creator names."""
-    rows = [{"creator": c, "title": f"Work {i}", "source_url": f"https://example.org/{i}", "source_uri": "",
-             "license_spdx": "CC-BY-4.0", "record_id": f"r{i}", "requires_attribution": True}
-            for i, c in enumerate(CREATORS)]
-    rows.append({"creator": "Ann", "title": "Evil link", "source_url": "javascript:alert(1)", "source_uri": "",
-                 "license_spdx": "CC-BY-4.0", "record_id": "r9", "requires_attribution": True})
+    rows = [
+        {
+            "creator": c,
+            "title": f"Work {i}",
+            "source_url": f"https://example.org/{i}",
+            "source_uri": "",
+            "license_spdx": "CC-BY-4.0",
+            "record_id": f"r{i}",
+            "requires_attribution": True,
+        }
+        for i, c in enumerate(CREATORS)
+    ]
+    rows.append(
+        {
+            "creator": "Ann",
+            "title": "Evil link",
+            "source_url": "javascript:alert(1)",
+            "source_uri": "",
+            "license_spdx": "CC-BY-4.0",
+            "record_id": "r9",
+            "requires_attribution": True,
+        }
+    )
     return attribution_markdown(pd.DataFrame(rows))
 
 
@@ -141,14 +164,16 @@ def test_markdown_rendering_shows_each_name_exactly_as_recorded():
     parser.feed(markdown_html(_attribution_md()))
     creators = parser.cells[4::4]
     expected = sorted(CREATORS + ["Ann"])
-    expected[expected.index("=HYPERLINK(\"http://x\")")] = "'=HYPERLINK(\"http://x\")"  # neutralised for spreadsheets
+    expected[expected.index('=HYPERLINK("http://x")')] = '\'=HYPERLINK("http://x")'  # neutralised for spreadsheets
     assert sorted(creators) == sorted(expected)
 
 
 def test_low_prompt_match_badge_and_warnings_only_when_flagged(tmp_path):
-    checks = {0: {"prompt_match": {"rank": 4, "of": 37, "low": True}, "warnings": ["prompt <far> from the data"]},
-              1: {"prompt_match": {"rank": 1, "of": 37, "low": False}, "warnings": []},
-              2: {}}  # an older manifest: no prompt_match, no warnings
+    checks = {
+        0: {"prompt_match": {"rank": 4, "of": 37, "low": True}, "warnings": ["prompt <far> from the data"]},
+        1: {"prompt_match": {"rank": 1, "of": 37, "low": False}, "warnings": []},
+        2: {},
+    }  # an older manifest: no prompt_match, no warnings
     _artworks(tmp_path, ["a", "b", "c"], checks)
     page = write_gallery(tmp_path, plots=[]).read_text()
     cards = {c.split('"', 1)[0]: c for c in page.split('data-artwork-id="')[1:]}
@@ -163,8 +188,10 @@ def test_low_prompt_match_badge_and_warnings_only_when_flagged(tmp_path):
 
 def test_each_card_says_licensed_only_yes_or_no_with_its_reason(tmp_path):
     _artworks(tmp_path, ["a", "b", "c"])
-    verdicts = {0: (True, "every part was trained here on the licensed set"),
-                1: (False, "not licensed-only: clip '<tiny-clip>' was trained on unknown data: web pairs")}
+    verdicts = {
+        0: (True, "every part was trained here on the licensed set"),
+        1: (False, "not licensed-only: clip '<tiny-clip>' was trained on unknown data: web pairs"),
+    }
     for i, (verdict, reason) in verdicts.items():  # manifests as generate writes them from the model credential
         sidecar = tmp_path / f"{i:016x}.provenance.json"
         m = json.loads(sidecar.read_text())
@@ -179,8 +206,16 @@ def test_each_card_says_licensed_only_yes_or_no_with_its_reason(tmp_path):
 
 
 def test_every_figure_states_its_scale(tmp_path):
-    _artworks(tmp_path, ["a", "b"], {1: {"clip_score_scale": "CLIPScore scale from the manifest",
-                                         "similarity_scale": "similarity scale from the manifest"}})
+    _artworks(
+        tmp_path,
+        ["a", "b"],
+        {
+            1: {
+                "clip_score_scale": "CLIPScore scale from the manifest",
+                "similarity_scale": "similarity scale from the manifest",
+            }
+        },
+    )
     page = write_gallery(tmp_path, plots=[]).read_text()
     old, new = (c for c in page.split('data-artwork-id="')[1:])
     assert "0–2.5" in new or "0–2.5" in old
@@ -193,9 +228,16 @@ def test_every_figure_states_its_scale(tmp_path):
 
 
 def test_gallery_renders_every_card_and_runs_no_script(tmp_path):
-    _artworks(tmp_path, ["a blue spiral composition", HOSTILE, "a red grid composition"],
-              {0: {"prompt_match": {"rank": 3, "of": 37, "low": True},
-                   "warnings": ["low prompt match: the evaluator ranks its own prompt 3 of 37"]}})
+    _artworks(
+        tmp_path,
+        ["a blue spiral composition", HOSTILE, "a red grid composition"],
+        {
+            0: {
+                "prompt_match": {"rank": 3, "of": 37, "low": True},
+                "warnings": ["low prompt match: the evaluator ranks its own prompt 3 of 37"],
+            }
+        },
+    )
     index = write_gallery(tmp_path, plots=_plots(tmp_path / "reports"))
     dom = dump_dom(index)
     assert dom.count('class="art"') == 3

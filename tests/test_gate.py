@@ -5,10 +5,23 @@ import pytest
 from atelier.config import PromoteParams
 from atelier.gate import gate
 
-T = PromoteParams(min_retrieval_fraction=0.5, min_clip_score_fraction=0.7, max_cmmd_multiple=4.0,
-                  max_replication_rate=0.05, champion_max_drop=0.05)
-GOOD = {"clip_score": 0.6, "real_clip_score": 0.7, "retrieval_top1": 0.4, "real_retrieval_top1": 0.6,
-        "chance_top1": 0.05, "cmmd": 0.3, "cmmd_baseline": 0.1, "replication_rate": 0.0}
+T = PromoteParams(
+    min_retrieval_fraction=0.5,
+    min_clip_score_fraction=0.7,
+    max_cmmd_multiple=4.0,
+    max_replication_rate=0.05,
+    champion_max_drop=0.05,
+)
+GOOD = {
+    "clip_score": 0.6,
+    "real_clip_score": 0.7,
+    "retrieval_top1": 0.4,
+    "real_retrieval_top1": 0.6,
+    "chance_top1": 0.05,
+    "cmmd": 0.3,
+    "cmmd_baseline": 0.1,
+    "replication_rate": 0.0,
+}
 
 
 def test_passing_candidate_without_champion():
@@ -17,12 +30,15 @@ def test_passing_candidate_without_champion():
     assert all(c.passed for c in result.checks)
 
 
-@pytest.mark.parametrize("change,figure,missed_by", [
-    ({"retrieval_top1": 0.2}, "retrieval_top1", 0.1),            # bar 0.5 x 0.6 = 0.3
-    ({"clip_score": 0.42}, "clip_score", 0.07),                   # bar 0.7 x 0.7 = 0.49
-    ({"cmmd": 0.5}, "cmmd", 0.1),                                 # bar 4 x 0.1 = 0.4
-    ({"replication_rate": 0.1}, "replication_rate", 0.05),
-])
+@pytest.mark.parametrize(
+    "change,figure,missed_by",
+    [
+        ({"retrieval_top1": 0.2}, "retrieval_top1", 0.1),  # bar 0.5 x 0.6 = 0.3
+        ({"clip_score": 0.42}, "clip_score", 0.07),  # bar 0.7 x 0.7 = 0.49
+        ({"cmmd": 0.5}, "cmmd", 0.1),  # bar 4 x 0.1 = 0.4
+        ({"replication_rate": 0.1}, "replication_rate", 0.05),
+    ],
+)
 def test_each_rule_is_named_with_its_shortfall(change, figure, missed_by):
     result = gate({**GOOD, **change}, None, T)
     assert not result.passed
@@ -51,8 +67,7 @@ def test_demo_extras_apply_only_where_measured():
 
 def test_paired_comparison_with_the_champion():
     worse = {"pairs": 96, "mean_difference": -0.2, "ci_low": -0.25, "ci_high": -0.15, "win_rate": 0.2, "champion": "1"}
-    level = {"pairs": 96, "mean_difference": -0.02, "ci_low": -0.08, "ci_high": 0.04, "win_rate": 0.45,
-             "champion": "1"}
+    level = {"pairs": 96, "mean_difference": -0.02, "ci_low": -0.08, "ci_high": 0.04, "win_rate": 0.45, "champion": "1"}
     result = gate(GOOD, worse, T)
     assert not result.passed and "champion version 1" in result.explain()
     assert gate(GOOD, level, T).passed

@@ -33,20 +33,22 @@ import pytest
 from PIL import Image
 
 from atelier import dvc, paths
-from atelier.config import FolderSourceParams as SourceParams, IngestParams, load_params
+from atelier.config import FolderSourceParams as SourceParams
+from atelier.config import IngestParams, load_params
 from atelier.io import atomic_dir, write_parquet
 from atelier.rawstore import read_bytes, read_pack
 from stages.clean import clean_records
 from stages.ingest import RAW_COLUMNS, ingest_source
-
-MAX_FILE_BYTES = IngestParams.model_fields["max_file_bytes"].default
 from stages.license import attribution_markdown, license_records, read_opt_outs, summarise
 from tests.conftest import copy_repo, edit_params
+
+MAX_FILE_BYTES = IngestParams.model_fields["max_file_bytes"].default
 
 PARAMS = load_params()  # the project's real clean limits (max_pixels 40M) and license policy
 
 
 # ---- builders: every hostile file is made here, byte by byte where Pillow would refuse to write it --------------
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -109,12 +111,13 @@ def animated(fmt: str, seeds: tuple[int, int]) -> bytes:
 
 # ---- the corpus ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     name: str
     row: dict | bytes | None  # a metadata row (written as JSON), the raw bytes of the line, or None (CSV_TEXT has it)
-    expect: str               # the reject reason, the exclusion reason, or "allowed:<SPDX>"
-    detail: str = ""          # text the reject's detail must contain (case-insensitive)
+    expect: str  # the reject reason, the exclusion reason, or "allowed:<SPDX>"
+    detail: str = ""  # text the reject's detail must contain (case-insensitive)
 
 
 FILES: dict[str, bytes] = {}
@@ -126,8 +129,15 @@ def image(name: str, data: bytes) -> str:
 
 
 def row(file_name: str, license: str = "CC0-1.0", **fields) -> dict:
-    return {"file_name": file_name, "title": f"Work {file_name}", "creator": f"Creator {file_name[:12]}",
-            "caption": "an abstract composition", "license": license, "source_url": "https://example.org/w", **fields}
+    return {
+        "file_name": file_name,
+        "title": f"Work {file_name}",
+        "creator": f"Creator {file_name[:12]}",
+        "caption": "an abstract composition",
+        "license": license,
+        "source_url": "https://example.org/w",
+        **fields,
+    }
 
 
 def _truncated(data: bytes) -> bytes:
@@ -136,30 +146,74 @@ def _truncated(data: bytes) -> bytes:
 
 JSONL_CASES = [
     # decompression bombs and lying headers
-    Case("PNG bomb: 30000x30000, real compressed data", row(image("bomb.png", png_bomb())), "decompression_bomb",
-         "900000000 pixels"),
-    Case("real image above clean.max_pixels (6400x6400)", row(image("huge.png", encode(Image.new("1", (6400, 6400)), "PNG"))),
-         "decompression_bomb", "max_pixels"),
-    Case("header claims 30000x30000, no data", row(image("claims.png", _png_header(30000, 30000) + _chunk(b"IEND", b""))),
-         "decompression_bomb"),
-    Case("header claims 4000x4000, no data", row(image("empty_idat.png", _png_header(4000, 4000) + _chunk(b"IEND", b""))),
-         "undecodable", "corrupt"),
-    Case("zTXt metadata bomb (20 MB of text)", row(image("ztxt.png", ztxt_bomb())), "decompression_bomb", "metadata chunk"),
+    Case(
+        "PNG bomb: 30000x30000, real compressed data",
+        row(image("bomb.png", png_bomb())),
+        "decompression_bomb",
+        "900000000 pixels",
+    ),
+    Case(
+        "real image above clean.max_pixels (6400x6400)",
+        row(image("huge.png", encode(Image.new("1", (6400, 6400)), "PNG"))),
+        "decompression_bomb",
+        "max_pixels",
+    ),
+    Case(
+        "header claims 30000x30000, no data",
+        row(image("claims.png", _png_header(30000, 30000) + _chunk(b"IEND", b""))),
+        "decompression_bomb",
+    ),
+    Case(
+        "header claims 4000x4000, no data",
+        row(image("empty_idat.png", _png_header(4000, 4000) + _chunk(b"IEND", b""))),
+        "undecodable",
+        "corrupt",
+    ),
+    Case(
+        "zTXt metadata bomb (20 MB of text)",
+        row(image("ztxt.png", ztxt_bomb())),
+        "decompression_bomb",
+        "metadata chunk",
+    ),
     # broken and disguised files
     Case("truncated PNG", row(image("half.png", _truncated(encode(noise(1), "PNG")))), "undecodable"),
-    Case("truncated JPEG", row(image("half.jpg", _truncated(encode(noise(2), "JPEG", quality=95)))), "undecodable",
-         "truncated"),
+    Case(
+        "truncated JPEG",
+        row(image("half.jpg", _truncated(encode(noise(2), "JPEG", quality=95)))),
+        "undecodable",
+        "truncated",
+    ),
     Case("ZIP named .png", row(image("archive.png", b"PK\x03\x04" + bytes(200))), "unsupported_format", "ZIP"),
-    Case("HTML named .jpg", row(image("page.jpg", b"<!DOCTYPE html><html><script>alert(1)</script></html>")),
-         "unsupported_format", "HTML"),
-    Case("SVG file", row(image("drawing.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
-                                              b'width="64" height="64"><script>alert(1)</script></svg>')),
-         "unsupported_format", "SVG"),
-    Case("EPS named .png (Pillow would run Ghostscript)", row(image("post.png", b"%!PS-Adobe-3.0 EPSF-3.0\n"
-                                                                     b"%%BoundingBox: 0 0 64 64\nshowpage\n")),
-         "unsupported_format", "PostScript"),
-    Case("ICO (a format Pillow reads, not accepted)", row(image("icon.ico", encode(noise(3), "ICO"))),
-         "unsupported_format", "ICO"),
+    Case(
+        "HTML named .jpg",
+        row(image("page.jpg", b"<!DOCTYPE html><html><script>alert(1)</script></html>")),
+        "unsupported_format",
+        "HTML",
+    ),
+    Case(
+        "SVG file",
+        row(
+            image(
+                "drawing.svg",
+                b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
+                b'width="64" height="64"><script>alert(1)</script></svg>',
+            )
+        ),
+        "unsupported_format",
+        "SVG",
+    ),
+    Case(
+        "EPS named .png (Pillow would run Ghostscript)",
+        row(image("post.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n")),
+        "unsupported_format",
+        "PostScript",
+    ),
+    Case(
+        "ICO (a format Pillow reads, not accepted)",
+        row(image("icon.ico", encode(noise(3), "ICO"))),
+        "unsupported_format",
+        "ICO",
+    ),
     Case("zero-byte file", row(image("zero.png", b"")), "empty_file"),
     Case("8x8 image", row(image("tiny.png", encode(noise(4, 8), "PNG"))), "too_small"),
     # odd but valid images: processed
@@ -169,7 +223,9 @@ JSONL_CASES = [
     Case("animated GIF (first frame used)", row(image("anim.gif", animated("GIF", (13, 14)))), "allowed:CC0-1.0"),
     Case("animated WebP (first frame used)", row(image("anim.webp", animated("WEBP", (15, 16)))), "allowed:CC0-1.0"),
     Case("PNG named .jpg", row(image("really_png.jpg", encode(noise(17), "PNG"))), "allowed:CC0-1.0"),
-    Case("EXIF orientation 60000 (nonsense)", row(image("exif.jpg", jpeg_with_orientation(18, 60000))), "allowed:CC0-1.0"),
+    Case(
+        "EXIF orientation 60000 (nonsense)", row(image("exif.jpg", jpeg_with_orientation(18, 60000))), "allowed:CC0-1.0"
+    ),
     # file system tricks (made in make_specials)
     Case("file_name is a folder", row("a_folder.png"), "file_unreadable", "folder"),
     Case("broken symlink", row("broken_link.png"), "file_missing", "link to nothing"),
@@ -181,65 +237,143 @@ JSONL_CASES = [
     Case("absolute file_name", row("/etc/passwd"), "path_outside_source"),
     # metadata
     Case("NUL byte in file_name", row("nul\u0000.png"), "metadata_malformed", "NUL"),
-    Case("NUL bytes in title and caption (dropped)", row(image("nul_text.png", encode(noise(20), "PNG")),
-                                                         title="Ti\u0000tle", caption="a\u0000b"), "allowed:CC0-1.0"),
-    Case("1 MB caption", row(image("long_caption.png", encode(noise(21), "PNG")), caption="x" * (1 << 20)),
-         "metadata_malformed", "caption"),
-    Case("CSV injection in title", row(image("formula.png", encode(noise(22), "PNG")), license="CC-BY-4.0",
-                                       title='=HYPERLINK("http://x","y")', creator="@SUM(1+1)"), "allowed:CC-BY-4.0"),
-    Case("HTML and <script> in title and caption", row(image("script.png", encode(noise(23), "PNG")), license="CC-BY-4.0",
-                                                       title="<script>alert('t')</script><img src=x onerror=alert(1)>",
-                                                       caption="<b>bold</b><script>alert('c')</script>"),
-         "allowed:CC-BY-4.0"),
-    Case("Markdown link, pipes and newlines in title", row(image("md.png", encode(noise(24), "PNG")), license="CC-BY-4.0",
-                                                           title="[click](javascript:alert(1)) | x\n| y",
-                                                           creator="Ren\u202eé"), "allowed:CC-BY-4.0"),
-    Case("U+2028 and NEL inside a caption (not line breaks in JSON Lines)",
-         json.dumps(row(image("sep.png", encode(noise(25), "PNG")), caption="one\u2028two\x85three"),
-                    ensure_ascii=False).encode(), "allowed:CC0-1.0"),
+    Case(
+        "NUL bytes in title and caption (dropped)",
+        row(image("nul_text.png", encode(noise(20), "PNG")), title="Ti\u0000tle", caption="a\u0000b"),
+        "allowed:CC0-1.0",
+    ),
+    Case(
+        "1 MB caption",
+        row(image("long_caption.png", encode(noise(21), "PNG")), caption="x" * (1 << 20)),
+        "metadata_malformed",
+        "caption",
+    ),
+    Case(
+        "CSV injection in title",
+        row(
+            image("formula.png", encode(noise(22), "PNG")),
+            license="CC-BY-4.0",
+            title='=HYPERLINK("http://x","y")',
+            creator="@SUM(1+1)",
+        ),
+        "allowed:CC-BY-4.0",
+    ),
+    Case(
+        "HTML and <script> in title and caption",
+        row(
+            image("script.png", encode(noise(23), "PNG")),
+            license="CC-BY-4.0",
+            title="<script>alert('t')</script><img src=x onerror=alert(1)>",
+            caption="<b>bold</b><script>alert('c')</script>",
+        ),
+        "allowed:CC-BY-4.0",
+    ),
+    Case(
+        "Markdown link, pipes and newlines in title",
+        row(
+            image("md.png", encode(noise(24), "PNG")),
+            license="CC-BY-4.0",
+            title="[click](javascript:alert(1)) | x\n| y",
+            creator="Ren\u202eé",
+        ),
+        "allowed:CC-BY-4.0",
+    ),
+    Case(
+        "U+2028 and NEL inside a caption (not line breaks in JSON Lines)",
+        json.dumps(
+            row(image("sep.png", encode(noise(25), "PNG")), caption="one\u2028two\x85three"), ensure_ascii=False
+        ).encode(),
+        "allowed:CC0-1.0",
+    ),
     Case("duplicate file_name: first row", row(image("dup.png", encode(noise(26), "PNG"))), "allowed:CC0-1.0"),
     Case("duplicate file_name: second row", row("dup.png", title="Same file again"), "duplicate_exact", "dup.png"),
-    Case("latin-1 bytes in a row", '{"file_name": "latin.png", "creator": "Ren\u00e9"}'.encode("latin-1"),
-         "metadata_malformed", "UTF-8"),
-    Case("JSON escape of a lone surrogate", b'{"file_name": "s.png", "title": "\\ud800"}', "metadata_malformed",
-         "surrogate"),
+    Case(
+        "latin-1 bytes in a row",
+        '{"file_name": "latin.png", "creator": "Ren\u00e9"}'.encode("latin-1"),
+        "metadata_malformed",
+        "UTF-8",
+    ),
+    Case(
+        "JSON escape of a lone surrogate",
+        b'{"file_name": "s.png", "title": "\\ud800"}',
+        "metadata_malformed",
+        "surrogate",
+    ),
     Case("JSON nested 100000 deep", b"[" * 100000 + b"]" * 100000, "metadata_malformed", "nested"),
-    Case("JSON integer of 5000 digits", b'{"file_name": "i.png", "title": ' + b"9" * 5000 + b"}",
-         "metadata_malformed", "digits"),
-    Case("title is a JSON object", row(image("obj.png", encode(noise(27), "PNG")), title={"a": 1}),
-         "metadata_malformed", "object"),
+    Case(
+        "JSON integer of 5000 digits",
+        b'{"file_name": "i.png", "title": ' + b"9" * 5000 + b"}",
+        "metadata_malformed",
+        "digits",
+    ),
+    Case(
+        "title is a JSON object",
+        row(image("obj.png", encode(noise(27), "PNG")), title={"a": 1}),
+        "metadata_malformed",
+        "object",
+    ),
     Case("not JSON at all", b'{"file_name": "x.png", "title": ', "metadata_malformed", "not valid JSON"),
     # licenses and flags
-    Case("license 'CC-BY-4.0 OR MIT'", row(image("or.png", encode(noise(30), "PNG")), license="CC-BY-4.0 OR MIT"),
-         "allowed:CC-BY-4.0"),
-    Case("license 'CC-BY-4.0 AND CC-BY-NC-4.0'", row(image("and.png", encode(noise(31), "PNG")),
-                                                     license="CC-BY-4.0 AND CC-BY-NC-4.0"),
-         "license_forbids:non_commercial"),
-    Case("license ' cc by 4.0 '", row(image("spaced.png", encode(noise(32), "PNG")), license=" cc by 4.0 "),
-         "allowed:CC-BY-4.0"),
-    Case("license '(CC0-1.0 OR MIT) AND All-Rights-Reserved'",
-         row(image("paren.png", encode(noise(33), "PNG")), license="(CC0-1.0 OR MIT) AND LicenseRef-All-Rights-Reserved"),
-         "license_forbids:training"),
-    Case("license text that merely mentions a CC URL",
-         row(image("mention.png", encode(noise(34), "PNG")),
-             license="All rights reserved; we do NOT grant https://creativecommons.org/licenses/by/4.0"),
-         "license_unknown"),
-    Case("license 'MIT)' (unbalanced)", row(image("unbalanced.png", encode(noise(35), "PNG")), license="MIT)"),
-         "license_unknown"),
-    Case("license 'cc-by-nc-4.0' in odd case", row(image("case.png", encode(noise(36), "PNG")), license="Cc-By-Nc-4.0"),
-         "license_forbids:non_commercial"),
-    Case("noai 'noai, noimageai'", row(image("robots.png", encode(noise(37), "PNG")), noai="noai, noimageai"),
-         "opted_out:noai_flag"),
-    Case("noai 'maybe' (fails closed)", row(image("maybe.png", encode(noise(38), "PNG")), noai="maybe"),
-         "opted_out:noai_flag"),
+    Case(
+        "license 'CC-BY-4.0 OR MIT'",
+        row(image("or.png", encode(noise(30), "PNG")), license="CC-BY-4.0 OR MIT"),
+        "allowed:CC-BY-4.0",
+    ),
+    Case(
+        "license 'CC-BY-4.0 AND CC-BY-NC-4.0'",
+        row(image("and.png", encode(noise(31), "PNG")), license="CC-BY-4.0 AND CC-BY-NC-4.0"),
+        "license_forbids:non_commercial",
+    ),
+    Case(
+        "license ' cc by 4.0 '",
+        row(image("spaced.png", encode(noise(32), "PNG")), license=" cc by 4.0 "),
+        "allowed:CC-BY-4.0",
+    ),
+    Case(
+        "license '(CC0-1.0 OR MIT) AND All-Rights-Reserved'",
+        row(
+            image("paren.png", encode(noise(33), "PNG")), license="(CC0-1.0 OR MIT) AND LicenseRef-All-Rights-Reserved"
+        ),
+        "license_forbids:training",
+    ),
+    Case(
+        "license text that merely mentions a CC URL",
+        row(
+            image("mention.png", encode(noise(34), "PNG")),
+            license="All rights reserved; we do NOT grant https://creativecommons.org/licenses/by/4.0",
+        ),
+        "license_unknown",
+    ),
+    Case(
+        "license 'MIT)' (unbalanced)",
+        row(image("unbalanced.png", encode(noise(35), "PNG")), license="MIT)"),
+        "license_unknown",
+    ),
+    Case(
+        "license 'cc-by-nc-4.0' in odd case",
+        row(image("case.png", encode(noise(36), "PNG")), license="Cc-By-Nc-4.0"),
+        "license_forbids:non_commercial",
+    ),
+    Case(
+        "noai 'noai, noimageai'",
+        row(image("robots.png", encode(noise(37), "PNG")), noai="noai, noimageai"),
+        "opted_out:noai_flag",
+    ),
+    Case(
+        "noai 'maybe' (fails closed)",
+        row(image("maybe.png", encode(noise(38), "PNG")), noai="maybe"),
+        "opted_out:noai_flag",
+    ),
     Case("noai 'false'", row(image("noai_false.png", encode(noise(39), "PNG")), noai="false"), "allowed:CC0-1.0"),
 ]
 
-CSV_TEXT = ("\ufefffile_name,title,creator,caption,license\n"
-            "csv_ok.png,Ti\x00tle,Ann,a grid,CC0-1.0\n"
-            "csv_formula.png,\"=1+2\",\"+cmd|' /C calc'!A0\",x,CC-BY-4.0\n"
-            "csv_wide.png,T,Ann,\"" + "y" * 200_000 + "\",CC0-1.0\n"
-            "csv_short.png,only three fields\n")
+CSV_TEXT = (
+    "\ufefffile_name,title,creator,caption,license\n"
+    "csv_ok.png,Ti\x00tle,Ann,a grid,CC0-1.0\n"
+    'csv_formula.png,"=1+2","+cmd|\' /C calc\'!A0",x,CC-BY-4.0\n'
+    'csv_wide.png,T,Ann,"' + "y" * 200_000 + '",CC0-1.0\n'
+    "csv_short.png,only three fields\n"
+)
 CSV_LATIN1_ROW = "csv_latin.png,Caf\u00e9,x,y,CC0-1.0\n".encode("latin-1")  # é as the single byte 0xE9
 CSV_CASES = [  # the CSV source's rows, in file order (line numbers 2..)
     Case("CSV with BOM; NUL in a title", None, "allowed:CC0-1.0"),
@@ -278,12 +412,12 @@ def run(tmp_path_factory) -> dict:
     (csv_src / "metadata.csv").write_bytes(CSV_TEXT.encode("utf-8") + CSV_LATIN1_ROW)
 
     raw_images = tmp / "raw_images"
-    records = (ingest_source(SourceParams(name="jsonl", kind="folder", path=str(jsonl)), raw_images)
-               + ingest_source(SourceParams(name="csv", kind="folder", path=str(csv_src)), raw_images))
+    records = ingest_source(SourceParams(name="jsonl", kind="folder", path=str(jsonl)), raw_images) + ingest_source(
+        SourceParams(name="csv", kind="folder", path=str(csv_src)), raw_images
+    )
     raw = _round_trip(tmp / "raw.parquet", pd.DataFrame(records, columns=RAW_COLUMNS))
     saved: dict[str, Image.Image] = {}
-    clean, rejects = clean_records(raw, load_bytes=read_bytes,
-                                   p=PARAMS.clean, on_image=saved.__setitem__)
+    clean, rejects = clean_records(raw, load_bytes=read_bytes, p=PARAMS.clean, on_image=saved.__setitem__)
     clean = _round_trip(tmp / "clean.parquet", clean)
     rejects = _round_trip(tmp / "rejects.parquet", rejects)
     train, excluded = license_records(clean, PARAMS.license.policy, read_opt_outs(paths.OPT_OUT))
@@ -295,8 +429,17 @@ def run(tmp_path_factory) -> dict:
             outcome[(r["source"], r["row"])] = r
     for r in train.to_dict("records"):
         outcome[(r["source"], r["row"])] = r
-    return {"raw": raw, "clean": clean, "rejects": rejects, "train": train, "excluded": excluded,
-            "outcome": outcome, "saved": saved, "attribution": attribution_markdown(train), "raw_images": raw_images}
+    return {
+        "raw": raw,
+        "clean": clean,
+        "rejects": rejects,
+        "train": train,
+        "excluded": excluded,
+        "outcome": outcome,
+        "saved": saved,
+        "attribution": attribution_markdown(train),
+        "raw_images": raw_images,
+    }
 
 
 def _round_trip(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -304,8 +447,9 @@ def _round_trip(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-ALL = [("jsonl", n, c) for n, c in enumerate(JSONL_CASES, start=1)] + \
-      [("csv", n, c) for n, c in enumerate(CSV_CASES, start=2)]
+ALL = [("jsonl", n, c) for n, c in enumerate(JSONL_CASES, start=1)] + [
+    ("csv", n, c) for n, c in enumerate(CSV_CASES, start=2)
+]
 
 
 @pytest.mark.parametrize("source,line,case", ALL, ids=[c.name for _, _, c in ALL])
@@ -379,8 +523,9 @@ def test_a_source_where_nothing_may_train_still_gets_its_tables(tmp_path):
     folder = tmp_path / "nothing"
     folder.mkdir()
     (folder / "metadata.jsonl").write_bytes(b"not json\n")
-    raw = pd.DataFrame(ingest_source(SourceParams(name="n", kind="folder", path=str(folder)), tmp_path / "raw"),
-                       columns=RAW_COLUMNS)
+    raw = pd.DataFrame(
+        ingest_source(SourceParams(name="n", kind="folder", path=str(folder)), tmp_path / "raw"), columns=RAW_COLUMNS
+    )
     clean, rejects = clean_records(raw, load_bytes=lambda r: b"", p=PARAMS.clean)
     train, excluded = license_records(clean, PARAMS.license.policy, read_opt_outs(paths.OPT_OUT))
     assert (len(raw), len(clean), len(rejects), len(train)) == (1, 0, 1, 0)
@@ -390,13 +535,14 @@ def test_a_source_where_nothing_may_train_still_gets_its_tables(tmp_path):
 
 # ---- faults: a stage killed part way (SIGKILL: no cleanup handlers run) -----------------------------------------
 
+
 def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     dead = _dead_pid()
     target = tmp_path / "clean"
-    (tmp_path / f".clean.{dead}.abc123").mkdir()                  # left by a killed atomic_dir
+    (tmp_path / f".clean.{dead}.abc123").mkdir()  # left by a killed atomic_dir
     (tmp_path / f".clean.{dead}.abc123" / "x.png").write_bytes(b"half")
     (tmp_path / f".records.parquet.{dead}.k9.tmp").write_bytes(b"PAR1 half")  # left by a killed write_parquet
-    live = tmp_path / f".clean.{os.getpid()}.live"                 # a writer still at work
+    live = tmp_path / f".clean.{os.getpid()}.live"  # a writer still at work
     live.mkdir()
     with atomic_dir(target) as tmp:
         (tmp / "done").write_text("complete")
@@ -414,12 +560,18 @@ def _dead_pid() -> int:
 
 def _stage(root: Path, name: str) -> subprocess.Popen:
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{name}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _run_and_kill(root: Path, stage: str, when) -> str:
-    """Start `python -m stages.<stage>`, SIGKILL it once `when(start_time)` holds (or it ends first); say how it ended."""
+    """Start `python -m stages.<stage>`, SIGKILL it once `when(start_time)` holds (or it ends first); say how it
+    ended."""
     start = time.time()
     proc = _stage(root, stage)
     while proc.poll() is None and not when(start) and time.time() - start < 300:
@@ -464,9 +616,15 @@ def _count_new_once(data: Path, pattern: str, start: float) -> int:
 
 def _clean_outputs(root: Path) -> dict:
     clean = root / "data" / "clean"
-    return {"records": pd.read_parquet(clean / "records.parquet"), "rejects": pd.read_parquet(clean / "rejects.parquet"),
-            "images": {rid: hashlib.sha256(png).hexdigest() for p in (clean / "packs").iterdir()
-                       for rid, png in read_pack(p).items()}}
+    return {
+        "records": pd.read_parquet(clean / "records.parquet"),
+        "rejects": pd.read_parquet(clean / "rejects.parquet"),
+        "images": {
+            rid: hashlib.sha256(png).hexdigest()
+            for p in (clean / "packs").iterdir()
+            for rid, png in read_pack(p).items()
+        },
+    }
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -482,15 +640,18 @@ def _generation(root: Path, references: dict[str, dict]) -> str:
     assert not hidden, f"temporaries inside data/clean: {hidden}"
     got = _clean_outputs(root)
     matches = [name for name, ref in references.items() if _same(got, ref)]
-    assert matches, (f"data/clean is no complete run: {len(got['records'])} records, {len(got['images'])} images; "
-                     f"runs: {[(n, len(r['records']), len(r['images'])) for n, r in references.items()]}")
+    assert matches, (
+        f"data/clean is no complete run: {len(got['records'])} records, {len(got['images'])} images; "
+        f"runs: {[(n, len(r['records']), len(r['images'])) for n, r in references.items()]}"
+    )
     return matches[0]
 
 
 @pytest.mark.slow
 def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
     """Kill clean (and ingest) at random times and mid-write. data/clean is always absent or one complete run (never
-    new images beside old tables), leftovers of killed runs are cleared, and the next DVC run equals an uninterrupted one.
+    new images beside old tables), leftovers of killed runs are cleared, and the next DVC run equals an uninterrupted
+    one.
 
     Two parameter settings make two distinguishable runs: A (near_duplicate_hamming 4) and B (0: near duplicates kept),
     so a mixture of an old and a new run cannot pass for either."""
@@ -510,13 +671,16 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
     data = workspace / "data"
     rng = random.Random(20261123)
     random_points = [rng.uniform(0.9, 2.0)]
-    plan = [("A", "after 0.3 s", _after(0.3)), ("A", "after 0.8 s", _after(0.8)),
-            ("A", "with an image pack written", _written(data, "packs/*.parquet", 1)),
-            ("A", "never (runs to the end)", lambda start: False),
-            # from here on a complete run A exists and the params say B: a killed run must leave A whole, or B
-            ("B", "with an image pack written over run A", _written(data, "packs/*.parquet", 1)),
-            ("B", "once a records table is being written", _written(data, "*records.parquet*")),
-            *(("B", f"after {s:.2f} s", _after(s)) for s in random_points)]
+    plan = [
+        ("A", "after 0.3 s", _after(0.3)),
+        ("A", "after 0.8 s", _after(0.8)),
+        ("A", "with an image pack written", _written(data, "packs/*.parquet", 1)),
+        ("A", "never (runs to the end)", lambda start: False),
+        # from here on a complete run A exists and the params say B: a killed run must leave A whole, or B
+        ("B", "with an image pack written over run A", _written(data, "packs/*.parquet", 1)),
+        ("B", "once a records table is being written", _written(data, "*records.parquet*")),
+        *(("B", f"after {s:.2f} s", _after(s)) for s in random_points),
+    ]
     log = []
     for params, label, when in plan:
         if params == "B":
@@ -540,8 +704,10 @@ def test_data_stages_survive_sigkill_at_any_point(workspace, tmp_path):
     for path in (raw / "packs").iterdir():  # every visible pack is whole: each record id is its bytes' sha256
         if not path.name.startswith("."):
             assert all(hashlib.sha256(b).hexdigest() == rid for rid, b in read_pack(path).items()), path.name
-    log.append(f"ingest with a pack written: {ended}; records.parquet {'present' if records.exists() else 'absent'}; "
-               "every visible pack whole")
+    log.append(
+        f"ingest with a pack written: {ended}; records.parquet {'present' if records.exists() else 'absent'}; "
+        "every visible pack whole"
+    )
 
     out = dvc.repro("clean", root=workspace)
     assert "Running stage 'clean'" in out  # ingest too, or DVC restores data/raw from its cache

@@ -3,9 +3,10 @@ import json
 
 from PIL import Image
 
-from atelier.config import Columns, FolderSourceParams as SourceParams
-from atelier.sources.metadata import parse_csv, parse_jsonl
+from atelier.config import Columns
+from atelier.config import FolderSourceParams as SourceParams
 from atelier.rawstore import read_bytes
+from atelier.sources.metadata import parse_csv, parse_jsonl
 from stages.ingest import ingest_source
 
 
@@ -21,7 +22,13 @@ def test_folder_source_keeps_bad_rows_with_reasons(tmp_path):
     (folder / "a.png").write_bytes(_png((1, 2, 3)))
     (folder / "b.png").write_bytes(_png((4, 5, 6)))
     rows = [
-        {"file_name": "a.png", "title": "A", "creator": "Ann", "caption": "a red grid composition", "license": "CC0-1.0"},
+        {
+            "file_name": "a.png",
+            "title": "A",
+            "creator": "Ann",
+            "caption": "a red grid composition",
+            "license": "CC0-1.0",
+        },
         '{"file_name": "broken.png", "title": ',
         {"file_name": "../../etc/passwd", "title": "Escape", "license": "CC0-1.0"},
         {"file_name": "b.png", "title": "B", "creator": "Bo", "caption": "x", "license": "CC-BY-4.0", "noai": "yes"},

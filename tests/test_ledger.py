@@ -55,8 +55,9 @@ def test_record_is_an_idempotent_upsert_and_refuses_a_reused_watermark(tmp_path)
 def test_lookups_by_watermark_phash_pixels_and_model_version(tmp_path):
     conn = ledger.open_ledger(tmp_path / "l.sqlite")
     ids = {}
-    for k, (art, version, ph) in enumerate([("a1", "3", "ffff000000000000"), ("a2", "3", "ffff00000000000f"),
-                                            ("a3", "4", "00000000ffffffff")]):
+    for k, (art, version, ph) in enumerate(
+        [("a1", "3", "ffff000000000000"), ("a2", "3", "ffff00000000000f"), ("a3", "4", "00000000ffffffff")]
+    ):
         ids[art] = ledger.watermark_id_for(conn, f"s{k}")
         ledger.record(conn, manifest(art, version, ph), ids[art])
 
@@ -155,5 +156,7 @@ def test_auditing_against_ten_thousand_ledger_entries(tmp_path):
     recover = time.perf_counter() - start
     assert found is not None and found["id"] == target
     assert target in {row["id"] for row in near}
-    print(f"ledger of 10,000: filled in {fill:.1f} s; 20,000 lookups in {lookups:.2f} s; "
-          f"stripped copy recovered in {recover:.2f} s")
+    print(
+        f"ledger of 10,000: filled in {fill:.1f} s; 20,000 lookups in {lookups:.2f} s; "
+        f"stripped copy recovered in {recover:.2f} s"
+    )

@@ -13,12 +13,17 @@ from provenance import keys, ledger, publiclog
 from tests.test_ledger import manifest
 
 MODEL = "atelier-diffusion"
-REFUSAL = {"id": "r1".ljust(16, "0"), "sha256_pixels": "r1".ljust(64, "0"), "phash": "0f" * 8,
-           "prompt": "a lighthouse at dusk", "seed": 7, "model": {"name": MODEL, "version": "3"},
-           "reason": "not published: possible replication",
-           "nearest_training_images": [{"record_id": "wiki-12", "creator": "Ada", "license": "CC-BY-4.0",
-                                        "similarity": 0.93}],
-           "created_at": "2026-11-23T21:00:00+00:00"}
+REFUSAL = {
+    "id": "r1".ljust(16, "0"),
+    "sha256_pixels": "r1".ljust(64, "0"),
+    "phash": "0f" * 8,
+    "prompt": "a lighthouse at dusk",
+    "seed": 7,
+    "model": {"name": MODEL, "version": "3"},
+    "reason": "not published: possible replication",
+    "nearest_training_images": [{"record_id": "wiki-12", "creator": "Ada", "license": "CC-BY-4.0", "similarity": 0.93}],
+    "created_at": "2026-11-23T21:00:00+00:00",
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +59,13 @@ def test_every_write_is_chained_and_an_unchanged_upsert_appends_nothing(tmp_path
     conn = filled(tmp_path)
     log = ledger.log_entries(conn)
     assert [(e["seq"], e["kind"], e["key"]) for e in log] == [
-        (1, "artwork", "a1"), (2, "artwork", "a2"), (3, "artwork", "a3"), (4, "refusal", REFUSAL["id"]),
-        (5, "promotion", "1"), (6, "artwork", "a4")]
+        (1, "artwork", "a1"),
+        (2, "artwork", "a2"),
+        (3, "artwork", "a3"),
+        (4, "refusal", REFUSAL["id"]),
+        (5, "promotion", "1"),
+        (6, "artwork", "a4"),
+    ]
     assert log[0]["prev"] == ledger.GENESIS and all(b["prev"] == a["hash"] for a, b in zip(log, log[1:]))
     assert log[0]["hash"] == ledger.chain_hash(1, "artwork", "a1", ledger.GENESIS, log[0]["entry_sha256"])
     assert log[0]["entry"]["manifest"] == manifest("a1") and log[0]["entry"]["watermark_id"] is not None
@@ -96,7 +106,8 @@ def test_an_entry_holding_a_local_path_is_published_by_its_digest_only(tmp_path,
     ledger.record(conn, old, None)
     entries, head = published(conn, identity, tmp_path)
     assert entries[-1] == {k: ledger.log_entries(conn)[-1][k] for k in publiclog.LINE_FIELDS} | {
-        "withheld": "local path"}
+        "withheld": "local path"
+    }
     assert "/home/operator" not in (tmp_path / "public" / "entries.jsonl").read_text()
     assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == []  # the chain links digests
 
@@ -106,7 +117,8 @@ def test_an_edited_entry_is_named(tmp_path, identity):
     edited = copy.deepcopy(entries)
     edited[1]["entry"]["phash"] = "f" * 16
     assert publiclog.verify_public_log(edited, head, identity.ca_pem()) == [
-        "entry seq 2 (artwork a2) was edited: its entry does not hash to its entry_sha256"]
+        "entry seq 2 (artwork a2) was edited: its entry does not hash to its entry_sha256"
+    ]
 
     rehashed = copy.deepcopy(edited)  # digest and hash recomputed too: the next entry no longer links to it
     e = rehashed[1]
@@ -129,27 +141,31 @@ def test_a_rewritten_log_does_not_match_its_signed_head(tmp_path, identity):
     assert ledger.verify_chain(rewritten) == []
     assert publiclog.verify_public_log(rewritten, head, identity.ca_pem()) == [
         "entry seq 6 (artwork a4) does not match the signed head: the log up to it was rewritten after the head "
-        "was signed"]
+        "was signed"
+    ]
 
 
 def test_a_reordered_pair_is_named(tmp_path, identity):
     entries, head = published(filled(tmp_path), identity, tmp_path)
     entries[2], entries[3] = entries[3], entries[2]
     assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == [
-        "entry seq 3 (artwork a3) comes after entry seq 4 (refusal r100000000000000): the log was reordered"]
+        "entry seq 3 (artwork a3) comes after entry seq 4 (refusal r100000000000000): the log was reordered"
+    ]
 
 
 def test_a_deleted_middle_entry_is_named(tmp_path, identity):
     entries, head = published(filled(tmp_path), identity, tmp_path)
     del entries[2]
     assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == [
-        "entry seq 3 was deleted: entry seq 4 (refusal r100000000000000) comes after entry seq 2 (artwork a2)"]
+        "entry seq 3 was deleted: entry seq 4 (refusal r100000000000000) comes after entry seq 2 (artwork a2)"
+    ]
 
 
 def test_a_deleted_last_entry_is_caught_by_the_head(tmp_path, identity):
     entries, head = published(filled(tmp_path), identity, tmp_path)
     assert publiclog.verify_public_log(entries[:-1], head, identity.ca_pem()) == [
-        "the log is truncated: the signed head covers seq 1 to 6 but the log ends at seq 5; entry seq 6 is deleted"]
+        "the log is truncated: the signed head covers seq 1 to 6 but the log ends at seq 5; entry seq 6 is deleted"
+    ]
 
 
 def test_a_head_signed_by_another_identity_or_edited_is_refused(tmp_path, identity):
@@ -158,14 +174,14 @@ def test_a_head_signed_by_another_identity_or_edited_is_refused(tmp_path, identi
     intruder = keys.create_signing_identity(tmp_path / "intruder", "intruder")
     foreign = publiclog.sign_head(conn, intruder)
     assert publiclog.verify_public_log(entries, foreign, intruder.ca_pem()) == []  # valid, but not ours
-    one(publiclog.verify_public_log(entries, foreign, identity.ca_pem()), "not issued by the trust anchor",
-        "intruder")
+    one(publiclog.verify_public_log(entries, foreign, identity.ca_pem()), "not issued by the trust anchor", "intruder")
 
     edited = head | {"seq": 5, "hash": entries[4]["hash"]}  # pretends the log ends before a4
     assert publiclog.verify_public_log(entries, edited, identity.ca_pem()) == [
         "entry seq 6 is not covered by the signed head (seq 5): added after signing",
         "the signed head: the signature does not verify: the signed content was changed after signing, or signed "
-        "with another key"]
+        "with another key",
+    ]
 
 
 def test_an_edited_or_deleted_row_in_the_operators_ledger_is_named_and_not_sealed(tmp_path, identity):
@@ -180,7 +196,8 @@ def test_an_edited_or_deleted_row_in_the_operators_ledger_is_named_and_not_seale
         "promotion 1: its row in the promotions table differs from its log entry (seq 5) in by: the row was edited "
         "outside the ledger code; the log entry holds what was recorded",
         "entry seq 4 (refusal r100000000000000) has no row in the refusals table: the row was deleted outside the "
-        "ledger code"]
+        "ledger code",
+    ]
     with pytest.raises(ValueError, match="(?s)refusing to sign.*artwork a2"):
         publiclog.seal(conn, identity)
 
@@ -189,7 +206,8 @@ def test_a_ledger_cut_back_behind_its_last_head_is_caught_and_not_sealed(tmp_pat
     conn = filled(tmp_path)
     assert publiclog.verify_ledger(conn) == [
         f"{tmp_path / 'ledger' / 'head.json'}: no signed head: nothing shows the ledger was not rewritten since; "
-        "publiclog.seal() signs one at the end of each run"]
+        "publiclog.seal() signs one at the end of each run"
+    ]
     publiclog.seal(conn, identity)
     for trigger in ("log_no_update", "log_no_delete"):  # what someone editing the file by hand can do
         conn.execute(f"DROP TRIGGER {trigger}")
@@ -198,7 +216,8 @@ def test_a_ledger_cut_back_behind_its_last_head_is_caught_and_not_sealed(tmp_pat
     assert ledger.verify_ledger(conn) == []  # consistent in itself: only the previous head tells
     assert publiclog.verify_ledger(conn, identity.ca_pem()) == [
         f"the signed head ({tmp_path / 'ledger' / 'head.json'}): the log is truncated: the signed head covers seq 1 "
-        "to 6 but the log ends at seq 5; entry seq 6 is deleted"]
+        "to 6 but the log ends at seq 5; entry seq 6 is deleted"
+    ]
     with pytest.raises(ValueError, match="previous head .*the log is truncated.*entry seq 6 is deleted"):
         publiclog.seal(conn, identity)
 
@@ -215,8 +234,14 @@ def test_an_old_ledger_gets_its_chain_backfilled(tmp_path, identity):
     conn = ledger.open_ledger(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION == 3
     assert [(e["kind"], e["key"]) for e in ledger.log_entries(conn)] == [
-        ("artwork", "a0"), ("artwork", "a1"), ("artwork", "a2"), ("artwork", "a3"), ("artwork", "a4"),
-        ("refusal", REFUSAL["id"]), ("promotion", "1")]
+        ("artwork", "a0"),
+        ("artwork", "a1"),
+        ("artwork", "a2"),
+        ("artwork", "a3"),
+        ("artwork", "a4"),
+        ("refusal", REFUSAL["id"]),
+        ("promotion", "1"),
+    ]
     assert ledger.verify_ledger(conn) == []
     entries, head = published(conn, identity, tmp_path)
     assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == []
@@ -241,7 +266,9 @@ def test_a_malformed_public_log_is_reported_not_guessed(tmp_path, identity):
     del entries[2]["hash"]
     entries[3]["seq"] = "4"
     assert publiclog.verify_public_log(entries, head, identity.ca_pem()) == [
-        "log line 3: missing or malformed hash", "log line 4: missing or malformed seq"]
+        "log line 3: missing or malformed hash",
+        "log line 4: missing or malformed seq",
+    ]
     with pytest.raises(ValueError, match="trust anchor is not a PEM certificate"):
         publiclog.verify_public_log(entries, head, "not a certificate")
     assert json.loads((tmp_path / "public" / "head.json").read_text()) == head

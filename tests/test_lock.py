@@ -8,10 +8,19 @@ from atelier.lock import WorkspaceBusy, workspace_lock
 
 
 def test_second_holder_is_refused_with_a_clear_message(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time, pathlib; from atelier.lock import workspace_lock\n"
-        f"with workspace_lock(pathlib.Path({str(tmp_path)!r}), 'pipeline run'):\n"
-        "    print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time, pathlib; from atelier.lock import workspace_lock\n"
+                f"with workspace_lock(pathlib.Path({str(tmp_path)!r}), 'pipeline run'):\n"
+                "    print('held', flush=True); time.sleep(30)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(WorkspaceBusy, match=rf"pipeline run, pid {holder.pid}"):

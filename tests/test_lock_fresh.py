@@ -21,16 +21,26 @@ from atelier import paths
 from tests.workspace import copy_project, edit_params
 
 FIX = "run `make run` (or `dvc repro`) and commit dvc.lock"
-DEP_CHANGE = {"modified": "its md5 in dvc.lock is not the tree's", "new": "dvc.lock has no md5 for it",
-              "deleted": "dvc.yaml lists it but the tree has no such file"}
-PARAM_CHANGE = {"modified": "dvc.lock holds another value than params.yaml", "new": "not in dvc.lock",
-                "deleted": "dvc.yaml lists it but params.yaml has no such key"}
+DEP_CHANGE = {
+    "modified": "its md5 in dvc.lock is not the tree's",
+    "new": "dvc.lock has no md5 for it",
+    "deleted": "dvc.yaml lists it but the tree has no such file",
+}
+PARAM_CHANGE = {
+    "modified": "dvc.lock holds another value than params.yaml",
+    "new": "not in dvc.lock",
+    "deleted": "dvc.yaml lists it but params.yaml has no such key",
+}
 
 
 def source_files(root: Path) -> set[str]:
     """The files git tracks or would track under `root` (not ignored ones: data, models, reports, caches)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return set(filter(None, out.split("\0")))
 
 
@@ -44,8 +54,9 @@ def stale_lock_entries(root: Path, site_cache: Path) -> list[str]:
     value that differs from params.yaml's, a changed command, a stage missing from the lock or no longer in dvc.yaml.
     Data and other stages' outputs are not checked (they are absent from a fresh clone)."""
     env = {**os.environ, "DVC_SITE_CACHE_DIR": str(site_cache), "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(f"`dvc status --json` failed in {root} (exit {result.returncode}):\n{result.stderr}")
     status = json.loads(result.stdout or "{}")
@@ -62,14 +73,17 @@ def stale_lock_entries(root: Path, site_cache: Path) -> list[str]:
                 if not _is_source(path, sources):
                     continue  # data or another stage's output: absent in a fresh clone
                 if isinstance(change, dict):  # params: {key: modified | new | deleted}
-                    stale += [f"stage '{stage}': {path} {key} ({how}: {PARAM_CHANGE.get(how, 'differs')})"
-                              for key, how in change.items()]
+                    stale += [
+                        f"stage '{stage}': {path} {key} ({how}: {PARAM_CHANGE.get(how, 'differs')})"
+                        for key, how in change.items()
+                    ]
                 else:
                     stale.append(f"stage '{stage}': {path} ({change}: {DEP_CHANGE.get(change, 'differs')})")
     stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
     lock_file = root / "dvc.lock"
-    locked = (yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}).get("stages") or {} \
-        if lock_file.is_file() else {}
+    locked = (
+        (yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}).get("stages") or {} if lock_file.is_file() else {}
+    )
     stale += [f"stage '{name}': in dvc.lock but no longer in dvc.yaml" for name in sorted(set(locked) - set(stages))]
     return stale
 
@@ -78,8 +92,10 @@ def test_the_committed_lock_matches_the_code_and_params(tmp_path):
     copy = copy_project(tmp_path / "tree")  # the source files as they are now, without data, models or caches
     shutil.copy2(paths.ROOT / "dvc.lock", copy / "dvc.lock")
     stale = stale_lock_entries(copy, tmp_path / "dvc-site")
-    assert not stale, (f"{paths.ROOT / 'dvc.lock'} does not match the code and params ({len(stale)} stale "
-                       f"entries); {FIX}:\n  " + "\n  ".join(stale))
+    assert not stale, (
+        f"{paths.ROOT / 'dvc.lock'} does not match the code and params ({len(stale)} stale "
+        f"entries); {FIX}:\n  " + "\n  ".join(stale)
+    )
 
 
 # ------------------------------------------------------------------------------------------ the check itself can fail
@@ -94,6 +110,7 @@ def test_an_edit_to_the_project_s_code_or_params_is_caught(tmp_path):
     stale = stale_lock_entries(copy, tmp_path / "dvc-site")
     assert any(line.startswith("stage 'demo': params.yaml demo (modified") for line in stale), stale
     assert any(line.startswith("stage 'demo': stages/demo.py (modified") for line in stale), stale
+
 
 STAGE_CODE = """import pathlib, yaml
 n = yaml.safe_load(open("params.yaml"))["make"]["size"]
@@ -113,9 +130,18 @@ def _mini_project(root: Path, dvcignore: str = "") -> Path:
         "lib/helper.py": "X = 1\n",
         "params.yaml": "make:\n  size: 2\n  label: a\n",
         "data/input.txt": "x\n",
-        "dvc.yaml": yaml.safe_dump({"stages": {"make": {
-            "cmd": f"{sys.executable} make.py", "deps": ["make.py", "lib", "data/input.txt"],
-            "params": ["make.size"], "outs": ["out/result.txt"]}}}),
+        "dvc.yaml": yaml.safe_dump(
+            {
+                "stages": {
+                    "make": {
+                        "cmd": f"{sys.executable} make.py",
+                        "deps": ["make.py", "lib", "data/input.txt"],
+                        "params": ["make.size"],
+                        "outs": ["out/result.txt"],
+                    }
+                }
+            }
+        ),
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -165,12 +191,34 @@ def test_a_saved_pipeline_is_the_same_bytes_wherever_its_parts_were_loaded_from(
     from atelier.models import clip as C
     from atelier.models import latent_diffusion as L
 
-    clip_p = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32,
-                        text_layers=1, context_length=16, steps=1, batch_size=8, lr=1e-3, weight_decay=0.1,
-                        holdout_fraction=0.1)
-    diff_p = DiffusionParams(seed=0, steps=1, batch_size=8, lr=1e-3, warmup_steps=1, caption_dropout=0.1,
-                             min_snr_gamma=5.0, ema_decay=0.99, prediction_type="epsilon", offset_noise=0.0,
-                             pooled_scale=8.0)
+    clip_p = ClipParams(
+        seed=0,
+        embed_dim=16,
+        image_width=32,
+        image_layers=1,
+        patch_size=8,
+        text_width=32,
+        text_layers=1,
+        context_length=16,
+        steps=1,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.1,
+        holdout_fraction=0.1,
+    )
+    diff_p = DiffusionParams(
+        seed=0,
+        steps=1,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=1,
+        caption_dropout=0.1,
+        min_snr_gamma=5.0,
+        ema_decay=0.99,
+        prediction_type="epsilon",
+        offset_noise=0.0,
+        pooled_scale=8.0,
+    )
     clip = C.build_clip(clip_p, 32)
     cfg = C.model_config(clip_p, 32)
     torch.manual_seed(0)
@@ -180,9 +228,14 @@ def test_a_saved_pipeline_is_the_same_bytes_wherever_its_parts_were_loaded_from(
     for place in ("one", "two"):  # as train_diffusion does: the autoencoder is loaded from where it was saved
         vae.save_pretrained(tmp_path / place / "autoencoder", safe_serialization=True)
         loaded = AutoencoderKL.from_pretrained(tmp_path / place / "autoencoder", use_safetensors=True)
-        pipeline = L.LatentDiffusionPipeline(loaded, unet, L.build_scheduler(diff_p), clip, C.build_tokenizer(16),
-                                             {"latent_scale": 1.0, "pooled_scale": 8.0, "resolution": 32,
-                                              "clip_model_cfg": cfg})
+        pipeline = L.LatentDiffusionPipeline(
+            loaded,
+            unet,
+            L.build_scheduler(diff_p),
+            clip,
+            C.build_tokenizer(16),
+            {"latent_scale": 1.0, "pooled_scale": 8.0, "resolution": 32, "clip_model_cfg": cfg},
+        )
         folder = tmp_path / place / "diffusion"
         pipeline.save_pretrained(folder)
         saved[place] = {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
@@ -200,5 +253,7 @@ def test_bytecode_caches_do_not_change_a_folder_dependency_s_hash(tmp_path):
     (root / "lib" / "__pycache__").mkdir()
     (root / "lib" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"\x00bytecode")
     stale = stale_lock_entries(root, tmp_path / "dvc-site")
-    assert stale == [], (f"a __pycache__ folder changes the md5 of a folder dependency: add `__pycache__/` and "
-                         f"`*.pyc` to {paths.ROOT / '.dvcignore'}, then {FIX}:\n  " + "\n  ".join(stale))
+    assert stale == [], (
+        f"a __pycache__ folder changes the md5 of a folder dependency: add `__pycache__/` and "
+        f"`*.pyc` to {paths.ROOT / '.dvcignore'}, then {FIX}:\n  " + "\n  ".join(stale)
+    )

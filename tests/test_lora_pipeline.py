@@ -22,17 +22,35 @@ pytestmark = pytest.mark.slow
 
 BASE = "bases/tiny-sd"  # relative to the workspace root, as a user writes it in params.yaml
 LICENSE = "CreativeML-OpenRAIL-M"
-COMPONENT = {"name": "tiny-sd-test-base", "role": "base_model", "path": BASE, "license": LICENSE,
-             "training_data": "nothing: random initialisation, built by the tests", "training_data_licensed": False}
+COMPONENT = {
+    "name": "tiny-sd-test-base",
+    "role": "base_model",
+    "path": BASE,
+    "license": LICENSE,
+    "training_data": "nothing: random initialisation, built by the tests",
+    "training_data_licensed": False,
+}
 SCENES = 60  # images in the scenes collection (about three quarters trainable)
 TOY = dict(
     demo={"per_class": 1},  # the demo stage still runs (dvc.yaml), though its source is not ingested
     train_clip={"steps": 10, "batch_size": 16},
-    train_diffusion={"steps": 6, "batch_size": 4, "lr": 1e-3, "backend": "lora_sd", "base_model": BASE,
-                     "lora_rank": 2, "device": "auto"},
+    train_diffusion={
+        "steps": 6,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "backend": "lora_sd",
+        "base_model": BASE,
+        "lora_rank": 2,
+        "device": "auto",
+    },
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0, "prompts": 8},
-    promote={"min_retrieval_fraction": 0.0, "min_clip_score_fraction": 0.0, "max_cmmd_multiple": 1e9,
-             "max_replication_rate": 1.0, "champion_max_drop": 10.0},
+    promote={
+        "min_retrieval_fraction": 0.0,
+        "min_clip_score_fraction": 0.0,
+        "max_cmmd_multiple": 1e9,
+        "max_replication_rate": 1.0,
+        "champion_max_drop": 10.0,
+    },
     generate={"prompts": ["a red sailboat on a calm sea at dusk", "a white cottage under a cloudy sky"], "steps": 2},
 )
 
@@ -44,8 +62,9 @@ def in_workspace(root: Path, code: str) -> subprocess.CompletedProcess:
 
 def atelier(root: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the workspace's CLI in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=root, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=root, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +95,12 @@ def test_lora_model_is_registered_with_its_base_model(built):
     digest = weights_digest(built / BASE)
     train = json.loads((built / "reports/train.json").read_text())
     assert train["backend"] == "lora_sd" and train["version"] == "1" and train["lora_steps"] == 6
-    assert train["base_model"] == {"name": COMPONENT["name"], "path": BASE, "license": LICENSE,
-                                   "weights_sha256": digest}
+    assert train["base_model"] == {
+        "name": COMPONENT["name"],
+        "path": BASE,
+        "license": LICENSE,
+        "weights_sha256": digest,
+    }
     config = json.loads((built / "models/diffusion/atelier_config.json").read_text())
     assert config["backend"] == "lora_sd" and config["base_model"]["weights_sha256"] == digest
     assert config["resolution"] == 32  # the base's: UNet sample size 16 x VAE scale factor 2
@@ -88,8 +111,11 @@ def test_lora_model_is_registered_with_its_base_model(built):
     not_used = json.loads((built / "models/autoencoder/NOT_USED.json").read_text())
     assert not_used["used"] is False and not_used["backend"] == "lora_sd"
     assert (built / "reports/curves/lora_loss.csv").read_text().count("\n") == 1 + 6
-    out = in_workspace(built, "import json\nfrom registry import tracking\n"
-                              "print(json.dumps(tracking.all_versions('atelier-latent-diffusion')))")
+    out = in_workspace(
+        built,
+        "import json\nfrom registry import tracking\n"
+        "print(json.dumps(tracking.all_versions('atelier-latent-diffusion')))",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     versions = json.loads(out.stdout)
     assert len(versions) == 1
@@ -106,14 +132,17 @@ def test_lora_model_is_evaluated_and_judged_by_the_gate(built):
     assert head["real_clip_score"] > 0 and head["cmmd_baseline"] > 0
     promotion = json.loads((built / "reports/promotion.json").read_text())  # the last promote run's record
     assert promotion["candidate_version"] == "1" and promotion["decision"]
-    out = in_workspace(built, "import json\nfrom registry import tracking\n"
-                              "print(json.dumps(tracking.version_by_alias('atelier-latent-diffusion', 'champion')))")
+    out = in_workspace(
+        built,
+        "import json\nfrom registry import tracking\n"
+        "print(json.dumps(tracking.version_by_alias('atelier-latent-diffusion', 'champion')))",
+    )
     champion = json.loads(out.stdout)
     assert champion["version"] == "1"
     decided, by = champion["tags"]["gate.decision"], champion["tags"]["promotion.by"]
     if by == "gate":  # the gate promoted it
         assert decided.startswith("promoted to champion"), decided
-    else:             # the gate refused it, and the fixture promoted it by hand
+    else:  # the gate refused it, and the fixture promoted it by hand
         assert by == "tests" and not decided.startswith("promoted"), (by, decided)
 
 
@@ -136,8 +165,9 @@ def test_artworks_are_signed_and_name_the_base_model(built):
         assert parts[0]["name"] == COMPONENT["name"] and parts[0]["weights_sha256"] == digest
         assert parts[0]["license"] == LICENSE
         assert manifest["model"]["licensed_only"] is False  # the base declares unlicensed training data
-    verified = atelier(built, "audit", *[str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"])
-                                         for s in sidecars])
+    verified = atelier(
+        built, "audit", *[str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"]) for s in sidecars]
+    )
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
 
 
@@ -146,14 +176,19 @@ def test_a_changed_base_model_is_refused_at_load(built):
     original = weights.read_bytes()
     try:
         weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the last weight
-        for code in ("from atelier.models.generator import load_generator\nload_generator('models/diffusion')",
-                     "from registry import tracking\ntracking.load_pyfunc('atelier-latent-diffusion', 'champion')"):
+        for code in (
+            "from atelier.models.generator import load_generator\nload_generator('models/diffusion')",
+            "from registry import tracking\ntracking.load_pyfunc('atelier-latent-diffusion', 'champion')",
+        ):
             out = in_workspace(built, code)
             assert out.returncode != 0, code
             assert "the base changed since training" in out.stderr and weights_digest(built / BASE) in out.stderr
     finally:
         weights.write_bytes(original)
-    out = in_workspace(built, "from atelier.models.generator import load_generator\n"
-                              "g = load_generator('models/diffusion')\n"
-                              "print(g(['a red sailboat on a calm sea at dusk'], seed=1, steps=2, guidance=3.0)[0].size)")
+    out = in_workspace(
+        built,
+        "from atelier.models.generator import load_generator\n"
+        "g = load_generator('models/diffusion')\n"
+        "print(g(['a red sailboat on a calm sea at dusk'], seed=1, steps=2, guidance=3.0)[0].size)",
+    )
     assert out.returncode == 0 and out.stdout.strip() == "(32, 32)", out.stderr[-3000:]

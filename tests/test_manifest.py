@@ -10,25 +10,61 @@ from provenance.png import png_with_manifest, read_manifest
 
 SHA = "a" * 64
 FACTS = dict(
-    artwork={"id": SHA[:16], "file": f"{SHA[:16]}.png", "sha256_pixels": SHA, "width": 256, "height": 256,
-             "model_output_width": 32, "model_output_height": 32, "resampler": "nearest", "phash": "f" * 16,
-             "watermark": {"method": "dwtDctSvd", "id": 12345},
-             "created_at": "2026-11-23T20:00:00+00:00",
-             "generator": {"prompt": "a blue spiral composition", "negative_prompt": None, "seed": 1, "steps": 25,
-                           "scheduler": "DDIM", "guidance": 1.5}},
-    model={"name": "m", "version": "3", "alias": "champion", "run_id": "0" * 32, "weights_sha256": SHA,
-           "backend": "latent-diffusion", "credential_sha256": "e" * 64},
-    data={"dvc_md5": "0123456789abcdef0123456789abcdef", "record_count": 10,
-          "per_license": {"CC0-1.0": 6, "CC-BY-SA-4.0": 4}, "excluded_per_reason": {"license_missing": 2},
-          "opt_outs_honoured": 1, "attribution": {"file": "attribution/m-v3.md", "sha256": SHA, "works": 4,
-                                                  "creators": 2, "embedded": True},
-          "dataset_card": {"sha256": SHA, "embedded": True}},
-    checks={"evaluator": "clip", "clip_score": 0.8,
-            "nearest_training_images": [{"record_id": SHA, "title": "T", "creator": "Ann", "license": "CC0-1.0",
-                                         "source": "u", "similarity": 0.9}],
-            "replication": {"flagged": False, "verdict": "no replication detected", "distance_ratio": 0.8,
-                            "phash_distance": 20, "ratio_threshold": 0.333, "phash_hamming_threshold": 4},
-            "model_evaluation": {"style_accuracy": 0.8}},
+    artwork={
+        "id": SHA[:16],
+        "file": f"{SHA[:16]}.png",
+        "sha256_pixels": SHA,
+        "width": 256,
+        "height": 256,
+        "model_output_width": 32,
+        "model_output_height": 32,
+        "resampler": "nearest",
+        "phash": "f" * 16,
+        "watermark": {"method": "dwtDctSvd", "id": 12345},
+        "created_at": "2026-11-23T20:00:00+00:00",
+        "generator": {
+            "prompt": "a blue spiral composition",
+            "negative_prompt": None,
+            "seed": 1,
+            "steps": 25,
+            "scheduler": "DDIM",
+            "guidance": 1.5,
+        },
+    },
+    model={
+        "name": "m",
+        "version": "3",
+        "alias": "champion",
+        "run_id": "0" * 32,
+        "weights_sha256": SHA,
+        "backend": "latent-diffusion",
+        "credential_sha256": "e" * 64,
+    },
+    data={
+        "dvc_md5": "0123456789abcdef0123456789abcdef",
+        "record_count": 10,
+        "per_license": {"CC0-1.0": 6, "CC-BY-SA-4.0": 4},
+        "excluded_per_reason": {"license_missing": 2},
+        "opt_outs_honoured": 1,
+        "attribution": {"file": "attribution/m-v3.md", "sha256": SHA, "works": 4, "creators": 2, "embedded": True},
+        "dataset_card": {"sha256": SHA, "embedded": True},
+    },
+    checks={
+        "evaluator": "clip",
+        "clip_score": 0.8,
+        "nearest_training_images": [
+            {"record_id": SHA, "title": "T", "creator": "Ann", "license": "CC0-1.0", "source": "u", "similarity": 0.9}
+        ],
+        "replication": {
+            "flagged": False,
+            "verdict": "no replication detected",
+            "distance_ratio": 0.8,
+            "phash_distance": 20,
+            "ratio_threshold": 0.333,
+            "phash_hamming_threshold": 4,
+        },
+        "model_evaluation": {"style_accuracy": 0.8},
+    },
     code_version="abc123",
 )
 
@@ -49,12 +85,15 @@ def test_non_commercial_training_data_makes_non_commercial_artworks():
         usage_terms({"Mystery-1.0": 1})
 
 
-@pytest.mark.parametrize("path,value", [
-    (("artwork", "generator", "prompt"), ""),
-    (("model", "run_id"), "unknown"),
-    (("data", "per_license"), {}),
-    (("rights", "ai_generated"), False),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        (("artwork", "generator", "prompt"), ""),
+        (("model", "run_id"), "unknown"),
+        (("data", "per_license"), {}),
+        (("rights", "ai_generated"), False),
+    ],
+)
 def test_schema_rejects_empty_or_made_up_values(path, value):
     m = build_manifest(**copy.deepcopy(FACTS))
     target = m
@@ -74,16 +113,33 @@ def test_png_round_trip(tmp_path):
     assert read_manifest(tmp_path / "plain.png") is None
 
 
-PARTS = [{"name": "atelier-unet", "role": "unet", "trained_here": True, "weights_sha256": SHA, "license": None,
-          "training_data": "the licensed set", "training_data_licensed": True},
-         {"name": "tiny-clip", "role": "clip", "trained_here": False, "weights_sha256": SHA, "license": "MIT",
-          "training_data": "web image-text pairs", "training_data_licensed": None}]
+PARTS = [
+    {
+        "name": "atelier-unet",
+        "role": "unet",
+        "trained_here": True,
+        "weights_sha256": SHA,
+        "license": None,
+        "training_data": "the licensed set",
+        "training_data_licensed": True,
+    },
+    {
+        "name": "tiny-clip",
+        "role": "clip",
+        "trained_here": False,
+        "weights_sha256": SHA,
+        "license": "MIT",
+        "training_data": "web image-text pairs",
+        "training_data_licensed": None,
+    },
+]
 
 
 def test_components_and_licensed_only_are_optional_and_come_together():
     facts = copy.deepcopy(FACTS)
-    facts["model"].update(components=PARTS, licensed_only=False,
-                          licensed_only_reason="not licensed-only: clip 'tiny-clip' ...")
+    facts["model"].update(
+        components=PARTS, licensed_only=False, licensed_only_reason="not licensed-only: clip 'tiny-clip' ..."
+    )
     validate(build_manifest(**facts))  # with them
     validate(build_manifest(**copy.deepcopy(FACTS)))  # without them (made before components were recorded)
     for drop in ("licensed_only", "licensed_only_reason", "components"):

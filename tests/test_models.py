@@ -19,12 +19,35 @@ from atelier.models import latent_diffusion as L
 from atelier.models import metrics as M
 from tests.tiny_models import build_tiny_sd, clip_tokenizer_from_open_clip
 
-CLIP_P = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
-                    context_length=16, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
+CLIP_P = ClipParams(
+    seed=0,
+    embed_dim=16,
+    image_width=32,
+    image_layers=1,
+    patch_size=8,
+    text_width=32,
+    text_layers=1,
+    context_length=16,
+    steps=3,
+    batch_size=8,
+    lr=1e-3,
+    weight_decay=0.1,
+    holdout_fraction=0.1,
+)
 AE_P = AutoencoderParams(seed=0, steps=2, batch_size=8, lr=1e-3, kl_weight=1e-6)
-DIFF_P = DiffusionParams(seed=0, steps=3, batch_size=8, lr=1e-3, warmup_steps=1, caption_dropout=0.1,
-                         min_snr_gamma=5.0, ema_decay=0.99, prediction_type="v_prediction", offset_noise=0.05,
-                         pooled_scale=8.0)
+DIFF_P = DiffusionParams(
+    seed=0,
+    steps=3,
+    batch_size=8,
+    lr=1e-3,
+    warmup_steps=1,
+    caption_dropout=0.1,
+    min_snr_gamma=5.0,
+    ema_decay=0.99,
+    prediction_type="v_prediction",
+    offset_noise=0.05,
+    pooled_scale=8.0,
+)
 
 
 def _pixels_sha(images: list[Image.Image]) -> list[str]:
@@ -60,7 +83,7 @@ def pipeline(data, clip_bundle):
     return L.train_diffusion(images, captions, model, tok, C.model_config(CLIP_P, 32), AE_P, DIFF_P)
 
 
-# ------------------------------------------------------------------------------------------------------------------ CLIP
+# ---------------------------------------------------------------------------------------------------------------- CLIP
 
 
 def test_clip_bundle_round_trip(data, clip_bundle):
@@ -132,7 +155,7 @@ def test_class_captions_cover_every_caption():
         C.class_captions("mood")
 
 
-# --------------------------------------------------------------------------------------------------------------- metrics
+# ------------------------------------------------------------------------------------------------------------- metrics
 
 
 def test_clip_score_formula():
@@ -162,14 +185,16 @@ def test_replication_flags_exact_copy():
     rows = M.replication(gen, train, ratio=1 / 3, hamming=4)
     assert rows[0]["flagged"] and rows[0]["nearest"][0] == 3 and rows[0]["distance_ratio"] == pytest.approx(0, abs=1e-6)
     assert not rows[1]["flagged"]
-    hashed = M.replication(gen, train, ["ff00ff00ff00ff00", "0"], ["0f00ff00ff00ff00", "0000000000000000"] + ["ffffffffffffffff"] * 18)
+    hashed = M.replication(
+        gen, train, ["ff00ff00ff00ff00", "0"], ["0f00ff00ff00ff00", "0000000000000000"] + ["ffffffffffffffff"] * 18
+    )
     assert hashed[0]["phash_distance"] == 4 and hashed[1]["phash_distance"] == 0 and hashed[1]["flagged"]
     assert hashed[1]["phash_nearest"] == 1
     cal = M.calibrate_replication(train)
     assert cal["n"] == 20 and 0 <= cal["fraction_below_ratio"] <= 1
 
 
-# ------------------------------------------------------------------------------------------------------------- diffusion
+# ----------------------------------------------------------------------------------------------------------- diffusion
 
 
 def test_generation_is_deterministic(pipeline):
@@ -185,13 +210,17 @@ def test_generation_is_deterministic(pipeline):
 
 def test_save_load_round_trip(pipeline, tmp_path):
     hashes = pipeline.save_pretrained(tmp_path)
-    assert {"vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
-            "clip/open_clip_model.safetensors"} <= set(hashes)
+    assert {
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "clip/open_clip_model.safetensors",
+    } <= set(hashes)
     assert json.loads((tmp_path / L.CONFIG_NAME).read_text())["latent_scale"] == pipeline.config["latent_scale"]
     loaded = L.LatentDiffusionPipeline.from_pretrained(tmp_path)
     prompts = [caption_for("sunset landscape", "golden")]
     assert _pixels_sha(loaded(prompts, seed=1, steps=2, guidance=2.0)) == _pixels_sha(
-        pipeline(prompts, seed=1, steps=2, guidance=2.0))
+        pipeline(prompts, seed=1, steps=2, guidance=2.0)
+    )
 
 
 def test_pickle_files_are_refused(pipeline, tmp_path):
@@ -224,7 +253,8 @@ def test_lora_backend_trains_saves_and_generates(tiny_sd, data, tmp_path):
 
     images, captions = data
     assert "composition" in clip_tokenizer_from_open_clip(tmp_path).decode(
-        clip_tokenizer_from_open_clip(tmp_path)("a red grid composition").input_ids, skip_special_tokens=True)
+        clip_tokenizer_from_open_clip(tmp_path)("a red grid composition").input_ids, skip_special_tokens=True
+    )
     p = lora_sd.LoraParams(seed=0, steps=2, batch_size=2, lr=1e-3, rank=2, device="cpu")
     sha = lora_sd.save_lora(lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p), tmp_path / "lora")
     assert (tmp_path / "lora" / lora_sd.LORA_WEIGHTS).is_file() and len(sha) == 64
@@ -254,10 +284,14 @@ def test_lora_resume_after_a_kill_matches_an_uninterrupted_run(tiny_sd, data, tm
     with pytest.raises(_Killed):
         lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, on_step=killed_at_step_3, checkpoint=resumable)
     steps: list[int] = []
-    resumed = lora_sd.save_lora(lora_sd.train_lora(tiny_sd, images[:4], captions[:4], p, checkpoint=resumable,
-                                                   on_step=lambda step, m: steps.append(step)), tmp_path / "resumed")
+    resumed = lora_sd.save_lora(
+        lora_sd.train_lora(
+            tiny_sd, images[:4], captions[:4], p, checkpoint=resumable, on_step=lambda step, m: steps.append(step)
+        ),
+        tmp_path / "resumed",
+    )
     assert steps == [0, 1, 2, 3]  # steps 0-1 replayed from the checkpoint, 2-3 trained again
-    assert resumed == whole       # bitwise the adapters of the run that was never killed
+    assert resumed == whole  # bitwise the adapters of the run that was never killed
     from safetensors import safe_open
 
     with safe_open(str(next((tmp_path / "ck").glob("step-*")) / "tensors.safetensors"), "pt") as saved:
@@ -276,9 +310,23 @@ def test_lora_on_two_processes_follows_the_one_process_curve(tiny_sd, tmp_path):
 
     one = lora_curve(tiny_sd)
     out = tmp_path / "curve.json"
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                          "tests.tiny_models", str(tiny_sd), str(out), "2"], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "tests.tiny_models",
+            str(tiny_sd),
+            str(out),
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     two = json.loads(out.read_text())
     assert len(two) == len(one) == 4
@@ -294,7 +342,8 @@ def test_load_generator_reads_the_backend_from_the_config(pipeline, tmp_path):
     assert isinstance(loaded, L.LatentDiffusionPipeline)
     prompts = [caption_for("grid", "red")]
     assert _pixels_sha(loaded(prompts, seed=1, steps=2, guidance=2.0)) == _pixels_sha(
-        pipeline(prompts, seed=1, steps=2, guidance=2.0))
+        pipeline(prompts, seed=1, steps=2, guidance=2.0)
+    )
     with pytest.raises(ValueError, match="clean.resolution in params.yaml is 64"):
         load_generator(tmp_path, resolution=64)
     config = json.loads((tmp_path / L.CONFIG_NAME).read_text())

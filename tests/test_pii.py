@@ -8,8 +8,11 @@ from atelier.pii import find, parse_summary, redact, summary
 POSITIVES = [  # (text, the kind found, the exact piece replaced)
     ("write to jane.doe@example.org today", "email", "jane.doe@example.org"),
     ("J.Smith+art@mail.co.uk.", "email", "J.Smith+art@mail.co.uk"),
-    ("see https://shop.example.com/p?id=4&email=jane%40x.org for the print", "url",
-     "https://shop.example.com/p?id=4&email=jane%40x.org"),
+    (
+        "see https://shop.example.com/p?id=4&email=jane%40x.org for the print",
+        "url",
+        "https://shop.example.com/p?id=4&email=jane%40x.org",
+    ),
     ("profile http://example.net/u?user=jdoe", "url", "http://example.net/u?user=jdoe"),
     ("call +44 20 7946 0958 now", "phone", "+44 20 7946 0958"),
     ("tel. +1-212-555-0199", "phone", "+1-212-555-0199"),
@@ -37,20 +40,41 @@ POSITIVES = [  # (text, the kind found, the exact piece replaced)
 ]
 
 NEGATIVES = [  # no personal data (or none these patterns claim to find)
-    "a red grid composition", "Red Grid No. 17", "painted in 1920", "1920x1080 pixels", "3840 x 2160",
-    "1889-1890, oil on canvas", "exhibited 2024-05-06", "dated 05.06.2024", "on 12/03/1998",
-    "record 62fe59eb0cb32c744d0b6a8ffffe964174bae14176de08ac2ae437fd37c0428b", "art_0001.png",
-    "sha256 0123456789abcdef0123456789abcdef", "edition of 250", "ISBN 978-3-16-148410-0", "$1,000,000",
-    "52.3676, 4.9041", "+52.37", "version 0.2.0", "see https://example.org/works?id=42&page=3",
-    "IBAN GB00 WEST 1234 5698 7654 32", "No. 10 in blue", "Symphony No. 5 in C minor", "a 3 D print",
-    "the @ sign", "Jane Doe", "Study 12 in Blue", "Opus 12 in B minor", "cat 000-12-3456",
+    "a red grid composition",
+    "Red Grid No. 17",
+    "painted in 1920",
+    "1920x1080 pixels",
+    "3840 x 2160",
+    "1889-1890, oil on canvas",
+    "exhibited 2024-05-06",
+    "dated 05.06.2024",
+    "on 12/03/1998",
+    "record 62fe59eb0cb32c744d0b6a8ffffe964174bae14176de08ac2ae437fd37c0428b",
+    "art_0001.png",
+    "sha256 0123456789abcdef0123456789abcdef",
+    "edition of 250",
+    "ISBN 978-3-16-148410-0",
+    "$1,000,000",
+    "52.3676, 4.9041",
+    "+52.37",
+    "version 0.2.0",
+    "see https://example.org/works?id=42&page=3",
+    "IBAN GB00 WEST 1234 5698 7654 32",
+    "No. 10 in blue",
+    "Symphony No. 5 in C minor",
+    "a 3 D print",
+    "the @ sign",
+    "Jane Doe",
+    "Study 12 in Blue",
+    "Opus 12 in B minor",
+    "cat 000-12-3456",
 ]
 
 
 @pytest.mark.parametrize("text,kind,piece", POSITIVES)
 def test_true_positives(text, kind, piece):
     found = find(text)
-    assert [(f.kind, text[f.start:f.end]) for f in found] == [(kind, piece)]
+    assert [(f.kind, text[f.start : f.end]) for f in found] == [(kind, piece)]
     redacted, _ = redact(text)
     assert piece not in redacted and f"[{kind}]" in redacted
 

@@ -19,10 +19,23 @@ from atelier.config import PromoteParams, load_params
 from atelier.gate import gate
 
 LOG4 = math.log(4)
-T = PromoteParams(min_retrieval_fraction=0.5, min_clip_score_fraction=0.7, max_cmmd_multiple=4.0,
-                  max_replication_rate=0.05, champion_max_drop=0.05)
-GOOD = {"clip_score": 0.6, "real_clip_score": 0.7, "retrieval_top1": 0.4, "real_retrieval_top1": 0.6,
-        "chance_top1": 0.05, "cmmd": 0.3, "cmmd_baseline": 0.1, "replication_rate": 0.0}
+T = PromoteParams(
+    min_retrieval_fraction=0.5,
+    min_clip_score_fraction=0.7,
+    max_cmmd_multiple=4.0,
+    max_replication_rate=0.05,
+    champion_max_drop=0.05,
+)
+GOOD = {
+    "clip_score": 0.6,
+    "real_clip_score": 0.7,
+    "retrieval_top1": 0.4,
+    "real_retrieval_top1": 0.6,
+    "chance_top1": 0.05,
+    "cmmd": 0.3,
+    "cmmd_baseline": 0.1,
+    "replication_rate": 0.0,
+}
 MARGINAL = {**GOOD, "clip_score": 0.48}  # bar 0.7 x 0.7 = 0.49: missed by 0.01 < 0.05 x 0.49
 
 
@@ -31,6 +44,7 @@ def pairs(a: str, b: str, wins: int, losses: int, ties: int = 0) -> list[tuple[s
 
 
 # --- the fit, by hand ---------------------------------------------------------------------------------------------
+
 
 def test_eight_two_between_two_items():
     """Without a prior the MLE is P = 8/10 exactly: s_a - s_b = log 4; the difference's variance is
@@ -43,8 +57,9 @@ def test_eight_two_between_two_items():
     p = preference.win_probability(pairs("a", "b", 8, 2), "a", "b", ridge=0)
     sd = math.sqrt(0.625)
     assert p["probability"] == pytest.approx(0.8)
-    assert (p["low"], p["high"]) == pytest.approx((1 / (1 + math.exp(-(LOG4 - 1.959964 * sd))),
-                                                   1 / (1 + math.exp(-(LOG4 + 1.959964 * sd)))))
+    assert (p["low"], p["high"]) == pytest.approx(
+        (1 / (1 + math.exp(-(LOG4 - 1.959964 * sd))), 1 / (1 + math.exp(-(LOG4 + 1.959964 * sd))))
+    )
 
 
 def test_the_ridge_prior_shrinks_towards_even_and_is_the_root_of_its_score_equation():
@@ -53,8 +68,9 @@ def test_the_ridge_prior_shrinks_towards_even_and_is_the_root_of_its_score_equat
     ridge = 0.1  # s_a = t = -s_b solves 8 - 10 sigmoid(2t) - ridge t = 0
     t = brentq(lambda t: 8 - 10 / (1 + math.exp(-2 * t)) - ridge * t, 0, 5)
     scores = preference.fit(pairs("a", "b", 8, 2), ridge=ridge)
-    assert scores["a"]["score"] == pytest.approx(t, abs=1e-9) and sum(s["score"] for s in scores.values()) == \
-        pytest.approx(0, abs=1e-12)
+    assert scores["a"]["score"] == pytest.approx(t, abs=1e-9) and sum(
+        s["score"] for s in scores.values()
+    ) == pytest.approx(0, abs=1e-12)
     assert 0.5 < preference.win_probability(pairs("a", "b", 8, 2), "a", "b", ridge)["probability"] < 0.8
     unbeaten = preference.fit(pairs("a", "b", 5, 0), ridge=ridge)  # defined with a prior, not without one
     assert math.isfinite(unbeaten["a"]["score"]) and unbeaten["a"]["score"] > 0
@@ -86,18 +102,37 @@ def test_wilson_interval_by_hand():
     assert preference.wilson(0, 0) == (0.0, 1.0)
 
 
-def vote(i: int, left: str, right: str, choice: str, reviewer: str = "owl", lg: float = 3.0, rg: float = 3.0,
-         **kw) -> dict:
-    return {"id": i, "reviewer": reviewer, "prompt": "a red grid composition", "seed": i, "left_artwork": f"a{i}l",
-            "right_artwork": f"a{i}r", "left_version": left, "right_version": right, "left_guidance": lg,
-            "right_guidance": rg, "choice": choice, "flag_reason": None, "flagged": None,
-            "created_at": f"2026-12-01T00:{i // 60:02d}:{i % 60:02d}+00:00", **kw}
+def vote(
+    i: int, left: str, right: str, choice: str, reviewer: str = "owl", lg: float = 3.0, rg: float = 3.0, **kw
+) -> dict:
+    return {
+        "id": i,
+        "reviewer": reviewer,
+        "prompt": "a red grid composition",
+        "seed": i,
+        "left_artwork": f"a{i}l",
+        "right_artwork": f"a{i}r",
+        "left_version": left,
+        "right_version": right,
+        "left_guidance": lg,
+        "right_guidance": rg,
+        "choice": choice,
+        "flag_reason": None,
+        "flagged": None,
+        "created_at": f"2026-12-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+        **kw,
+    }
 
 
 def test_head_to_head_counts_both_sides_and_leaves_flags_and_other_pairs_out():
-    votes = [vote(1, "2", "1", "left"), vote(2, "1", "2", "right", reviewer="fox"), vote(3, "1", "2", "left"),
-             vote(4, "2", "1", "tie"), vote(5, "1", "2", "flag", flag_reason="broken", flagged="a5l"),
-             vote(6, "2", "3", "left")]
+    votes = [
+        vote(1, "2", "1", "left"),
+        vote(2, "1", "2", "right", reviewer="fox"),
+        vote(3, "1", "2", "left"),
+        vote(4, "2", "1", "tie"),
+        vote(5, "1", "2", "flag", flag_reason="broken", flagged="a5l"),
+        vote(6, "2", "3", "left"),
+    ]
     h = preference.head_to_head(votes, "2", "1")
     assert (h["votes"], h["wins"], h["losses"], h["ties"], h["reviewers"]) == (4, 2, 1, 1, 2)
     assert h["win_rate"] == pytest.approx(2.5 / 4) and h["vote_ids"]["ids"] == [1, 2, 3, 4]
@@ -107,10 +142,21 @@ def test_head_to_head_counts_both_sides_and_leaves_flags_and_other_pairs_out():
 
 
 def test_existing_work_flags_name_the_artwork_its_version_and_reviewers():
-    votes = [vote(1, "1", "2", "flag", flag_reason="existing_work", flagged="a1r"),
-             vote(2, "1", "2", "flag", reviewer="fox", flag_reason="existing_work", flagged="a1r",
-                  left_artwork="a1l", right_artwork="a1r"),
-             vote(3, "1", "2", "flag", flag_reason="offensive", flagged="a3l")]
+    votes = [
+        vote(1, "1", "2", "flag", flag_reason="existing_work", flagged="a1r"),
+        vote(
+            2,
+            "1",
+            "2",
+            "flag",
+            reviewer="fox",
+            flag_reason="existing_work",
+            flagged="a1r",
+            left_artwork="a1l",
+            right_artwork="a1r",
+        ),
+        vote(3, "1", "2", "flag", flag_reason="offensive", flagged="a3l"),
+    ]
     [flag] = preference.existing_work_flags(votes)
     assert (flag["artwork"], flag["version"], flag["reviewers"], flag["vote_ids"]) == ("a1r", "2", 2, [1, 2])
     with pytest.raises(ValueError, match="neither side"):
@@ -118,6 +164,7 @@ def test_existing_work_flags_name_the_artwork_its_version_and_reviewers():
 
 
 # --- the gate rule, pure --------------------------------------------------------------------------------------------
+
 
 def h2h(wins: int, losses: int) -> dict:
     votes = [vote(i, "2", "1", "left" if i < wins else "right", reviewer=f"r{i % 3}") for i in range(wins + losses)]
@@ -161,6 +208,7 @@ def seed_votes(ledger: Path, votes: list[dict]) -> None:
     """The votes as rows of the ledger's votes table (provenance/votes.py's schema), their reviewers consenting."""
     try:
         from provenance.votes import open_votes
+
         conn = open_votes(ledger)
     except ImportError:  # the review server's module not there yet: the same tables, by hand
         ledger.parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +217,27 @@ def seed_votes(ledger: Path, votes: list[dict]) -> None:
     for name in sorted({v["reviewer"] for v in votes}):
         conn.execute("INSERT OR IGNORE INTO reviewers VALUES (?, ?, ?)", (name, CONSENT, "2026-12-01T00:00:00+00:00"))
     for v in votes:
-        conn.execute("INSERT INTO votes (form_id, reviewer, prompt, seed, left_artwork, right_artwork, left_version, "
-                     "right_version, left_guidance, right_guidance, choice, flag_reason, flagged, created_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (f"form-{v['id']}", v["reviewer"], v["prompt"], v["seed"], v["left_artwork"],
-                      v["right_artwork"], v["left_version"], v["right_version"], v["left_guidance"],
-                      v["right_guidance"], v["choice"], v["flag_reason"], v["flagged"], v["created_at"]))
+        conn.execute(
+            "INSERT INTO votes (form_id, reviewer, prompt, seed, left_artwork, right_artwork, left_version, "
+            "right_version, left_guidance, right_guidance, choice, flag_reason, flagged, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                f"form-{v['id']}",
+                v["reviewer"],
+                v["prompt"],
+                v["seed"],
+                v["left_artwork"],
+                v["right_artwork"],
+                v["left_version"],
+                v["right_version"],
+                v["left_guidance"],
+                v["right_guidance"],
+                v["choice"],
+                v["flag_reason"],
+                v["flagged"],
+                v["created_at"],
+            ),
+        )
     conn.commit()
     conn.close()
 
@@ -203,12 +266,26 @@ def stage(tmp_path, monkeypatch, empty_store):
     name = load_params().registry.model_name
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for key, file in (("LEDGER", "ledger/ledger.sqlite"), ("CHAMPION", "champion.json"),
-                      ("PROMOTION", "promotion.json"), ("TRAIN_SUMMARY", "train.json"),
-                      ("REVIEW_FLAGS", "review_flags.json")):
+    for key, file in (
+        ("LEDGER", "ledger/ledger.sqlite"),
+        ("CHAMPION", "champion.json"),
+        ("PROMOTION", "promotion.json"),
+        ("TRAIN_SUMMARY", "train.json"),
+        ("REVIEW_FLAGS", "review_flags.json"),
+    ):
         monkeypatch.setattr(paths, key, tmp_path / file)
-    monkeypatch.setattr(promote, "paired_comparison", lambda *a: {
-        "pairs": 96, "mean_difference": -0.01, "ci_low": -0.04, "ci_high": 0.02, "win_rate": 0.48, "champion": "1"})
+    monkeypatch.setattr(
+        promote,
+        "paired_comparison",
+        lambda *a: {
+            "pairs": 96,
+            "mean_difference": -0.01,
+            "ci_low": -0.04,
+            "ci_high": 0.02,
+            "win_rate": 0.48,
+            "champion": "1",
+        },
+    )
     c = tracking.client()
     c.create_registered_model(name)
     run_ids = []
@@ -216,9 +293,16 @@ def stage(tmp_path, monkeypatch, empty_store):
         run = c.create_run(c.create_experiment(f"pref-{len(run_ids)}", artifact_location=(tmp_path / "art").as_uri()))
         mv = c.create_model_version(name, (tmp_path / "art").as_uri(), run_id=run.info.run_id)
         run_ids.append(run.info.run_id)
-        for key, value in {"clip_score": 1.0, "real_clip_score": 1.0, "retrieval_top1": 0.9,
-                           "real_retrieval_top1": 0.9, "chance_top1": 0.1, "cmmd": 1.0, "cmmd_baseline": 1.0,
-                           "replication_rate": 0.0}.items():
+        for key, value in {
+            "clip_score": 1.0,
+            "real_clip_score": 1.0,
+            "retrieval_top1": 0.9,
+            "real_retrieval_top1": 0.9,
+            "chance_top1": 0.1,
+            "cmmd": 1.0,
+            "cmmd_baseline": 1.0,
+            "replication_rate": 0.0,
+        }.items():
             c.set_model_version_tag(name, mv.version, f"eval.{key}", str(value))
     tracking.set_alias(name, tracking.CHAMPION, "1")
     (tmp_path / "train.json").write_text(json.dumps({"version": "2"}))
@@ -259,6 +343,7 @@ def test_a_clearly_preferred_challenger_is_promoted_despite_a_marginal_clip_miss
     assert "preference/scores.png" in [f.path for f in c.list_artifacts(s["runs"][1], "preference")]
     assert s["tracking"].get_version(s["name"], "2")["tags"]["preference.votes"] == "24"
     from atelier.run_summary import format_summary  # the run summary shows the scores
+
     text = format_summary({"promotion": decision})
     assert "Reviewers' preference (24 votes by 3 reviewers" in text and "  v2       score +" in text
     assert "preference rule applied: 24 votes by 3 reviewers" in text and "1 artworks" in text
@@ -281,12 +366,14 @@ def test_a_clearly_dispreferred_challenger_is_refused_and_the_preferred_guidance
 
 # --- the votes as a dataset ------------------------------------------------------------------------------------------
 
+
 def test_the_export_is_pseudonymous_and_validates_with_mlcroissant(tmp_path, monkeypatch):
     from app.review_export import export
 
     ledger = tmp_path / "ledger.sqlite"
-    seed_votes(ledger, head_to_head_votes(3, 2)
-               + [vote(9, "1", "2", "flag", flag_reason="existing_work", flagged="a9l")])
+    seed_votes(
+        ledger, head_to_head_votes(3, 2) + [vote(9, "1", "2", "flag", flag_reason="existing_work", flagged="a9l")]
+    )
     monkeypatch.setattr(socket.socket, "connect", lambda *a: (_ for _ in ()).throw(AssertionError("network used")))
     summary = export(tmp_path / "out", ledger)
     assert (summary["votes"], summary["reviewers"]) == (6, 3)

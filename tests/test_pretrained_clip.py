@@ -22,9 +22,11 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 def tiny_config(image_size: int = 32) -> dict:
     """An open_clip model_cfg small enough to build in a test."""
-    return {"embed_dim": 16,
-            "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    return {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
 
 
 def tiny_clip_checkpoint(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
@@ -35,8 +37,10 @@ def tiny_clip_checkpoint(folder: Path, image_size: int = 32, seed: int = 0) -> P
     cfg = tiny_config(image_size)
     model = open_clip.CLIP(**cfg)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "tiny-clip.safetensors"))
-    (folder / C.CONFIG_NAME).write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
-        "size": image_size, "mean": OPENAI_MEAN, "std": OPENAI_STD}}), encoding="utf-8")
+    (folder / C.CONFIG_NAME).write_text(
+        json.dumps({"model_cfg": cfg, "preprocess_cfg": {"size": image_size, "mean": OPENAI_MEAN, "std": OPENAI_STD}}),
+        encoding="utf-8",
+    )
     return folder / "tiny-clip.safetensors"
 
 
@@ -47,8 +51,10 @@ def test_a_safetensors_checkpoint_and_a_local_dir_bundle_load_with_their_own_con
     bundled = open_clip.tokenizer.SimpleTokenizer(context_length=32)
     assert torch.equal(tokenizer(["a red boat"]), bundled(["a red boat"]))
     images = torch.rand(2, 3, 32, 32)
-    want = model.encode_image((images - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1))
-                              / torch.tensor(OPENAI_STD).view(1, 3, 1, 1), normalize=True)
+    want = model.encode_image(
+        (images - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1),
+        normalize=True,
+    )
     assert torch.allclose(C.encode_images(model, images), want, atol=1e-6)  # its own normalisation, not Atelier's
     # saved as Atelier's bundle: the checkpoint's config and normalisation, the same tensors; and loaded back as one
     C.save_clip_bundle(model, C.clip_config(ckpt), tmp_path / "bundle")
@@ -61,8 +67,11 @@ def test_a_safetensors_checkpoint_and_a_local_dir_bundle_load_with_their_own_con
 
 def test_a_checkpoint_made_for_another_resolution_is_refused_naming_the_key(tmp_path):
     ckpt = tiny_clip_checkpoint(tmp_path / "ckpt", image_size=64)
-    with pytest.raises(ValueError, match=r"vision_cfg\.image_size in .*open_clip_config\.json is 64 but "
-                                         r"clean\.resolution in params\.yaml is 32"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_cfg\.image_size in .*open_clip_config\.json is 64 but "
+        r"clean\.resolution in params\.yaml is 32",
+    ):
         C.load_clip(ckpt, resolution=32)
 
 
@@ -80,11 +89,14 @@ def test_tensors_that_do_not_fit_the_config_are_refused_naming_the_keys_and_shap
         C.load_clip(ckpt)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda cfg: cfg["text_cfg"].update(hf_tokenizer_name="some-org/tokenizer"), "Hugging Face tokenizer"),
-    (lambda cfg: cfg["text_cfg"].update(hf_model_name="some-org/text"), "hf_model_name"),
-    (lambda cfg: cfg["text_cfg"].update(vocab_size=1000), "vocab_size 1000"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda cfg: cfg["text_cfg"].update(hf_tokenizer_name="some-org/tokenizer"), "Hugging Face tokenizer"),
+        (lambda cfg: cfg["text_cfg"].update(hf_model_name="some-org/text"), "hf_model_name"),
+        (lambda cfg: cfg["text_cfg"].update(vocab_size=1000), "vocab_size 1000"),
+    ],
+)
 def test_what_would_need_the_network_or_another_tokenizer_is_refused(tmp_path, edit, message):
     ckpt = tiny_clip_checkpoint(tmp_path / "ckpt")
     config = json.loads((ckpt.parent / C.CONFIG_NAME).read_text())
@@ -111,17 +123,27 @@ def test_hub_names_pickles_and_missing_configs_are_refused(tmp_path):
 # --- once through the real pipeline (slow) --------------------------------------------------------------------------
 
 CHECKPOINT = "pretrained/tiny-clip/tiny-clip.safetensors"  # relative to the workspace root, as a user writes it
-CLIP_COMPONENT = {"name": "tiny-clip-test", "role": "clip", "path": CHECKPOINT, "license": "MIT",
-                  "training_data": "nothing known: random initialisation, built by the tests",
-                  "training_data_licensed": None}
+CLIP_COMPONENT = {
+    "name": "tiny-clip-test",
+    "role": "clip",
+    "path": CHECKPOINT,
+    "license": "MIT",
+    "training_data": "nothing known: random initialisation, built by the tests",
+    "training_data_licensed": None,
+}
 TOY = dict(
     demo={"per_class": 2},
     train_clip={"pretrained": CHECKPOINT},
     train_autoencoder={"steps": 10, "batch_size": 16},
     train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0, "prompts": 8},
-    promote={"min_retrieval_fraction": 0.0, "min_clip_score_fraction": 0.0, "max_cmmd_multiple": 1e9,
-             "max_replication_rate": 1.0, "champion_max_drop": 10.0},
+    promote={
+        "min_retrieval_fraction": 0.0,
+        "min_clip_score_fraction": 0.0,
+        "max_cmmd_multiple": 1e9,
+        "max_replication_rate": 1.0,
+        "champion_max_drop": 10.0,
+    },
     generate={"prompts": ["a red grid composition", "a blue spiral composition"], "steps": 2},
 )
 
@@ -144,9 +166,24 @@ def built(tmp_path_factory) -> Path:
     # a random CLIP may leave the model short of the gate's bar: then a person promotes it (recorded as theirs), so
     # that generation and signing are tested whatever the gate decided
     if json.loads((root / "reports/promotion.json").read_text())["decision"] != "promoted to champion":
-        forced = subprocess.run([sys.executable, "-m", "app.cli", "promote", "--version", "1", "--reason",
-                                 "test: reach generation", "--by", "tests"], cwd=root, capture_output=True,
-                                text=True, timeout=600)
+        forced = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "promote",
+                "--version",
+                "1",
+                "--reason",
+                "test: reach generation",
+                "--by",
+                "tests",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert forced.returncode == 0, forced.stderr
     dvc.repro(root=root)
     return root
@@ -154,9 +191,9 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_licensed_only(built):
+    from provenance.keys import ensure_signing_identity
     from provenance.png import read_manifest
     from provenance.signing import read_credentials
-    from provenance.keys import ensure_signing_identity
 
     digest = file_sha256(built / CHECKPOINT)
     report = json.loads((built / "reports/clip.json").read_text())
@@ -173,9 +210,17 @@ def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_lice
         assert read_manifest(png) == manifest and read_credentials(png, anchor)["state"] == "Trusted"
         model = manifest["model"]
         declared = [p for p in model["components"] if not p["trained_here"]]
-        assert declared == [{"name": "tiny-clip-test", "role": "clip", "trained_here": False,
-                             "weights_sha256": digest, "license": "MIT",
-                             "training_data": CLIP_COMPONENT["training_data"], "training_data_licensed": None}]
+        assert declared == [
+            {
+                "name": "tiny-clip-test",
+                "role": "clip",
+                "trained_here": False,
+                "weights_sha256": digest,
+                "license": "MIT",
+                "training_data": CLIP_COMPONENT["training_data"],
+                "training_data_licensed": None,
+            }
+        ]
         trained = [p["name"] for p in model["components"] if p["trained_here"]]
         assert trained == ["atelier-autoencoder", "atelier-unet"]
         assert model["licensed_only"] is False
@@ -184,17 +229,29 @@ def test_a_pretrained_clip_reaches_signed_artworks_that_name_it_and_are_not_lice
     page = (built / "artworks/index.html").read_text()
     assert page.count('<dd class="licensed-only warn">no') == len(sidecars)
     credential = json.loads((built / "models/registry-cache/v1/model-credential.json").read_text())
-    assert {k: credential["payload"]["model"][k] for k in ("components", "licensed_only", "licensed_only_reason")} \
-        == {k: model[k] for k in ("components", "licensed_only", "licensed_only_reason")}  # copied from the credential
-    tags = json.loads(subprocess_stdout(built, "import json; from registry.tracking import get_version; print(json."
-                                               "dumps(get_version('atelier-latent-diffusion', '1')['tags']))"))
+    assert {k: credential["payload"]["model"][k] for k in ("components", "licensed_only", "licensed_only_reason")} == {
+        k: model[k] for k in ("components", "licensed_only", "licensed_only_reason")
+    }  # copied from the credential
+    tags = json.loads(
+        subprocess_stdout(
+            built,
+            "import json; from registry.tracking import get_version; print(json."
+            "dumps(get_version('atelier-latent-diffusion', '1')['tags']))",
+        )
+    )
     assert tags["licensed_only"] == "false" and json.loads(tags["components"]) == model["components"]
     champion = json.loads((built / "models/champion.json").read_text())  # what the run summary prints
     assert champion["licensed_only"] is False and champion["licensed_only_reason"] == model["licensed_only_reason"]
     card = (built / "mlartifacts").rglob("MODEL_CARD.md")
     assert any("Licensed only: **no**" in c.read_text() and digest in c.read_text() for c in card)
-    audit = subprocess_run(built, "-m", "app.cli", "audit", "--json",
-                           *(str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"]) for s in sidecars))
+    audit = subprocess_run(
+        built,
+        "-m",
+        "app.cli",
+        "audit",
+        "--json",
+        *(str(built / "artworks" / json.loads(s.read_text())["artwork"]["file"]) for s in sidecars),
+    )
     assert audit.returncode == 0 and all(r["status"] == "verified" for r in json.loads(audit.stdout)), audit.stdout
 
 

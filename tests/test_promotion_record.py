@@ -10,11 +10,8 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
-from atelier import paths
-
 from app import cli
+from atelier import paths
 from atelier.config import load_params
 from atelier.gate import REQUIRED
 from provenance import ledger
@@ -22,10 +19,16 @@ from registry import tracking
 from stages import promote
 
 NAME = load_params().registry.model_name
-PASSING = {"clip_score": 1.0, "real_clip_score": 1.0, "retrieval_top1": 0.9, "real_retrieval_top1": 0.9,
-           "chance_top1": 0.1, "cmmd": 1.0, "cmmd_baseline": 1.0, "replication_rate": 0.0}
-
-
+PASSING = {
+    "clip_score": 1.0,
+    "real_clip_score": 1.0,
+    "retrieval_top1": 0.9,
+    "real_retrieval_top1": 0.9,
+    "chance_top1": 0.1,
+    "cmmd": 1.0,
+    "cmmd_baseline": 1.0,
+    "replication_rate": 0.0,
+}
 
 
 def make_registry(tmp_path, monkeypatch, store: Path, versions: int, tags: dict[str, str] | None = None) -> None:
@@ -59,13 +62,17 @@ def test_promotion_by_hand_records_who_when_and_why(tmp_path, monkeypatch, capsy
 
     v1, v2 = tracking.get_version(NAME, "1")["tags"], tracking.get_version(NAME, "2")["tags"]
     assert (v1["promotion.by"], v1["promotion.reason"], v1["promotion.previous_champion"]) == (
-        "Ines", "the curator prefers its colours", "none")
+        "Ines",
+        "the curator prefers its colours",
+        "none",
+    )
     assert (v2["promotion.by"], v2["promotion.previous_champion"]) == (getpass.getuser(), "1")
     assert datetime.fromisoformat(v2["promotion.at"]).utcoffset().total_seconds() == 0  # UTC
     rows = promotions()
     assert [(r["version"], r["by"], r["reason"], r["previous_champion"]) for r in rows] == [
         ("1", "Ines", "the curator prefers its colours", None),
-        ("2", getpass.getuser(), "sharper at 25 steps", "1")]
+        ("2", getpass.getuser(), "sharper at 25 steps", "1"),
+    ]
     assert rows[1]["at"] == v2["promotion.at"]
     assert tracking.version_by_alias(NAME, tracking.CHAMPION)["version"] == "2"
     assert json.loads(paths.CHAMPION.read_text())["version"] == "2"

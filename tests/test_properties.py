@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from atelier.config import Columns, PolicyParams
 from atelier.licenses import TERMS, normalise
@@ -29,19 +30,52 @@ SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_hea
 
 # Pieces people really write, permitting or not, plus operators, parentheses and noise, so that generated strings
 # reach the parser's interesting corners (plain random text almost never names a license).
-KNOWN = [*TERMS, "CC BY 4.0", "cc-by-sa-4.0", "CC BY-NC 4.0", "cc0", "Public Domain Mark 1.0", "public domain",
-         "All rights reserved", "copyright", "mit license", "Apache 2.0", "CC-BY-7.5-MOON", "WTFPL", "GPL-3.0",
-         "https://creativecommons.org/licenses/by/4.0/", "https://creativecommons.org/licenses/by-nc-nd/4.0/deed.en",
-         "https://creativecommons.org/publicdomain/zero/1.0/", "creativecommons.org/licenses/by/2.5", "noai"]
-PIECES = st.one_of(st.sampled_from(KNOWN), st.sampled_from(["OR", "AND", "or", "and", "WITH", "(", ")", " ", ","]),
-                   st.text(max_size=8))
-LICENSE_TEXT = st.one_of(st.lists(PIECES, max_size=9).map(" ".join), st.lists(PIECES, max_size=9).map("".join),
-                         st.text(max_size=60))
+KNOWN = [
+    *TERMS,
+    "CC BY 4.0",
+    "cc-by-sa-4.0",
+    "CC BY-NC 4.0",
+    "cc0",
+    "Public Domain Mark 1.0",
+    "public domain",
+    "All rights reserved",
+    "copyright",
+    "mit license",
+    "Apache 2.0",
+    "CC-BY-7.5-MOON",
+    "WTFPL",
+    "GPL-3.0",
+    "https://creativecommons.org/licenses/by/4.0/",
+    "https://creativecommons.org/licenses/by-nc-nd/4.0/deed.en",
+    "https://creativecommons.org/publicdomain/zero/1.0/",
+    "creativecommons.org/licenses/by/2.5",
+    "noai",
+]
+PIECES = st.one_of(
+    st.sampled_from(KNOWN), st.sampled_from(["OR", "AND", "or", "and", "WITH", "(", ")", " ", ","]), st.text(max_size=8)
+)
+LICENSE_TEXT = st.one_of(
+    st.lists(PIECES, max_size=9).map(" ".join), st.lists(PIECES, max_size=9).map("".join), st.text(max_size=60)
+)
 # Squashed forms of every token that can grant training (see atelier/licenses.py: TERMS, _ALIASES, _CC_URL).
-PERMITTING = ["cc0", "cczero", "publicdomain", "pdm", "mit", "apache2.0", "ccby", "creativecommonsby",
-              "creativecommons.org/licenses/by", "nocnc", "nocopyrightnoncommercial", "licenserefrsnoc",
-              "rightsstatements.org/vocab/noc", "licenserefrsnkc", "rightsstatements.org/vocab/nkc",
-              "noknowncopyright"]  # rightsstatements.org's NoC-NC is a non-commercial permission; NKC permits
+PERMITTING = [
+    "cc0",
+    "cczero",
+    "publicdomain",
+    "pdm",
+    "mit",
+    "apache2.0",
+    "ccby",
+    "creativecommonsby",
+    "creativecommons.org/licenses/by",
+    "nocnc",
+    "nocopyrightnoncommercial",
+    "licenserefrsnoc",
+    "rightsstatements.org/vocab/noc",
+    "licenserefrsnkc",
+    "rightsstatements.org/vocab/nkc",
+    "noknowncopyright",
+]  # rightsstatements.org's NoC-NC is a non-commercial permission; NKC permits
 #                                    training only where the policy's allow_no_known_copyright says so (license stage)
 
 
@@ -74,27 +108,36 @@ def test_and_is_never_more_permissive_than_its_parts(a, b):
     assert reserved is None or not reserved.permits_training
 
 
-RECORDS = st.fixed_dictionaries({
-    "record_id": st.text(max_size=12),
-    "creator": st.one_of(st.text(max_size=20), st.sampled_from(["Marta Okafor", " marta  OKAFOR "])),
-    "license_raw": st.one_of(st.none(), LICENSE_TEXT),
-    "license_url": st.one_of(st.none(), st.text(max_size=20), st.sampled_from(KNOWN)),
-    "noai": st.booleans(),
-})
-POLICIES = st.builds(PolicyParams, commercial=st.booleans(), allow_share_alike=st.booleans(),
-                     allow_no_derivatives=st.booleans())
+RECORDS = st.fixed_dictionaries(
+    {
+        "record_id": st.text(max_size=12),
+        "creator": st.one_of(st.text(max_size=20), st.sampled_from(["Marta Okafor", " marta  OKAFOR "])),
+        "license_raw": st.one_of(st.none(), LICENSE_TEXT),
+        "license_url": st.one_of(st.none(), st.text(max_size=20), st.sampled_from(KNOWN)),
+        "noai": st.booleans(),
+    }
+)
+POLICIES = st.builds(
+    PolicyParams, commercial=st.booleans(), allow_share_alike=st.booleans(), allow_no_derivatives=st.booleans()
+)
 
 
 @SETTINGS
 @given(RECORDS, POLICIES, st.booleans(), st.booleans())
 def test_decide_never_trains_on_what_is_unknown_flagged_or_opted_out(record, policy, creator_listed, id_listed):
     creator_listed = creator_listed and bool(normalise_name(record["creator"]))  # a name needs a letter or digit
-    opt_outs = opt_outs_of([record["creator"] if creator_listed else "Marta Okafor"],
-                           [record["record_id"]] if id_listed else [])
+    opt_outs = opt_outs_of(
+        [record["creator"] if creator_listed else "Marta Okafor"], [record["record_id"]] if id_listed else []
+    )
     out = decide(record, policy, opt_outs)
     _, terms, status = normalise(record["license_raw"], record["license_url"])
-    refused = (status != "ok" or record["noai"] or creator_listed or id_listed
-               or normalise_name(record["creator"]) == "marta okafor")
+    refused = (
+        status != "ok"
+        or record["noai"]
+        or creator_listed
+        or id_listed
+        or normalise_name(record["creator"]) == "marta okafor"
+    )
     if refused:
         assert out["decision"] == "exclude", (record, out)
     if out["decision"] == "train":
@@ -113,11 +156,22 @@ def _storable(value: object) -> None:
 
 
 @SETTINGS
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
-                 st.lists(st.dictionaries(st.sampled_from(["file_name", "title", "noai", "x"]),
-                                          st.one_of(st.text(max_size=10), st.integers(), st.none(), st.booleans(),
-                                                    st.lists(st.integers(), max_size=2)), max_size=4),
-                          max_size=4).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(["file_name", "title", "noai", "x"]),
+                st.one_of(
+                    st.text(max_size=10), st.integers(), st.none(), st.booleans(), st.lists(st.integers(), max_size=2)
+                ),
+                max_size=4,
+            ),
+            max_size=4,
+        ).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode()),
+    )
+)
 def test_parse_jsonl_never_crashes_and_never_loses_a_line(data):
     rows = parse_jsonl(data)
     lines = [line for line in data.decode("utf-8-sig", "surrogateescape").split("\n") if line.strip()]
@@ -129,9 +183,15 @@ def test_parse_jsonl_never_crashes_and_never_loses_a_line(data):
 
 
 @SETTINGS
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
-                 st.lists(st.lists(st.text(max_size=8), min_size=1, max_size=4), max_size=5).map(
-                     lambda rows: "\n".join(",".join(r) for r in rows).encode("utf-8", "surrogatepass"))))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.lists(st.lists(st.text(max_size=8), min_size=1, max_size=4), max_size=5).map(
+            lambda rows: "\n".join(",".join(r) for r in rows).encode("utf-8", "surrogatepass")
+        ),
+    )
+)
 def test_parse_csv_never_crashes_and_rows_are_storable(data):
     for row in parse_csv(data):
         assert row.error is None or (row.error.startswith("metadata_malformed: line ") and row.fields == {})
@@ -146,9 +206,15 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-FIELD = st.one_of(st.text(max_size=30), st.none(), st.integers(), st.floats(), st.booleans(),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.sampled_from(["real.png", "..",
-                  "../src/real.png", "/etc/passwd", "real.png\x00", ".", "", "a" * 400]))
+FIELD = st.one_of(
+    st.text(max_size=30),
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(["real.png", "..", "../src/real.png", "/etc/passwd", "real.png\x00", ".", "", "a" * 400]),
+)
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

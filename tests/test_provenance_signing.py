@@ -36,26 +36,76 @@ def artwork() -> Image.Image:
 def manifest_for(image: Image.Image) -> dict:
     sha = pixels_sha256(image)
     return build_manifest(
-        artwork={"id": sha[:16], "file": f"{sha[:16]}.png", "sha256_pixels": sha, "width": 256, "height": 256,
-                 "model_output_width": 32, "model_output_height": 32, "resampler": "nearest", "phash": phash(image),
-                 "watermark": {"method": "dwtDctSvd", "id": None},
-                 "created_at": "2026-11-23T20:00:00+00:00",
-                 "generator": {"prompt": PROMPT, "negative_prompt": None, "seed": 7, "steps": 25, "scheduler": "DDIM",
-                               "guidance": 1.5}},
-        model={"name": "atelier-diffusion", "version": "3", "alias": "champion", "run_id": "0" * 32,
-               "weights_sha256": "b" * 64, "backend": "latent-diffusion", "credential_sha256": "e" * 64},
-        data={"dvc_md5": "0123456789abcdef0123456789abcdef", "record_count": 10,
-              "per_license": {"CC0-1.0": 6, "CC-BY-NC-4.0": 4}, "excluded_per_reason": {"license_missing": 2},
-              "opt_outs_honoured": 1, "attribution": {"file": "attribution/m-v3.md", "sha256": "c" * 64,
-                                                      "works": 4, "creators": 2, "embedded": False},
-              "dataset_card": {"sha256": None, "embedded": False}},
-        checks={"evaluator": "clip", "clip_score": 0.8123,
-                "nearest_training_images": [{"record_id": "d" * 64, "title": "T", "creator": "Ann",
-                                             "license": "CC0-1.0", "source": "u", "similarity": 0.9}],
-                "replication": {"flagged": False, "verdict": "no replication detected", "distance_ratio": 0.8,
-                                "phash_distance": 20, "ratio_threshold": 0.333, "phash_hamming_threshold": 4},
-                "model_evaluation": {"style_accuracy": 0.8}},
-        code_version="abc123")
+        artwork={
+            "id": sha[:16],
+            "file": f"{sha[:16]}.png",
+            "sha256_pixels": sha,
+            "width": 256,
+            "height": 256,
+            "model_output_width": 32,
+            "model_output_height": 32,
+            "resampler": "nearest",
+            "phash": phash(image),
+            "watermark": {"method": "dwtDctSvd", "id": None},
+            "created_at": "2026-11-23T20:00:00+00:00",
+            "generator": {
+                "prompt": PROMPT,
+                "negative_prompt": None,
+                "seed": 7,
+                "steps": 25,
+                "scheduler": "DDIM",
+                "guidance": 1.5,
+            },
+        },
+        model={
+            "name": "atelier-diffusion",
+            "version": "3",
+            "alias": "champion",
+            "run_id": "0" * 32,
+            "weights_sha256": "b" * 64,
+            "backend": "latent-diffusion",
+            "credential_sha256": "e" * 64,
+        },
+        data={
+            "dvc_md5": "0123456789abcdef0123456789abcdef",
+            "record_count": 10,
+            "per_license": {"CC0-1.0": 6, "CC-BY-NC-4.0": 4},
+            "excluded_per_reason": {"license_missing": 2},
+            "opt_outs_honoured": 1,
+            "attribution": {
+                "file": "attribution/m-v3.md",
+                "sha256": "c" * 64,
+                "works": 4,
+                "creators": 2,
+                "embedded": False,
+            },
+            "dataset_card": {"sha256": None, "embedded": False},
+        },
+        checks={
+            "evaluator": "clip",
+            "clip_score": 0.8123,
+            "nearest_training_images": [
+                {
+                    "record_id": "d" * 64,
+                    "title": "T",
+                    "creator": "Ann",
+                    "license": "CC0-1.0",
+                    "source": "u",
+                    "similarity": 0.9,
+                }
+            ],
+            "replication": {
+                "flagged": False,
+                "verdict": "no replication detected",
+                "distance_ratio": 0.8,
+                "phash_distance": 20,
+                "ratio_threshold": 0.333,
+                "phash_hamming_threshold": 4,
+            },
+            "model_evaluation": {"style_accuracy": 0.8},
+        },
+        code_version="abc123",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +129,16 @@ def signed(identity):
 def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     out, pos = [], 8
     while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        out.append((png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]))
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return out
 
 
 def assemble(parts: list[tuple[bytes, bytes]]) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-                                           for t, d in parts)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in parts
+    )
 
 
 def test_signed_artwork_is_trusted_with_our_ca_and_valid_without(signed, identity):
@@ -163,8 +214,9 @@ def test_write_signed_leaves_no_file_when_signing_fails(tmp_path, identity, othe
     write_signed(out / "ok.png", png, manifest, identity, terms)
     assert read_credentials(out / "ok.png", identity.ca_pem())["state"] == "Trusted"
 
-    mismatched = SigningIdentity(folder=identity.folder, key=other_identity.key, chain=identity.chain,
-                                 ca_cert=identity.ca_cert)
+    mismatched = SigningIdentity(
+        folder=identity.folder, key=other_identity.key, chain=identity.chain, ca_cert=identity.ca_cert
+    )
     with pytest.raises(c2pa.C2paError):
         write_signed(out / "bad.png", png, manifest, mismatched, terms)
     assert sorted(p.name for p in out.iterdir()) == ["ok.png"]
@@ -215,8 +267,9 @@ def test_identity_is_created_once_and_kept_out_of_the_repository(tmp_path, monke
 
 def test_an_independent_c2pa_reader_sees_the_assertions(signed, identity):
     """No Atelier code: the c2pa SDK alone, with our CA as a user trust anchor."""
-    context = c2pa.Context.from_dict({"trust": {"user_anchors": identity.ca_cert.read_text()},
-                                      "verify": {"remote_manifest_fetch": False}})
+    context = c2pa.Context.from_dict(
+        {"trust": {"user_anchors": identity.ca_cert.read_text()}, "verify": {"remote_manifest_fetch": False}}
+    )
     with c2pa.Reader("image/png", io.BytesIO(signed[0]), context=context) as reader:
         assert reader.get_validation_state() == "Trusted"
         active = reader.get_active_manifest()
@@ -234,8 +287,9 @@ def test_a_marked_artwork_declares_its_watermark_to_an_independent_reader(identi
     manifest = manifest_for(image)
     manifest["artwork"]["watermark"]["id"] = 4_000_000_123
     png = sign_png(png_with_manifest(image, manifest), manifest, identity, artwork_terms(manifest))
-    context = c2pa.Context.from_dict({"trust": {"user_anchors": identity.ca_cert.read_text()},
-                                      "verify": {"remote_manifest_fetch": False}})
+    context = c2pa.Context.from_dict(
+        {"trust": {"user_anchors": identity.ca_cert.read_text()}, "verify": {"remote_manifest_fetch": False}}
+    )
     with c2pa.Reader("image/png", io.BytesIO(png), context=context) as reader:
         state = reader.get_validation_state()
         failures = reader.get_validation_results()["activeManifest"].get("failure", [])
@@ -246,8 +300,10 @@ def test_a_marked_artwork_declares_its_watermark_to_an_independent_reader(identi
     assert binding["created"] and binding["data"]["alg"] == watermark.ALG == "local.atelier.watermark.2"
     assert binding["data"]["blocks"] == [{"scope": {}, "value": watermark.binding_value(4_000_000_123)}]
     assert watermark.id_from_binding(binding["data"]["blocks"][0]["value"]) == 4_000_000_123
-    assert [a["action"] for a in labels["c2pa.actions.v2"]["data"]["actions"]] == ["c2pa.created",
-                                                                                    "c2pa.watermarked.bound"]
+    assert [a["action"] for a in labels["c2pa.actions.v2"]["data"]["actions"]] == [
+        "c2pa.created",
+        "c2pa.watermarked.bound",
+    ]
     creds = read_credentials(png, identity.ca_pem())
     assert creds["state"] == "Trusted" and creds["codes"] == [] and creds["soft_binding"] == binding["data"]
 

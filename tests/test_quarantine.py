@@ -14,13 +14,12 @@ import torch
 
 from atelier import paths
 from atelier.config import load_params
+from atelier.gallery import write_gallery
 from atelier.hashing import file_sha256, phash
 from atelier.models.clip import encode_images
 from atelier.models.latent_diffusion import to_pil
-from provenance import credentials, ledger
-from provenance import signed_json
+from provenance import credentials, ledger, signed_json
 from provenance.keys import ensure_signing_identity
-from atelier.gallery import write_gallery
 from registry import tracking
 from stages import generate
 from tests.test_models import clip_bundle, data, pipeline  # noqa: F401 (the toy CLIP and pipeline fixtures)
@@ -30,27 +29,57 @@ NAME = load_params().registry.model_name
 
 
 def record(i: int, image) -> dict:
-    return {"record_id": f"{i:064x}", "title": f"work {i}", "source_uri": f"museum/{i}.png", "creator": f"Painter {i}",
-            "license_spdx": "CC-BY-4.0", "source_url": None, "caption": "a work", "phash": phash(image)}
+    return {
+        "record_id": f"{i:064x}",
+        "title": f"work {i}",
+        "source_uri": f"museum/{i}.png",
+        "creator": f"Painter {i}",
+        "license_spdx": "CC-BY-4.0",
+        "source_url": None,
+        "caption": "a work",
+        "phash": phash(image),
+    }
 
 
 def champion(pipe, clip_model, images: list, tmp_path: Path, tags: dict | None = None) -> generate.Champion:
     """The champion make_artwork sees, holding `images` as its training set (the toy CLIP as its evaluator)."""
     train = pd.DataFrame([record(i, im) for i, im in enumerate(images)])
-    tensors = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-                           for im in images])
+    tensors = torch.stack(
+        [torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images]
+    )
     attribution = tmp_path / "ATTRIBUTION.md"
     attribution.write_text("# Attribution\n\n| work | creator |\n|---|---|\n| work 0 | Painter 0 |\n")
-    summary = {"train_per_license": {"CC-BY-4.0": len(images)}, "excluded_per_reason": {}, "opt_outs_honoured": 0,
-               "attribution_required": len(images), "attribution_creators": len(images)}
-    info = {"name": NAME, "version": "7", "run_id": "0" * 32,
-            "tags": {"dataset_md5": "0" * 32, "train_records": str(len(images)), **(tags or {})}}
+    summary = {
+        "train_per_license": {"CC-BY-4.0": len(images)},
+        "excluded_per_reason": {},
+        "opt_outs_honoured": 0,
+        "attribution_required": len(images),
+        "attribution_creators": len(images),
+    }
+    info = {
+        "name": NAME,
+        "version": "7",
+        "run_id": "0" * 32,
+        "tags": {"dataset_md5": "0" * 32, "train_records": str(len(images)), **(tags or {})},
+    }
     info["tags"].setdefault("weights_sha256", "f" * 64)
-    credential = signed_json.sign(credentials.payload(info, summary, file_sha256(attribution), "test"),
-                             ensure_signing_identity())
-    champ = generate.Champion(pipe, info, tmp_path, "f" * 64, summary, attribution, train,
-                              encode_images(pipe.clip_model, tensors), clip_model, pipe.tokenizer, [],
-                              credential=credential)
+    credential = signed_json.sign(
+        credentials.payload(info, summary, file_sha256(attribution), "test"), ensure_signing_identity()
+    )
+    champ = generate.Champion(
+        pipe,
+        info,
+        tmp_path,
+        "f" * 64,
+        summary,
+        attribution,
+        train,
+        encode_images(pipe.clip_model, tensors),
+        clip_model,
+        pipe.tokenizer,
+        [],
+        credential=credential,
+    )
     champ.embedded = generate.ingredients(champ)
     return champ
 
@@ -76,13 +105,18 @@ def test_a_training_image_as_the_generation_is_quarantined_not_published(pipelin
     assert sidecar["replication"]["flagged"] and sidecar["replication"]["phash_distance"] == 0
     first = sidecar["nearest_training_images"][0]
     assert (first["record_id"], first["creator"], first["license"], first["phash_distance"]) == (
-        f"{0:064x}", "Painter 0", "CC-BY-4.0", 0) and first["similarity"] > 0.99
+        f"{0:064x}",
+        "Painter 0",
+        "CC-BY-4.0",
+        0,
+    ) and first["similarity"] > 0.99
     png = (out / held["file"]).read_bytes()
     assert b"c2pa" not in png and b"atelier.provenance" not in png  # unsigned, no manifest
 
     rows = ledger.refusals(conn, NAME)
     assert [(r["id"], r["prompt"], r["seed"], r["model_version"]) for r in rows] == [
-        (held["id"], captions[0], PROMPT_SEED, "7")]
+        (held["id"], captions[0], PROMPT_SEED, "7")
+    ]
     assert rows[0]["reason"] == held["reason"] and rows[0]["nearest"][0]["record_id"] == f"{0:064x}"
     assert ledger.by_model_version(conn, NAME) == []  # no artwork row: it was never published
 
@@ -91,8 +125,9 @@ def test_a_training_image_as_the_generation_is_quarantined_not_published(pipelin
     assert generate.summarise(held)["checks"]["replication"]["flagged"]
 
 
-def test_an_artwork_unlike_its_training_images_is_signed_and_published(pipeline, clip_bundle, data, tmp_path,
-                                                                        monkeypatch):
+def test_an_artwork_unlike_its_training_images_is_signed_and_published(
+    pipeline, clip_bundle, data, tmp_path, monkeypatch
+):
     monkeypatch.setattr(paths, "LEDGER", tmp_path / "ledger.sqlite")
     images, captions = data
     others = to_pil(images[4:8])

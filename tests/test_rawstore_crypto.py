@@ -5,8 +5,8 @@ missing or wrong key is a clear error that holds no key material, and an earlier
 from __future__ import annotations
 
 import hashlib
-import os
 import io
+import os
 import stat
 
 import pytest
@@ -14,8 +14,16 @@ from PIL import Image
 
 from atelier import paths, rawstore
 from atelier.config import FolderSourceParams, IngestParams
-from atelier.rawstore import PackDamaged, RawStoreKeyError, compact, data_key, migrate, read_pack, remove_records
-from atelier.rawstore import write_pack
+from atelier.rawstore import (
+    PackDamaged,
+    RawStoreKeyError,
+    compact,
+    data_key,
+    migrate,
+    read_pack,
+    remove_records,
+    write_pack,
+)
 
 GPS = b"GPSLatitude 48.8566N serial CAM-0042"  # what an original keeps and the training copy drops
 
@@ -74,7 +82,7 @@ def test_missing_or_wrong_key_is_a_clear_error_without_key_material(keydir, tmp_
 
 def test_a_tampered_row_is_a_damaged_pack(keydir, tmp_path):
     key = data_key(create=True)
-    (rid, data), = rows(1)
+    ((rid, data),) = rows(1)
     pack = write_pack(tmp_path / "packs", [(rid, data)], key=key)
     sealed = rawstore._stored(pack)[0][rid]
     rawstore._write(pack, {rid: sealed[:-1] + bytes([sealed[-1] ^ 1])}, key.id)
@@ -99,9 +107,9 @@ def test_migrate_compact_and_erase_keep_the_form(keydir, tmp_path):
 
 
 def test_ingest_with_encryption_gives_the_same_records_and_bytes(keydir, tmp_path):
-    from atelier.parallel import Engine
     from atelier.config import EngineParams
     from atelier.io import ParquetStream, read_table
+    from atelier.parallel import Engine
     from stages.ingest import INDEX_SCHEMA, RAW_SCHEMA, Previous, ingest_all
 
     src = tmp_path / "src"
@@ -116,10 +124,20 @@ def test_ingest_with_encryption_gives_the_same_records_and_bytes(keydir, tmp_pat
     tables = {}
     for mode in ("plain", "encrypted"):
         out_dir = tmp_path / mode
-        with Engine(EngineParams(workers=1)) as engine, ParquetStream(out_dir / "records.parquet", RAW_SCHEMA) as out, \
-                ParquetStream(out_dir / "index.parquet", INDEX_SCHEMA) as index:
-            ingest_all(p, engine, out_dir / "packs", out, index, Previous(),
-                       key_dir=str(keydir) if mode == "encrypted" else None)
+        with (
+            Engine(EngineParams(workers=1)) as engine,
+            ParquetStream(out_dir / "records.parquet", RAW_SCHEMA) as out,
+            ParquetStream(out_dir / "index.parquet", INDEX_SCHEMA) as index,
+        ):
+            ingest_all(
+                p,
+                engine,
+                out_dir / "packs",
+                out,
+                index,
+                Previous(),
+                key_dir=str(keydir) if mode == "encrypted" else None,
+            )
         table = read_table(out_dir / "records.parquet")
         tables[mode] = table.drop_columns(["raw_pack"])
         packs = {r for r in table["raw_pack"].to_pylist() if r}
@@ -155,7 +173,13 @@ def test_the_stages_migrate_a_plaintext_store_and_refuse_a_lost_key(keydir, tmp_
     assert all(rawstore.pack_key_id(root / "data/raw/packs" / p) == data_key().id for p in packs)
     stage(root, "clean")
     assert snapshot(root) == plain  # the pipeline's outputs do not change with the encryption
-    lost = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, capture_output=True, text=True,
-                          timeout=300, env=os.environ | {rawstore.KEY_DIR_ENV: str(tmp_path / "lost")})
+    lost = subprocess.run(
+        [sys.executable, "-m", "stages.ingest"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {rawstore.KEY_DIR_ENV: str(tmp_path / "lost")},
+    )
     assert lost.returncode == 2 and "Traceback" not in lost.stderr and rawstore.KEY_DIR_ENV in lost.stderr
     assert not (tmp_path / "lost").exists()  # no new key made for a store encrypted with another

@@ -5,8 +5,17 @@ import pytest
 from PIL import Image
 
 from atelier.demo import PALETTES, STYLES, caption_for, draw_artwork
-from atelier.figures import (PAPER, _drawable, _font, _has_glyph, _wrap, image_grid, palette_style_grid, prompt_grid,
-                             sample_grid)
+from atelier.figures import (
+    PAPER,
+    _drawable,
+    _font,
+    _has_glyph,
+    _wrap,
+    image_grid,
+    palette_style_grid,
+    prompt_grid,
+    sample_grid,
+)
 
 
 def _demo(n=None):
@@ -39,8 +48,14 @@ def test_plain_grid_is_the_tiles_edge_to_edge_as_before():
 def test_labelled_grid_has_margins_with_text_and_nothing_clipped():
     images, _ = _demo(12)
     long = "a palette name far too long to fit beside a row without being wrapped onto lines " * 3
-    grid = image_grid(images, columns=6, scale=3, row_labels=[long, "b"], col_labels=[f"style {i}" for i in range(6)],
-                      title="Samples " + "with a long title " * 20)
+    grid = image_grid(
+        images,
+        columns=6,
+        scale=3,
+        row_labels=[long, "b"],
+        col_labels=[f"style {i}" for i in range(6)],
+        title="Samples " + "with a long title " * 20,
+    )
     assert grid.width > 6 * 96 and grid.height > 2 * 96
     assert _edges_blank(grid)
     with pytest.raises(ValueError, match="3 row labels for 2 rows"):
@@ -53,8 +68,9 @@ def test_labelled_grid_has_margins_with_text_and_nothing_clipped():
 
 def test_wrapping_fits_the_width_and_ends_truncated_text_with_an_ellipsis():
     font = _font(12)
-    lines = _wrap("a lighthouse at dusk in the style of a woodcut print, heavy ink, dramatic clouds over a sea",
-                  font, 100, 3)
+    lines = _wrap(
+        "a lighthouse at dusk in the style of a woodcut print, heavy ink, dramatic clouds over a sea", font, 100, 3
+    )
     assert len(lines) == 3 and lines[-1].endswith("\u2026")
     assert all(font.getlength(line) <= 100 for line in lines)
     word = _wrap("supercalifragilisticexpialidocious" * 3, font, 60, 10)
@@ -69,8 +85,13 @@ def test_wrapping_fits_the_width_and_ends_truncated_text_with_an_ellipsis():
 
 def test_prompt_grid_captions_every_cell():
     images, _ = _demo(5)
-    prompts = ["cat", "a lighthouse at dusk, heavy ink, dramatic clouds over a stormy northern sea with gulls",
-               "<script>alert(1)</script>", "", "x" * 200]
+    prompts = [
+        "cat",
+        "a lighthouse at dusk, heavy ink, dramatic clouds over a stormy northern sea with gulls",
+        "<script>alert(1)</script>",
+        "",
+        "x" * 200,
+    ]
     grid = prompt_grid(images, prompts, columns=3, scale=2)
     assert _edges_blank(grid)
     cell_w = 120 + 10  # cells are at least 120 px wide, 10 px apart

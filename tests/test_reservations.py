@@ -70,19 +70,25 @@ def terms(use: str, **overrides: str) -> dict:
     return {e: {"use": overrides.get(e.split(".")[1], use)} for e in TM_ENTRIES}
 
 
-def xmp_packet(data_mining: str | None = None, subject: list[str] = (), description: str = "",
-               as_element: bool = False) -> bytes:
+def xmp_packet(
+    data_mining: str | None = None, subject: list[str] = (), description: str = "", as_element: bool = False
+) -> bytes:
     dm = "" if data_mining is None or as_element else f' plus:DataMining="{data_mining}"'
-    element = (f'<plus:DataMining rdf:resource="{data_mining}"/>' if as_element and data_mining else "")
+    element = f'<plus:DataMining rdf:resource="{data_mining}"/>' if as_element and data_mining else ""
     bag = "".join(f"<rdf:li>{s}</rdf:li>" for s in subject)
-    desc = (f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{description}</rdf:li></rdf:Alt>'
-            f'</dc:description>' if description else "")
-    return (f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-            f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            f'<rdf:Description rdf:about="" xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/" '
-            f'xmlns:dc="http://purl.org/dc/elements/1.1/"{dm}>{element}'
-            f'{"<dc:subject><rdf:Bag>" + bag + "</rdf:Bag></dc:subject>" if bag else ""}{desc}'
-            f'</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode("utf-8")
+    desc = (
+        f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{description}</rdf:li></rdf:Alt></dc:description>'
+        if description
+        else ""
+    )
+    return (
+        f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/" '
+        f'xmlns:dc="http://purl.org/dc/elements/1.1/"{dm}>{element}'
+        f"{'<dc:subject><rdf:Bag>' + bag + '</rdf:Bag></dc:subject>' if bag else ''}{desc}"
+        f'</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode()
 
 
 def ext(data: bytes) -> str:
@@ -96,7 +102,7 @@ def reason(error: str | None) -> str | None:
 def corrupted(data: bytes) -> bytes:
     """The manifest store's claim damaged in the middle (the JUMBF boxes still say a store is there)."""
     i = data.find(C2PA_STORE_UUID) + 600
-    return data[:i] + b"\x00" * 8 + data[i + 8:]
+    return data[:i] + b"\x00" * 8 + data[i + 8 :]
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +112,12 @@ def works() -> dict[str, bytes]:
     w = {
         "cawg_not_allowed": signed(png((1, 2, 3)), "cawg.training-mining", terms("notAllowed")),
         "cawg_allowed": signed(png((4, 5, 6)), "cawg.training-mining", terms("allowed")),
-        "cawg_constrained": signed(png((7, 8, 9)), "cawg.training-mining", terms("allowed", ai_generative_training="constrained")),
-        "c2pa_not_allowed_jpeg": signed(jpeg((9, 90, 9)), "c2pa.training-mining",
-                                        {"c2pa.ai_training": {"use": "notAllowed"}}, "image/jpeg"),
+        "cawg_constrained": signed(
+            png((7, 8, 9)), "cawg.training-mining", terms("allowed", ai_generative_training="constrained")
+        ),
+        "c2pa_not_allowed_jpeg": signed(
+            jpeg((9, 90, 9)), "c2pa.training-mining", {"c2pa.ai_training": {"use": "notAllowed"}}, "image/jpeg"
+        ),
         "xmp_prohibited": jpeg((20, 30, 40), xmp=xmp_packet(dmi + "DMI-PROHIBITED")),
         "xmp_genai": jpeg((21, 30, 40), xmp=xmp_packet(dmi + "DMI-PROHIBITED-GENAIMLTRAINING", as_element=True)),
         "xmp_allowed": jpeg((22, 30, 40), xmp=xmp_packet(dmi + "DMI-ALLOWED", subject=["sunset", "no AI used"])),
@@ -154,32 +163,56 @@ def test_reservation_reads_each_kind_of_metadata(works):
 def test_a_manifest_made_invalid_after_signing_fails_closed(works):
     data = works["cawg_allowed"]
     i = data.find(C2PA_STORE_UUID) + 1500  # in the signature: the store parses, the reader judges it Invalid
-    broken = data[:i] + b"\x00" * 8 + data[i + 8:]
-    assert "is invalid" in reservation(broken, "x") and reason(reservation(broken, "x")) == \
-        "rights_undetermined:c2pa_unreadable"
+    broken = data[:i] + b"\x00" * 8 + data[i + 8 :]
+    assert (
+        "is invalid" in reservation(broken, "x")
+        and reason(reservation(broken, "x")) == "rights_undetermined:c2pa_unreadable"
+    )
     # a reservation is honoured even in a manifest that does not validate
     denied = works["cawg_not_allowed"]
     j = denied.find(C2PA_STORE_UUID) + 1500
-    assert reason(reservation(denied[:j] + b"\x00" * 8 + denied[j + 8:], "x")) in (
-        "opted_out:c2pa_training_mining", "rights_undetermined:c2pa_unreadable")
+    assert reason(reservation(denied[:j] + b"\x00" * 8 + denied[j + 8 :], "x")) in (
+        "opted_out:c2pa_training_mining",
+        "rights_undetermined:c2pa_unreadable",
+    )
 
 
 def test_noai_rule_is_not_greedy():
-    for text in ("noai", "NoImageAI", "noindex, noai", "robots: noai", "AtelierBot: noimageai", "art;NOAI;sky",
-                 "Harbour at dawn. #NoAI", "#noimageai"):
+    for text in (
+        "noai",
+        "NoImageAI",
+        "noindex, noai",
+        "robots: noai",
+        "AtelierBot: noimageai",
+        "art;NOAI;sky",
+        "Harbour at dawn. #NoAI",
+        "#noimageai",
+    ):
         assert noai_marker(text), text
-    for text in ("no AI was used", "Noaidi", "noairbrush", "https://example.org/noai/x.jpg", "made without noai tools",
-                 "Sunset #NoAIrt", "", "AI", "no-ai"):
+    for text in (
+        "no AI was used",
+        "Noaidi",
+        "noairbrush",
+        "https://example.org/noai/x.jpg",
+        "made without noai tools",
+        "Sunset #NoAIrt",
+        "",
+        "AI",
+        "no-ai",
+    ):
         assert noai_marker(text) is None, text
 
 
 def test_unparseable_xmp_still_honours_a_prohibition():
-    packet = b'<x:xmpmeta><rdf:Description plus:DataMining="http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-AIMLTRAINING">'
+    packet = (
+        b'<x:xmpmeta><rdf:Description plus:DataMining="http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-AIMLTRAINING">'
+    )
     packet += b"<unclosed></x:xmpmeta>"
     assert reason(reservation(jpeg(xmp=packet), "x")) == "opted_out:xmp_data_mining"
     # plus:OtherConstraints is free text and is not read; an unspecified value reserves nothing
     other = xmp_packet("http://ns.useplus.org/ldf/vocab/DMI-UNSPECIFIED").replace(
-        b"<rdf:Description ", b'<rdf:Description plus:OtherConstraints="no mining please" ')
+        b"<rdf:Description ", b'<rdf:Description plus:OtherConstraints="no mining please" '
+    )
     assert reservation(jpeg(xmp=other), "x") is None
 
 
@@ -190,8 +223,10 @@ def _folder(tmp_path, works: dict[str, bytes]) -> FolderSourceParams:
         for name, data in works.items():
             file_name = f"{name}.{ext(data)}"
             (root / file_name).write_bytes(data)
-            fh.write(json.dumps({"file_name": file_name, "title": name, "creator": "A. Painter",
-                                 "license": "CC0-1.0"}) + "\n")
+            fh.write(
+                json.dumps({"file_name": file_name, "title": name, "creator": "A. Painter", "license": "CC0-1.0"})
+                + "\n"
+            )
     return FolderSourceParams(name="local", kind="folder", path=str(root))
 
 
@@ -219,17 +254,25 @@ def test_shard_and_parquet_sources_are_read_the_same_way(tmp_path, works):
     with tarfile.open(shard, "w") as tar:
         for i, name in enumerate(cases):
             data = works[name]
-            for member, body in ((f"{i:06d}.{ext(data)}", data),
-                                 (f"{i:06d}.json", json.dumps({"title": name, "license": "CC0-1.0"}).encode())):
+            for member, body in (
+                (f"{i:06d}.{ext(data)}", data),
+                (f"{i:06d}.json", json.dumps({"title": name, "license": "CC0-1.0"}).encode()),
+            ):
                 info = tarfile.TarInfo(member)
                 info.size = len(body)
                 tar.addfile(info, io.BytesIO(body))
-    table = pa.table({"image": [{"bytes": works[n], "path": f"{n}.img"} for n in cases], "title": cases,
-                      "license": ["CC0-1.0"] * len(cases)})
+    table = pa.table(
+        {
+            "image": [{"bytes": works[n], "path": f"{n}.img"} for n in cases],
+            "title": cases,
+            "license": ["CC0-1.0"] * len(cases),
+        }
+    )
     (tmp_path / "hf").mkdir()
     pq.write_table(table, tmp_path / "hf" / "train.parquet")
-    for source in (ShardSourceParams(name="laion", kind="webdataset", path=str(shard.parent)),
-                   ParquetSourceParams(name="hf", kind="parquet", path=str(tmp_path / "hf"))):
+    for source in (
+        ShardSourceParams(name="laion", kind="webdataset", path=str(shard.parent)),
+        ParquetSourceParams(name="hf", kind="parquet", path=str(tmp_path / "hf")),
+    ):
         records = ingest_source(source, tmp_path / f"packs-{source.name}")
-        assert {r["title"]: reason(r["ingest_error"]) for r in records} == {n: EXPECTED[n] for n in cases}, \
-            source.kind
+        assert {r["title"]: reason(r["ingest_error"]) for r in records} == {n: EXPECTED[n] for n in cases}, source.kind

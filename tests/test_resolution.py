@@ -17,12 +17,35 @@ from atelier.demo import build_demo, caption_for
 from atelier.models import clip as C
 from atelier.models import latent_diffusion as L
 
-CLIP_P = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
-                    context_length=16, steps=3, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
+CLIP_P = ClipParams(
+    seed=0,
+    embed_dim=16,
+    image_width=32,
+    image_layers=1,
+    patch_size=8,
+    text_width=32,
+    text_layers=1,
+    context_length=16,
+    steps=3,
+    batch_size=8,
+    lr=1e-3,
+    weight_decay=0.1,
+    holdout_fraction=0.1,
+)
 AE_P = AutoencoderParams(seed=0, steps=2, batch_size=8, lr=1e-3, kl_weight=1e-6)
-DIFF_P = DiffusionParams(seed=0, steps=3, batch_size=8, lr=1e-3, warmup_steps=1, caption_dropout=0.1,
-                         min_snr_gamma=5.0, ema_decay=0.99, prediction_type="epsilon", offset_noise=0.0,
-                         pooled_scale=8.0)
+DIFF_P = DiffusionParams(
+    seed=0,
+    steps=3,
+    batch_size=8,
+    lr=1e-3,
+    warmup_steps=1,
+    caption_dropout=0.1,
+    min_snr_gamma=5.0,
+    ema_decay=0.99,
+    prediction_type="epsilon",
+    offset_noise=0.0,
+    pooled_scale=8.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +109,11 @@ def test_64_px_trains_generates_saves_and_loads(pipeline64, data64, tmp_path):
     loaded = L.LatentDiffusionPipeline.from_pretrained(tmp_path, resolution=64)
     again = loaded(prompts, seed=3, steps=2, guidance=2.0)
     assert [np.asarray(a).tobytes() for a in again] == [np.asarray(a).tobytes() for a in pictures]
-    with pytest.raises(ValueError, match=r"'resolution' in .*atelier_config\.json is 64 but clean\.resolution in "
-                                         r"params\.yaml is 32"):
+    with pytest.raises(
+        ValueError,
+        match=r"'resolution' in .*atelier_config\.json is 64 but clean\.resolution in "
+        r"params\.yaml is 32",
+    ):
         L.LatentDiffusionPipeline.from_pretrained(tmp_path, resolution=32)
 
 
@@ -95,10 +121,24 @@ def test_parts_made_for_other_resolutions_are_refused(pipeline64, data64):
     images, captions = data64
     clip32 = C.train_clip(torch.nn.functional.interpolate(images, size=32), captions, CLIP_P)
     with pytest.raises(ValueError, match=r"clip vision_cfg\.image_size is 32, expected 64"):
-        L.LatentDiffusionPipeline(pipeline64.vae, pipeline64.unet, pipeline64.scheduler, clip32,
-                                  pipeline64.tokenizer, {**pipeline64.config, "clip_model_cfg": {}})
+        L.LatentDiffusionPipeline(
+            pipeline64.vae,
+            pipeline64.unet,
+            pipeline64.scheduler,
+            clip32,
+            pipeline64.tokenizer,
+            {**pipeline64.config, "clip_model_cfg": {}},
+        )
     with pytest.raises(ValueError, match=r"vae sample_size is 64, expected 32"):
-        L.LatentDiffusionPipeline(pipeline64.vae, pipeline64.unet, pipeline64.scheduler, pipeline64.clip_model,
-                                  pipeline64.tokenizer, {**pipeline64.config, "resolution": 32})
+        L.LatentDiffusionPipeline(
+            pipeline64.vae,
+            pipeline64.unet,
+            pipeline64.scheduler,
+            pipeline64.clip_model,
+            pipeline64.tokenizer,
+            {**pipeline64.config, "resolution": 32},
+        )
     with pytest.raises(ValueError, match=r"vision_cfg\.image_size.* is 32 but clean\.resolution in params\.yaml is 64"):
-        C.refuse_other_resolution(C.image_size(clip32), 64, "vision_cfg.image_size in models/clip/open_clip_config.json")
+        C.refuse_other_resolution(
+            C.image_size(clip32), 64, "vision_cfg.image_size in models/clip/open_clip_config.json"
+        )

@@ -12,15 +12,15 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 from PIL import Image
+from test_provenance_signing import manifest_for
 
+from app import resolve
 from app.cli import main as cli_main
 from atelier.hashing import phash, pixels_sha256
 from provenance import ledger, watermark
-from app import resolve
 from provenance.keys import ensure_signing_identity
 from provenance.png import png_with_manifest
 from provenance.signing import artwork_terms, read_credentials, sign_png
-from test_provenance_signing import manifest_for
 
 
 def picture(seed: int) -> Image.Image:
@@ -56,8 +56,13 @@ def site(tmp_path_factory):
     server = resolve.make_server("127.0.0.1", 0, root / "ledger.sqlite", artworks)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"server": server, "manifests": manifests, "artworks": artworks, "ledger": root / "ledger.sqlite",
-           "identity": identity}
+    yield {
+        "server": server,
+        "manifests": manifests,
+        "artworks": artworks,
+        "ledger": root / "ledger.sqlite",
+        "identity": identity,
+    }
     server.shutdown()
     server.server_close()
 
@@ -91,8 +96,10 @@ def signed_file(site, manifest: dict) -> bytes:
 def test_supported_algorithms(site):
     status, headers, body = request(site, "GET", "/services/supportedAlgorithms")
     assert status == 200 and headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {"watermarks": [{"alg": "local.atelier.watermark.2"}],
-                                "fingerprints": [{"alg": resolve.PHASH_ALG}]}
+    assert json.loads(body) == {
+        "watermarks": [{"alg": "local.atelier.watermark.2"}],
+        "fingerprints": [{"alg": resolve.PHASH_ALG}],
+    }
 
 
 def test_by_binding_finds_the_artwork_its_credentials_declare(site):
@@ -101,10 +108,16 @@ def test_by_binding_finds_the_artwork_its_credentials_declare(site):
     value = binding["blocks"][0]["value"]
     status, _, body = request(site, "GET", "/matches/byBinding?" + urlencode({"alg": binding["alg"], "value": value}))
     assert status == 200
-    assert json.loads(body)["matches"] == [{"manifestId": manifest["id"], "similarityScore": 100,
-                                            "foundBy": "watermark"}]
-    status, _, body = request(site, "POST", "/matches/byBinding", json.dumps({"alg": binding["alg"], "value": value})
-                              .encode(), {"Content-Type": "application/json"})
+    assert json.loads(body)["matches"] == [
+        {"manifestId": manifest["id"], "similarityScore": 100, "foundBy": "watermark"}
+    ]
+    status, _, body = request(
+        site,
+        "POST",
+        "/matches/byBinding",
+        json.dumps({"alg": binding["alg"], "value": value}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 200 and json.loads(body)["matches"][0]["manifestId"] == manifest["id"]
     unknown = urlencode({"alg": watermark.ALG, "value": watermark.binding_value(2**40 + 1)})
     status, _, body = request(site, "GET", "/matches/byBinding?" + unknown)
@@ -135,8 +148,14 @@ def test_by_content_falls_back_to_the_perceptual_hash(site):
     with Image.open(io.BytesIO(signed_file(site, manifest))) as img:
         small = jpeg(img.resize((96, 96), Image.LANCZOS), quality=90)
     boundary = "atelierboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + small + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + small
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     status, _, answer = post_image(site, body, f"multipart/form-data; boundary={boundary}")
     assert status == 200
     first = json.loads(answer)["matches"][0]
@@ -178,8 +197,11 @@ def hostile_cases(site) -> list[tuple[str, tuple, int]]:
         ("short value", ("GET", f"/matches/byBinding?alg={watermark.ALG}&value=AAAA", None, {}), 400),
         ("unknown alg", ("GET", "/matches/byBinding?alg=com.example.mark&value=AAAAAAAAAAE%3D", None, {}), 400),
         ("no value", ("GET", f"/matches/byBinding?alg={watermark.ALG}", None, {}), 400),
-        ("bad maxResults", ("GET", f"/matches/byBinding?alg={watermark.ALG}&value=AAAAAAAAAAE%3D&maxResults=0",
-                            None, {}), 400),
+        (
+            "bad maxResults",
+            ("GET", f"/matches/byBinding?alg={watermark.ALG}&value=AAAAAAAAAAE%3D&maxResults=0", None, {}),
+            400,
+        ),
         ("JSON not an object", ("POST", "/matches/byBinding", b"[1]", {"Content-Type": "application/json"}), 400),
         ("path traversal", ("GET", "/manifests/../ledger.sqlite", None, {}), 404),
         ("encoded traversal", ("GET", "/manifests/..%2f..%2fledger.sqlite", None, {}), 404),
@@ -243,8 +265,9 @@ def test_the_audit_checks_the_soft_binding_against_pixels_and_ledger(site, tmp_p
         manifest = manifest_for(marked)
         manifest["artwork"]["watermark"]["id"] = 778
         lying = tmp_path / "lying.png"
-        lying.write_bytes(sign_png(png_with_manifest(marked, manifest), manifest, site["identity"],
-                                   artwork_terms(manifest)))
+        lying.write_bytes(
+            sign_png(png_with_manifest(marked, manifest), manifest, site["identity"], artwork_terms(manifest))
+        )
         check = next(c for c in audit_artwork(lying, context)["checks"] if c["name"] == "soft binding")
         assert not check["ok"] and "the pixels carry watermark id 777" in check["detail"], check
     finally:
@@ -271,9 +294,24 @@ def test_the_cli_serves_until_stopped(site):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "resolve", "serve", "--port", "0", "--ledger",
-                             str(site["ledger"]), "--artworks", str(site["artworks"])], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "resolve",
+            "serve",
+            "--port",
+            "0",
+            "--ledger",
+            str(site["ledger"]),
+            "--artworks",
+            str(site["artworks"]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)

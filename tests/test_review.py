@@ -21,18 +21,24 @@ import pytest
 from PIL import Image
 
 from app.review import make_server
-from provenance import ledger, votes
 from atelier.gallery import write_gallery
+from provenance import ledger, votes
 from tests.browser import ARTIFACTS, chromedriver, webdriver_session
 from tests.test_manifest import FACTS
 
 HOSTILE = "<script>alert(1)</script>"
 # (prompt, seed, model version, guidance): prompt A seed 1 has three artworks (3 pairs), prompt A seed 2 two
 # (1 pair: guidance differs), the hostile prompt two (1 pair), and a lone artwork with no partner.
-ARTWORKS = [("a blue spiral", 1, "3", 1.5), ("a blue spiral", 1, "4", 1.5), ("a blue spiral", 1, "4", 3.0),
-            ("a blue spiral", 2, "4", 1.5), ("a blue spiral", 2, "4", 3.0),
-            (f"red {HOSTILE} square", 7, "3", 1.5), (f"red {HOSTILE} square", 7, "4", 1.5),
-            ("a lone circle", 5, "3", 1.5)]
+ARTWORKS = [
+    ("a blue spiral", 1, "3", 1.5),
+    ("a blue spiral", 1, "4", 1.5),
+    ("a blue spiral", 1, "4", 3.0),
+    ("a blue spiral", 2, "4", 1.5),
+    ("a blue spiral", 2, "4", 3.0),
+    (f"red {HOSTILE} square", 7, "3", 1.5),
+    (f"red {HOSTILE} square", 7, "4", 1.5),
+    ("a lone circle", 5, "3", 1.5),
+]
 PAIRS = 5
 
 
@@ -123,8 +129,9 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def _counts(ledger_path: Path) -> tuple[int, int, int, int]:
     conn = sqlite3.connect(ledger_path)
     try:
-        return tuple(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                     for t in ("votes", "reviewers", "forms", "log"))
+        return tuple(
+            conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("votes", "reviewers", "forms", "log")
+        )
     finally:
         conn.close()
 
@@ -146,8 +153,13 @@ def test_votes_table_schema_and_one_transaction_per_vote(tmp_path):
     assert votes.record_vote(conn, form, "ann", ids[1], ids[0], "flag", "existing_work", ids[0]) == "recorded"
     assert votes.record_vote(conn, form, "ann", ids[1], ids[0], "left") == "duplicate"
     [v] = votes.votes(conn)
-    assert (v["left_version"], v["right_version"], v["left_guidance"], v["seed"], v["prompt"]) == \
-        ("4", "3", 1.5, 1, "a blue spiral")
+    assert (v["left_version"], v["right_version"], v["left_guidance"], v["seed"], v["prompt"]) == (
+        "4",
+        "3",
+        1.5,
+        1,
+        "a blue spiral",
+    )
     [f] = votes.flags(conn)
     assert f["flagged"] == ids[0] and f["flag_reason"] == "existing_work" and f["flagged_version"] == "3"
     assert votes.reviewers(conn)[0]["consent"] == votes.consent_id()
@@ -157,9 +169,11 @@ def test_votes_table_schema_and_one_transaction_per_vote(tmp_path):
         votes.issue_form(conn, "bob", ids[0], ids[1])
     with pytest.raises(sqlite3.IntegrityError):  # the table's own checks hold without the code's
         with ledger.transaction(conn):
-            conn.execute("INSERT INTO votes (form_id, reviewer, prompt, seed, left_artwork, right_artwork, "
-                         "left_version, right_version, left_guidance, right_guidance, choice, created_at) "
-                         "VALUES ('x', 'ann', 'p', 1, 'a', 'b', '1', '2', 1, 1, 'maybe', 'now')")
+            conn.execute(
+                "INSERT INTO votes (form_id, reviewer, prompt, seed, left_artwork, right_artwork, "
+                "left_version, right_version, left_guidance, right_guidance, choice, created_at) "
+                "VALUES ('x', 'ann', 'p', 1, 'a', 'b', '1', '2', 1, 1, 'maybe', 'now')"
+            )
     assert ledger.log_head(conn) == log_before and ledger.verify_ledger(conn) == []  # the chain is untouched
 
 
@@ -193,8 +207,9 @@ def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monke
         assert "Provenance card" in browser.page_source and HOSTILE not in browser.page_source
     conn = votes.open_votes(server.ledger_path)
     got = votes.votes(conn)
-    assert [(v["reviewer"], v["left_artwork"], v["right_artwork"], v["choice"]) for v in got] == \
-        [("reviewer-7", left, right, choice) for (left, right), choice in zip(shown, ("left", "right", "tie", "flag"))]
+    assert [(v["reviewer"], v["left_artwork"], v["right_artwork"], v["choice"]) for v in got] == [
+        ("reviewer-7", left, right, choice) for (left, right), choice in zip(shown, ("left", "right", "tie", "flag"))
+    ]
     assert got[3]["flag_reason"] == "broken" and got[3]["flagged"] == shown[3][1]
     assert len({frozenset(p) for p in shown}) == 4  # never the same pair twice
 
@@ -212,8 +227,9 @@ def test_browser_consents_compares_and_flags_by_clicking(review, tmp_path, monke
     runs = {}
     for _ in range(4):
         run = c.create_run(c.create_experiment(f"review-{len(runs)}", artifact_location=(tmp_path / "a").as_uri()))
-        runs[str(c.create_model_version(name, (tmp_path / "a").as_uri(), run_id=run.info.run_id).version)] = \
+        runs[str(c.create_model_version(name, (tmp_path / "a").as_uri(), run_id=run.info.run_id).version)] = (
             run.info.run_id
+        )
     summary = promote.preference_scores(got, load_params(), "3")
     promote.log_preference(name, summary, None, "4")
     between = [v for v in got if v["choice"] != "flag" and v["left_version"] != v["right_version"]]
@@ -237,8 +253,10 @@ def _click_and_wait(browser, selector: str) -> None:
 
 
 def _shown_pair(browser) -> tuple[str, str]:
-    return (browser.find_element("name", "left").get_attribute("value"),
-            browser.find_element("name", "right").get_attribute("value"))
+    return (
+        browser.find_element("name", "left").get_attribute("value"),
+        browser.find_element("name", "right").get_attribute("value"),
+    )
 
 
 def _artifact(name: str) -> Path:
@@ -311,11 +329,16 @@ def test_hostile_inputs_get_4xx_and_change_nothing(review):
         ("POST", "/vote", good, {"Cookie": "reviewer=mallory"}),  # never consented
         ("POST", "/vote", good, {"Cookie": f"reviewer={HOSTILE}"}),
         ("POST", "/nowhere", good, {}),
-        ("GET", "/image/" + "0" * 16, None, {}), ("GET", "/image/../../etc/passwd", None, {}),
-        ("GET", "/image/..%2F..%2Fledger.sqlite", None, {}), ("GET", f"/card/{HOSTILE}", None, {}),
-        ("GET", "/gallery/../ledger.sqlite", None, {}), ("GET", "/gallery/%2e%2e/ledger.sqlite", None, {}),
-        ("GET", "/gallery/quarantine/x.png", None, {}), ("GET", f"/{HOSTILE}", None, {}),
-        ("PUT", "/vote", b"", {}), ("DELETE", "/", None, {}),
+        ("GET", "/image/" + "0" * 16, None, {}),
+        ("GET", "/image/../../etc/passwd", None, {}),
+        ("GET", "/image/..%2F..%2Fledger.sqlite", None, {}),
+        ("GET", f"/card/{HOSTILE}", None, {}),
+        ("GET", "/gallery/../ledger.sqlite", None, {}),
+        ("GET", "/gallery/%2e%2e/ledger.sqlite", None, {}),
+        ("GET", "/gallery/quarantine/x.png", None, {}),
+        ("GET", f"/{HOSTILE}", None, {}),
+        ("PUT", "/vote", b"", {}),
+        ("DELETE", "/", None, {}),
     ]
     for method, path, fields, headers in refused:
         client = ann
@@ -325,8 +348,10 @@ def test_hostile_inputs_get_4xx_and_change_nothing(review):
             status, hdrs, text = client.request(method, path, None, headers)
         assert 400 <= status < 500, (method, path, fields, headers, status, text[:300])
         assert HOSTILE not in text and "<script" not in text, (path, fields)
-        assert "script-src" not in hdrs["Content-Security-Policy"] and "default-src 'none'" in \
-            hdrs["Content-Security-Policy"]
+        assert (
+            "script-src" not in hdrs["Content-Security-Policy"]
+            and "default-src 'none'" in hdrs["Content-Security-Policy"]
+        )
     assert _counts(server.ledger_path) == before  # nothing stored, not even a form
     # without a cookie, /vote is refused and /compare sends to consent
     assert eve.post("/vote", good)[0] == 403 and eve.request("GET", "/compare")[0] == 303

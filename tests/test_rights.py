@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from atelier.config import CleanParams, PolicyParams, load_params
@@ -25,22 +26,46 @@ from stages.license import attribution_markdown, license_records
 
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "atelier-hypothesis"))
 POLICY = PolicyParams(commercial=True, allow_share_alike=True, allow_no_derivatives=False)
-CLEAN = CleanParams(resolution=32, min_size=32, max_pixels=1_000_000,
-                    near_duplicate_hamming=load_params().clean.near_duplicate_hamming)  # the threshold in force
-ZOE = opt_outs_of(["Zoë Müller"], aliases={"Zoë Müller": ["Zed Mueller", "@zmuller", "https://art.example.org/zmuller"]})
+CLEAN = CleanParams(
+    resolution=32, min_size=32, max_pixels=1_000_000, near_duplicate_hamming=load_params().clean.near_duplicate_hamming
+)  # the threshold in force
+ZOE = opt_outs_of(
+    ["Zoë Müller"], aliases={"Zoë Müller": ["Zed Mueller", "@zmuller", "https://art.example.org/zmuller"]}
+)
 
 
 def _rec(**kw) -> dict:
-    return {"record_id": "r1", "source_uri": "a/1.png", "creator": "Ann Lee", "title": "T",
-            "source_url": "https://example.org/works/1", "license_raw": "CC0-1.0", "license_url": "", "noai": False,
-            **kw}
+    return {
+        "record_id": "r1",
+        "source_uri": "a/1.png",
+        "creator": "Ann Lee",
+        "title": "T",
+        "source_url": "https://example.org/works/1",
+        "license_raw": "CC0-1.0",
+        "license_url": "",
+        "noai": False,
+        **kw,
+    }
 
 
 # --- one identity per creator ---------------------------------------------------------------------------------------
 
-VARIANTS = ["Zoë Müller", unicodedata.normalize("NFD", "Zoë Müller"), "Ｚｏｅ Ｍｕｌｌｅｒ", "zoe-muller", "ZOË MÜLLER",
-            "  zoë   müller ", "Zoe Mueller", "Müller, Zoë", "Zoë Müller & Ann Lee", "zоë müller",  # Cyrillic о
-            "Zoë\u200bMüller", "Zed Mueller", "@zmuller", "https://art.example.org/zmuller/"]
+VARIANTS = [
+    "Zoë Müller",
+    unicodedata.normalize("NFD", "Zoë Müller"),
+    "Ｚｏｅ Ｍｕｌｌｅｒ",
+    "zoe-muller",
+    "ZOË MÜLLER",
+    "  zoë   müller ",
+    "Zoe Mueller",
+    "Müller, Zoë",
+    "Zoë Müller & Ann Lee",
+    "zоë müller",  # Cyrillic о
+    "Zoë\u200bMüller",
+    "Zed Mueller",
+    "@zmuller",
+    "https://art.example.org/zmuller/",
+]
 
 
 @pytest.mark.parametrize("creator", VARIANTS)
@@ -49,10 +74,13 @@ def test_every_spelling_and_alias_of_an_opted_out_creator_is_excluded(creator):
     assert d["decision"] == "exclude" and d["reason"] == "opted_out:creator", creator
 
 
-@pytest.mark.parametrize("record", [
-    _rec(creator="", source_url="https://art.example.org/zmuller/works/7"),  # under the profile URL
-    _rec(creator="", source_url="https://social.example/@zmuller/1234"),     # the handle in a URL
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        _rec(creator="", source_url="https://art.example.org/zmuller/works/7"),  # under the profile URL
+        _rec(creator="", source_url="https://social.example/@zmuller/1234"),  # the handle in a URL
+    ],
+)
 def test_a_profile_url_or_handle_in_the_source_url_is_the_creator(record):
     assert identify(record, ZOE) == "zoe muller"
     assert decide(record, POLICY, ZOE)["reason"] == "opted_out:creator"
@@ -65,9 +93,12 @@ def test_other_people_still_train(creator):
 
 def test_opt_out_file_with_aliases_and_the_old_format(tmp_path):
     path = tmp_path / "opt.csv"
-    path.write_text("kind,value,reason,added,aliases\n"
-                    "creator,Zoë Müller,asked,2026-12-01,Zed Mueller|@zmuller|https://art.example.org/zmuller\n"
-                    "record_id,abc,takedown,2026-12-02,\n", encoding="utf-8")
+    path.write_text(
+        "kind,value,reason,added,aliases\n"
+        "creator,Zoë Müller,asked,2026-12-01,Zed Mueller|@zmuller|https://art.example.org/zmuller\n"
+        "record_id,abc,takedown,2026-12-02,\n",
+        encoding="utf-8",
+    )
     listed = read_opt_outs(path)
     assert listed.creator == {"zoe muller"} and listed.record_id == {"abc"}
     assert identify(_rec(creator="@ZMuller"), listed) == "zoe muller"
@@ -83,6 +114,7 @@ def test_the_normal_form():
 
 # --- copies share a fate --------------------------------------------------------------------------------------------
 
+
 def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)
@@ -94,10 +126,21 @@ def _raw(rows: list[dict]) -> pd.DataFrame:
 
     out = []
     for i, r in enumerate(rows):
-        out.append({"record_id": hashlib.sha256(r["data"]).hexdigest(), "source": r.get("source", "s"),
-                    "source_uri": r["uri"], "ingest_error": None, "title": r.get("title", f"Work {i}"),
-                    "creator": r.get("creator", ""), "license_raw": r["license"], "license_url": "",
-                    "source_url": r.get("source_url", ""), "noai": False, "data": r["data"]})
+        out.append(
+            {
+                "record_id": hashlib.sha256(r["data"]).hexdigest(),
+                "source": r.get("source", "s"),
+                "source_uri": r["uri"],
+                "ingest_error": None,
+                "title": r.get("title", f"Work {i}"),
+                "creator": r.get("creator", ""),
+                "license_raw": r["license"],
+                "license_url": "",
+                "source_url": r.get("source_url", ""),
+                "noai": False,
+                "data": r["data"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -111,10 +154,18 @@ ORIGINAL = draw_artwork("grid", "red", 128, random.Random(3))
 
 def test_a_resized_reencoded_copy_under_cc0_from_a_second_source_shares_the_opt_out():
     copy = _png(ORIGINAL.resize((96, 96), Image.LANCZOS).convert("RGB"), "JPEG", quality=80)
-    raw = _raw([{"uri": "mirror/copy.jpg", "source": "mirror", "data": copy, "license": "CC0-1.0",
-                 "creator": "Uploader"},
-                {"uri": "museum/original.png", "source": "museum", "data": _png(ORIGINAL), "license": "CC-BY-4.0",
-                 "creator": "Zoë Müller"}])
+    raw = _raw(
+        [
+            {"uri": "mirror/copy.jpg", "source": "mirror", "data": copy, "license": "CC0-1.0", "creator": "Uploader"},
+            {
+                "uri": "museum/original.png",
+                "source": "museum",
+                "data": _png(ORIGINAL),
+                "license": "CC-BY-4.0",
+                "creator": "Zoë Müller",
+            },
+        ]
+    )
     clean, rejects, train, excluded = _license(raw)
     assert list(rejects["reason"]) == ["duplicate_near"]  # within clean.near_duplicate_hamming: one group
     assert train.empty and len(excluded) == 1
@@ -139,20 +190,27 @@ def test_near_duplicate_threshold_holds_for_augmented_copies():
         img = draw_artwork(style, palette, 128, random.Random(seed))
         base = phash(_png(img))
         originals.append(base)
-        for copy in (_png(img.resize((64, 64), Image.BICUBIC)), _png(img.convert("RGB"), "JPEG", quality=70),
-                     _png(img.resize((96, 96), Image.LANCZOS).convert("RGB"), "JPEG", quality=80),
-                     _png(img.resize((200, 200), Image.LANCZOS).convert("RGB"), "WEBP", quality=80)):
+        for copy in (
+            _png(img.resize((64, 64), Image.BICUBIC)),
+            _png(img.convert("RGB"), "JPEG", quality=70),
+            _png(img.resize((96, 96), Image.LANCZOS).convert("RGB"), "JPEG", quality=80),
+            _png(img.resize((200, 200), Image.LANCZOS).convert("RGB"), "WEBP", quality=80),
+        ):
             copies.append(bin(base ^ phash(copy)).count("1"))
     caught = sum(d <= CLEAN.near_duplicate_hamming for d in copies) / len(copies)
-    apart = [bin(a ^ b).count("1") for i, a in enumerate(originals) for b in originals[i + 1:]]
+    apart = [bin(a ^ b).count("1") for i, a in enumerate(originals) for b in originals[i + 1 :]]
     assert caught >= 0.8, sorted(copies)
     assert min(apart) > CLEAN.near_duplicate_hamming, sorted(apart)[:5]
 
 
 def test_an_exact_duplicate_under_cc0_and_nc_is_excluded_under_a_commercial_policy():
     data = _png(ORIGINAL)
-    raw = _raw([{"uri": "a/free.png", "data": data, "license": "CC0-1.0", "creator": "Ann Lee"},
-                {"uri": "b/nc.png", "source": "b", "data": data, "license": "CC-BY-NC-4.0", "creator": "Bo Chen"}])
+    raw = _raw(
+        [
+            {"uri": "a/free.png", "data": data, "license": "CC0-1.0", "creator": "Ann Lee"},
+            {"uri": "b/nc.png", "source": "b", "data": data, "license": "CC-BY-NC-4.0", "creator": "Bo Chen"},
+        ]
+    )
     _, rejects, train, excluded = _license(raw)
     assert list(rejects["reason"]) == ["duplicate_exact"]
     assert train.empty and excluded.iloc[0]["reason"] == "group:license_forbids:non_commercial"
@@ -181,18 +239,47 @@ def test_attribution_needs_a_creator_a_source_url_or_a_title():
 GREEN = opt_outs_of(["Ann Green", "Zoë Müller", "Wu Li"], aliases={"Zoë Müller": ["@zmuller"]})
 
 
-@pytest.mark.parametrize("prompt", [
-    "in the style of Green", "a garden by Green", "Green's spiral", "after Green", "like Green", "by Ann Green",
-    "A. Green landscape", "ZoeMuller vibes", "zoemuller", "Z. Müller", "Z Muller", "a portrait by Zoe Muller",
-    unicodedata.normalize("NFD", "Zoë Müller"), "Ｍｕｌｌｅｒ", "mullеr portrait",  # Cyrillic е
-    "Z0E MU11ER", "by @zmuller", "by Li", "muller"])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "in the style of Green",
+        "a garden by Green",
+        "Green's spiral",
+        "after Green",
+        "like Green",
+        "by Ann Green",
+        "A. Green landscape",
+        "ZoeMuller vibes",
+        "zoemuller",
+        "Z. Müller",
+        "Z Muller",
+        "a portrait by Zoe Muller",
+        unicodedata.normalize("NFD", "Zoë Müller"),
+        "Ｍｕｌｌｅｒ",
+        "mullеr portrait",  # Cyrillic е
+        "Z0E MU11ER",
+        "by @zmuller",
+        "by Li",
+        "muller",
+    ],
+)
 def test_prompts_that_name_an_opted_out_creator_are_refused(prompt):
     assert prompt_refusal(prompt, GREEN) is not None, prompt
 
 
-@pytest.mark.parametrize("prompt", [
-    "a green spiral composition", "green and blue stripes", "a field of green", "a mullet haircut",
-    "a li river landscape", "Zoe at the beach", "an ann arbor skyline", "the green green grass"])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a green spiral composition",
+        "green and blue stripes",
+        "a field of green",
+        "a mullet haircut",
+        "a li river landscape",
+        "Zoe at the beach",
+        "an ann arbor skyline",
+        "the green green grass",
+    ],
+)
 def test_innocent_prompts_are_generated(prompt):
     assert prompt_refusal(prompt, GREEN) is None, prompt
 
@@ -209,32 +296,49 @@ def test_generate_stage_skips_and_reports_refused_prompts_and_the_command_still_
 
 # --- rights statements ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", list(RIGHTS_STATEMENTS))
 def test_every_rights_statement_is_recognised_by_url_and_name(code):
     spdx, name = RIGHTS_STATEMENTS[code][:2]
-    for text in (f"http://rightsstatements.org/vocab/{code}/1.0/", f"https://rightsstatements.org/page/{code}/1.0/"
-                 "?language=en", name, code):
+    for text in (
+        f"http://rightsstatements.org/vocab/{code}/1.0/",
+        f"https://rightsstatements.org/page/{code}/1.0/?language=en",
+        name,
+        code,
+    ):
         got, terms, status = normalise(text)
         assert (got, status) == (spdx, "ok"), text
     assert normalise("No known copyright restrictions")[0] == "LicenseRef-RS-NKC"
 
 
-@pytest.mark.parametrize("raw,default,switched", [
-    ("http://rightsstatements.org/vocab/NKC/1.0/", "rights_needs_policy:allow_no_known_copyright", "train"),
-    ("No known copyright restrictions", "rights_needs_policy:allow_no_known_copyright", "train"),
-    ("http://rightsstatements.org/vocab/NoC-US/1.0/", "rights_needs_policy:allow_no_copyright_us", "train"),
-    ("http://rightsstatements.org/vocab/InC/1.0/", "license_forbids:training", "license_forbids:training"),
-    ("In Copyright - Educational Use Permitted", "license_forbids:training", "license_forbids:training"),
-    ("http://rightsstatements.org/vocab/InC-RUU/1.0/", "license_forbids:training", "license_forbids:training"),
-    ("http://rightsstatements.org/vocab/UND/1.0/", "rights_undetermined", "rights_undetermined"),
-    ("Copyright Not Evaluated", "rights_undetermined", "rights_undetermined"),
-    ("http://rightsstatements.org/vocab/NoC-CR/1.0/", "rights_restricted:contractual",
-     "rights_restricted:contractual"),
-    ("http://rightsstatements.org/vocab/NoC-OKLR/1.0/", "rights_restricted:other_legal",
-     "rights_restricted:other_legal"),
-    ("http://rightsstatements.org/vocab/NoC-NC/1.0/", "license_forbids:non_commercial",
-     "license_forbids:non_commercial"),
-])
+@pytest.mark.parametrize(
+    "raw,default,switched",
+    [
+        ("http://rightsstatements.org/vocab/NKC/1.0/", "rights_needs_policy:allow_no_known_copyright", "train"),
+        ("No known copyright restrictions", "rights_needs_policy:allow_no_known_copyright", "train"),
+        ("http://rightsstatements.org/vocab/NoC-US/1.0/", "rights_needs_policy:allow_no_copyright_us", "train"),
+        ("http://rightsstatements.org/vocab/InC/1.0/", "license_forbids:training", "license_forbids:training"),
+        ("In Copyright - Educational Use Permitted", "license_forbids:training", "license_forbids:training"),
+        ("http://rightsstatements.org/vocab/InC-RUU/1.0/", "license_forbids:training", "license_forbids:training"),
+        ("http://rightsstatements.org/vocab/UND/1.0/", "rights_undetermined", "rights_undetermined"),
+        ("Copyright Not Evaluated", "rights_undetermined", "rights_undetermined"),
+        (
+            "http://rightsstatements.org/vocab/NoC-CR/1.0/",
+            "rights_restricted:contractual",
+            "rights_restricted:contractual",
+        ),
+        (
+            "http://rightsstatements.org/vocab/NoC-OKLR/1.0/",
+            "rights_restricted:other_legal",
+            "rights_restricted:other_legal",
+        ),
+        (
+            "http://rightsstatements.org/vocab/NoC-NC/1.0/",
+            "license_forbids:non_commercial",
+            "license_forbids:non_commercial",
+        ),
+    ],
+)
 def test_rights_statement_decisions(raw, default, switched):
     record = _rec(license_raw=raw)
     assert decide(record, POLICY, opt_outs_of())["reason"] == default
@@ -266,15 +370,19 @@ TRANSFORMS = {
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(NAME_WORD, min_size=1, max_size=3).map(" ".join), st.lists(NAME_WORD, min_size=1, max_size=2)
-       .map(" ".join), st.lists(st.sampled_from(list(TRANSFORMS)), min_size=1, max_size=3),
-       st.sampled_from(["CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0"]))
+@given(
+    st.lists(NAME_WORD, min_size=1, max_size=3).map(" ".join),
+    st.lists(NAME_WORD, min_size=1, max_size=2).map(" ".join),
+    st.lists(st.sampled_from(list(TRANSFORMS)), min_size=1, max_size=3),
+    st.sampled_from(["CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0"]),
+)
 def test_no_variant_of_an_opted_out_creator_reaches_the_training_set(name, alias, transforms, license_raw):
     opt_outs = opt_outs_of([name], aliases={name: [alias, "@" + "".join(alias.split())]})
     rows = []
     for i, t in enumerate(transforms):
-        rows.append(_rec(record_id=f"r{i}", source_uri=f"s/{i}", creator=TRANSFORMS[t](name, alias),
-                         license_raw=license_raw))
+        rows.append(
+            _rec(record_id=f"r{i}", source_uri=f"s/{i}", creator=TRANSFORMS[t](name, alias), license_raw=license_raw)
+        )
     rows.append(_rec(record_id="other", source_uri="s/other", creator="Someone Else Entirely", license_raw="CC0-1.0"))
     train, excluded = license_records(pd.DataFrame(rows), POLICY, opt_outs)
     assert list(train["record_id"]) == ["other"], (name, alias, transforms, list(excluded["reason"]))

@@ -17,15 +17,16 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from atelier.config import load_params
 from atelier.rawstore import read_pack
 from stages.clean import clean_records
-from atelier.config import load_params
 from tests.conftest import copy_repo, edit_params
 
 
 def stage(root: Path, name: str) -> str:
-    done = subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=root, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", f"stages.{name}"], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -37,8 +38,11 @@ def snapshot(root: Path) -> dict:
         "records": pq.read_table(clean / "records.parquet").to_pylist(),  # nulls as None (NaN != NaN)
         "rejects": pq.read_table(clean / "rejects.parquet").to_pylist(),
         "packs": sorted(p.name for p in (clean / "packs").iterdir()),
-        "images": {rid: hashlib.sha256(png).hexdigest() for p in sorted((clean / "packs").iterdir())
-                   for rid, png in read_pack(p).items()},
+        "images": {
+            rid: hashlib.sha256(png).hexdigest()
+            for p in sorted((clean / "packs").iterdir())
+            for rid, png in read_pack(p).items()
+        },
     }
 
 
@@ -55,9 +59,11 @@ def test_clean_on_a_dask_cluster_equals_the_process_pool_and_one_process(ingeste
     distributed = pytest.importorskip("distributed")
     outputs = {}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        for name, engine in [("dask", {"dask_scheduler": cluster.scheduler_address}),
-                             ("pool", {"dask_scheduler": None, "workers": 2}),
-                             ("inline", {"dask_scheduler": None, "workers": 1})]:
+        for name, engine in [
+            ("dask", {"dask_scheduler": cluster.scheduler_address}),
+            ("pool", {"dask_scheduler": None, "workers": 2}),
+            ("inline", {"dask_scheduler": None, "workers": 1}),
+        ]:
             shutil.rmtree(ingested / "data/clean", ignore_errors=True)  # a full run each time, not an incremental one
             edit_params(ingested, engine=engine)
             out = stage(ingested, "clean")
@@ -73,7 +79,8 @@ def test_clean_on_a_dask_cluster_equals_the_process_pool_and_one_process(ingeste
     got = outputs["pool"]
     assert [r["record_id"] for r in got["records"]] == ref_clean["record_id"].tolist()
     assert [(r["source_uri"], r["reason"], r["detail"]) for r in got["rejects"]] == list(
-        zip(ref_rejects["source_uri"], ref_rejects["reason"], ref_rejects["detail"]))
+        zip(ref_rejects["source_uri"], ref_rejects["reason"], ref_rejects["detail"])
+    )
 
 
 def _add_images(source: Path, n: int) -> list[str]:
@@ -83,9 +90,20 @@ def _add_images(source: Path, n: int) -> list[str]:
             name = f"added_{i}.png"
             rng = random.Random(i)  # random blocks: distinct pictures, never near duplicates of each other
             Image.frombytes("RGB", (8, 8), bytes(rng.randrange(256) for _ in range(192))).resize(
-                (64, 64), Image.NEAREST).save(source / name)
-            fh.write(json.dumps({"file_name": name, "title": f"Added {i}", "creator": "New Artist",
-                                 "caption": "a red stripes composition", "license": "CC0-1.0"}) + "\n")
+                (64, 64), Image.NEAREST
+            ).save(source / name)
+            fh.write(
+                json.dumps(
+                    {
+                        "file_name": name,
+                        "title": f"Added {i}",
+                        "creator": "New Artist",
+                        "caption": "a red stripes composition",
+                        "license": "CC0-1.0",
+                    }
+                )
+                + "\n"
+            )
             names.append(name)
     return names
 
@@ -108,14 +126,16 @@ def test_incremental_runs_process_only_what_changed(tmp_path):
     added = _add_images(source, 3)
     removed = next(r for r in before["records"] if r["source"] == "demo")
     lines = (source / "metadata.jsonl").read_text().splitlines()
-    (source / "metadata.jsonl").write_text("\n".join(l for l in lines if f'"{removed["source_uri"]}"' not in l) + "\n")
+    (source / "metadata.jsonl").write_text(
+        "\n".join(line for line in lines if f'"{removed["source_uri"]}"' not in line) + "\n"
+    )
     third = stage(root, "ingest") + stage(root, "clean")
     assert f"{reused - 1} unchanged since the last run" in third
     assert f"{decodes_reused - 1} decodes reused" in third  # the 3 new images were decoded, nothing else
     stored = set()
     for pack in (root / "data/raw/packs").iterdir():
         stored |= set(read_pack(pack))
-    assert removed["record_id"] not in stored               # the dropped image's bytes are gone from the raw store
+    assert removed["record_id"] not in stored  # the dropped image's bytes are gone from the raw store
     incremental = snapshot(root)
     assert {r["source_uri"] for r in incremental["records"]} >= set(added)
     assert removed["source_uri"] not in {r["source_uri"] for r in incremental["records"]}
@@ -165,16 +185,32 @@ def test_clip_embedding_on_a_dask_cluster_equals_local_threads_and_one_thread(in
     records = pd.read_parquet(ingested / "data/clean/records.parquet").head(60)
     clean_path = records["clean_path"].map(lambda p: str(ingested / p))  # the workers read packs by path
     records = records.assign(clean_path=clean_path)
-    p = ClipParams(seed=0, embed_dim=16, image_width=32, image_layers=1, patch_size=8, text_width=32, text_layers=1,
-                   context_length=16, steps=2, batch_size=8, lr=1e-3, weight_decay=0.1, holdout_fraction=0.1)
+    p = ClipParams(
+        seed=0,
+        embed_dim=16,
+        image_width=32,
+        image_layers=1,
+        patch_size=8,
+        text_width=32,
+        text_layers=1,
+        context_length=16,
+        steps=2,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.1,
+        holdout_fraction=0.1,
+    )
     images = load_images(records)
     model = C.train_clip(images, list(records["caption"]), p)
     C.save_clip_bundle(model, p, ingested / "clip")
     monkeypatch.setattr(embedding, "CHUNK_RECORDS", 16)  # four chunks
     got = {}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        for name, engine in [("dask", EngineParams(dask_scheduler=cluster.scheduler_address)),
-                             ("threads", EngineParams(workers=2)), ("inline", EngineParams(workers=1))]:
+        for name, engine in [
+            ("dask", EngineParams(dask_scheduler=cluster.scheduler_address)),
+            ("threads", EngineParams(workers=2)),
+            ("inline", EngineParams(workers=1)),
+        ]:
             got[name] = embedding.embed_records(ingested / "clip", records, engine)
     assert got["dask"].shape == (60, 16)
     assert torch.equal(got["dask"], got["threads"]) and torch.equal(got["threads"], got["inline"])

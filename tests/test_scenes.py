@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 
 from atelier.dataset import labels
 from atelier.licenses import normalise
-from tests.scenes import COLOURS, colour_words, nearest_colour, write_scenes
 from tests.conftest import copy_repo, edit_params
+from tests.scenes import COLOURS, colour_words, nearest_colour, write_scenes
 
 N = 60
 
@@ -57,7 +57,7 @@ def test_captions_are_free_text_varied_and_never_the_demo_convention(scenes):
     captions = [r["caption"] for r in _rows(scenes)]
     assert all(labels(c) is None for c in captions)
     assert all(c and "composition" not in c for c in captions)
-    assert len(set(captions)) >= 0.75 * N                # mostly distinct...
+    assert len(set(captions)) >= 0.75 * N  # mostly distinct...
     assert len({len(c.split()) for c in captions}) >= 6  # ...of many lengths
     assert sum(bool(colour_words(c)) for c in captions) >= N / 2
 
@@ -107,7 +107,7 @@ def test_sizes_formats_and_licences_are_mixed(scenes):
             sizes.append(img.size)
     assert set(formats) == {"PNG", "JPEG", "WEBP", "GIF"}
     assert {"RGB", "RGBA", "L", "P"} <= set(modes)
-    assert set(orientations) - {None}, orientations                 # some JPEGs stored sideways
+    assert set(orientations) - {None}, orientations  # some JPEGs stored sideways
     assert min(min(s) for s in sizes) <= 64 and max(max(s) for s in sizes) >= 250
     assert sum(w != h for w, h in sizes) >= N / 3
     assert len({w / h for w, h in sizes}) >= 8
@@ -115,16 +115,25 @@ def test_sizes_formats_and_licences_are_mixed(scenes):
     statuses = Counter(normalise(r.get("license"), r.get("license_url"))[2] for r in rows)
     assert statuses["ok"] and statuses["missing"] and statuses["unknown"]
     spdx = Counter(normalise(r.get("license"), r.get("license_url"))[0] for r in rows)
-    assert {"CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "LicenseRef-PDM-1.0", "CC-BY-NC-4.0",
-            "LicenseRef-All-Rights-Reserved"} <= set(spdx)
-    assert len({r.get("license") for r in rows}) >= 12          # many spellings of the same few licences
+    assert {
+        "CC0-1.0",
+        "CC-BY-4.0",
+        "CC-BY-SA-4.0",
+        "LicenseRef-PDM-1.0",
+        "CC-BY-NC-4.0",
+        "LicenseRef-All-Rights-Reserved",
+    } <= set(spdx)
+    assert len({r.get("license") for r in rows}) >= 12  # many spellings of the same few licences
     assert any(not r.get("license") and r.get("license_url") for r in rows)  # a licence given by its URL only
-    assert any("license" not in r for r in rows) or any(r.get("license") is None for r in rows) \
+    assert (
+        any("license" not in r for r in rows)
+        or any(r.get("license") is None for r in rows)
         or any(r.get("license") == "" and not r.get("license_url") for r in rows)
+    )
     creators = [r.get("creator") for r in rows]
     assert any(not c for c in creators) and any(c and not c.isascii() for c in creators)
     assert all(r["title"] and r["source_url"].startswith("https://") for r in rows)
-    assert any("/" in r["file_name"] for r in rows)             # some files in sub-folders
+    assert any("/" in r["file_name"] for r in rows)  # some files in sub-folders
 
 
 def test_through_the_real_ingest_clean_and_license_stages(tmp_path):
@@ -134,8 +143,9 @@ def test_through_the_real_ingest_clean_and_license_stages(tmp_path):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
     def run(*module_and_args: str) -> None:
-        proc = subprocess.run([sys.executable, "-m", *module_and_args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", *module_and_args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, (module_and_args, proc.stdout[-2000:], proc.stderr[-4000:])
 
     run("app.cli", "sources", "add", "scenes", "data/sources/scenes", "--kind", "folder")  # as the README says
@@ -153,16 +163,24 @@ def test_through_the_real_ingest_clean_and_license_stages(tmp_path):
     excluded = pd.read_parquet(data / "licensed" / "excluded.parquet")
     assert len(raw) == N and raw["ingest_error"].isna().all()
     assert rejects.empty, rejects[["source_uri", "reason", "detail"]].to_dict("records")  # every file decodes,
-    assert len(clean) == N                                                                   # none is a duplicate
+    assert len(clean) == N  # none is a duplicate
 
     layout = json.loads((data / "sources" / "scenes" / "layout.json").read_text(encoding="utf-8"))
     expected = json.loads((data / "sources" / "scenes" / "expected.json").read_text(encoding="utf-8"))
-    assert set(expected.values()) == {"license_forbids:non_commercial", "license_forbids:training",
-                                      "license_missing", "license_unknown"}
+    assert set(expected.values()) == {
+        "license_forbids:non_commercial",
+        "license_forbids:training",
+        "license_missing",
+        "license_unknown",
+    }
     assert dict(zip(excluded["source_uri"], excluded["reason"])) == expected
     assert set(train["source_uri"]) == {name for name, e in layout.items() if e["expected"] == "train"}
-    spdx_of = {"CC0-1.0": "CC0-1.0", "CC-BY-4.0": "CC-BY-4.0", "CC-BY-SA-4.0": "CC-BY-SA-4.0",
-               "PDM": "LicenseRef-PDM-1.0"}
+    spdx_of = {
+        "CC0-1.0": "CC0-1.0",
+        "CC-BY-4.0": "CC-BY-4.0",
+        "CC-BY-SA-4.0": "CC-BY-SA-4.0",
+        "PDM": "LicenseRef-PDM-1.0",
+    }
     for r in train.to_dict("records"):
         assert r["license_spdx"] == spdx_of[layout[r["source_uri"]]["license_category"]], r["source_uri"]
 

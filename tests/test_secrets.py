@@ -45,8 +45,9 @@ def key_needles(identity: SigningIdentity) -> dict[str, bytes]:
     for name in ("key", "ca_key"):
         pem = (identity.folder / FILES[name]).read_bytes()
         key = serialization.load_pem_private_key(pem, password=None)
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         scalar = key.private_numbers().private_value.to_bytes(32, "big")
         needles[f"{name}: PEM"] = pem.strip()
         needles[f"{name}: DER"] = der
@@ -68,7 +69,7 @@ def key_needles(identity: SigningIdentity) -> dict[str, bytes]:
 
 
 def _files(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):  # symlinks are not followed: a link out is not our output
+    for dirpath, _dirnames, filenames in os.walk(root):  # symlinks are not followed: a link out is not our output
         for name in filenames:
             path = Path(dirpath) / name
             if path.is_file() and not path.is_symlink():
@@ -170,10 +171,17 @@ def test_keys_are_refused_inside_the_repository(tmp_path, monkeypatch):
 
 
 def test_no_private_key_is_tracked_in_the_repository():
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=paths.ROOT, capture_output=True, check=True
-                           ).stdout.decode().split("\0")
-    leaked = [f for f in filter(None, files) if (paths.ROOT / f).is_file()
-              and (f.endswith((".key", ".p12", ".pfx")) or PEM_MARKER in (paths.ROOT / f).read_bytes())]
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=paths.ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    leaked = [
+        f
+        for f in filter(None, files)
+        if (paths.ROOT / f).is_file()
+        and (f.endswith((".key", ".p12", ".pfx")) or PEM_MARKER in (paths.ROOT / f).read_bytes())
+    ]
     assert not leaked, f"private keys tracked by git: {leaked}"
 
 
@@ -184,10 +192,16 @@ def test_first_runs_at_once_share_one_identity(tmp_path):
     import sys
 
     folder = tmp_path / "keys" / "signing"
-    code = ("import sys; from provenance.keys import ensure_signing_identity; "
-            "print(ensure_signing_identity(sys.argv[1]).ca_cert.read_text())")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    code = (
+        "import sys; from provenance.keys import ensure_signing_identity; "
+        "print(ensure_signing_identity(sys.argv[1]).ca_cert.read_text())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
     assert all(rc == 0 for _, _, rc in results), [err[-500:] for _, err, _ in results]
     assert len({out for out, _, _ in results}) == 1  # one CA, whoever created it

@@ -21,9 +21,9 @@ from atelier.sources.parquet import iter_parquet
 from atelier.sources.shards import expand_braces, iter_shards
 
 N_IMAGES = 12
-MISSING_ROW = 7   # 0-based row whose file does not exist
+MISSING_ROW = 7  # 0-based row whose file does not exist
 NOAI_ROW = 3
-PATH_ROW = 5      # in the parquet file, this row's image is a file named by `path`, not embedded bytes
+PATH_ROW = 5  # in the parquet file, this row's image is a file named by `path`, not embedded bytes
 MB = 2**20
 
 
@@ -58,9 +58,14 @@ def corpus(tmp_path_factory) -> dict:
     rows, images = [], {}
     for i in range(N_IMAGES):
         data, ext = image_bytes(i)
-        row = {"file_name": f"img_{i:02d}.{ext}", "title": f"Work {i}", "creator": f"Artist {i % 4}",
-               "caption": f"a picture number {i}", "license": "CC-BY-4.0" if i % 3 else "CC0-1.0",
-               "source_url": f"https://example.org/works/{i}"}
+        row = {
+            "file_name": f"img_{i:02d}.{ext}",
+            "title": f"Work {i}",
+            "creator": f"Artist {i % 4}",
+            "caption": f"a picture number {i}",
+            "license": "CC-BY-4.0" if i % 3 else "CC0-1.0",
+            "source_url": f"https://example.org/works/{i}",
+        }
         if i == NOAI_ROW:
             row["noai"] = True
         if i == MISSING_ROW:
@@ -100,11 +105,13 @@ def corpus(tmp_path_factory) -> dict:
             image_col.append({"bytes": None, "path": "images/five.png"})
         else:
             image_col.append({"bytes": images.get(i), "path": rows[i]["file_name"] if i in images else None})
-    table = pa.table({
-        "image": pa.array(image_col, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        **{k: [r[k] for r in rows] for k in ("title", "creator", "caption", "license", "source_url")},
-        "noai": [i == NOAI_ROW for i in range(N_IMAGES)],
-    })
+    table = pa.table(
+        {
+            "image": pa.array(image_col, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            **{k: [r[k] for r in rows] for k in ("title", "creator", "caption", "license", "source_url")},
+            "noai": [i == NOAI_ROW for i in range(N_IMAGES)],
+        }
+    )
     pq.write_table(table, pq_dir / "train-00000-of-00001.parquet", row_group_size=5)
     return {"root": root, "rows": rows, "images": images, "folder": folder, "shards": shards, "parquet": pq_dir}
 
@@ -131,6 +138,7 @@ def item_ids(items: list[Item]) -> list[str | None]:
 
 # --- acceptance: the same records from the three layouts ---------------------------------------------------------
 
+
 def test_items_of_shards_and_parquet_match_the_folder_source(corpus):
     folder = list(iter_items(folder_source(corpus)))
     shards = list(iter_items(shard_source(corpus["shards"])))
@@ -156,6 +164,7 @@ def records_by_id(records: list[dict]) -> dict[str, tuple]:
 
 def test_shards_and_parquet_ingest_the_same_records_as_the_folder_source(corpus, tmp_path):
     from stages.ingest import ingest_source
+
     folder = ingest_source(folder_source(corpus), tmp_path / "a")
     shards = ingest_source(shard_source(corpus["shards"]), tmp_path / "b")
     parquet = ingest_source(parquet_source(corpus["parquet"]), tmp_path / "c")
@@ -163,13 +172,16 @@ def test_shards_and_parquet_ingest_the_same_records_as_the_folder_source(corpus,
     assert set(records_by_id(folder)) == expected
     assert records_by_id(folder) == records_by_id(shards) == records_by_id(parquet)
     for records in (folder, shards, parquet):
-        assert Counter(str(r["ingest_error"]).split(":")[0] for r in records) == {"None": N_IMAGES - 1,
-                                                                                 "file_missing": 1}
+        assert Counter(str(r["ingest_error"]).split(":")[0] for r in records) == {
+            "None": N_IMAGES - 1,
+            "file_missing": 1,
+        }
         assert [r["noai"] for r in records].count(True) == 1
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
 
 
 # --- shard paths -------------------------------------------------------------------------------------------------
+
 
 def test_brace_expansion():
     assert expand_braces("s/{00000..00002}.tar") == ["s/00000.tar", "s/00001.tar", "s/00002.tar"]
@@ -201,6 +213,7 @@ def test_no_shards_is_a_clear_error(tmp_path):
 
 # --- hostile shards ----------------------------------------------------------------------------------------------
 
+
 def test_truncated_shard_yields_an_error_item_and_the_next_shard_is_read(corpus, tmp_path):
     good = (corpus["shards"] / "00000.tar").read_bytes()
     (tmp_path / "00000.tar").write_bytes(good[: len(good) // 2])
@@ -219,10 +232,12 @@ def test_corrupt_shards_never_end_silently(corpus, tmp_path, damage):
     first = next(iter_shards(shard_source(corpus["shards"] / "00000.tar"), MB))
     with tarfile.open(corpus["shards"] / "00000.tar") as tar:
         header_at = next(m.offset for m in tar if m.name.startswith("000000001"))  # sample 1's first header
-    data = {"cut_at_header": good[:header_at],
-            "garbage_header": good[:header_at] + b"\x07" * 512 + good[header_at + 512:],
-            "not_a_tar": b"this is not a tar archive" * 100,
-            "empty": b""}[damage]
+    data = {
+        "cut_at_header": good[:header_at],
+        "garbage_header": good[:header_at] + b"\x07" * 512 + good[header_at + 512 :],
+        "not_a_tar": b"this is not a tar archive" * 100,
+        "empty": b"",
+    }[damage]
     (tmp_path / "00000.tar").write_bytes(data)
     items = list(iter_shards(shard_source(tmp_path), MB))
     assert items[-1].error.startswith("file_unreadable: shard 00000.tar")
@@ -252,8 +267,15 @@ def test_sample_without_image_two_images_oversized_and_links(tmp_path):
     items = list(iter_shards(shard_source(path), len(png) + 100))
     assert [it.uri for it in items] == [f"s.tar/{k}" for k in ("a", "b", "c", "d", "e", "f", "dir/g")]
     errors = [it.error.split(":")[0] if it.error else None for it in items]
-    assert errors == ["file_missing", "metadata_malformed", "file_too_large", "file_missing", "metadata_malformed",
-                      "metadata_malformed", None]
+    assert errors == [
+        "file_missing",
+        "metadata_malformed",
+        "file_too_large",
+        "file_missing",
+        "metadata_malformed",
+        "metadata_malformed",
+        None,
+    ]
     assert items[0].fields == {"title": "no image"} and "has no image member" in items[0].error
     assert "2 images (b.png, b.jpg)" in items[1].error and items[1].data is None
     assert items[2].data is None and items[2].fields["title"] == "big"
@@ -265,8 +287,10 @@ def test_sample_without_image_two_images_oversized_and_links(tmp_path):
 def test_member_named_outside_is_only_a_key(tmp_path):
     png, _ = image_bytes(2)
     before = sorted(p.name for p in tmp_path.parent.iterdir())
-    path = write_tar(tmp_path / "evil.tar", [("../../evil.png", png), ("../../evil.json", b'{"title": "x"}'),
-                                             ("/abs/olute.png", png)])
+    path = write_tar(
+        tmp_path / "evil.tar",
+        [("../../evil.png", png), ("../../evil.json", b'{"title": "x"}'), ("/abs/olute.png", png)],
+    )
     items = list(iter_shards(shard_source(path), MB))
     assert [it.uri for it in items] == ["evil.tar/../../evil", "evil.tar//abs/olute"]
     assert items[0].data == png and items[0].error is None and items[0].fields == {"title": "x"}
@@ -276,20 +300,36 @@ def test_member_named_outside_is_only_a_key(tmp_path):
 
 # --- parquet -----------------------------------------------------------------------------------------------------
 
+
 def test_parquet_path_images_stay_inside_the_folder(tmp_path):
     png, _ = image_bytes(4)
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "ok.png").write_bytes(png)
     (tmp_path.parent / "outside.png").write_bytes(png)
-    images = [{"bytes": None, "path": "pics/ok.png"}, {"bytes": None, "path": "../outside.png"},
-              {"bytes": None, "path": str(tmp_path / "pics" / "ok.png")}, {"bytes": None, "path": "pics/gone.png"},
-              None, {"bytes": png, "path": "../ignored-when-bytes-are-set.png"}, {"bytes": png * 50, "path": None}]
-    pq.write_table(pa.table({"image": images, "title": [f"t{i}" for i in range(7)], "year": list(range(7))}),
-                   tmp_path / "a.parquet")
+    images = [
+        {"bytes": None, "path": "pics/ok.png"},
+        {"bytes": None, "path": "../outside.png"},
+        {"bytes": None, "path": str(tmp_path / "pics" / "ok.png")},
+        {"bytes": None, "path": "pics/gone.png"},
+        None,
+        {"bytes": png, "path": "../ignored-when-bytes-are-set.png"},
+        {"bytes": png * 50, "path": None},
+    ]
+    pq.write_table(
+        pa.table({"image": images, "title": [f"t{i}" for i in range(7)], "year": list(range(7))}),
+        tmp_path / "a.parquet",
+    )
     items = list(iter_parquet(parquet_source(tmp_path), len(png) * 2))
     errors = [it.error.split(":")[0] if it.error else None for it in items]
-    assert errors == [None, "path_outside_source", "path_outside_source", "file_missing", "file_missing", None,
-                      "file_too_large"]
+    assert errors == [
+        None,
+        "path_outside_source",
+        "path_outside_source",
+        "file_missing",
+        "file_missing",
+        None,
+        "file_too_large",
+    ]
     assert Path(items[0].path).read_bytes() == png and items[0].data is None
     assert items[5].data == png and items[5].path is None
     assert items[0].fields == {"title": "t0", "year": 0}
@@ -299,11 +339,12 @@ def test_parquet_path_images_stay_inside_the_folder(tmp_path):
 def test_parquet_binary_column_glob_and_several_files(tmp_path):
     png, _ = image_bytes(5)
     for n in range(2):
-        pq.write_table(pa.table({"img": pa.array([png, None], pa.binary()), "title": [f"{n}a", f"{n}b"]}),
-                       tmp_path / f"part-{n}.parquet")
+        pq.write_table(
+            pa.table({"img": pa.array([png, None], pa.binary()), "title": [f"{n}a", f"{n}b"]}),
+            tmp_path / f"part-{n}.parquet",
+        )
     items = list(iter_parquet(parquet_source(tmp_path / "part-*.parquet", image_column="img"), MB))
-    assert [it.uri for it in items] == ["part-0.parquet#1", "part-0.parquet#2", "part-1.parquet#1",
-                                        "part-1.parquet#2"]
+    assert [it.uri for it in items] == ["part-0.parquet#1", "part-0.parquet#2", "part-1.parquet#1", "part-1.parquet#2"]
     assert [it.row for it in items] == [1, 2, 3, 4]
     assert [it.data == png for it in items] == [True, False, True, False]
 

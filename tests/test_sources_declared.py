@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atelier.declared import add_source
 from atelier.config import ConfigError, IngestParams, load_params
-from atelier.declared import (SourcesUndeclared, add_source_text, check, problems, read_path, require_declared,
-                              sequence_end)
+from atelier.declared import (
+    SourcesUndeclared,
+    add_source,
+    add_source_text,
+    check,
+    problems,
+    read_path,
+    require_declared,
+    sequence_end,
+)
 from tests.conftest import REPO, copy_repo, edit_params
 
 DEMO = {"name": "demo", "kind": "folder", "path": "data/sources/demo"}
@@ -24,8 +31,14 @@ DEMO = {"name": "demo", "kind": "folder", "path": "data/sources/demo"}
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess:
     """`python -m ARGS` in a workspace (its own copy of the code is imported), as a user or DVC would run it."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ""})
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
 
 
 def ingest(*sources: dict) -> IngestParams:
@@ -42,10 +55,13 @@ def errors(found) -> list[tuple[str, str]]:
 
 def inserted(old: str, new: str) -> list[str]:
     """The lines `new` adds to `old`, asserting that nothing else changed and that they are one block."""
-    ops = [op for op in difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False).get_opcodes()
-           if op[0] != "equal"]
+    ops = [
+        op
+        for op in difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False).get_opcodes()
+        if op[0] != "equal"
+    ]
     assert len(ops) == 1 and ops[0][0] == "insert", ops
-    return new.splitlines()[ops[0][3]:ops[0][4]]
+    return new.splitlines()[ops[0][3] : ops[0][4]]
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +117,17 @@ def test_sources_add_is_one_step_and_keeps_comments(tmp_path):
     params_before, dvc_before = (root / "params.yaml").read_text(), (root / "dvc.yaml").read_text()
     (root / "data/sources/laion").mkdir(parents=True)
 
-    proc = run(root, "app.cli", "sources", "add", "laion", "./data/sources/laion/{00000..00009}.tar",
-               "--kind", "webdataset")
+    proc = run(
+        root, "app.cli", "sources", "add", "laion", "./data/sources/laion/{00000..00009}.tar", "--kind", "webdataset"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "does not exist yet" not in proc.stdout
     params_text, dvc_text = (root / "params.yaml").read_text(), (root / "dvc.yaml").read_text()
     assert inserted(params_before, params_text) == [
-        "    - name: laion", "      kind: webdataset", "      path: data/sources/laion/{00000..00009}.tar"]
+        "    - name: laion",
+        "      kind: webdataset",
+        "      path: data/sources/laion/{00000..00009}.tar",
+    ]
     assert inserted(dvc_before, dvc_text) == ["      - data/sources/laion"]
     assert params_text.count("#") == params_before.count("#") and dvc_text.count("#") == dvc_before.count("#")
     # the new item follows the demo's own commented lines, before the list's closing comments
@@ -156,8 +176,10 @@ def test_sources_add_refuses_a_layout_it_cannot_edit_as_text(copied, tmp_path):
 
 
 def test_text_insertion_handles_indentless_lists_and_a_missing_last_newline():
-    params = "ingest:\n  sources:\n  - name: demo  # ours\n    kind: folder\n    path: data/sources/demo\n" \
-             "  # trailing\n  max_file_bytes: 10\nclean: {}\n"
+    params = (
+        "ingest:\n  sources:\n  - name: demo  # ours\n    kind: folder\n    path: data/sources/demo\n"
+        "  # trailing\n  max_file_bytes: 10\nclean: {}\n"
+    )
     dvc = "stages:\n  ingest:\n    cmd: x\n    deps:\n    - stages/ingest.py\n    - data/sources/demo"
     entry = {"name": "web", "kind": "urls", "path": "data/sources/web/urls #1.csv"}
     new_params, new_dvc = add_source_text(params, dvc, entry, "data/sources/web")
@@ -176,15 +198,45 @@ def test_glob_and_brace_paths_are_covered_by_their_folder(tmp_path):
     web = {"name": "web", "kind": "urls", "path": "data/sources/web/urls.csv"}
     far = {"name": "far", "kind": "webdataset", "path": "/srv/images/{a,b}/shard-*.tar"}
     p = ingest(DEMO, laion, hf, web, far)
-    assert [read_path(s) for s in p.sources] == ["data/sources/demo", "data/sources/laion", "data/sources/hf",
-                                                 "data/sources/web/urls.csv", "/srv/images"]
-    assert check(p, stages("data/sources/demo/", "./data/sources/laion", str(root / "data/sources/hf"),
-                           "data/sources/web", "/srv/images/"), root) == []
+    assert [read_path(s) for s in p.sources] == [
+        "data/sources/demo",
+        "data/sources/laion",
+        "data/sources/hf",
+        "data/sources/web/urls.csv",
+        "/srv/images",
+    ]
+    assert (
+        check(
+            p,
+            stages(
+                "data/sources/demo/",
+                "./data/sources/laion",
+                str(root / "data/sources/hf"),
+                "data/sources/web",
+                "/srv/images/",
+            ),
+            root,
+        )
+        == []
+    )
     assert check(p, stages("data/sources", "/srv"), root) == []  # a parent folder covers everything below it
-    found = check(p, stages("data/sources/demo", "data/sources/laion/00000.tar", "data/sources/h",
-                            "data/sources/web/other.csv", "/srv/img"), root)
-    assert errors(found) == [("laion", "data/sources/laion"), ("hf", "data/sources/hf"),
-                             ("web", "data/sources/web/urls.csv"), ("far", "/srv/images")]
+    found = check(
+        p,
+        stages(
+            "data/sources/demo",
+            "data/sources/laion/00000.tar",
+            "data/sources/h",
+            "data/sources/web/other.csv",
+            "/srv/img",
+        ),
+        root,
+    )
+    assert errors(found) == [
+        ("laion", "data/sources/laion"),
+        ("hf", "data/sources/hf"),
+        ("web", "data/sources/web/urls.csv"),
+        ("far", "/srv/images"),
+    ]
     assert [p.path for p in found if p.level == "warning"] == ["data/sources/h", "data/sources/web/other.csv"]
     # a shard dep below the pattern's folder is read (partly) by the source: not also a warning
     assert "data/sources/laion/00000.tar" not in [p.path for p in found if p.level == "warning"]
@@ -197,12 +249,12 @@ def test_a_dep_no_source_reads_is_a_warning_not_an_error(copied, tmp_path):
     lines = (copied / "dvc.yaml").read_text().splitlines(keepends=True)
     ingest = lines.index("  ingest:\n")
     at = next(i for i, line in enumerate(lines) if i > ingest and line.split()[:2] == ["-", "data/sources/demo"])
-    (root / "dvc.yaml").write_text("".join(lines[:at + 1] + ["      - data/sources/old/\n"] + lines[at + 1:]))
+    (root / "dvc.yaml").write_text("".join(lines[: at + 1] + ["      - data/sources/old/\n"] + lines[at + 1 :]))
     warnings = require_declared(root)  # does not raise
     assert [(w.level, w.path) for w in warnings] == [("warning", "data/sources/old")]
     assert "no source" in warnings[0].message and "atelier sources add" in warnings[0].message
 
-    (root / "dvc.yaml").write_text("".join(lines[:at] + lines[at + 1:]))
+    (root / "dvc.yaml").write_text("".join(lines[:at] + lines[at + 1 :]))
     with pytest.raises(SourcesUndeclared) as raised:
         require_declared(root)
     assert isinstance(raised.value, ConfigError) and "source 'demo'" in str(raised.value)

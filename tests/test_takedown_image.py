@@ -18,14 +18,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from app import cli, takedown
 from atelier import lineage, paths
-
-from app import cli
 from atelier.config import load_params
-from provenance import ledger
-from app import takedown
-from registry import tracking
 from atelier.images import decode
+from provenance import ledger
+from registry import tracking
 from tests.test_ledger import manifest
 
 NAME = load_params().registry.model_name
@@ -46,18 +44,30 @@ def encoded(image: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def row(data: bytes, source: str, uri: str, creator: str) -> dict:
-    return {"record_id": hashlib.sha256(data).hexdigest(), "source": source, "source_uri": uri, "title": uri,
-            "creator": creator, "license_raw": "CC0-1.0"}
-
-
+    return {
+        "record_id": hashlib.sha256(data).hexdigest(),
+        "source": source,
+        "source_uri": uri,
+        "title": uri,
+        "creator": creator,
+        "license_raw": "CC0-1.0",
+    }
 
 
 @pytest.fixture
 def works(tmp_path, monkeypatch, empty_store) -> dict:
     """Ana's work from a museum, the same bytes again from a mirror and a JPEG copy from a scrape (both rejected by
     clean as duplicates), and Ben's work; version 1 trained on both kept works, version 2 on Ben's only."""
-    for name in ("RAW_RECORDS", "CLEAN_RECORDS", "CLEAN_REJECTS", "CLEAN_DECODED", "TRAIN_RECORDS", "OPT_OUT",
-                 "LEDGER", "ROOT"):  # ROOT last: the DVC cache (lineage.cache_path) follows it
+    for name in (
+        "RAW_RECORDS",
+        "CLEAN_RECORDS",
+        "CLEAN_REJECTS",
+        "CLEAN_DECODED",
+        "TRAIN_RECORDS",
+        "OPT_OUT",
+        "LEDGER",
+        "ROOT",
+    ):  # ROOT last: the DVC cache (lineage.cache_path) follows it
         monkeypatch.setattr(paths, name, tmp_path / getattr(paths, name).relative_to(paths.ROOT))
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -65,19 +75,24 @@ def works(tmp_path, monkeypatch, empty_store) -> dict:
     ana_png = encoded(picture(1), "PNG")
     ana_jpeg = encoded(picture(1), "JPEG", quality=92)
     ben_png = encoded(picture(2), "PNG")
-    ana, mirror, scrape, ben = (row(ana_png, "museum", "museum/ana.png", "Ana Ruiz"),
-                                row(ana_png, "mirror", "mirror/ana.png", "A. Ruiz"),
-                                row(ana_jpeg, "scrape", "scrape/ana.jpg", None),
-                                row(ben_png, "museum", "museum/ben.png", "Ben Ode"))
+    ana, mirror, scrape, ben = (
+        row(ana_png, "museum", "museum/ana.png", "Ana Ruiz"),
+        row(ana_png, "mirror", "mirror/ana.png", "A. Ruiz"),
+        row(ana_jpeg, "scrape", "scrape/ana.jpg", None),
+        row(ben_png, "museum", "museum/ben.png", "Ben Ode"),
+    )
     hashes = {r["record_id"]: decode(d, CLEAN).phash for r, d in ((ana, ana_png), (scrape, ana_jpeg), (ben, ben_png))}
     for p in (paths.RAW_RECORDS, paths.CLEAN_RECORDS):
         p.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([ana, mirror, scrape, ben]).to_parquet(paths.RAW_RECORDS)
     clean = pd.DataFrame([ana, ben]).assign(phash=lambda t: t["record_id"].map(hashes))
     clean.to_parquet(paths.CLEAN_RECORDS)
-    pd.DataFrame([{**mirror, "reason": "duplicate_exact", "detail": "same bytes as museum/ana.png"},
-                  {**scrape, "reason": "duplicate_near", "detail": "perceptual hash within 1 bits of museum/ana.png"}]
-                 ).to_parquet(paths.CLEAN_REJECTS)
+    pd.DataFrame(
+        [
+            {**mirror, "reason": "duplicate_exact", "detail": "same bytes as museum/ana.png"},
+            {**scrape, "reason": "duplicate_near", "detail": "perceptual hash within 1 bits of museum/ana.png"},
+        ]
+    ).to_parquet(paths.CLEAN_REJECTS)
     pd.DataFrame([{"record_id": k, "phash": v} for k, v in hashes.items()]).to_parquet(paths.CLEAN_DECODED)
 
     c = tracking.client()
@@ -90,20 +105,28 @@ def works(tmp_path, monkeypatch, empty_store) -> dict:
         trained.to_parquet(lineage.cache_path(md5))
         c.create_model_version(NAME, (tmp_path / "art").as_uri(), run_id=run.info.run_id)
         c.set_model_version_tag(NAME, version, "dataset_md5", md5)
-        ledger.record(conn, manifest(f"art{version}", version=version) | {"model": {"name": NAME, "version": version}},
-                      None)
+        ledger.record(
+            conn, manifest(f"art{version}", version=version) | {"model": {"name": NAME, "version": version}}, None
+        )
     conn.close()
     rights_holder_copy = tmp_path / "my-painting.jpg"  # smaller, re-encoded: not our bytes, nor the scrape's
     rights_holder_copy.write_bytes(encoded(picture(1).resize((180, 180), Image.LANCZOS), "JPEG", quality=80))
-    return {"ana": ana["record_id"], "scrape": scrape["record_id"], "ben": ben["record_id"],
-            "copy": rights_holder_copy, "ana_png": ana_png}
+    return {
+        "ana": ana["record_id"],
+        "scrape": scrape["record_id"],
+        "ben": ben["record_id"],
+        "copy": rights_holder_copy,
+        "ana_png": ana_png,
+    }
 
 
 def written(tmp_path: Path) -> dict:
     """What a takedown could change: the opt-out list, the registry's tags, the ledger's bytes."""
-    return {"opt_out": paths.OPT_OUT.read_text() if paths.OPT_OUT.exists() else None,
-            "tags": [tracking.get_version(NAME, v)["tags"] for v in ("1", "2")],
-            "ledger": paths.LEDGER.read_bytes()}
+    return {
+        "opt_out": paths.OPT_OUT.read_text() if paths.OPT_OUT.exists() else None,
+        "tags": [tracking.get_version(NAME, v)["tags"] for v in ("1", "2")],
+        "ledger": paths.LEDGER.read_bytes(),
+    }
 
 
 def test_a_resized_jpeg_of_a_work_finds_every_copy_and_the_versions_that_used_it(works, tmp_path, capsys):
@@ -114,7 +137,10 @@ def test_a_resized_jpeg_of_a_work_finds_every_copy_and_the_versions_that_used_it
     assert report["dry_run"] and report["kind"] == "image"
     assert sorted(report["record_ids"]) == sorted([works["ana"], works["scrape"]])
     assert {(m["source"], m["source_uri"]) for m in report["matches"]} == {
-        ("museum", "museum/ana.png"), ("mirror", "mirror/ana.png"), ("scrape", "scrape/ana.jpg")}
+        ("museum", "museum/ana.png"),
+        ("mirror", "mirror/ana.png"),
+        ("scrape", "scrape/ana.jpg"),
+    }
     assert [v["version"] for v in report["versions"]] == ["1"]
     assert [a["id"] for a in report["artworks"]] == ["art1"]
 

@@ -31,8 +31,13 @@ def prefect_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     store = tmp_path_factory.mktemp("mlflow-store")
-    server = ui.start_mlflow_server(ui.free_port(), db=store / "mlflow.db", artifacts=store / "mlartifacts",
-                                    log_path=store / "server.log", timeout=300)
+    server = ui.start_mlflow_server(
+        ui.free_port(),
+        db=store / "mlflow.db",
+        artifacts=store / "mlartifacts",
+        log_path=store / "server.log",
+        timeout=300,
+    )
     yield server
     server.stop()
 
@@ -69,12 +74,22 @@ def test_both_uis_answer_and_mlflow_shows_aliases(prefect_server, mlflow_server,
 
 def test_served_deployment_runs_when_triggered(prefect_server, workspace, tmp_path):
     api = prefect_server.url + "/api"
-    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="1")
+    env = dict(
+        os.environ,
+        PREFECT_API_URL=api,
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+    )
     log = open(tmp_path / "serve.log", "w")
-    serving = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--cron", "0 3 * * *", "--upto", "demo",
-                                "--name", "test"], cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # cwd: the workspace's own atelier, as DVC stages use
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--cron", "0 3 * * *", "--upto", "demo", "--name", "test"],
+        cwd=workspace,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # cwd: the workspace's own atelier, as DVC stages use
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             deployment = None

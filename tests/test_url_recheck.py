@@ -8,18 +8,17 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 import yaml
 
 from atelier.config import EngineParams, IngestParams
-from atelier.parallel import Engine
-from tests.workspace import copy_project
-from stages.ingest import (INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_due,
-                           recheck_report)
 from atelier.io import ParquetStream
+from atelier.parallel import Engine
+from stages.ingest import INDEX_SCHEMA, RAW_SCHEMA, ingest_all, load_previous, mark_due, recheck_due, recheck_report
 from tests.test_url_source import Route, png, serve, url_source  # noqa: F401 (serve: the web server fixture)
+from tests.workspace import copy_project
 
 ALLOW = b"User-agent: *\nAllow: /\n"
 DISALLOW_A = b"User-agent: *\nDisallow: /a.png\n"
@@ -32,8 +31,11 @@ def run(tmp_path, source, now: float, days: float = 30) -> tuple[dict, dict]:
     index, compacted = tmp_path / "index.parquet", tmp_path / "index.compacted"
     previous = load_previous(index, compacted)
     (tmp_path / "packs").mkdir(exist_ok=True)
-    with Engine(EngineParams(workers=1)) as engine, ParquetStream(tmp_path / "raw.parquet", RAW_SCHEMA) as out, \
-            ParquetStream(index, INDEX_SCHEMA) as idx:
+    with (
+        Engine(EngineParams(workers=1)) as engine,
+        ParquetStream(tmp_path / "raw.parquet", RAW_SCHEMA) as out,
+        ParquetStream(index, INDEX_SCHEMA) as idx,
+    ):
         _, _, _, rechecks = ingest_all(p, engine, tmp_path / "packs", out, idx, previous, now)
     records = pq.read_table(tmp_path / "raw.parquet").to_pylist()
     return {r["source_uri"]: r for r in records}, rechecks
@@ -44,8 +46,9 @@ def reason(record: dict) -> str | None:
 
 
 def site_and_source(tmp_path, serve):
-    site = serve({"/robots.txt": Route(ALLOW), "/a.png": Route(png((200, 10, 10))),
-                  "/b.png": Route(png((10, 200, 10)))})
+    site = serve(
+        {"/robots.txt": Route(ALLOW), "/a.png": Route(png((200, 10, 10))), "/b.png": Route(png((10, 200, 10)))}
+    )
     urls = [f"{site.url}/a.png", f"{site.url}/b.png"]
     return site, urls, url_source(tmp_path, urls)
 
@@ -58,7 +61,7 @@ def test_forced_recheck_excludes_a_work_whose_robots_txt_changed(tmp_path, serve
     assert rechecks["changed"] == [] and not rechecks["rechecked"]
     fetched = pq.read_table(tmp_path / "index.parquet").column("fetched_at").to_pylist()
     assert all(t0 <= t <= time.time() for t in fetched)
-    first_fetch = datetime.fromtimestamp(fetched[0], timezone.utc).isoformat(timespec="seconds")
+    first_fetch = datetime.fromtimestamp(fetched[0], UTC).isoformat(timespec="seconds")
 
     site.routes["/robots.txt"] = Route(DISALLOW_A)  # the rights holder reserves a.png after our first fetch
     second, rechecks = run(tmp_path, source, t0 + DAY)  # not due yet: nothing is fetched, nothing changes
@@ -74,8 +77,9 @@ def test_forced_recheck_excludes_a_work_whose_robots_txt_changed(tmp_path, serve
     assert reason(third[b]) is None
     assert site.hits["/robots.txt"] == 2 and site.hits["/a.png"] == 1  # refused before the request, as always
     assert rechecks["rechecked"] == {"web": 2}
-    assert [(c["url"], c["reason"], c["record_id"]) for c in rechecks["changed"]] == \
-        [(a, "opted_out:robots_txt", first[a]["record_id"])]
+    assert [(c["url"], c["reason"], c["record_id"]) for c in rechecks["changed"]] == [
+        (a, "opted_out:robots_txt", first[a]["record_id"])
+    ]
 
     report = recheck_report(rechecks, t0 + 2 * DAY, 30)
     assert report["changed"][0]["fetched_before"] == first_fetch and report["lineage"] is None
@@ -123,8 +127,13 @@ def test_sources_recheck_command_marks_the_fetches_due(tmp_path, serve):
     shutil.copy(tmp_path / "index.parquet", root / ".atelier" / "ingest-index.parquet")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "app.cli", "sources", "recheck", *args], cwd=root,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "sources", "recheck", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     wrong = cli("demo")
     assert wrong.returncode == 2 and "'demo' is not a url source" in wrong.stderr

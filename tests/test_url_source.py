@@ -53,10 +53,10 @@ class Route:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0
-    fail_first: int = 0                 # answer `fail_status` (with `fail_headers`) to the first n requests
+    fail_first: int = 0  # answer `fail_status` (with `fail_headers`) to the first n requests
     fail_status: int = 500
     fail_headers: list[tuple[str, str]] = field(default_factory=list)
-    content_length: bool = True         # False: a body delimited by closing the connection
+    content_length: bool = True  # False: a body delimited by closing the connection
 
 
 class Site:
@@ -157,44 +157,77 @@ def closed_port() -> int:
 
 
 def test_every_signal_refuses_its_image_and_the_rest_is_fetched_in_order(tmp_path, serve):
-    images = {name: png((i * 9, 255 - i * 9, (i * 67) % 256)) for i, name in enumerate(
-        ["plain", "noai", "otherbot", "ourbot", "multi", "unavailable", "tdm", "reserved", "blocked", "ok", "gif",
-         "flaky", "busy", "c", "b"])}
-    images["c2pa"] = c2pa_png((1, 2, 3), "c2pa.training-mining",
-                              {"c2pa.ai_training": {"use": "notAllowed"}, "c2pa.data_mining": {"use": "allowed"}})
-    images["cawg"] = c2pa_png((4, 5, 6), "cawg.training-mining",
-                              {"cawg.ai_training": {"use": "allowed"},
-                               "cawg.ai_inference": {"use": "constrained", "constraint_info": "ask first"}})
-    images["cawg_ok"] = c2pa_png((7, 8, 9), "cawg.training-mining",
-                                 {e: {"use": "allowed"} for e in ("cawg.ai_training", "cawg.data_mining")})
+    images = {
+        name: png((i * 9, 255 - i * 9, (i * 67) % 256))
+        for i, name in enumerate(
+            [
+                "plain",
+                "noai",
+                "otherbot",
+                "ourbot",
+                "multi",
+                "unavailable",
+                "tdm",
+                "reserved",
+                "blocked",
+                "ok",
+                "gif",
+                "flaky",
+                "busy",
+                "c",
+                "b",
+            ]
+        )
+    }
+    images["c2pa"] = c2pa_png(
+        (1, 2, 3),
+        "c2pa.training-mining",
+        {"c2pa.ai_training": {"use": "notAllowed"}, "c2pa.data_mining": {"use": "allowed"}},
+    )
+    images["cawg"] = c2pa_png(
+        (4, 5, 6),
+        "cawg.training-mining",
+        {
+            "cawg.ai_training": {"use": "allowed"},
+            "cawg.ai_inference": {"use": "constrained", "constraint_info": "ask first"},
+        },
+    )
+    images["cawg_ok"] = c2pa_png(
+        (7, 8, 9), "cawg.training-mining", {e: {"use": "allowed"} for e in ("cawg.ai_training", "cawg.data_mining")}
+    )
     big = bytes(range(256)) * 80  # 20480 bytes > MAX_BYTES
-    a = serve(policy_routes() | {
-        "/img/plain.png": Route(images["plain"]),
-        "/img/noai.png": Route(images["noai"], headers=[("X-Robots-Tag", "noai")]),
-        "/img/otherbot.png": Route(images["otherbot"], headers=[("X-Robots-Tag", "otherbot: noimageai")]),
-        "/img/ourbot.png": Route(images["ourbot"], headers=[("X-Robots-Tag", "AtelierBot: noimageai")]),
-        "/img/multi.png": Route(images["multi"], headers=[("X-Robots-Tag", "noindex"), ("X-Robots-Tag", "NoAI")]),
-        "/img/unavailable.png": Route(images["unavailable"],
-                                      headers=[("X-Robots-Tag", "unavailable_after: 25 Jun 2010 15:00:00 PST")]),
-        "/img/tdm.png": Route(images["tdm"], headers=[("tdm-reservation", "1"),
-                                                       ("tdm-policy", "https://example.org/p.json")]),
-        "/reserved/a.png": Route(images["reserved"]),
-        "/blocked/a.png": Route(images["blocked"]),
-        "/blocked/ok.png": Route(images["ok"]),
-        "/img/anim.gif": Route(images["gif"]),
-        "/img/c2pa.png": Route(images["c2pa"]),
-        "/img/cawg.png": Route(images["cawg"]),
-        "/img/cawg-ok.png": Route(images["cawg_ok"]),
-        "/flaky.png": Route(images["flaky"], fail_first=1, fail_status=500),
-        "/busy.png": Route(images["busy"], fail_first=1, fail_status=429, fail_headers=[("Retry-After", "1")]),
-        "/down.png": Route(status=503),
-        "/hang.png": Route(images["plain"], delay=3.0),
-        "/big.png": Route(big),
-        "/big-stream.png": Route(big, content_length=False),
-        "/redirect.png": Route(status=302, headers=[("Location", "/img/plain.png")]),
-        "/redirect-ftp.png": Route(status=302, headers=[("Location", "ftp://127.0.0.1/x.png")]),
-        "/redirect-blocked.png": Route(status=301, headers=[("Location", "/blocked/b.png")]),
-    })
+    a = serve(
+        policy_routes()
+        | {
+            "/img/plain.png": Route(images["plain"]),
+            "/img/noai.png": Route(images["noai"], headers=[("X-Robots-Tag", "noai")]),
+            "/img/otherbot.png": Route(images["otherbot"], headers=[("X-Robots-Tag", "otherbot: noimageai")]),
+            "/img/ourbot.png": Route(images["ourbot"], headers=[("X-Robots-Tag", "AtelierBot: noimageai")]),
+            "/img/multi.png": Route(images["multi"], headers=[("X-Robots-Tag", "noindex"), ("X-Robots-Tag", "NoAI")]),
+            "/img/unavailable.png": Route(
+                images["unavailable"], headers=[("X-Robots-Tag", "unavailable_after: 25 Jun 2010 15:00:00 PST")]
+            ),
+            "/img/tdm.png": Route(
+                images["tdm"], headers=[("tdm-reservation", "1"), ("tdm-policy", "https://example.org/p.json")]
+            ),
+            "/reserved/a.png": Route(images["reserved"]),
+            "/blocked/a.png": Route(images["blocked"]),
+            "/blocked/ok.png": Route(images["ok"]),
+            "/img/anim.gif": Route(images["gif"]),
+            "/img/c2pa.png": Route(images["c2pa"]),
+            "/img/cawg.png": Route(images["cawg"]),
+            "/img/cawg-ok.png": Route(images["cawg_ok"]),
+            "/flaky.png": Route(images["flaky"], fail_first=1, fail_status=500),
+            "/busy.png": Route(images["busy"], fail_first=1, fail_status=429, fail_headers=[("Retry-After", "1")]),
+            "/down.png": Route(status=503),
+            "/hang.png": Route(images["plain"], delay=3.0),
+            "/big.png": Route(big),
+            "/big-stream.png": Route(big, content_length=False),
+            "/redirect.png": Route(status=302, headers=[("Location", "/img/plain.png")]),
+            "/redirect-ftp.png": Route(status=302, headers=[("Location", "ftp://127.0.0.1/x.png")]),
+            "/redirect-blocked.png": Route(status=301, headers=[("Location", "/blocked/b.png")]),
+        }
+    )
     b = serve({"/robots.txt": Route(status=503), "/b.png": Route(images["b"])})  # robots.txt down: fail closed
     c = serve({"/c.png": Route(images["c"])})  # no robots.txt, no tdmrep.json (404): everything allowed
     dead = f"http://127.0.0.1:{closed_port()}/x.png"
@@ -277,8 +310,10 @@ def test_every_signal_refuses_its_image_and_the_rest_is_fetched_in_order(tmp_pat
     assert "HTTP 404" in errors[f"{a.url}/missing.png"]
 
     # reservations inside the image bytes are read by ingest, as for every source kind (provenance/reservations.py)
-    records = {r["source_uri"]: r for r in ingest_chunk(items, "web", Columns().model_dump(), str(tmp_path / "packs"),
-                                                        (MAX_BYTES, 10_000), {})}
+    records = {
+        r["source_uri"]: r
+        for r in ingest_chunk(items, "web", Columns().model_dump(), str(tmp_path / "packs"), (MAX_BYTES, 10_000), {})
+    }
     assert records[f"{a.url}/img/c2pa.png"]["ingest_error"].startswith("opted_out:c2pa_training_mining: ")
     assert "'c2pa.ai_training' is 'notAllowed'" in records[f"{a.url}/img/c2pa.png"]["ingest_error"]
     assert "'cawg.ai_inference' is 'constrained'" in records[f"{a.url}/img/cawg.png"]["ingest_error"]

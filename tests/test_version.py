@@ -14,8 +14,13 @@ from atelier.version import code_version_of, pipeline_outputs
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=root,
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -24,9 +29,14 @@ def _repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy2(paths.ROOT / "dvc.yaml", root / "dvc.yaml")
-    files = {"dvc.lock": "schema: '2.0'\nstages: {}\n", "params.yaml": "demo:\n  seed: 7\n",
-             "stages/demo.py": "print('demo')\n", "policy/opt_out.csv": "name\n",
-             "reports/eval.json": "{}\n", "reports/curves/clip.csv": "step,clip_loss\n"}
+    files = {
+        "dvc.lock": "schema: '2.0'\nstages: {}\n",
+        "params.yaml": "demo:\n  seed: 7\n",
+        "stages/demo.py": "print('demo')\n",
+        "policy/opt_out.csv": "name\n",
+        "reports/eval.json": "{}\n",
+        "reports/curves/clip.csv": "step,clip_loss\n",
+    }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -38,11 +48,19 @@ def _repo(tmp_path: Path) -> Path:
 
 def test_outputs_are_read_from_dvc_yaml_and_dvc_lock(tmp_path):
     root = _repo(tmp_path)
-    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  old:\n    cmd: x\n    outs:\n"
-                                   "    - path: reports/old.json\n      md5: 0\n")
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  old:\n    cmd: x\n    outs:\n    - path: reports/old.json\n      md5: 0\n"
+    )
     outputs = pipeline_outputs(root)
-    assert {"dvc.lock", "data/raw", "models/diffusion", "reports/eval.json", "reports/curves/clip.csv",
-            "reports/train.json", "reports/old.json"} <= outputs
+    assert {
+        "dvc.lock",
+        "data/raw",
+        "models/diffusion",
+        "reports/eval.json",
+        "reports/curves/clip.csv",
+        "reports/train.json",
+        "reports/old.json",
+    } <= outputs
     assert not outputs & {"params.yaml", "stages/demo.py", "policy/opt_out.csv", "dvc.yaml"}
 
 
@@ -60,8 +78,12 @@ def test_a_run_that_rewrites_the_lock_and_outputs_is_not_dirty(tmp_path):
 def test_code_params_and_policy_edits_are_dirty(tmp_path):
     root = _repo(tmp_path)
     commit = _git(root, "rev-parse", "HEAD").strip()
-    for rel, text in (("stages/demo.py", "print('changed')\n"), ("params.yaml", "demo:\n  seed: 8\n"),
-                      ("policy/opt_out.csv", "name\nSomeone\n"), ("dvc.yaml", "stages: {}\n")):
+    for rel, text in (
+        ("stages/demo.py", "print('changed')\n"),
+        ("params.yaml", "demo:\n  seed: 8\n"),
+        ("policy/opt_out.csv", "name\nSomeone\n"),
+        ("dvc.yaml", "stages: {}\n"),
+    ):
         before = (root / rel).read_text()
         (root / rel).write_text(text)
         (root / "dvc.lock").write_text("schema: '2.0'\nstages: {demo: {cmd: rewritten}}\n")  # the run's own change

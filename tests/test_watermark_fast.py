@@ -53,8 +53,9 @@ IMAGES = {
     "flat white": _flat((255, 255, 255)),
     "flat black": _flat((0, 0, 0)),
     "saturated red": _flat((255, 0, 0)),
-    "saturated blue half": Image.fromarray(np.concatenate([np.asarray(_flat((0, 0, 255), (256, 128))),
-                                                           np.asarray(_flat((40, 200, 90), (256, 128)))])),
+    "saturated blue half": Image.fromarray(
+        np.concatenate([np.asarray(_flat((0, 0, 255), (256, 128))), np.asarray(_flat((40, 200, 90), (256, 128)))])
+    ),
     "horizontal gradient": _gradient(),
     "vertical gradient": _gradient(vertical=True, seed=1),
     "uniform noise": _noise(),
@@ -87,19 +88,28 @@ def _library_encode(image, wm_id):
 
 
 def _library_decode(image):
-    return WatermarkDecoder("bits", watermark_v1.BITS).decode(_bgr(image), watermark.METHOD_V1, scales=watermark_v1.SCALES)
+    return WatermarkDecoder("bits", watermark_v1.BITS).decode(
+        _bgr(image), watermark.METHOD_V1, scales=watermark_v1.SCALES
+    )
 
 
 def _copies(image):
     """What an audit may be handed: the image, lossless and JPEG re-encodes, and resized copies."""
+
     def jpeg(img, quality):
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=quality)
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
     w, h = image.size
-    return [image, jpeg(image, 90), jpeg(image, 75), jpeg(image, 50),
-            image.resize((w * 5 // 4, h * 5 // 4), Image.BILINEAR), image.resize((max(256, w * 3 // 4), 256),
-                                                                                 Image.LANCZOS)]
+    return [
+        image,
+        jpeg(image, 90),
+        jpeg(image, 75),
+        jpeg(image, 50),
+        image.resize((w * 5 // 4, h * 5 // 4), Image.BILINEAR),
+        image.resize((max(256, w * 3 // 4), 256), Image.LANCZOS),
+    ]
 
 
 @pytest.mark.parametrize("name", IMAGES)

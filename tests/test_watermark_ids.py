@@ -24,14 +24,17 @@ def photo_like(seed: int) -> Image.Image:
     """A textured 256 px picture (smooth colour fields, shapes and grain), unlike the flat upscaled artworks."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:256, 0:256] / 256
-    base = np.stack([128 + 90 * np.sin(2 * np.pi * (f * x + g * y) + p)
-                     for f, g, p in rng.uniform(0.3, 2.5, (3, 3))], -1)
+    base = np.stack(
+        [128 + 90 * np.sin(2 * np.pi * (f * x + g * y) + p) for f, g, p in rng.uniform(0.3, 2.5, (3, 3))], -1
+    )
     img = Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     for _ in range(8):
         x0, y0 = (int(v) for v in rng.integers(0, 200, 2))
-        draw.ellipse([x0, y0, x0 + int(rng.integers(20, 90)), y0 + int(rng.integers(20, 90))],
-                     fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        draw.ellipse(
+            [x0, y0, x0 + int(rng.integers(20, 90)), y0 + int(rng.integers(20, 90))],
+            fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+        )
     return img
 
 
@@ -89,8 +92,10 @@ def test_jpeg_q75_and_a_crop_read_back(seed):
 def test_noise_and_unmarked_images_read_as_no_id():
     rng = np.random.default_rng(2026)
     images = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(100)]
-    images += [Image.fromarray(np.clip(rng.normal(128, s, (256, 256, 3)), 0, 255).astype(np.uint8))
-               for s in rng.uniform(2, 60, 100)]
+    images += [
+        Image.fromarray(np.clip(rng.normal(128, s, (256, 256, 3)), 0, 255).astype(np.uint8))
+        for s in rng.uniform(2, 60, 100)
+    ]
     images += [artwork(seed) for seed in range(50)] + [photo_like(seed) for seed in range(50)]
     images += [Image.new("RGB", (256, 256), tuple(int(c) for c in rng.integers(0, 256, 3))) for _ in range(20)]
     images.append(Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)))
@@ -103,8 +108,10 @@ def test_a_version_1_mark_does_not_read_as_version_2_and_an_old_ledger_still_res
     conn = ledger.open_ledger(tmp_path / "l.sqlite")
     with ledger.transaction(conn):  # as a ledger made before version 2 reserved ids
         for seq in (1, 2, 3):
-            conn.execute("INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
-                         (seq, ledger.code_word(seq), f"old-{seq}", "2026-11-01T00:00:00+00:00"))
+            conn.execute(
+                "INSERT INTO watermarks (seq, watermark_id, source, reserved_at) VALUES (?, ?, ?, ?)",
+                (seq, ledger.code_word(seq), f"old-{seq}", "2026-11-01T00:00:00+00:00"),
+            )
     old_id = ledger.code_word(2)
     ledger.record(conn, _manifest("old2", watermark.METHOD_V1), old_id)
     new_id = ledger.watermark_id_for(conn, "new")
@@ -132,8 +139,7 @@ def test_a_version_1_mark_does_not_read_as_version_2_and_an_old_ledger_still_res
     assert watermark.check(new_mark, new_id + 1, watermark.METHOD)["readable"] is False
     assert watermark.check(old_mark, old_id, "dwtDctSvd") == {"read": old_id, "distance": 0, "readable": True}
     assert watermark.check(old_mark.crop((0, 0, 200, 200)), old_id, "dwtDctSvd")["read"] is None
-    assert watermark.check(artwork(5), new_id, watermark.METHOD) == {"read": None, "distance": None,
-                                                                      "readable": False}
+    assert watermark.check(artwork(5), new_id, watermark.METHOD) == {"read": None, "distance": None, "readable": False}
 
 
 def test_version_2_ids_skip_numbers_an_old_ledger_holds_and_are_sequential(tmp_path):
@@ -155,9 +161,15 @@ def test_binding_value_round_trips_and_refuses_bad_input():
         value = watermark.binding_value(wm_id)
         assert len(value) == 12 and value.endswith("=") and watermark.id_from_binding(value) == wm_id
     assert watermark.binding_value(1) == "AAAAAAAAAAE="
-    for bad, message in [("AAAAAAAAAAE", "base64"), ("AAAAAAAAAA==", "holds 7 bytes"), ("@@@@", "base64"),
-                         ("AAAAAAAAAAAA", "holds 9 bytes"), ("AQAAAAAAAAA=", "above"), (7, "string"),
-                         ("AAAAAAAAAAé=", "base64")]:
+    for bad, message in [
+        ("AAAAAAAAAAE", "base64"),
+        ("AAAAAAAAAA==", "holds 7 bytes"),
+        ("@@@@", "base64"),
+        ("AAAAAAAAAAAA", "holds 9 bytes"),
+        ("AQAAAAAAAAA=", "above"),
+        (7, "string"),
+        ("AAAAAAAAAAé=", "base64"),
+    ]:
         with pytest.raises(ValueError, match=message):
             watermark.id_from_binding(bad)
     for bad in (-1, 2**48, True, 1.0):
@@ -175,10 +187,16 @@ def test_small_or_non_rgb_images_are_refused():
 
 
 def _manifest(artwork_id: str, method: str) -> dict:
-    return {"id": artwork_id, "artwork": {"sha256_pixels": artwork_id.ljust(64, "0"), "phash": "0" * 16,
-                                          "created_at": "2026-12-01T00:00:00+00:00",
-                                          "watermark": {"method": method}},
-            "model": {"name": "atelier-diffusion", "version": "1"}}
+    return {
+        "id": artwork_id,
+        "artwork": {
+            "sha256_pixels": artwork_id.ljust(64, "0"),
+            "phash": "0" * 16,
+            "created_at": "2026-12-01T00:00:00+00:00",
+            "watermark": {"method": method},
+        },
+        "model": {"name": "atelier-diffusion", "version": "1"},
+    }
 
 
 def test_embedding_is_deterministic_and_reads_any_mode():

@@ -14,8 +14,16 @@ from atelier import paths
 
 def copy_project(dest: Path) -> Path:
     """Copy the project's source files into `dest`, drop dvc.lock, and git-init it (DVC needs a repository)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=paths.ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=paths.ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = paths.ROOT / rel
         if src.is_file():

@@ -19,14 +19,18 @@ def iter_items(source, known: Container[str] = frozenset(), max_file_bytes: int 
     opt-out signals are due to be checked again)."""
     if source.kind == "folder":
         from atelier.sources.folder import iter_folder
+
         return iter_folder(source, max_file_bytes)
     if source.kind == "webdataset":
         from atelier.sources.shards import iter_shards
+
         return iter_shards(source, max_file_bytes)
     if source.kind == "parquet":
         from atelier.sources.parquet import iter_parquet
+
         return iter_parquet(source, max_file_bytes)
     if source.kind == "urls":
         from atelier.sources.urls import iter_urls
+
         return iter_urls(source, known, max_file_bytes)
     raise ValueError(f"source '{source.name}': unknown kind '{source.kind}'")

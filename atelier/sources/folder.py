@@ -49,8 +49,9 @@ def resolve_inside(folder: Path, file_name: str) -> Path | None:
     return target if target.is_relative_to(root) else None
 
 
-def locate(folder: Path, file_name: str, source: str, line: int, max_file_bytes: int
-           ) -> tuple[str | Path | None, os.stat_result | None, str | None]:
+def locate(
+    folder: Path, file_name: str, source: str, line: int, max_file_bytes: int
+) -> tuple[str | Path | None, os.stat_result | None, str | None]:
     """The regular file that `file_name` names inside `folder` and its stat, or None and why not (an ingest error)."""
     if not file_name.startswith("/") and (plain := _plain(_resolved(folder), file_name)) is not None:
         path, info = plain  # the common case: a plain regular file, one lstat per part of its name
@@ -80,8 +81,14 @@ def locate(folder: Path, file_name: str, source: str, line: int, max_file_bytes:
             return None, None, f"file_unreadable: {where} is a loop of symbolic links"
         return None, None, f"file_unreadable: {where} cannot be opened: {exc.strerror or exc}"
     if info.st_size > max_file_bytes:
-        return None, None, (f"file_too_large: {where} has {info.st_size} bytes, over ingest.max_file_bytes="
-                            f"{max_file_bytes} for one image")
+        return (
+            None,
+            None,
+            (
+                f"file_too_large: {where} has {info.st_size} bytes, over ingest.max_file_bytes="
+                f"{max_file_bytes} for one image"
+            ),
+        )
     return path, info, None
 
 
@@ -119,6 +126,7 @@ def iter_folder(source, max_file_bytes: int) -> Iterator[Item]:
 @dataclass
 class Block:
     """Consecutive lines of a metadata.jsonl, as bytes: what ingest keys a chunk by before parsing anything."""
+
     first_line: int
     lines: list[bytes]
 
@@ -136,14 +144,17 @@ def folder_blocks(source, size: int) -> Iterator[Block] | None:
             while lines := list(islice(fh, size)):
                 yield Block(first, lines)
                 first += len(lines)
+
     return blocks()
 
 
 def block_items(block: Block, source, max_file_bytes: int) -> list[Item]:
     """The items of a block's lines (the same as iter_folder gives for them)."""
     folder = _folder(source)
-    return [folder_item(row, folder, source.name, source.columns, max_file_bytes)
-            for row in iter_jsonl(block.lines, first=block.first_line)]
+    return [
+        folder_item(row, folder, source.name, source.columns, max_file_bytes)
+        for row in iter_jsonl(block.lines, first=block.first_line)
+    ]
 
 
 def unchanged(fingerprint: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 @dataclass
 class MetadataRow:
     """One row of a metadata file, or the reason it could not be parsed."""
+
     line: int
     fields: dict
     error: str | None = None
@@ -109,8 +110,9 @@ def parse_jsonl(data: bytes) -> list[MetadataRow]:
 
 def parse_csv(data: bytes) -> list[MetadataRow]:
     """All rows of a CSV file held in memory (tests and small files)."""
-    return list(iter_csv(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="surrogateescape",
-                                          newline="")))
+    return list(
+        iter_csv(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="surrogateescape", newline=""))
+    )
 
 
 def iter_metadata_file(path: Path) -> Iterator[MetadataRow]:

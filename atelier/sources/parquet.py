@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from atelier.sources.item import Item, source_root
 from atelier.sources.folder import locate
+from atelier.sources.item import Item, source_root
 from atelier.sources.shards import resolve_files
 
 BATCH_ROWS = 256
@@ -33,6 +33,7 @@ BATCH_ROWS = 256
 def _image_layout(schema, column: str) -> str:
     """'struct' or 'binary': how `column` holds the image; ValueError if it holds neither."""
     import pyarrow as pa
+
     kind = schema.field(column).type
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return "binary"
@@ -40,8 +41,10 @@ def _image_layout(schema, column: str) -> str:
         inner = kind.field(kind.get_field_index("bytes")).type
         if pa.types.is_binary(inner) or pa.types.is_large_binary(inner):
             return "struct"
-    raise ValueError(f"column '{column}' has type {kind}; an image column is binary or the Hugging Face Image "
-                     f"struct {{bytes: binary, path: string}}")
+    raise ValueError(
+        f"column '{column}' has type {kind}; an image column is binary or the Hugging Face Image "
+        f"struct {{bytes: binary, path: string}}"
+    )
 
 
 def _check(path: Path, source) -> tuple[str | None, str | None]:
@@ -49,25 +52,30 @@ def _check(path: Path, source) -> tuple[str | None, str | None]:
     column: that is params.yaml's mistake, not a row's. Reads only the file's footer."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         return None, f"file_unreadable: {path.name} cannot be read as a Parquet file ({exc})"
     column = source.image_column
     if column not in schema.names:
-        raise ValueError(f"source '{source.name}': {path} has no image column '{column}'; its columns are "
-                         f"{schema.names}. Set image_column for this source in params.yaml ingest.sources")
+        raise ValueError(
+            f"source '{source.name}': {path} has no image column '{column}'; its columns are "
+            f"{schema.names}. Set image_column for this source in params.yaml ingest.sources"
+        )
     try:
         return _image_layout(schema, column), None
     except ValueError as exc:
-        raise ValueError(f"source '{source.name}': {path}: {exc}; set image_column for this source in params.yaml "
-                         f"ingest.sources") from None
+        raise ValueError(
+            f"source '{source.name}': {path}: {exc}; set image_column for this source in params.yaml ingest.sources"
+        ) from None
 
 
 def _rows(pf, column: str, layout: str) -> Iterator[tuple[int | None, object, str | None, dict]]:
     """(image size or None, image bytes accessor, path, fields) per row, one batch at a time."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
     for batch in pf.iter_batches(batch_size=BATCH_ROWS):
         images = batch.column(column)
         if layout == "struct":
@@ -88,11 +96,13 @@ def iter_parquet(source, max_file_bytes: int) -> Iterator[Item]:
     """One item per row of each file, in file order; row counts rows across the whole source."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     files = [path for path, exists in resolve_files(source.path, (".parquet",)) if exists]
     if not files:
         raise FileNotFoundError(
             f"source '{source.name}': no .parquet files at {source_root(source.path)}; set its path in params.yaml "
-            f"ingest.sources to a .parquet file, a folder of them or a glob (data/*.parquet)")
+            f"ingest.sources to a .parquet file, a folder of them or a glob (data/*.parquet)"
+        )
     checked = [(path, *_check(path, source)) for path in files]  # every schema checked before the first row
     row = 0
     for path, layout, problem in checked:
@@ -114,8 +124,10 @@ def iter_parquet(source, max_file_bytes: int) -> Iterator[Item]:
                 item = Item(row=row, uri=f"{path.name}#{in_file}", fields=fields)
                 if size is not None:
                     if size > max_file_bytes:
-                        item.error = (f"file_too_large: row {in_file} of {path.name} has a {size}-byte image, over "
-                                      f"ingest.max_file_bytes={max_file_bytes} for one image")
+                        item.error = (
+                            f"file_too_large: row {in_file} of {path.name} has a {size}-byte image, over "
+                            f"ingest.max_file_bytes={max_file_bytes} for one image"
+                        )
                     else:
                         item.data = data.as_py()
                         item.fingerprint = f"parquet:{path}:{stat.st_size}:{stat.st_mtime_ns}:{in_file}"
@@ -126,16 +138,22 @@ def iter_parquet(source, max_file_bytes: int) -> Iterator[Item]:
                     item.error = error and error.replace(f"(line {in_file})", f"(row {in_file} of {path.name})")
                     if found is not None:
                         item.path = str(found)
-                        item.fingerprint = (f"file:{found}:{found_stat.st_size}:{found_stat.st_mtime_ns}:"
-                                            f"{found_stat.st_ino}")
+                        item.fingerprint = (
+                            f"file:{found}:{found_stat.st_size}:{found_stat.st_mtime_ns}:{found_stat.st_ino}"
+                        )
                 else:
-                    item.error = (f"file_missing: row {in_file} of {path.name} has no image (column "
-                                  f"'{source.image_column}' has neither bytes nor a path)")
+                    item.error = (
+                        f"file_missing: row {in_file} of {path.name} has no image (column "
+                        f"'{source.image_column}' has neither bytes nor a path)"
+                    )
                 yield item
         except (pa.ArrowException, OSError) as exc:
             row += 1
-            yield Item(row=row, uri=f"{path.name}#broken",
-                       error=f"file_unreadable: {path.name} is corrupt after row {in_file} ({exc}); the rows "
-                             f"after that point are not read")
+            yield Item(
+                row=row,
+                uri=f"{path.name}#broken",
+                error=f"file_unreadable: {path.name} is corrupt after row {in_file} ({exc}); the rows "
+                f"after that point are not read",
+            )
         finally:
             pf.close()

@@ -45,7 +45,7 @@ from atelier.sources.metadata import not_text
 
 IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"}
 MAX_METADATA_BYTES = 4 * 2**20  # a bigger KEY.json or KEY.txt is refused (metadata_malformed) unread
-MAX_BRACE_NAMES = 1_000_000     # a brace range naming more shards than this is a mistake in params.yaml
+MAX_BRACE_NAMES = 1_000_000  # a brace range naming more shards than this is a mistake in params.yaml
 
 _BROKEN = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)  # how a bad shard fails
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -59,14 +59,16 @@ def expand_braces(pattern: str) -> list[str]:
     match = _BRACE.search(pattern)
     if match is None:
         return [pattern]
-    head, body, tail = pattern[:match.start()], match.group(1), pattern[match.end():]
+    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end() :]
     numbers = _RANGE.fullmatch(body)
     if numbers:
         first, last = numbers.groups()
         lo, hi = int(first), int(last)
         if abs(hi - lo) + 1 > MAX_BRACE_NAMES:
-            raise ValueError(f"'{pattern}': the range {{{body}}} names {abs(hi - lo) + 1} files, over "
-                             f"{MAX_BRACE_NAMES}; check the shard pattern")
+            raise ValueError(
+                f"'{pattern}': the range {{{body}}} names {abs(hi - lo) + 1} files, over "
+                f"{MAX_BRACE_NAMES}; check the shard pattern"
+            )
         padded = any(len(n.lstrip("-")) > 1 and n.lstrip("-").startswith("0") for n in (first, last))
         width = max(len(first), len(last)) if padded else 0
         step = 1 if hi >= lo else -1
@@ -87,8 +89,11 @@ def resolve_files(path: str, suffixes: tuple[str, ...]) -> list[tuple[Path, bool
     if root.is_file():
         return [(root, True)]
     if root.is_dir():
-        return [(p, True) for p in sorted(root.iterdir(), key=lambda p: p.name)
-                if p.name.lower().endswith(suffixes) and p.is_file()]
+        return [
+            (p, True)
+            for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.lower().endswith(suffixes) and p.is_file()
+        ]
     found: list[tuple[Path, bool]] = []
     for name in expand_braces(str(root)):
         if glob.has_magic(name):
@@ -144,6 +149,7 @@ def _member_kind(member: tarfile.TarInfo) -> str:
 @dataclass
 class _Sample:
     """The members of one sample seen so far; only the first image's bytes are kept."""
+
     key: str
     images: list[str] = field(default_factory=list)
     data: bytes | None = None
@@ -151,7 +157,7 @@ class _Sample:
     fields: dict = field(default_factory=dict)
     caption: str | None = None
     problems: list[str] = field(default_factory=list)  # metadata_malformed, in member order
-    refused: list[str] = field(default_factory=list)   # "KEY.jpg is a symbolic link"
+    refused: list[str] = field(default_factory=list)  # "KEY.jpg is a symbolic link"
     seen: set[str] = field(default_factory=set)
 
 
@@ -194,8 +200,10 @@ class _ShardReader:
             if len(sample.images) > 1:
                 sample.data = None  # ambiguous: refused below, keep no bytes
             elif member.size > self.max_file_bytes:
-                sample.too_large = (f"file_too_large: {name} has {member.size} bytes, over ingest.max_file_bytes="
-                                    f"{self.max_file_bytes} for one image")
+                sample.too_large = (
+                    f"file_too_large: {name} has {member.size} bytes, over ingest.max_file_bytes="
+                    f"{self.max_file_bytes} for one image"
+                )
             else:
                 sample.data = _read_member(tar, member)
             return
@@ -206,8 +214,10 @@ class _ShardReader:
             return
         sample.seen.add(ext)
         if member.size > MAX_METADATA_BYTES:
-            sample.problems.append(f"metadata_malformed: {name} has {member.size} bytes, over the limit of "
-                                   f"{MAX_METADATA_BYTES} for metadata")
+            sample.problems.append(
+                f"metadata_malformed: {name} has {member.size} bytes, over the limit of "
+                f"{MAX_METADATA_BYTES} for metadata"
+            )
             return
         raw = _read_member(tar, member)
         if ext == "json":
@@ -228,11 +238,15 @@ class _ShardReader:
         error = sample.problems[0] if sample.problems else None
         if error is None and not sample.images:
             why = f" ({'; '.join(sample.refused)}; refused)" if sample.refused else ""
-            error = (f"file_missing: sample '{sample.key}' in shard {shard.name} has no image member{why}; an "
-                     f"image is KEY.{' or KEY.'.join(sorted(IMAGE_EXTENSIONS))}")
+            error = (
+                f"file_missing: sample '{sample.key}' in shard {shard.name} has no image member{why}; an "
+                f"image is KEY.{' or KEY.'.join(sorted(IMAGE_EXTENSIONS))}"
+            )
         if error is None and len(sample.images) > 1:
-            error = (f"metadata_malformed: sample '{sample.key}' in shard {shard.name} has {len(sample.images)} "
-                     f"images ({', '.join(sample.images)}); keep one per sample")
+            error = (
+                f"metadata_malformed: sample '{sample.key}' in shard {shard.name} has {len(sample.images)} "
+                f"images ({', '.join(sample.images)}); keep one per sample"
+            )
         error = error or sample.too_large
         item = self.item(uri=f"{shard.name}/{sample.key}", fields=fields, error=error)
         if error is None:
@@ -245,8 +259,11 @@ class _ShardReader:
             stat = shard.stat()
             tar = tarfile.open(shard, mode="r|*", tarinfo=_TarInfo)
         except _BROKEN as exc:
-            yield self.item(uri=shard.name, error=f"file_unreadable: shard {shard.name} cannot be read as a tar "
-                                                  f"archive ({exc}); rewrite or remove it")
+            yield self.item(
+                uri=shard.name,
+                error=f"file_unreadable: shard {shard.name} cannot be read as a tar "
+                f"archive ({exc}); rewrite or remove it",
+            )
             return
         count, last_key, sample = 0, None, None
         try:
@@ -271,9 +288,11 @@ class _ShardReader:
         except _BROKEN as exc:
             # the sample in progress is lost with the rest of the shard: this item stands for it
             where = f"after sample {count} ('{last_key}')" if count else "before its first complete sample"
-            yield self.item(uri=f"{shard.name}#broken",
-                            error=f"file_unreadable: shard {shard.name} is truncated or corrupt {where}: {exc}; "
-                                  f"the samples after that point are not read")
+            yield self.item(
+                uri=f"{shard.name}#broken",
+                error=f"file_unreadable: shard {shard.name} is truncated or corrupt {where}: {exc}; "
+                f"the samples after that point are not read",
+            )
             return
         if sample is not None:
             yield self.finish(sample, shard, stat)
@@ -286,11 +305,13 @@ def iter_shards(source, max_file_bytes: int) -> Iterator[Item]:
         raise FileNotFoundError(
             f"source '{source.name}': no .tar shards at {source_root(source.path)}; set its path in params.yaml "
             f"ingest.sources to a folder of .tar files, a glob (shards/*.tar) or a brace range "
-            f"(shards/{{00000..00009}}.tar)")
+            f"(shards/{{00000..00009}}.tar)"
+        )
     reader = _ShardReader(source, max_file_bytes)
     for shard, exists in shards:
         if not exists:
-            yield reader.item(uri=shard.name, error=f"file_missing: shard {shard} named by '{source.path}' does "
-                                                    f"not exist")
+            yield reader.item(
+                uri=shard.name, error=f"file_missing: shard {shard} named by '{source.path}' does not exist"
+            )
             continue
         yield from reader.read_shard(shard)

@@ -2,8 +2,9 @@
 
 One item per row, in file order. A row whose fingerprint (`url:<URL>`) is in `known` is yielded without bytes and is
 not fetched: ingest reuses the previous run's copy, and leaves out of `known` the URLs fetched more than
-`ingest.recheck_after_days` ago (or marked by `atelier sources recheck`), so their signals are checked again. Anything that stops an image from being had is the item's
-`error`, "reason: detail"; nothing is dropped and the run goes on.
+`ingest.recheck_after_days` ago (or marked by `atelier sources recheck`), so their signals are checked again.
+Anything that stops an image from being had is the item's `error`, "reason: detail"; nothing is dropped and the run
+goes on.
 
 Opt-out signals, each checked before the image is kept (refused images are never returned):
 - robots.txt of the URL's origin (RFC 9309), for the product token of `http.user_agent` (`AtelierBot/0.1` ->
@@ -46,7 +47,7 @@ from collections import deque
 from collections.abc import Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.client import HTTPException, HTTPMessage
 from urllib.parse import urljoin, urlsplit
 
@@ -54,9 +55,9 @@ from atelier.sources.item import Item, source_root
 from atelier.sources.metadata import MetadataRow, iter_metadata_file
 
 REDIRECTS = (301, 302, 303, 307, 308)
-MAX_REDIRECTS = 5                     # RFC 9309 asks crawlers to follow at least five for robots.txt
+MAX_REDIRECTS = 5  # RFC 9309 asks crawlers to follow at least five for robots.txt
 RETRY_AFTER_CAP_S = 30.0
-POLICY_FILE_BYTES = 512 * 1024        # RFC 9309: parse at least the first 500 KiB of robots.txt
+POLICY_FILE_BYTES = 512 * 1024  # RFC 9309: parse at least the first 500 KiB of robots.txt
 LOOKAHEAD_PER_CONNECTION = 4
 X_ROBOTS_OPT_OUTS = {"noai", "noimageai"}
 X_ROBOTS_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}  # "name: value"
@@ -67,6 +68,7 @@ class Refused(Exception):
 
 
 # --- URLs --------------------------------------------------------------------------------------------------------
+
 
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be fetched (completes "'<url>' ..."), or None for an absolute http(s) URL with a host."""
@@ -115,6 +117,7 @@ READ_DEADLINE_FACTOR = 10  # a body must arrive within 10 x http.timeout_s in al
 @dataclass
 class Response:
     """One HTTP answer; `body` holds at most `limit` + 1 bytes (empty for errors and redirects)."""
+
     url: str
     status: int
     reason: str
@@ -172,8 +175,13 @@ class Client:
                 declared = (response.headers.get("Content-Length") or "").strip()
                 if declared.isdigit() and int(declared) > limit:
                     return Response(url, response.status, response.reason, response.headers, declared_too_large=True)
-                return Response(url, response.status, response.reason, response.headers,
-                                _read_within(response, limit + 1, READ_DEADLINE_FACTOR * self.http.timeout_s, url))
+                return Response(
+                    url,
+                    response.status,
+                    response.reason,
+                    response.headers,
+                    _read_within(response, limit + 1, READ_DEADLINE_FACTOR * self.http.timeout_s, url),
+                )
 
     def _slot(self, host: str) -> threading.BoundedSemaphore:
         with self.lock:
@@ -215,15 +223,17 @@ def retry_after(headers: HTTPMessage) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return min(max((when - datetime.now(timezone.utc)).total_seconds(), 0.0), RETRY_AFTER_CAP_S)
+        when = when.replace(tzinfo=UTC)
+    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), RETRY_AFTER_CAP_S)
 
 
 # --- robots.txt and tdmrep.json ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Rule:
     """One robots.txt Allow/Disallow line, or one tdmrep.json entry."""
+
     pattern: str
     allow: bool
     policy: str | None = None  # tdm-policy
@@ -274,13 +284,17 @@ def parse_tdmrep(data: bytes) -> list[Rule]:
         return []
     if not isinstance(entries, list):
         return []
-    return [Rule(e["location"], allow=e.get("tdm-reservation") not in (1, "1"), policy=e.get("tdm-policy"))
-            for e in entries if isinstance(e, dict) and isinstance(e.get("location"), str)]
+    return [
+        Rule(e["location"], allow=e.get("tdm-reservation") not in (1, "1"), policy=e.get("tdm-policy"))
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("location"), str)
+    ]
 
 
 @dataclass
 class OriginRules:
     """What one origin's robots.txt and tdmrep.json say, or why they could not be fetched."""
+
     origin: str
     robots: list[Rule] = field(default_factory=list)
     tdm: list[Rule] = field(default_factory=list)
@@ -293,15 +307,20 @@ class OriginRules:
         target = target_of(url)
         rule = robots_disallows(self.robots, target)
         if rule:
-            raise Refused(f"opted_out:robots_txt: {self.origin}/robots.txt disallows '{target}' for {agent} "
-                          f"(Disallow: {rule.pattern})")
+            raise Refused(
+                f"opted_out:robots_txt: {self.origin}/robots.txt disallows '{target}' for {agent} "
+                f"(Disallow: {rule.pattern})"
+            )
         rule = next((r for r in self.tdm if r.regex.match(target)), None)
         if rule and not rule.allow:
-            raise Refused(f"opted_out:tdm_reservation: {self.origin}/.well-known/tdmrep.json reserves TDM rights on "
-                          f"'{target}' (location '{rule.pattern}', tdm-policy {rule.policy or 'none'})")
+            raise Refused(
+                f"opted_out:tdm_reservation: {self.origin}/.well-known/tdmrep.json reserves TDM rights on "
+                f"'{target}' (location '{rule.pattern}', tdm-policy {rule.policy or 'none'})"
+            )
 
 
 # --- response checks -----------------------------------------------------------------------------------------------
+
 
 def header_opt_out(response: Response, product: str) -> str | None:
     """The error for an opt-out in the image response's headers (X-Robots-Tag, tdm-reservation), or None."""
@@ -311,8 +330,7 @@ def header_opt_out(response: Response, product: str) -> str | None:
             return f"opted_out:x_robots_tag: header 'X-Robots-Tag: {value}' on {response.url}"
     if (response.headers.get("tdm-reservation") or "").strip() == "1":
         policy = response.headers.get("tdm-policy") or "none"
-        return (f"opted_out:tdm_reservation: header 'tdm-reservation: 1' (tdm-policy {policy}) on "
-                f"{response.url}")
+        return f"opted_out:tdm_reservation: header 'tdm-reservation: 1' (tdm-policy {policy}) on {response.url}"
     return None
 
 
@@ -326,6 +344,7 @@ def _x_robots_scope(value: str) -> tuple[str | None, set[str]]:
 
 
 # --- fetching ------------------------------------------------------------------------------------------------------
+
 
 class Fetcher:
     """Fetches image URLs for one source, honouring opt-outs; robots.txt and tdmrep.json cached per origin."""
@@ -363,11 +382,15 @@ class Fetcher:
     def _checked(self, response: Response) -> bytes:
         error = header_opt_out(response, self.product)
         if error is None and response.declared_too_large:
-            error = (f"file_too_large: {response.url} declares Content-Length {response.headers['Content-Length']}, "
-                     f"over ingest.max_file_bytes={self.max_file_bytes}; not downloaded")
+            error = (
+                f"file_too_large: {response.url} declares Content-Length {response.headers['Content-Length']}, "
+                f"over ingest.max_file_bytes={self.max_file_bytes}; not downloaded"
+            )
         elif error is None and len(response.body) > self.max_file_bytes:
-            error = (f"file_too_large: {response.url} has more than ingest.max_file_bytes={self.max_file_bytes} "
-                     "bytes; reading stopped there")
+            error = (
+                f"file_too_large: {response.url} has more than ingest.max_file_bytes={self.max_file_bytes} "
+                "bytes; reading stopped there"
+            )
         if error:
             raise Refused(error)
         return response.body
@@ -389,8 +412,10 @@ class Fetcher:
                 data = self._policy_file(f"{origin}/{name}")
             except Refused as exc:
                 reason, _, detail = str(exc).partition(": ")
-                rules.failure = (f"{reason}: {origin}/{name} could not be fetched, so nothing on {origin} is "
-                                 f"fetched (fail closed): {detail}")
+                rules.failure = (
+                    f"{reason}: {origin}/{name} could not be fetched, so nothing on {origin} is "
+                    f"fetched (fail closed): {detail}"
+                )
                 return rules
             if data and name == "robots.txt":
                 text = data.decode("utf-8", errors="replace")
@@ -417,14 +442,16 @@ class Fetcher:
 
 # --- the source ----------------------------------------------------------------------------------------------------
 
+
 def row_item(row: MetadataRow, column: str) -> Item:
     """The item of one metadata row, with `url_invalid` set when its URL cannot be fetched."""
     if row.error:
         return Item(row=row.line, uri=f"<line {row.line}>", fields=row.fields, error=row.error)
     raw = row.fields.get(column)
     url = raw.strip() if isinstance(raw, str) else ""
-    item = Item(row=row.line, uri=url or f"<line {row.line}>", fields=row.fields,
-                fingerprint=f"url:{url}" if url else "")
+    item = Item(
+        row=row.line, uri=url or f"<line {row.line}>", fields=row.fields, fingerprint=f"url:{url}" if url else ""
+    )
     if not url:
         item.error = f"url_invalid: line {row.line} has no '{column}' value"
     elif problem := url_problem(url):
