@@ -340,8 +340,8 @@ class Params(Section):
             if path and path.removeprefix("local-dir:").rstrip("/") not in declared:
                 raise ValueError(
                     f"{key} {path!r} is not declared under components: name its licence and training "
-                    "data there (README 'Bring your own models'); a part whose training data is not "
-                    "declared cannot be used"
+                    "data there (docs/models-and-evaluation.md, 'Bring your own models'); a part whose training "
+                    "data is not declared cannot be used"
                 )
         return self
 

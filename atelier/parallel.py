@@ -3,7 +3,7 @@
 `Engine.imap(fn, tasks)` returns results in task order, with at most `window` tasks in flight, so a stage can
 stream: it never holds more than a few chunks, whatever the number of records. Tasks must be pure functions of
 their arguments (module-level, picklable); that is what makes the results identical on every engine. Workers on
-other machines must see the same files at the same paths (a shared filesystem), see README "Scaling out".
+other machines must see the same files at the same paths (a shared filesystem), see docs/operations.md.
 """
 
 from __future__ import annotations

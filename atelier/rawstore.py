@@ -2,7 +2,7 @@
 rest (ingest.encrypt_raw, on by default).
 
 A pack holds (record_id, data) rows for one chunk of records; data/raw/records.parquet names each record's pack in
-`raw_pack`. DESIGN.md asked for one file per image (data/raw/images/<sha256>.<ext>); measured on these machines,
+`raw_pack`. The first design asked for one file per image (data/raw/images/<sha256>.<ext>); measured on these machines,
 creating a small file costs 100-500 us of kernel time, more than decoding a 256 px JPEG, and DVC hashes and caches
 each file separately: a million-image source becomes a million inodes in the workspace and in the DVC cache. Packs
 keep the bytes unmodified and content-addressed (record_id is their sha256), in one file per chunk.

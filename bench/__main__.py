@@ -21,8 +21,9 @@ from bench import (
     noop_repro,
     provenance_overhead,
     rawstore,
-    resolution_scale,  # issue 20 item 5
+    resolution_scale,
     training,
+    watermark_robustness,
 )
 
 BENCHMARKS = {
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "faces": faces.main,
     "rawstore": rawstore.main,
     "resolution_scale": resolution_scale.main,
+    "watermark_robustness": watermark_robustness.main,
 }
 
 if __name__ == "__main__":

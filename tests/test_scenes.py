@@ -148,7 +148,8 @@ def test_through_the_real_ingest_clean_and_license_stages(tmp_path):
         )
         assert proc.returncode == 0, (module_and_args, proc.stdout[-2000:], proc.stderr[-4000:])
 
-    run("app.cli", "sources", "add", "scenes", "data/sources/scenes", "--kind", "folder")  # as the README says
+    # as docs/sources-and-rights.md says
+    run("app.cli", "sources", "add", "scenes", "data/sources/scenes", "--kind", "folder")
     sources = yaml.safe_load((root / "params.yaml").read_text())["ingest"]["sources"]
     assert {"name": "scenes", "kind": "folder", "path": "data/sources/scenes"} in sources
     edit_params(root, ingest={"sources": [s for s in sources if s["name"] != "demo"]})  # without the demo
