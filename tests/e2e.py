@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from atelier import dvc
+from tests.toy import GATE_OPEN
 from tests.workspace import copy_project, edit_params
 
 SCENES = 100  # images in the scenes collection (75 of them trainable)
@@ -22,13 +23,7 @@ TOY = dict(
     train_autoencoder={"steps": 10, "batch_size": 16},
     train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0},
-    promote={
-        "min_retrieval_fraction": 0.0,
-        "min_clip_score_fraction": 0.0,
-        "max_cmmd_multiple": 1e9,
-        "max_replication_rate": 1.0,
-        "champion_max_drop": 10.0,
-    },
+    promote=GATE_OPEN,
     generate={"prompts": ["a red sailboat on a calm sea at dusk", "a white cottage under a cloudy sky"], "steps": 2},
 )
 

@@ -2,26 +2,11 @@
 
 import pytest
 
-from atelier.config import PromoteParams
 from atelier.gate import gate
+from tests.toy import GATE, PASSING
 
-T = PromoteParams(
-    min_retrieval_fraction=0.5,
-    min_clip_score_fraction=0.7,
-    max_cmmd_multiple=4.0,
-    max_replication_rate=0.05,
-    champion_max_drop=0.05,
-)
-GOOD = {
-    "clip_score": 0.6,
-    "real_clip_score": 0.7,
-    "retrieval_top1": 0.4,
-    "real_retrieval_top1": 0.6,
-    "chance_top1": 0.05,
-    "cmmd": 0.3,
-    "cmmd_baseline": 0.1,
-    "replication_rate": 0.0,
-}
+T = GATE
+GOOD = PASSING
 
 
 def test_passing_candidate_without_champion():

@@ -187,38 +187,12 @@ def test_the_check_passes_a_fresh_lock_and_names_each_stale_entry(tmp_path):
 def test_a_saved_pipeline_is_the_same_bytes_wherever_its_parts_were_loaded_from(tmp_path):
     from diffusers import AutoencoderKL
 
-    from atelier.config import ClipParams, DiffusionParams
     from atelier.models import clip as C
     from atelier.models import latent_diffusion as L
+    from tests.toy import TINY_CLIP, TINY_DIFFUSION
 
-    clip_p = ClipParams(
-        seed=0,
-        embed_dim=16,
-        image_width=32,
-        image_layers=1,
-        patch_size=8,
-        text_width=32,
-        text_layers=1,
-        context_length=16,
-        steps=1,
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=0.1,
-        holdout_fraction=0.1,
-    )
-    diff_p = DiffusionParams(
-        seed=0,
-        steps=1,
-        batch_size=8,
-        lr=1e-3,
-        warmup_steps=1,
-        caption_dropout=0.1,
-        min_snr_gamma=5.0,
-        ema_decay=0.99,
-        prediction_type="epsilon",
-        offset_noise=0.0,
-        pooled_scale=8.0,
-    )
+    clip_p = TINY_CLIP.model_copy(update={"steps": 1})
+    diff_p = TINY_DIFFUSION.model_copy(update={"steps": 1})
     clip = C.build_clip(clip_p, 32)
     cfg = C.model_config(clip_p, 32)
     torch.manual_seed(0)

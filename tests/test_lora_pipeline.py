@@ -17,6 +17,7 @@ from atelier import dvc
 from atelier.hashing import weights_digest
 from tests.conftest import copy_repo, edit_params
 from tests.tiny_models import build_tiny_sd
+from tests.toy import GATE_OPEN
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +45,7 @@ TOY = dict(
         "device": "auto",
     },
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0, "prompts": 8},
-    promote={
-        "min_retrieval_fraction": 0.0,
-        "min_clip_score_fraction": 0.0,
-        "max_cmmd_multiple": 1e9,
-        "max_replication_rate": 1.0,
-        "champion_max_drop": 10.0,
-    },
+    promote=GATE_OPEN,
     generate={"prompts": ["a red sailboat on a calm sea at dusk", "a white cottage under a cloudy sky"], "steps": 2},
 )
 

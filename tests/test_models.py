@@ -12,42 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.config import AutoencoderParams, ClipParams, DiffusionParams
 from atelier.demo import PALETTES, STYLES, build_demo, caption_for
 from atelier.models import clip as C
 from atelier.models import latent_diffusion as L
 from atelier.models import metrics as M
 from tests.tiny_models import build_tiny_sd, clip_tokenizer_from_open_clip
+from tests.toy import TINY_AE, TINY_CLIP, TINY_DIFFUSION
 
-CLIP_P = ClipParams(
-    seed=0,
-    embed_dim=16,
-    image_width=32,
-    image_layers=1,
-    patch_size=8,
-    text_width=32,
-    text_layers=1,
-    context_length=16,
-    steps=3,
-    batch_size=8,
-    lr=1e-3,
-    weight_decay=0.1,
-    holdout_fraction=0.1,
-)
-AE_P = AutoencoderParams(seed=0, steps=2, batch_size=8, lr=1e-3, kl_weight=1e-6)
-DIFF_P = DiffusionParams(
-    seed=0,
-    steps=3,
-    batch_size=8,
-    lr=1e-3,
-    warmup_steps=1,
-    caption_dropout=0.1,
-    min_snr_gamma=5.0,
-    ema_decay=0.99,
-    prediction_type="v_prediction",
-    offset_noise=0.05,
-    pooled_scale=8.0,
-)
+CLIP_P = TINY_CLIP
+AE_P = TINY_AE
+DIFF_P = TINY_DIFFUSION.model_copy(update={"prediction_type": "v_prediction", "offset_noise": 0.05})
 
 
 def _pixels_sha(images: list[Image.Image]) -> list[str]:

@@ -15,27 +15,13 @@ import pandas as pd
 import pytest
 
 from atelier import paths, preference
-from atelier.config import PromoteParams, load_params
+from atelier.config import load_params
 from atelier.gate import gate
+from tests.toy import GATE, PASSING, STRONG
 
 LOG4 = math.log(4)
-T = PromoteParams(
-    min_retrieval_fraction=0.5,
-    min_clip_score_fraction=0.7,
-    max_cmmd_multiple=4.0,
-    max_replication_rate=0.05,
-    champion_max_drop=0.05,
-)
-GOOD = {
-    "clip_score": 0.6,
-    "real_clip_score": 0.7,
-    "retrieval_top1": 0.4,
-    "real_retrieval_top1": 0.6,
-    "chance_top1": 0.05,
-    "cmmd": 0.3,
-    "cmmd_baseline": 0.1,
-    "replication_rate": 0.0,
-}
+T = GATE
+GOOD = PASSING
 MARGINAL = {**GOOD, "clip_score": 0.48}  # bar 0.7 x 0.7 = 0.49: missed by 0.01 < 0.05 x 0.49
 
 
@@ -293,16 +279,7 @@ def stage(tmp_path, monkeypatch, empty_store):
         run = c.create_run(c.create_experiment(f"pref-{len(run_ids)}", artifact_location=(tmp_path / "art").as_uri()))
         mv = c.create_model_version(name, (tmp_path / "art").as_uri(), run_id=run.info.run_id)
         run_ids.append(run.info.run_id)
-        for key, value in {
-            "clip_score": 1.0,
-            "real_clip_score": 1.0,
-            "retrieval_top1": 0.9,
-            "real_retrieval_top1": 0.9,
-            "chance_top1": 0.1,
-            "cmmd": 1.0,
-            "cmmd_baseline": 1.0,
-            "replication_rate": 0.0,
-        }.items():
+        for key, value in STRONG.items():
             c.set_model_version_tag(name, mv.version, f"eval.{key}", str(value))
     tracking.set_alias(name, tracking.CHAMPION, "1")
     (tmp_path / "train.json").write_text(json.dumps({"version": "2"}))

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from atelier.hashing import file_sha256
 from atelier.models import clip as C
+from tests.toy import GATE_OPEN
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]  # a normalisation unlike Atelier's own, to see it carried
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -137,13 +138,7 @@ TOY = dict(
     train_autoencoder={"steps": 10, "batch_size": 16},
     train_diffusion={"steps": 10, "batch_size": 16, "warmup_steps": 2},
     evaluate={"per_prompt": 2, "sampling_steps": 2, "guidance": [3.0], "headline_guidance": 3.0, "prompts": 8},
-    promote={
-        "min_retrieval_fraction": 0.0,
-        "min_clip_score_fraction": 0.0,
-        "max_cmmd_multiple": 1e9,
-        "max_replication_rate": 1.0,
-        "champion_max_drop": 10.0,
-    },
+    promote=GATE_OPEN,
     generate={"prompts": ["a red grid composition", "a blue spiral composition"], "steps": 2},
 )
 

@@ -2,6 +2,7 @@
 with its own reason. Keys are made in temporary folders; nothing touches ~/.config."""
 
 import base64
+import copy
 import io
 import json
 import stat
@@ -19,6 +20,7 @@ from provenance.keys import SigningIdentity, create_signing_identity, ensure_sig
 from provenance.manifest import build_manifest
 from provenance.png import png_with_manifest
 from provenance.signing import artwork_terms, read_credentials, sign_png, write_signed
+from tests.test_manifest import FACTS
 
 PROMPT = "a blue concentric circles composition"
 
@@ -34,78 +36,27 @@ def artwork() -> Image.Image:
 
 
 def manifest_for(image: Image.Image) -> dict:
+    """The sample manifest of tests/test_manifest.py for `image`: its digest and hash, a non-commercial licence in
+    the training data (so the artwork's own terms say so), an attribution list not embedded."""
     sha = pixels_sha256(image)
-    return build_manifest(
-        artwork={
-            "id": sha[:16],
-            "file": f"{sha[:16]}.png",
-            "sha256_pixels": sha,
-            "width": 256,
-            "height": 256,
-            "model_output_width": 32,
-            "model_output_height": 32,
-            "resampler": "nearest",
-            "phash": phash(image),
-            "watermark": {"method": "dwtDctSvd", "id": None},
-            "created_at": "2026-11-23T20:00:00+00:00",
-            "generator": {
-                "prompt": PROMPT,
-                "negative_prompt": None,
-                "seed": 7,
-                "steps": 25,
-                "scheduler": "DDIM",
-                "guidance": 1.5,
-            },
-        },
-        model={
-            "name": "atelier-diffusion",
-            "version": "3",
-            "alias": "champion",
-            "run_id": "0" * 32,
-            "weights_sha256": "b" * 64,
-            "backend": "latent-diffusion",
-            "credential_sha256": "e" * 64,
-        },
-        data={
-            "dvc_md5": "0123456789abcdef0123456789abcdef",
-            "record_count": 10,
-            "per_license": {"CC0-1.0": 6, "CC-BY-NC-4.0": 4},
-            "excluded_per_reason": {"license_missing": 2},
-            "opt_outs_honoured": 1,
-            "attribution": {
-                "file": "attribution/m-v3.md",
-                "sha256": "c" * 64,
-                "works": 4,
-                "creators": 2,
-                "embedded": False,
-            },
-            "dataset_card": {"sha256": None, "embedded": False},
-        },
-        checks={
-            "evaluator": "clip",
-            "clip_score": 0.8123,
-            "nearest_training_images": [
-                {
-                    "record_id": "d" * 64,
-                    "title": "T",
-                    "creator": "Ann",
-                    "license": "CC0-1.0",
-                    "source": "u",
-                    "similarity": 0.9,
-                }
-            ],
-            "replication": {
-                "flagged": False,
-                "verdict": "no replication detected",
-                "distance_ratio": 0.8,
-                "phash_distance": 20,
-                "ratio_threshold": 0.333,
-                "phash_hamming_threshold": 4,
-            },
-            "model_evaluation": {"style_accuracy": 0.8},
-        },
-        code_version="abc123",
+    facts = copy.deepcopy(FACTS)
+    facts["artwork"].update(
+        id=sha[:16],
+        file=f"{sha[:16]}.png",
+        sha256_pixels=sha,
+        phash=phash(image),
+        watermark={"method": "dwtDctSvd", "id": None},
     )
+    facts["artwork"]["generator"].update(prompt=PROMPT, seed=7)
+    facts["model"].update(name="atelier-diffusion", weights_sha256="b" * 64)
+    facts["data"].update(
+        per_license={"CC0-1.0": 6, "CC-BY-NC-4.0": 4},
+        attribution={"file": "attribution/m-v3.md", "sha256": "c" * 64, "works": 4, "creators": 2, "embedded": False},
+        dataset_card={"sha256": None, "embedded": False},
+    )
+    facts["checks"]["clip_score"] = 0.8123
+    facts["checks"]["nearest_training_images"][0]["record_id"] = "d" * 64
+    return build_manifest(**facts)
 
 
 @pytest.fixture(scope="module")

@@ -12,40 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.config import SUPPORTED_RESOLUTIONS, AutoencoderParams, ClipParams, DiffusionParams
+from atelier.config import SUPPORTED_RESOLUTIONS
 from atelier.demo import build_demo, caption_for
 from atelier.models import clip as C
 from atelier.models import latent_diffusion as L
+from tests.toy import TINY_AE, TINY_CLIP, TINY_DIFFUSION
 
-CLIP_P = ClipParams(
-    seed=0,
-    embed_dim=16,
-    image_width=32,
-    image_layers=1,
-    patch_size=8,
-    text_width=32,
-    text_layers=1,
-    context_length=16,
-    steps=3,
-    batch_size=8,
-    lr=1e-3,
-    weight_decay=0.1,
-    holdout_fraction=0.1,
-)
-AE_P = AutoencoderParams(seed=0, steps=2, batch_size=8, lr=1e-3, kl_weight=1e-6)
-DIFF_P = DiffusionParams(
-    seed=0,
-    steps=3,
-    batch_size=8,
-    lr=1e-3,
-    warmup_steps=1,
-    caption_dropout=0.1,
-    min_snr_gamma=5.0,
-    ema_decay=0.99,
-    prediction_type="epsilon",
-    offset_noise=0.0,
-    pooled_scale=8.0,
-)
+CLIP_P = TINY_CLIP
+AE_P = TINY_AE
+DIFF_P = TINY_DIFFUSION
 
 
 @pytest.fixture(scope="module")

@@ -175,9 +175,10 @@ def test_clip_embedding_on_a_dask_cluster_equals_local_threads_and_one_thread(in
     import torch
 
     from atelier import embedding
-    from atelier.config import ClipParams, EngineParams
+    from atelier.config import EngineParams
     from atelier.dataset import load_images
     from atelier.models import clip as C
+    from tests.toy import TINY_CLIP
 
     shutil.rmtree(ingested / "data/clean", ignore_errors=True)
     edit_params(ingested, engine={"dask_scheduler": None, "workers": 2})
@@ -185,21 +186,7 @@ def test_clip_embedding_on_a_dask_cluster_equals_local_threads_and_one_thread(in
     records = pd.read_parquet(ingested / "data/clean/records.parquet").head(60)
     clean_path = records["clean_path"].map(lambda p: str(ingested / p))  # the workers read packs by path
     records = records.assign(clean_path=clean_path)
-    p = ClipParams(
-        seed=0,
-        embed_dim=16,
-        image_width=32,
-        image_layers=1,
-        patch_size=8,
-        text_width=32,
-        text_layers=1,
-        context_length=16,
-        steps=2,
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=0.1,
-        holdout_fraction=0.1,
-    )
+    p = TINY_CLIP.model_copy(update={"steps": 2})
     images = load_images(records)
     model = C.train_clip(images, list(records["caption"]), p)
     C.save_clip_bundle(model, p, ingested / "clip")
