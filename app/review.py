@@ -461,21 +461,23 @@ def prepare(versions: list[str] | None, guidances: list[float] | None) -> dict:
     seed, so that reviewers have pairs (same prompt and seed, another version or guidance) to compare. Returns what
     was made ({versions, guidances, artworks, pairs}); ValueError when there is nothing to compare."""
     from atelier.config import load_params
-    from registry import tracking
-    from stages.generate import generate_artworks, opted_out_creators, screen_prompts
 
     params = load_params()
     name, g = params.registry.model_name, params.generate
     if not versions:
+        from registry import tracking
+
         found = [tracking.version_by_alias(name, alias) for alias in (tracking.CHAMPION, tracking.CHALLENGER)]
         versions = [info["version"] for info in found if info is not None]
     versions = list(dict.fromkeys(str(v) for v in versions))
     guidances = list(dict.fromkeys(guidances or [g.guidance]))
-    if len(versions) * len(guidances) < 2:
+    if len(versions) * len(guidances) < 2:  # said before the models are loaded
         raise ValueError(
             f"nothing to compare (versions {versions or 'none'}, guidance {guidances}); name two "
             "versions with --version, or two settings with --guidance"
         )
+    from stages.generate import generate_artworks, opted_out_creators, screen_prompts
+
     prompts, _ = screen_prompts(g.prompts, opted_out_creators(paths.OPT_OUT))
     made = 0
     for version in versions:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from atelier import paths
-from atelier.cards import CONTEXT, CROISSANT, CROISSANT_RAI, card_text
+from atelier.cards import CONTEXT, CROISSANT, CROISSANT_RAI, card_text, croissant_field
 from atelier.io import write_parquet, write_text
 from provenance.votes import read_reviewers, read_votes
 
@@ -83,18 +83,6 @@ def votes_table(votes: list[dict], reviewers: dict[str, dict]) -> pd.DataFrame:
     return frame.astype({"vote_id": "int64", "seed": "int64", "left_guidance": "float64", "right_guidance": "float64"})
 
 
-def _field(column: str) -> dict:
-    data_type, description = FIELDS[column]
-    return {
-        "@type": "cr:Field",
-        "@id": f"{RECORD_SET}/{column}",
-        "name": column,
-        "description": description,
-        "dataType": data_type,
-        "source": {"fileObject": {"@id": "votes.parquet"}, "extract": {"column": column}},
-    }
-
-
 def review_card(table: pd.DataFrame, votes_sha256: str) -> dict:
     """The Croissant 1.1 card (with RAI fields) of votes.parquet, whose sha256 is `votes_sha256`."""
     choices = table["choice"].value_counts().to_dict()
@@ -134,7 +122,7 @@ def review_card(table: pd.DataFrame, votes_sha256: str) -> dict:
                 "name": RECORD_SET,
                 "description": "one record per vote: the pair shown, the choice, the reviewer's pseudonym",
                 "key": {"@id": f"{RECORD_SET}/vote_id"},
-                "field": [_field(column) for column in FIELDS],
+                "field": [croissant_field(RECORD_SET, "votes.parquet", column, *FIELDS[column]) for column in FIELDS],
             }
         ],
         "prov:wasGeneratedBy": {

@@ -135,15 +135,15 @@ def _policy_words(policy: dict) -> str:
     return ", ".join(f"{key}={str(value).lower()}" for key, value in sorted(policy.items()))
 
 
-def _field(column: str) -> dict:
-    data_type, description = FIELDS[column]
+def croissant_field(record_set: str, file_id: str, column: str, data_type: str, description: str) -> dict:
+    """A Croissant field of `record_set`: `column` of the Parquet file `file_id`, with its data type and meaning."""
     return {
         "@type": "cr:Field",
-        "@id": f"{RECORD_SET}/{column}",
+        "@id": f"{record_set}/{column}",
         "name": column,
         "description": description,
         "dataType": data_type,
-        "source": {"fileObject": {"@id": "train.parquet"}, "extract": {"column": column}},
+        "source": {"fileObject": {"@id": file_id}, "extract": {"column": column}},
     }
 
 
@@ -315,7 +315,7 @@ def dataset_card(
                 "name": RECORD_SET,
                 "description": "one record per training work: its creator, licence and source",
                 "key": {"@id": f"{RECORD_SET}/record_id"},
-                "field": [_field(column) for column in FIELDS],
+                "field": [croissant_field(RECORD_SET, "train.parquet", column, *FIELDS[column]) for column in FIELDS],
             }
         ],
         "prov:wasDerivedFrom": [

@@ -259,17 +259,15 @@ def _under(url: str, profiles: dict[str, str]) -> str | None:
 
 # --- the decision for one record ------------------------------------------------------------------------------------
 
-LICENSE_COLUMNS = [
-    "license_spdx",
+LICENSE_FLAGS = (  # the boolean columns of the decision
     "permits_training",
     "permits_commercial",
     "requires_attribution",
     "share_alike",
     "no_derivatives",
     "opted_out",
-    "decision",
-    "reason",
-]
+)
+LICENSE_COLUMNS = ["license_spdx", *LICENSE_FLAGS, "decision", "reason"]
 
 
 def decide(record: dict, policy: PolicyParams, opt_outs: OptOuts) -> dict:

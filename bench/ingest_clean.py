@@ -92,7 +92,13 @@ def run_stages(root: Path) -> tuple[float, int]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
     start = time.perf_counter()
-    done = subprocess.run(
+    done = _probe(root, probe)
+    return time.perf_counter() - start, int(done.stdout.split()[-1]) // 1024
+
+
+def _probe(root: Path, probe: str) -> subprocess.CompletedProcess:
+    """Run Python code `probe` in a fresh process in the project copy `root`."""
+    return subprocess.run(
         [sys.executable, "-c", probe],
         cwd=root,
         capture_output=True,
@@ -100,7 +106,6 @@ def run_stages(root: Path) -> tuple[float, int]:
         check=True,
         env={**os.environ, "ATELIER_QUIET": "1"},
     )
-    return time.perf_counter() - start, int(done.stdout.split()[-1]) // 1024
 
 
 def stage_work(root: Path) -> float:
@@ -113,14 +118,7 @@ def stage_work(root: Path) -> float:
         "stages.ingest.main(); stages.clean.main()\n"
         "print(time.perf_counter() - start)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "ATELIER_QUIET": "1"},
-    )
+    done = _probe(root, probe)
     return float(done.stdout.split()[-1])
 
 

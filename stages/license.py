@@ -24,7 +24,7 @@ from atelier.hashing import file_sha256
 from atelier.io import write_json, write_parquet, write_text
 from atelier.rawstore import encrypted_count
 from atelier.rights import LICENSE_COLUMNS as DECISION_COLUMNS
-from atelier.rights import OptOuts, attributable, decide, read_opt_outs
+from atelier.rights import LICENSE_FLAGS, OptOuts, attributable, decide, read_opt_outs
 
 # the decision, then the duplicate group: its size, every known creator, and the member that excluded it
 LICENSE_COLUMNS = [*DECISION_COLUMNS, "group_size", "credited", "excluded_because"]
@@ -110,19 +110,7 @@ def license_records(
     ]
     frame = pd.DataFrame(rows, columns=[*clean.columns, *LICENSE_COLUMNS])
     # bool even when empty: an empty object column used as a mask selects columns, not rows (no record may train)
-    frame = frame.astype(
-        {
-            c: bool
-            for c in (
-                "permits_training",
-                "permits_commercial",
-                "requires_attribution",
-                "share_alike",
-                "no_derivatives",
-                "opted_out",
-            )
-        }
-    )
+    frame = frame.astype({c: bool for c in LICENSE_FLAGS})
     frame = frame.astype({"group_size": "int64", "credited": str, "excluded_because": object})
     train = frame[frame["decision"] == "train"].reset_index(drop=True)
     excluded = frame[frame["decision"] == "exclude"].reset_index(drop=True)

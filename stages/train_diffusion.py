@@ -159,24 +159,37 @@ def _save_and_register(params, trained: Trained) -> dict:
         },
         tags={"backend": "latent-diffusion"},
     )
-    data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
-    # reports/train.json is tracked by DVC: no clock time and no random id (the run id is the registry's to give)
-    summary = {
-        "model_name": registered["model_name"],
-        "version": registered["version"],
-        "weights_sha256": weights_sha256,
-        "weights": weights,
-        "dataset_md5": data_md5,
-        "train_records": len(records),
-        "unet_steps": p.steps,
-    }
-    write_json(paths.TRAIN_SUMMARY, summary)
-    write_json(paths.TIMINGS / "train_diffusion.json", {"unet_seconds": seconds})  # not tracked
-    resumable.clear()  # every output is written and the model registered: nothing left to resume
+    summary = _finish(registered, weights, records, resumable, {"unet_steps": p.steps}, {"unet_seconds": seconds})
     print(
         f"train_diffusion: registered {registered['model_name']} version {registered['version']} "
         f"as challenger (run {registered['run_id']}), {p.steps} steps in {seconds} s"
     )
+    return summary
+
+
+def _finish(
+    registered: dict,
+    weights: dict,
+    records: pd.DataFrame,
+    resumable: checkpoint.Checkpointer,
+    extra: dict,
+    timings: dict,
+) -> dict:
+    """Write reports/train.json (tracked by DVC: no clock time and no random id; the run id is the registry's to give)
+    and the untracked timings, clear the checkpoints (every output is written and the model registered); return the
+    summary."""
+    summary = {
+        "model_name": registered["model_name"],
+        "version": registered["version"],
+        "weights_sha256": registered["weights_sha256"],
+        "weights": weights,
+        "dataset_md5": registered["dataset_md5"],
+        "train_records": len(records),
+        **extra,
+    }
+    write_json(paths.TRAIN_SUMMARY, summary)
+    write_json(paths.TIMINGS / "train_diffusion.json", timings)
+    resumable.clear()
     return summary
 
 
@@ -290,23 +303,9 @@ def _save_lora_and_register(
             **{f"base_model.{k}": str(base[k]) for k in ("name", "path", "license", "weights_sha256")},
         },
     )
-    data_md5, weights_sha256 = registered["dataset_md5"], registered["weights_sha256"]
-    # reports/train.json is tracked by DVC: no clock time and no random id
-    summary = {
-        "model_name": registered["model_name"],
-        "version": registered["version"],
-        "backend": BACKEND,
-        "weights_sha256": weights_sha256,
-        "weights": weights,
-        "dataset_md5": data_md5,
-        "train_records": len(records),
-        "lora_steps": p.steps,
-        "resolution": size,
-        "base_model": {k: base[k] for k in ("name", "path", "license", "weights_sha256")},
-    }
-    write_json(paths.TRAIN_SUMMARY, summary)
-    write_json(paths.TIMINGS / "train_diffusion.json", {"lora_seconds": seconds, "device": lp.device})  # untracked
-    resumable.clear()  # every output is written and the model registered: nothing left to resume
+    base_named = {k: base[k] for k in ("name", "path", "license", "weights_sha256")}
+    extra = {"backend": BACKEND, "lora_steps": p.steps, "resolution": size, "base_model": base_named}
+    summary = _finish(registered, weights, records, resumable, extra, {"lora_seconds": seconds, "device": lp.device})
     print(
         f"train_diffusion (lora_sd on {base['name']}): registered {registered['model_name']} version "
         f"{registered['version']} as challenger (run {registered['run_id']}), {p.steps} steps on {lp.device} "

@@ -37,7 +37,6 @@ if "ATELIER_SIGNING_DIR" not in os.environ or "ATELIER_DATA_KEY_DIR" not in os.e
 # --dist loadfile), each taking whole modules as it frees up, so the long ones start first and the rest fill in.
 LONGEST_FIRST = [
     "test_end_to_end",
-    "test_end_to_end_versions",
     "test_pretrained_clip",
     "test_lora_pipeline",
     "test_distributed",

@@ -1,4 +1,4 @@
-"""The end-to-end pipeline shared by tests/test_end_to_end.py and tests/test_end_to_end_versions.py: the scenes
+"""The end-to-end pipeline of tests/test_end_to_end.py, and the CLI helpers the pipeline tests share: the scenes
 collection (tests/scenes.py: free-text captions, mixed sizes, formats and licences) added with `atelier sources add`,
 the demo removed from `ingest.sources`, trained at toy size through `dvc repro`, and the CLI run in fresh processes."""
 

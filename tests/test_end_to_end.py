@@ -3,8 +3,8 @@
 The collection is not the demo: the scenes collection (tests/scenes.py: free-text captions, mixed sizes, formats
 and licences), added with `atelier sources add` and the demo removed from `ingest.sources`, so evaluation, the gate
 and generation are tested on captions that follow no convention. One workspace is shared by the tests of this
-module, in order: build, inspect, then load; tests/test_end_to_end_versions.py changes the registry in a build of
-its own.
+module, in order: build, inspect, then load. The registry's side (a refused version, a champion moved by hand, a
+takedown and its retraining) runs on tests/test_pretrained_clip.py's build, beside this one.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """A pretrained open_clip checkpoint, built here (tiny, random, no download): loaded as a .safetensors file beside its
 config or as a local-dir: bundle, refused when it does not fit clean.resolution or its own config (naming the keys),
-and, once, through `dvc repro` to signed artworks whose manifests name it with its digest and licence."""
+and, once, through `dvc repro` to signed artworks whose manifests name it with its digest and licence. On that
+build, the registry's side of the pipeline: a version the gate refuses, a champion moved by hand and back in the
+registry, and a takedown whose next run retrains without the creator."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import open_clip
@@ -13,9 +17,12 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from atelier import dvc
 from atelier.hashing import file_sha256
 from atelier.models import clip as C
+from tests.e2e import atelier, in_workspace
 from tests.toy import GATE_OPEN
+from tests.workspace import edit_params
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]  # a normalisation unlike Atelier's own, to see it carried
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -263,3 +270,70 @@ def subprocess_stdout(root: Path, code: str) -> str:
     proc = subprocess_run(root, "-c", code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
+
+
+# --- the registry's side, on the same build (the champion is version 1, whoever promoted it) ------------------------
+
+
+@pytest.mark.slow
+def test_failing_version_is_not_promoted_and_champion_moves_by_hand(built):
+    edit_params(built, promote={"min_clip_score_fraction": 10.0}, train_diffusion={"seed": 1})
+    dvc.repro(root=built)
+    promotion = json.loads((built / "reports/promotion.json").read_text())
+    assert promotion["candidate_version"] == "2" and promotion["decision"] == "stays challenger"
+    assert "min_clip_score_fraction 10.0" in promotion["reason"]
+    missed = [c for c in promotion["checks"] if not c["passed"]]
+    assert [c["figure"] for c in missed] == ["clip_score"] and missed[0]["missed_by"] > 0
+    assert promotion["paired_with_champion"]["champion"] == "1"  # judged against the champion on the same seeds
+    assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
+
+    moved = atelier(built, "promote", "--version", "2", "--reason", "reviewed the samples by hand", "--by", "ci")
+    assert moved.returncode == 0, moved.stderr
+    made = atelier(built, "generate", "a green spiral composition", "--seed", "4", "--steps", "2")
+    assert made.returncode == 0, made.stderr
+    sidecar = Path(made.stdout.split()[0]).with_suffix(".provenance.json")
+    assert json.loads(sidecar.read_text())["model"]["version"] == "2"
+
+    # a person moves the alias back in the registry (as in the MLflow UI): the next run follows the registry
+    in_workspace(
+        built, "from registry.tracking import set_alias; set_alias('atelier-latent-diffusion', 'champion', '1')"
+    )
+    dvc.repro(root=built)
+    assert json.loads((built / "models/champion.json").read_text())["version"] == "1"
+
+
+@pytest.mark.slow
+def test_takedown_of_a_creator_lists_lineage_and_the_next_run_excludes_them(built):
+    import pandas as pd
+
+    counts = pd.read_parquet(built / "data/licensed/train.parquet")["creator"].value_counts()
+    creator, works = counts.index[0], int(counts.iloc[0])
+    made_before = {
+        json.loads(p.read_text())["id"]
+        for p in (built / "artworks").glob("*.provenance.json")
+        if json.loads(p.read_text())["model"]["version"] == "1"
+    }
+    result = atelier(built, "takedown", creator, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {v["version"] for v in report["versions"]} == {"1", "2"}
+    assert {a["id"] for a in report["artworks"] if a["model_version"] == "1"} == made_before
+    assert creator in (built / "policy/opt_out.csv").read_text()
+
+    # until a clean version is promoted there is no champion to generate from: the stage says so and succeeds
+    stage = subprocess.run(
+        [sys.executable, "-m", "stages.generate"], cwd=built, capture_output=True, text=True, timeout=600
+    )
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    assert "marked by a takedown" in stage.stdout and "no artworks made" in stage.stdout
+    assert "Traceback" not in stage.stderr
+
+    edit_params(built, promote={"min_clip_score_fraction": 0.0})
+    dvc.repro(root=built)
+    train = pd.read_parquet(built / "data/licensed/train.parquet")
+    assert creator not in set(train["creator"])
+    champion = json.loads((built / "models/champion.json").read_text())
+    assert champion["version"] == "3"
+    newest = [json.loads(p.read_text()) for p in (built / "artworks").glob("*.provenance.json")]
+    newest = [m for m in newest if m["model"]["version"] == "3"]
+    assert newest and newest[0]["data"]["excluded_per_reason"]["opted_out:creator"] >= works
