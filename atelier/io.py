@@ -29,7 +29,8 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine; one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,7 +45,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     removed = []
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
         pid = leftover.name[len(path.name) + 2 :].split(".", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -63,7 +64,7 @@ def remove_stale_temps_in(folder: Path) -> list[Path]:
     if folder.is_dir():
         for entry in os.scandir(folder):
             match = re.match(r"^\.(.+?)\.(\d+)\.", entry.name)
-            if match and not _alive(int(match.group(2))):
+            if match and not process_alive(int(match.group(2))):
                 Path(entry.path).unlink(missing_ok=True)
                 removed.append(Path(entry.path))
     return removed
