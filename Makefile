@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test ui bench setup browser clean-data
+.PHONY: run test ui bench setup browser postgres clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) browser
+setup: $(STAMP) browser postgres
 
 # Debian's chromium and chromedriver (package chromium-driver), for the tests that open the gallery, the audit report
 # and the review page in a headless browser.
@@ -28,10 +28,16 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "note: install Debian's chromium and chromium-driver packages for the browser tests (needs root)"; fi; }
 
+# Debian's PostgreSQL server, for `atelier services up` (team mode, docs/team.md) and the tests that start it.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "note: install Debian's postgresql package for team mode and its tests (needs root)"; fi; }
+
 run: $(STAMP)
 	$(BIN)/atelier run
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15

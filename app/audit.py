@@ -93,7 +93,7 @@ def open_context(lineage: bool = True, bundle: Path | None = None) -> Context:
     from provenance.keys import trust_anchor
 
     anchor = trust_anchor()
-    conn = ledger.open_read_only(paths.LEDGER)
+    conn = ledger.open_read_only()
     problems = [] if conn is None else _ledger_problems(conn)
     return Context(anchor, "workspace", conn=conn, lineage=lineage, log_problems=problems)
 

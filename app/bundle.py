@@ -83,7 +83,7 @@ def publish(folder: Path, model_name: str | None = None) -> dict:
         for target, artifact in DATASET_FILES.items():
             if artifact in fetched:
                 write_bytes(data_dir / target, fetched[artifact].read_bytes())
-    conn = ledger.open_ledger(paths.LEDGER)
+    conn = ledger.open_ledger()
     try:
         entries = publiclog.export_public_log(conn, folder / LOG, identity)
     finally:

@@ -219,11 +219,11 @@ def erase_cache(record_ids: set[str], text: list[str], blobs: list[bytes]) -> in
 
 def erase_ledger(record_ids: set[str], at: str, reason: str) -> dict:
     """ledger.erase_record for each record; the signed head sealed again when there is one; return counts."""
-    if not paths.LEDGER.exists():
+    if not ledger.exists():
         return {"artworks": 0, "refusals": 0, "entries_erased": 0}
     from provenance import publiclog
 
-    conn = ledger.open_ledger(paths.LEDGER)
+    conn = ledger.open_ledger()
     try:
         entries = [
             ledger.erase_record(conn, rid, erasures.record_digest(rid), at, reason) for rid in sorted(record_ids)

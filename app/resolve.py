@@ -406,7 +406,7 @@ def make_server(
     host: str = "127.0.0.1", port: int = 0, ledger_path: Path | None = None, artworks: Path | None = None
 ) -> ResolveServer:
     """A resolution server bound to host:port (0: any free port; see .url), not yet serving: call serve_forever()."""
-    return ResolveServer(host, port, Path(ledger_path or paths.LEDGER), Path(artworks or paths.ARTWORKS))
+    return ResolveServer(host, port, ledger_path or ledger.location(), Path(artworks or paths.ARTWORKS))
 
 
 def main(host: str, port: int, ledger_path: Path | None, artworks: Path | None, public: bool) -> int:

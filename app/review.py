@@ -336,6 +336,17 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(HTTPStatus.NOT_FOUND, "no artwork with that id in the ledger")
         return art
 
+    def _pairs(self) -> list[tuple[dict, dict]]:
+        """The comparable artworks: from the team's ledger in team mode (votes stay in the embedded file)."""
+        if not ledger.is_team():
+            return votes.pairs(self.conn)
+        team = ledger.open_read_only()
+        try:
+            return votes.pairs(team) if team is not None else []
+        finally:
+            if team is not None:
+                team.close()
+
     def _compare(self) -> tuple[HTTPStatus, dict, bytes]:
         reviewer = self._reviewer()
         if reviewer is None:
@@ -343,7 +354,7 @@ class Handler(BaseHTTPRequestHandler):
         seen = votes.voted_pairs(self.conn, reviewer)
         shown = [
             (a, b)
-            for a, b in votes.pairs(self.conn)
+            for a, b in self._pairs()
             if (self.server.artworks / f"{a['id']}.png").is_file()
             and (self.server.artworks / f"{b['id']}.png").is_file()
         ]
@@ -483,7 +494,7 @@ def prepare(versions: list[str] | None, guidances: list[float] | None) -> dict:
     for version in versions:
         for guidance in guidances:
             made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version))
-    conn = ledger.open_read_only(paths.LEDGER)
+    conn = ledger.open_read_only()
     try:
         found = len(votes.pairs(conn)) if conn is not None else 0
     finally:

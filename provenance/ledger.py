@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -61,11 +62,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from atelier import paths
-from provenance import signed_json
+from provenance import ledger_pg, signed_json
 from provenance.watermark import ID_BITS as WATERMARK_ID_BITS
 from provenance.watermark import METHOD, METHOD_V1, Match, hamming, identify, nearest
 
-DEFAULT_PATH = getattr(paths, "LEDGER", paths.ROOT / "ledger" / "ledger.sqlite")
 SCHEMA_VERSION = 3  # 2 added refusals and promotions, 3 the log; older ledgers are migrated on open
 MIN_WEIGHT, MAX_WEIGHT = 12, 20  # version 1 code words
 CODE_SIZE = 1 << 16  # RM(2,5) has 2**16 code words
@@ -137,9 +137,32 @@ GENESIS = "0" * 64  # the prev of the first entry
 COLUMNS = ("id", "sha256_pixels", "phash", "watermark_id", "manifest", "model_name", "model_version", "created_at")
 
 
+def location() -> Path | str:
+    """Where the ledger is: the team's PostgreSQL database when ATELIER_LEDGER_URL names one (team mode, see
+    docs/team.md), else the embedded SQLite file atelier.paths.LEDGER."""
+    return os.environ.get("ATELIER_LEDGER_URL") or paths.LEDGER
+
+
+def is_team() -> bool:
+    """Whether the ledger is the team's database (team mode) rather than the embedded file."""
+    return ledger_pg.is_url(location())
+
+
+def exists(path: Path | str | None = None) -> bool:
+    """Whether there is a ledger at `path` (default: location()); a PostgreSQL ledger is taken to exist."""
+    path = path or location()
+    return ledger_pg.is_url(path) or Path(path).exists()
+
+
 def open_ledger(path: Path | str | None = None) -> sqlite3.Connection:
-    """Open (creating if needed) the ledger at `path` (default: atelier.paths.LEDGER) in WAL mode."""
-    path = Path(path or DEFAULT_PATH)
+    """Open (creating if needed) the ledger at `path` (default: location()): a SQLite file in WAL mode, or a
+    PostgreSQL database given by its URL (provenance/ledger_pg.py)."""
+    path = path or location()
+    if ledger_pg.is_url(path):
+        conn = ledger_pg.PgConnection(path)
+        conn.create_schema()
+        return conn
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are explicit (see transaction)
     conn.row_factory = sqlite3.Row
@@ -175,8 +198,13 @@ def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> str:
 
 
 def open_read_only(path: Path | str | None = None) -> sqlite3.Connection | None:
-    """The ledger at `path` opened read-only (nothing is created or migrated), or None when there is no ledger."""
-    path = Path(path or DEFAULT_PATH)
+    """The ledger at `path` (default: location()) opened read-only (nothing is created or migrated), or None when
+    there is no ledger."""
+    path = path or location()
+    if ledger_pg.is_url(path):
+        conn = ledger_pg.PgConnection(path, read_only=True)
+        return conn if conn.has_table("log") else None
+    path = Path(path)
     if not path.exists():
         return None
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
@@ -294,9 +322,9 @@ def record_promotion(
     with transaction(conn):
         seq = conn.execute(
             "INSERT INTO promotions (model_name, version, promoted_by, promoted_at, reason, "
-            "previous_champion) VALUES (?, ?, ?, ?, ?, ?)",
+            "previous_champion) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
             (model_name, str(version), by, at, reason, None if previous_champion is None else str(previous_champion)),
-        ).lastrowid
+        ).fetchone()[0]
         row = conn.execute("SELECT * FROM promotions WHERE seq = ?", (seq,)).fetchone()
         _append(conn, "promotion", str(seq), _promotion_entry(row, nonce=secrets.token_hex(16)))
 
@@ -530,6 +558,48 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
+MIGRATED_TABLES = {  # table -> its columns, in the order a migration copies them (the log last)
+    "watermarks": ("seq", "watermark_id", "source", "reserved_at"),
+    "artworks": COLUMNS,
+    "refusals": REFUSAL_COLUMNS,
+    "promotions": ("seq", "model_name", "version", "promoted_by", "promoted_at", "reason", "previous_champion"),
+    "log": ("seq", "kind", "key", "entry", "entry_sha256", "prev", "hash"),
+}
+
+
+def migrate(source: sqlite3.Connection, target: sqlite3.Connection) -> dict:
+    """Copy the ledger on `source` (an embedded file) into the empty ledger on `target` (the team's database): every
+    row and every log entry verbatim, in one write transaction, then verify both. Returns {"entries", "head", and a
+    count per table}. Refuses (ValueError) a source that fails verify_ledger, a target that already holds entries,
+    or a copy whose chain or head differs from the source's."""
+    problems = verify_ledger(source)
+    if problems:
+        raise ValueError("the source ledger fails verification; fix it before migrating:\n  - " + "\n  - ".join(problems))
+    counts = {}
+    with snapshot(source), transaction(target):
+        if target.execute("SELECT COUNT(*) FROM log").fetchone()[0]:
+            raise ValueError(
+                "the target ledger already holds log entries: a migration copies into an empty ledger only "
+                "(two chains cannot be merged without rewriting one)"
+            )
+        for table, columns in MIGRATED_TABLES.items():
+            rows = [tuple(r[c] for c in columns) for r in source.execute(f"SELECT * FROM {table} ORDER BY 1")]
+            target.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows
+            )
+            counts[table] = len(rows)
+        if isinstance(target, ledger_pg.PgConnection):
+            target.after_import()
+    problems = verify_ledger(target)
+    if problems or log_head(target) != log_head(source) or log_entries(target) != log_entries(source):
+        raise ValueError(
+            "the migrated ledger differs from its source (nothing else was written there meanwhile?):\n  - "
+            + "\n  - ".join(problems or ["its log differs from the source's"])
+        )
+    seq, head = log_head(target)
+    return {"entries": seq, "head": head, **counts}
+
+
 def _scrub(value: object, record_id: str) -> bool:
     """Replace the personal fields of every item naming `record_id` in `value` (dicts and lists walked) by
     ERASED_VALUE, in place; return whether anything changed."""
@@ -561,7 +631,7 @@ def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, a
             ("refusals", "nearest", _refusal_entry, "refusal"),
         ):
             for row in conn.execute(
-                f"SELECT * FROM {table} WHERE instr({column}, ?) ORDER BY id", (record_id,)
+                f"SELECT * FROM {table} WHERE instr({column}, ?) > 0 ORDER BY id", (record_id,)
             ).fetchall():
                 value = json.loads(row[column])
                 if _scrub(value, record_id):
@@ -572,16 +642,14 @@ def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, a
             r[0]
             for r in conn.execute(
                 "SELECT seq FROM log WHERE kind IN ('artwork', 'refusal') AND "
-                "entry != ? AND instr(entry, ?) ORDER BY seq",
+                "entry != ? AND instr(entry, ?) > 0 ORDER BY seq",
                 (ERASED_ENTRY, record_id),
             )
         ]
         if seqs:
-            conn.execute("DROP TRIGGER IF EXISTS log_no_update")
-            conn.execute("DROP TRIGGER IF EXISTS log_no_delete")
+            _append_only(conn, False)
             conn.executemany("UPDATE log SET entry = ? WHERE seq = ?", [(ERASED_ENTRY, s) for s in seqs])
-            for trigger in TRIGGERS:
-                conn.execute(trigger)
+            _append_only(conn, True)
         for artwork_id in scrubbed["artworks"]:
             row = conn.execute("SELECT * FROM artworks WHERE id = ?", (artwork_id,)).fetchone()
             _append(conn, "artwork", artwork_id, _artwork_entry(row))
@@ -590,8 +658,23 @@ def erase_record(conn: sqlite3.Connection, record_id: str, record_digest: str, a
             _append(conn, "refusal", refusal_id, _refusal_entry(row))
         entry = {"record_digest": record_digest, "at": at, "reason": reason, "entries_erased": seqs, **scrubbed}
         _append(conn, "erasure", record_digest, entry)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the old pages leave the write-ahead log too
+    if isinstance(conn, ledger_pg.PgConnection):
+        conn.compact()  # the old row versions leave the table files
+    else:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the old pages leave the write-ahead log too
     return entry
+
+
+def _append_only(conn: sqlite3.Connection, on: bool) -> None:
+    """Restore (on) or lift (off) the log's append-only triggers; inside erase_record's transaction only."""
+    if isinstance(conn, ledger_pg.PgConnection):
+        conn.set_append_only(on)
+    elif on:
+        for trigger in TRIGGERS:
+            conn.execute(trigger)
+    else:
+        conn.execute("DROP TRIGGER IF EXISTS log_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS log_no_delete")
 
 
 def _artwork_entry(row) -> dict:
@@ -648,6 +731,8 @@ def _backfill_log(conn: sqlite3.Connection) -> None:
 
 
 def _require_log(conn: sqlite3.Connection) -> None:
+    if isinstance(conn, ledger_pg.PgConnection):
+        return  # created with the schema
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'").fetchone() is None:
         raise sqlite3.OperationalError(
             "this ledger has no log (schema version 1 or 2): open it once with "

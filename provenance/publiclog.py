@@ -30,8 +30,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from atelier import paths
 from atelier.io import write_json, write_text
-from provenance import ledger, signed_json
+from provenance import ledger, ledger_pg, signed_json
 from provenance.keys import SigningIdentity
 
 HEAD_SCHEMA = "atelier.ledger-head/1"
@@ -44,7 +45,10 @@ LOCAL_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/]|file:|sqlite:)")  # a string valu
 
 
 def head_path(conn: sqlite3.Connection) -> Path:
-    """Where the head of the ledger open on `conn` is kept: `head.json` beside the ledger file."""
+    """Where the head of the ledger open on `conn` is kept: `head.json` beside the ledger file; for the team's ledger
+    on PostgreSQL, this checkout's ledger/head.json (each machine signs its own series of heads of the shared log)."""
+    if isinstance(conn, ledger_pg.PgConnection):
+        return paths.LEDGER.parent / HEAD_NAME
     file = next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
     if not file:
         raise ValueError("the ledger is not a file (in memory): pass the head's path explicitly")

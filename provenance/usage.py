@@ -17,7 +17,7 @@ def used_by(hits) -> dict:
 
     name = load_params().registry.model_name
     versions, artworks, unknown = [], [], []
-    conn = ledger.open_read_only(paths.LEDGER)
+    conn = ledger.open_read_only()
     try:
         for v in tracking.all_versions(name):
             md5 = v["tags"].get("dataset_md5")

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 
+from atelier import paths
 from provenance import ledger
 
 CONSENT_VERSION = "review-consent/1"
@@ -111,7 +112,7 @@ def consent_id() -> str:
 def open_votes(path: Path | str | None = None) -> sqlite3.Connection:
     """Open the ledger database at `path` (default paths.LEDGER; created or migrated by ledger.open_ledger) and create
     the reviewers, forms and votes tables if missing. WAL, 30 s busy timeout, explicit transactions."""
-    conn = ledger.open_ledger(path)
+    conn = ledger.open_ledger(path or paths.LEDGER)  # votes stay in the embedded file, also in team mode
     conn.execute("PRAGMA foreign_keys = ON")
     with ledger.transaction(conn):
         for statement in SCHEMA.split(";"):
@@ -123,7 +124,7 @@ def open_votes(path: Path | str | None = None) -> sqlite3.Connection:
 def connect(path: Path | str | None = None) -> sqlite3.Connection:
     """A connection to a ledger database that open_votes() has prepared (no schema work: for one request of the
     review server). Same settings as open_votes(): 30 s busy timeout, explicit transactions, foreign keys on."""
-    path = Path(path or ledger.DEFAULT_PATH)
+    path = Path(path or paths.LEDGER)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no ledger; open it once with provenance.votes.open_votes()")
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)

@@ -374,7 +374,7 @@ def make_artwork(
     top = sims.topk(min(NEAREST_SHOWN, len(sims))).indices.tolist()
     nearest = [_training_image(champ, idx, float(sims[idx])) for idx in top]
     own_conn = conn is None
-    conn = conn or ledger.open_ledger(paths.LEDGER)
+    conn = conn or ledger.open_ledger()
     if rep["flagged"]:  # a possible copy of a training image is never signed, marked or published
         verdict = replication_verdict(rep, ratio, e.replication_phash_hamming)
         flagging = [i for i in (rep["nearest"][0], rep["phash_nearest"]) if i is not None]  # always listed
@@ -578,7 +578,7 @@ def generate_artworks(
         guidance = followed_guidance(champ.info["version"]) or g.guidance
     out_dir = out_dir or paths.ARTWORKS
     manifests = []
-    conn = ledger.open_ledger(paths.LEDGER)
+    conn = ledger.open_ledger()
     try:
         for prompt in prompts:
             for warning in prompt_warnings(champ, prompt):

@@ -92,7 +92,7 @@ def record_promotion(model_name: str, version: str, by: str, reason: str, previo
 
     at = datetime.now(UTC).isoformat(timespec="seconds")
     tracking.tag_promotion(model_name, version, by, at, reason, previous)
-    conn = ledger.open_ledger(paths.LEDGER)
+    conn = ledger.open_ledger()
     try:
         ledger.record_promotion(conn, model_name, version, by, at, reason, previous)
         publiclog.seal(conn, ensure_signing_identity())  # the log's new head, signed
