@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -28,17 +29,40 @@ def _env() -> dict[str, str]:
     return env
 
 
+STALL_S = 30 * 60  # a stage showing no sign of work for this long is stopped (ATELIER_STAGE_STALL_S overrides)
+
+
+class StageStalled(RuntimeError):
+    """A stage showed no sign of work (output, checkpoint) for longer than its stall limit, and was stopped."""
+
+
+def stall_limit() -> float:
+    """Seconds without any sign of progress after which a stage is stopped: ATELIER_STAGE_STALL_S, else STALL_S."""
+    raw = os.environ.get("ATELIER_STAGE_STALL_S")
+    if raw is None:
+        return STALL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"ATELIER_STAGE_STALL_S={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"ATELIER_STAGE_STALL_S={raw!r} must be positive")
+    return value
+
+
 def repro(
     stage: str | None = None,
     root: Path | None = None,
     single: bool = False,
-    timeout: float | None = None,
+    stall_s: float | None = None,
     force: bool = False,
 ) -> str:
     """Run `dvc repro [stage]` in `root`; return its output, raise StageFailed naming the stage on failure.
 
-    DVC runs in its own process group; if we are interrupted or time out, the whole group (DVC and the stage's
-    Python process) is stopped, so no orphaned stage keeps writing."""
+    No stage is stopped for being slow: only for showing no sign of work (no output, no checkpoint written under
+    root's .atelier/checkpoints) for `stall_s` seconds (default stall_limit()), raising StageStalled. DVC runs in its
+    own process group; if we are interrupted or it stalls, the whole group (DVC and the stage's Python process) is
+    stopped, so no orphaned stage keeps writing."""
     root = root or paths.ROOT
     cmd = [sys.executable, "-m", "dvc", "repro"]
     if single:
@@ -49,11 +73,12 @@ def repro(
         cmd.append(stage)
     watching = progress_enabled()
     env = _env() | {FORCE: "1" if watching else "0"}
+    stall_s = stall_limit() if stall_s is None else stall_s
     proc = subprocess.Popen(
         cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        output = _collect(proc, echo=watching, timeout=timeout)
+        output = _collect(proc, echo=watching, stall_s=stall_s, checkpoints=Path(root) / ".atelier" / "checkpoints")
     except BaseException:
         _stop_group(proc)
         raise
@@ -63,22 +88,43 @@ def repro(
     return output
 
 
-def _collect(proc: subprocess.Popen, echo: bool, timeout: float | None) -> str:
-    """Read the process's output to the end (echoing it live to a watching terminal); return it as text."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+def _collect(proc: subprocess.Popen, echo: bool, stall_s: float, checkpoints: Path) -> str:
+    """Read the process's output to the end (echoing it live to a watching terminal); return it as text. Raise
+    StageStalled once neither output nor a checkpoint has appeared for `stall_s` seconds."""
     chunks = []
+    last_sign, last_checkpoint = time.monotonic(), _newest_mtime(checkpoints)
+    fd = proc.stdout.fileno()
     while True:
-        if deadline is not None and time.monotonic() > deadline:
-            raise subprocess.TimeoutExpired(proc.args, timeout)
-        block = os.read(proc.stdout.fileno(), 4096)
-        if not block:
-            break
-        chunks.append(block)
-        if echo:
-            sys.stderr.buffer.write(block)
-            sys.stderr.flush()
+        ready, _, _ = select.select([fd], [], [], min(5.0, stall_s))
+        if ready:
+            block = os.read(fd, 4096)
+            if not block:
+                break
+            chunks.append(block)
+            last_sign = time.monotonic()
+            if echo:
+                sys.stderr.buffer.write(block)
+                sys.stderr.flush()
+            continue
+        newest = _newest_mtime(checkpoints)
+        if newest != last_checkpoint:
+            last_checkpoint, last_sign = newest, time.monotonic()
+        if time.monotonic() - last_sign > stall_s:
+            raise StageStalled(
+                f"{' '.join(proc.args[2:])}: no output and no checkpoint for {stall_s:.0f} s, so it was stopped; "
+                "a slow stage that shows progress is never stopped: raise ATELIER_STAGE_STALL_S if its steps are "
+                "longer than that"
+            )
     proc.wait()
     return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The newest modification time of anything in `folder` (0 when absent): a checkpoint being written."""
+    try:
+        return max((entry.stat().st_mtime for entry in folder.rglob("*")), default=folder.stat().st_mtime)
+    except OSError:
+        return 0.0
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

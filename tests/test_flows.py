@@ -70,11 +70,10 @@ def test_policy_covers_every_stage():
     assert names[:4] == ["demo", "ingest", "clean", "license"]
     for name in names:
         task = pipeline.stage_task(name)
-        assert task.name == name and task.timeout_seconds >= 600
+        assert task.name == name and task.timeout_seconds is None  # stopped when stalled, never for being slow
         assert task.retries == (2 if name == "ingest" else 0)
     assert pipeline.stage_task("ingest").retry_delay_seconds == [10.0, 20.0]
-    assert set(pipeline.TIMEOUT_S) | set(pipeline.RETRIES) <= set(names)  # no policy for a stage that is gone
-    assert pipeline.stage_task("train_diffusion").timeout_seconds == 1800
+    assert set(pipeline.RETRIES) <= set(names)  # no policy for a stage that is gone
 
 
 def test_flows_hold_no_data_libraries():
