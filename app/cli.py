@@ -34,15 +34,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SourcesUndeclared as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
+    from atelier import dvc
+    from atelier import team as team_mode
     from atelier.run_summary import format_summary, pipeline_summary
     from flows.pipeline import dataset_to_artwork, select, stage_names
 
     try:
         select(stage_names(), args.upto)  # before a Prefect server starts: a wrong name or stage order fails fast
-    except ValueError as exc:
+        team = team_mode.current()
+        if team:
+            team_mode.require(team)  # every service answers, or nothing runs
+    except (ValueError, team_mode.TeamError) as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
-    dataset_to_artwork(upto=args.upto)
+    try:
+        dataset_to_artwork(upto=args.upto)
+    except team_mode.TeamBusy as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+    except dvc.PushFailed as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 1
     print(format_summary(pipeline_summary()))
     return 0
 
@@ -57,6 +69,112 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ServerUnavailable, ValueError) as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    """`atelier services up | status | down`: the team's services on this machine (app/services.py)."""
+    from app.services import SERVICES, ServiceError, Services
+
+    team = Services(Path(args.dir).expanduser())
+    try:
+        if args.action == "up":
+            status = team.up(only=tuple(args.only or SERVICES))
+        elif args.action == "down":
+            stopped = team.down()
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+            return 0
+        else:
+            status = team.status()
+    except ServiceError as exc:
+        print(f"atelier: services {args.action}: {exc}", file=sys.stderr)
+        return 1
+    for name, line in status.items():
+        print(f"{name:9s} {line}")
+    if args.action == "up":
+        print(f"\nteam mode for this shell: export ATELIER_TEAM_ENV={team.env_path}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Prefect worker of the team's work pool in this checkout until Ctrl-C: scheduled and triggered runs of
+    the deployment (`atelier deploy`) run on whichever worker picks them up."""
+    _prefect_env()
+    from atelier import team as team_mode
+
+    team = team_mode.current()
+    if team is None:
+        print(
+            "atelier: worker: team mode is off (ATELIER_MODE=team and the services' addresses; docs/team.md)",
+            file=sys.stderr,
+        )
+        return 2
+    team_mode.require(team)
+    import subprocess
+
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", args.pool, "--type", "process"]
+    return subprocess.call(cmd)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Deploy the pipeline flow to the team's work pool (optionally on a cron schedule); print its name."""
+    _prefect_env()
+    from atelier import team as team_mode
+    from flows.serve import deploy_to_pool
+
+    team = team_mode.current()
+    if team is None:
+        print("atelier: deploy: team mode is off (ATELIER_MODE=team; docs/team.md)", file=sys.stderr)
+        return 2
+    team_mode.require(team)
+    print(deploy_to_pool(args.pool, args.cron, upto=args.upto, name=args.name))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """`atelier data push | pull`: this checkout's DVC outputs to or from the team's remote."""
+    from atelier import dvc
+    from atelier import team as team_mode
+
+    team = team_mode.current()
+    if team is None:
+        print("atelier: data: team mode is off, so there is no team remote (docs/team.md)", file=sys.stderr)
+        return 2
+    team_mode.require(team)
+    dvc.configure_remote(team.dvc_remote, team.s3_endpoint)
+    try:
+        out = dvc.push() if args.action == "push" else dvc.pull()
+    except (RuntimeError, dvc.PushFailed) as exc:
+        print(f"atelier: data {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(out.strip() or "up to date")
+    return 0
+
+
+def cmd_ledger_migrate(args: argparse.Namespace) -> int:
+    """Copy an embedded ledger file into the team's (empty) ledger and verify the chain on both sides."""
+    from provenance import ledger
+
+    if not ledger.is_team():
+        print(
+            "atelier: ledger migrate: set ATELIER_LEDGER_URL (team mode) to the ledger to migrate into", file=sys.stderr
+        )
+        return 2
+    source_path = Path(args.source)
+    if not source_path.is_file():
+        print(f"atelier: ledger migrate: {source_path}: no ledger file there", file=sys.stderr)
+        return 2
+    source, target = ledger.open_read_only(source_path), ledger.open_ledger()
+    try:
+        done = ledger.migrate(source, target)
+    except ValueError as exc:
+        print(f"atelier: ledger migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+        target.close()
+    counts = ", ".join(f"{v} {k}" for k, v in done.items() if k not in ("entries", "head"))
+    print(f"migrated {done['entries']} log entries ({counts}); the chain verifies on both sides, head {done['head']}")
     return 0
 
 
@@ -400,6 +518,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
     p.add_argument("--upto", metavar="STAGE", help="scheduled runs stop after this dvc.yaml stage")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("services", help="the team's services on this machine: up, status or down (docs/team.md)")
+    p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("--dir", default="~/.atelier/services", help="the services' data folder (default: %(default)s)")
+    p.add_argument(
+        "--only", nargs="+", metavar="SERVICE", help="postgres, s3, mlflow, prefect, worker (and their needs)"
+    )
+    p.set_defaults(func=cmd_services)
+    p = sub.add_parser("worker", help="team mode: run a Prefect worker of the team's work pool in this checkout")
+    p.add_argument("--pool", default="atelier")
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("deploy", help="team mode: deploy the pipeline to the team's work pool (optionally scheduled)")
+    p.add_argument("--pool", default="atelier")
+    p.add_argument("--cron", help="a cron schedule, e.g. '0 2 * * *' (none: runs only when triggered)")
+    p.add_argument("--upto", help="run the stages up to this one")
+    p.add_argument("--name", default="nightly")
+    p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("data", help="team mode: push this checkout's data and models to the team's remote, or pull")
+    p.add_argument("action", choices=["push", "pull"])
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("ledger", help="the ledger: migrate an embedded ledger file into the team's")
+    ledger_sub = p.add_subparsers(dest="ledger_command", required=True)
+    p = ledger_sub.add_parser("migrate", help="copy a ledger file into the empty team ledger; verify both chains")
+    p.add_argument("--from", dest="source", default="ledger/ledger.sqlite", help="default: %(default)s")
+    p.set_defaults(func=cmd_ledger_migrate)
     p = sub.add_parser("ui", help="start the Prefect and MLflow servers (UIs) until Ctrl-C")
     p.add_argument("--prefect-port", type=int, default=4200)
     p.add_argument("--mlflow-port", type=int, default=5000)
@@ -519,10 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `atelier` console script."""
     args = build_parser().parse_args(argv)
+    from atelier import team as team_mode
+
     try:
+        team_mode.load_env_file()  # team mode: the services' addresses and keys (ATELIER_TEAM_ENV)
         return args.func(args)
     except ConfigError as exc:
         print(f"atelier: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except team_mode.TeamError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         from atelier.dvc import StageFailed

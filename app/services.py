@@ -183,7 +183,12 @@ class Services:
         unknown = set(only) - set(SERVICES)
         if unknown:
             raise ServiceError(f"unknown service(s) {sorted(unknown)}: choose from {list(SERVICES)}")
-        needs = set(only) | {"postgres"} | ({"s3"} if "mlflow" in only else set()) | ({"prefect"} if "worker" in only else set())
+        needs = (
+            set(only)
+            | {"postgres"}
+            | ({"s3"} if "mlflow" in only else set())
+            | ({"prefect"} if "worker" in only else set())
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)  # the postgres user must reach its data folder; nothing here is listable
         ports = self.ports()
@@ -306,13 +311,12 @@ class Services:
             AWS_SECRET_ACCESS_KEY=env["AWS_SECRET_ACCESS_KEY"],
         )
         server_env.pop("MLFLOW_TRACKING_URI", None)
+        server_env["MLFLOW_BACKEND_STORE_URI"] = f"{store}/mlflow"  # not in argv, where `ps` would show the password
         cmd = [
             sys.executable,
             "-m",
             "mlflow",
             "server",
-            "--backend-store-uri",
-            f"{store}/mlflow",
             "--artifacts-destination",
             "s3://mlflow/artifacts",
             "--host",
@@ -389,26 +393,25 @@ class Services:
 
     def down(self, timeout: float = 30.0) -> list[str]:
         """Stop every service (reverse order) and wait for each process to exit; return what was stopped."""
+        return [name for name in reversed(SERVICES) if self.stop(name, timeout)]
+
+    def stop(self, name: str, timeout: float = 30.0) -> bool:
+        """Stop one service and wait for its process to exit; return whether it was running."""
+        if name == "postgres":
+            data = self.root / "postgres"
+            if not _postgres_running(data):
+                return False
+            _run_as_postgres(
+                [_pg_bin("pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop"], "pg_ctl stop", self._log("postgres")
+            )
+            return True
         state = self.state()
-        pids, stopped = state.get("pids") or {}, []
-        for name in reversed(SERVICES):
-            if name == "postgres":
-                data = self.root / "postgres"
-                if _postgres_running(data):
-                    _run_as_postgres(
-                        [_pg_bin("pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop"],
-                        "pg_ctl stop",
-                        self._log("postgres"),
-                    )
-                    stopped.append(name)
-                continue
-            pid = pids.get(name)
-            if alive(pid):
-                _stop_group(pid, signal.SIGINT if name == "worker" else signal.SIGTERM, timeout)
-                stopped.append(name)
-        state["pids"] = {}
+        pid = (state.get("pids") or {}).pop(name, None)
         self._save(state)
-        return stopped
+        if not alive(pid):
+            return False
+        _stop_group(pid, signal.SIGINT if name == "worker" else signal.SIGTERM, timeout)
+        return True
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -153,3 +154,64 @@ def lock_md5(out_path: Path, root: Path | None = None) -> str:
                 if out.get("path") == rel:
                     return out["md5"]
     raise LookupError(f"{lock}: no md5 recorded for {rel}; run `dvc repro` first")
+
+
+# Team mode (atelier/team.py): the DVC remote on the team's S3 store. Its address goes to .dvc/config.local (never
+# committed); its keys stay in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), where DVC reads them.
+REMOTE = "team"
+UNPUBLISHED = Path(".atelier") / "unpublished.json"  # under the checkout: a run whose push failed
+
+
+class PushFailed(RuntimeError):
+    """`dvc push` to the team's remote failed; the run is marked unpublished and the next run pushes it."""
+
+
+def configure_remote(url: str, endpoint: str, root: Path | None = None) -> None:
+    """Make `url` (s3://bucket/prefix on the S3 store at `endpoint`) the checkout's default remote, locally."""
+    root = root or paths.ROOT
+    for args in (
+        ["remote", "add", "--local", "--force", "--default", REMOTE, url],
+        ["remote", "modify", "--local", REMOTE, "endpointurl", endpoint],
+    ):
+        _dvc(args, root, "configuring the team's DVC remote")
+
+
+def push(root: Path | None = None) -> str:
+    """`dvc push` every output of dvc.lock to the team's remote. On failure, write the unpublished marker (with the
+    reason) and raise PushFailed; on success remove the marker. Returns DVC's output."""
+    root = root or paths.ROOT
+    marker = root / UNPUBLISHED
+    try:
+        out = _dvc(["push", "--remote", REMOTE], root, "pushing this run's data and models to the team's remote")
+    except RuntimeError as e:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": str(e)[-2000:]}) + "\n")
+        os.replace(tmp, marker)
+        raise PushFailed(
+            f"{e}\nThe run finished but is marked unpublished ({marker}); the next run pushes it first, or run "
+            "`dvc push` when the S3 store answers again"
+        ) from None
+    marker.unlink(missing_ok=True)
+    return out
+
+
+def unpublished(root: Path | None = None) -> dict | None:
+    """Why the last run's push failed, when it did and no push has succeeded since; else None."""
+    marker = (root or paths.ROOT) / UNPUBLISHED
+    return json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
+
+
+def pull(root: Path | None = None) -> str:
+    """`dvc pull` every output of dvc.lock from the team's remote into the checkout (cache and workspace)."""
+    return _dvc(["pull", "--remote", REMOTE], root or paths.ROOT, "pulling the team's data and models")
+
+
+def _dvc(args: list[str], root: Path, doing: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=_env(), capture_output=True, text=True, timeout=3600
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"{doing}: dvc {' '.join(args[:1])} exited {proc.returncode}:\n{tail}")
+    return proc.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -16,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from atelier import dvc, paths
+from atelier import team as team_mode
 from atelier.declared import require_declared
 from atelier.lock import workspace_lock
 
@@ -165,7 +167,15 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
     for warning in require_declared(where):  # pre-flight: stop before any stage when a source is not a DVC dep
         get_run_logger().warning(warning.message)
     outputs: dict[str, str] = {}
-    with workspace_lock(where, "pipeline run"):  # a second run at once refuses instead of interleaving stages
+    team = team_mode.current()  # team mode: the services were checked by the CLI; here they are locked and used
+    shared = team_mode.run_lock(team, "pipeline run", where) if team else nullcontext()
+    with workspace_lock(where, "pipeline run"), shared:  # a second run at once refuses instead of interleaving
+        if team:
+            dvc.configure_remote(team.dvc_remote, team.s3_endpoint, where)
+            pending = dvc.unpublished(where)
+            if pending:  # the last run finished but its push failed: publish it before anything changes
+                get_run_logger().warning("publishing the previous run first (its push failed: %s)", pending["reason"])
+                dvc.push(where)
         # URL opt-outs due for a re-check (ingest.recheck_after_days, `atelier sources recheck`): DVC sees no change,
         # so the flow asks the ingest stage and forces it
         recheck = (
@@ -176,6 +186,8 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
         )
         for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace
             outputs[stage] = stage_task(stage)(stage, str(where), force=recheck and stage == "ingest")
+        if team:  # what this run produced reaches the team's remote, or the run is marked unpublished
+            get_run_logger().info("dvc push to %s:\n%s", team.dvc_remote, dvc.push(where).strip())
     publish_summary(str(where))
     return outputs
 

@@ -47,3 +47,24 @@ def serve_deployments(cron: str, upto: str | None = None, name: str = PIPELINE_D
         name=GENERATE_DEPLOYMENT, description="Artworks with provenance from the champion; give prompts and a seed."
     )
     serve(pipeline, generate, limit=1)  # limit=1: a generation never overlaps a pipeline run in this workspace
+
+
+def deploy_to_pool(pool: str, cron: str | None = None, upto: str | None = None, name: str = "nightly") -> str:
+    """Deploy `dataset-to-artwork/<name>` to the work pool `pool` (team mode), from this checkout's folder: a worker
+    (`atelier worker`) on any machine with the project at the same path picks its runs up. Returns the deployment's
+    full name. Two runs at once are refused by the team's run lock (atelier/team.py), never interleaved."""
+    from atelier import paths
+
+    select(stage_names(), upto)
+    check_api()
+    flow = dataset_to_artwork.from_source(source=str(paths.ROOT), entrypoint="flows/pipeline.py:dataset_to_artwork")
+    flow.deploy(
+        name=name,
+        work_pool_name=pool,
+        cron=cron,
+        parameters={"root": str(paths.ROOT), **({"upto": upto} if upto else {})},
+        description="The DVC stages of dvc.yaml in order, one task each, in team mode.",
+        build=False,
+        push=False,
+    )
+    return f"dataset-to-artwork/{name}"

@@ -574,7 +574,9 @@ def migrate(source: sqlite3.Connection, target: sqlite3.Connection) -> dict:
     or a copy whose chain or head differs from the source's."""
     problems = verify_ledger(source)
     if problems:
-        raise ValueError("the source ledger fails verification; fix it before migrating:\n  - " + "\n  - ".join(problems))
+        raise ValueError(
+            "the source ledger fails verification; fix it before migrating:\n  - " + "\n  - ".join(problems)
+        )
     counts = {}
     with snapshot(source), transaction(target):
         if target.execute("SELECT COUNT(*) FROM log").fetchone()[0]:

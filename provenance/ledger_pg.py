@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from urllib.parse import urlsplit
+
+from atelier.team import redacted
 
 LOCK_KEY = 0x41544C52  # "ATLR": the advisory lock every ledger writer takes (pg_advisory_xact_lock)
 
@@ -93,15 +94,6 @@ SCHEMA_VERSION = "3"  # the SQLite ledger's schema version this mirrors
 def is_url(location: object) -> bool:
     """Whether a ledger location is a PostgreSQL URL rather than a file path."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
-def redacted(url: str) -> str:
-    """The URL without its password: what messages and logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 class PgConnection:

@@ -4,7 +4,6 @@ takedown, an erasure and a url source's re-check report, read from the registry'
 
 from __future__ import annotations
 
-from atelier import paths
 from atelier.config import load_params
 from atelier.lineage import training_records
 from provenance import ledger

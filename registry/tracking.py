@@ -40,11 +40,17 @@ def client() -> MlflowClient:
 
 
 def experiment_id(name: str) -> str:
-    """The experiment's id, creating it with artifacts under the project's mlartifacts/ folder."""
+    """The experiment's id, creating it: with artifacts under the project's mlartifacts/ folder on the embedded
+    store; on a tracking server (team mode), where the server puts them (its proxied artifact store)."""
     c = client()
     found = c.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if tracking_uri().startswith(("http://", "https://")):
+        try:
+            return c.create_experiment(name)
+        except MlflowException:  # another machine created it meanwhile
+            return c.get_experiment_by_name(name).experiment_id
     location = paths.MLARTIFACTS.resolve().as_uri()
     return c.create_experiment(name, artifact_location=location)
 
