@@ -9,6 +9,7 @@ other machines must see the same files at the same paths (a shared filesystem), 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -43,21 +44,22 @@ class Engine:
 
     def __init__(self, p: EngineParams):
         self.p = p
+        # the team's cluster (ATELIER_DASK_SCHEDULER, atelier/team.py) wins over params: results do not depend on it
+        self.scheduler = os.environ.get("ATELIER_DASK_SCHEDULER") or p.dask_scheduler
         self._pool: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._client = None
 
     def __enter__(self) -> Engine:
-        if self.p.dask_scheduler:
+        if self.scheduler:
             from distributed import Client  # imported only when a cluster is configured
 
             try:
-                self._client = Client(self.p.dask_scheduler, timeout="30s", set_as_default=False)
+                self._client = Client(self.scheduler, timeout="30s", set_as_default=False)
             except OSError as exc:
                 raise ConnectionError(
-                    f"engine.dask_scheduler={self.p.dask_scheduler}: cannot reach the Dask "
-                    f"scheduler ({exc}); start it, or set engine.dask_scheduler: null to run "
-                    "on local processes"
+                    f"Dask scheduler {self.scheduler} (engine.dask_scheduler or ATELIER_DASK_SCHEDULER): cannot "
+                    f"reach it ({exc}); start it, or unset both to run on local processes"
                 ) from None
         return self
 
@@ -71,7 +73,7 @@ class Engine:
 
     def describe(self) -> str:
         if self._client is not None:
-            return f"dask {self.p.dask_scheduler} ({len(self._client.scheduler_info()['workers'])} workers)"
+            return f"dask {self.scheduler} ({len(self._client.scheduler_info()['workers'])} workers)"
         if self._pool is not None:
             return f"{self.p.workers} local processes"
         if self._threads is not None:
