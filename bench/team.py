@@ -126,22 +126,16 @@ def main() -> dict:
         team_alias = _alias_latency(team.env()["MLFLOW_TRACKING_URI"], tmp / "team")
         embedded_write, embedded_read = _ledger_latency(tmp / "embedded" / "ledger.sqlite")
         team_write, team_read = _ledger_latency(fresh_database(team))
-    result.update(
-        registry_alias_ms={
-            "team": team_alias * 1e3,
-            "embedded": embedded_alias * 1e3,
-            "ratio": team_alias / embedded_alias,
-        },
-        ledger_record_ms={
-            "team": team_write * 1e3,
-            "embedded": embedded_write * 1e3,
-            "ratio": team_write / embedded_write,
-        },
-        ledger_get_ms={"team": team_read * 1e3, "embedded": embedded_read * 1e3, "ratio": team_read / embedded_read},
-    )
+    for key, team_s, embedded_s in (
+        ("registry_alias_ms", team_alias, embedded_alias),
+        ("ledger_record_ms", team_write, embedded_write),
+        ("ledger_get_ms", team_read, embedded_read),
+    ):
+        result[key] = {"team": team_s * 1e3, "embedded": embedded_s * 1e3, "ratio": team_s / embedded_s}
     print(
         f"team: push {result['push_mib_s']:.1f} MiB/s, pull {result['pull_mib_s']:.1f} MiB/s, plain copy "
-        f"{result['copy_mib_s']:.0f} MiB/s (push {result['push_vs_copy']:.3f}x, pull {result['pull_vs_copy']:.3f}x of a copy)"
+        f"{result['copy_mib_s']:.0f} MiB/s (push {result['push_vs_copy']:.3f}x, "
+        f"pull {result['pull_vs_copy']:.3f}x of a copy)"
     )
     for key in ("registry_alias_ms", "ledger_record_ms", "ledger_get_ms"):
         r = result[key]
