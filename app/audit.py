@@ -27,8 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from atelier import paths
-from atelier.hashing import phash, pixels_sha256
-from atelier.models.metrics import phash_distance
+from atelier.hashing import phash, phash_distance, pixels_sha256
 from atelier.version import code_version
 from provenance import credentials, ledger, signed_json, watermark
 from provenance.manifest import DIGITAL_SOURCE_TYPE

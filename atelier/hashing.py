@@ -37,3 +37,10 @@ def pixels_sha256(image: Image.Image) -> str:
 def phash(image: Image.Image) -> str:
     """64-bit perceptual hash as 16 hex digits."""
     return str(imagehash.phash(image.convert("RGB")))
+
+
+def phash_distance(a: str | int, b: str | int) -> int:
+    """Hamming distance between two 64-bit perceptual hashes given as hex strings or ints."""
+    ia = int(a, 16) if isinstance(a, str) else int(a)
+    ib = int(b, 16) if isinstance(b, str) else int(b)
+    return bin(ia ^ ib).count("1")

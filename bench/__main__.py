@@ -22,6 +22,7 @@ from bench import (
     provenance_overhead,
     rawstore,
     resolution_scale,
+    team,
     training,
     watermark_robustness,
 )
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "faces": faces.main,
     "rawstore": rawstore.main,
     "resolution_scale": resolution_scale.main,
+    "team": team.main,
     "watermark_robustness": watermark_robustness.main,
 }
 

@@ -149,7 +149,10 @@ from atelier.config import load_params
 c = MlflowClient()
 name = load_params().registry.model_name
 champion = c.get_model_version_by_alias(name, "champion")
-made = c.create_model_version(name, champion.source, run_id=champion.run_id, tags=champion.tags)
+made = c.create_model_version(
+    name, champion.source, run_id=champion.run_id, tags=champion.tags,
+    model_id=champion.model_id or champion.source.removeprefix("models:/"),
+)
 c.set_registered_model_alias(name, "champion", made.version)  # what the MLflow UI's alias editor calls
 print(made.version)
 """

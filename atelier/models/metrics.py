@@ -42,13 +42,6 @@ def diversity(emb: torch.Tensor) -> float:
     return float(1 - mean_off_diagonal)
 
 
-def phash_distance(a: str | int, b: str | int) -> int:
-    """Hamming distance between two 64-bit perceptual hashes given as hex strings or ints."""
-    ia = int(a, 16) if isinstance(a, str) else int(a)
-    ib = int(b, 16) if isinstance(b, str) else int(b)
-    return bin(ia ^ ib).count("1")
-
-
 def _two_nearest(query: torch.Tensor, bank: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     if len(bank) < (3 if exclude_self else 2):
         raise ValueError("replication needs at least two reference (training) embeddings")
