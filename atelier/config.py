@@ -274,6 +274,11 @@ class PromoteParams(Section):
     #                                               this fraction of the bar is waived when the low end is above 0.5
     preference_ridge: float = Field(default=0.1, gt=0)  # Bradley-Terry prior N(0, 1/ridge) on each log-strength
     follow_preferred_guidance: bool = False  # champion.json names the clearly preferred guidance for generate
+    # Before any relative rule, the evaluator itself: can it tell the held-out real images' own captions from the
+    # others better than chance? (the 95% Wilson interval of its top-1 retrieval must lie above chance). When it
+    # cannot, no CLIP figure means anything on this collection and the gate promotes nothing by itself: reviewers'
+    # clear preference, or a person (atelier promote --version N --reason ...), decides. False skips the check.
+    judge_evaluator: bool = True
 
 
 class RegistryParams(Section):

@@ -28,7 +28,8 @@ REQUIRED = (
     "cmmd_baseline",
     "replication_rate",
 )
-OPTIONAL = ("style_accuracy", "palette_accuracy")
+OPTIONAL = ("style_accuracy", "palette_accuracy", "real_images")
+EVALUATOR_FIGURE = "the evaluator's retrieval of the real images' own captions (95% interval low end)"
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,43 @@ def gate(
                 paired["ci_high"] >= -t.champion_max_drop,
             )
         )
+    judge = evaluator_check(m, t)
+    if judge is not None:
+        checks.insert(0, judge)
     checks, said = preference_rule(checks, preference, t)
+    if judge is not None and not judge.passed:
+        checks = _judged_by_people(checks, preference, t)
     return GateResult(passed=all(c.passed for c in checks), checks=checks, preference=said)
+
+
+def evaluator_check(m: dict[str, float], t: PromoteParams) -> Check | None:
+    """Whether the evaluator can judge prompt-following on this collection: the low end of the 95% Wilson interval
+    of its top-1 retrieval on the held-out real images must lie above chance. None when the check is off or the
+    number of real images was not recorded (a version evaluated before the check existed)."""
+    from atelier.preference import wilson
+
+    n = int(m.get("real_images") or 0)
+    if not t.judge_evaluator or n == 0:
+        return None
+    low, high = wilson(m["real_retrieval_top1"] * n, n)
+    rule = (
+        f"> chance {m['chance_top1']:.3f} (real images' retrieval {m['real_retrieval_top1']:.3f}, 95% interval "
+        f"[{low:.3f}, {high:.3f}] over {n} images): otherwise the evaluator cannot judge prompt-following on this "
+        "collection, every relative rule is met by any model, and the gate promotes nothing by itself; ask "
+        "reviewers to vote (atelier review prepare; atelier review), whose clear preference then decides, or "
+        "promote by hand (atelier promote --version N --reason ...)"
+    )
+    return Check(EVALUATOR_FIGURE, low, m["chance_top1"], rule, low > m["chance_top1"])
+
+
+def _judged_by_people(checks: list[Check], h2h: dict | None, t: PromoteParams) -> list[Check]:
+    """With a blind evaluator, only reviewers' clear preference (enough votes, interval above 0.5) promotes: it
+    waives the evaluator check; nothing else does."""
+    clear = bool(h2h) and h2h.get("votes", 0) >= t.preference_min_votes and h2h.get("low", 0) > 0.5
+    if not clear:
+        return checks
+    reason = f"reviewers clearly prefer the challenger (win rate interval [{h2h['low']:.2f}, {h2h['high']:.2f}])"
+    return [Check(c.figure, c.value, c.bar, c.rule, True, reason) if c.figure == EVALUATOR_FIGURE else c for c in checks]
 
 
 def preference_rule(checks: list[Check], h2h: dict | None, t: PromoteParams) -> tuple[list[Check], str]:

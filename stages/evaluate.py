@@ -249,6 +249,7 @@ def evaluate(
         "guidance": p.headline_guidance,
         "retrieval_top1": h["retrieval_top1"],
         "real_retrieval_top1": real["retrieval_top1"],
+        "real_images": real["images"],  # how many held-out real images that retrieval is measured on
         "chance_top1": report["chance"]["retrieval_top1"],
         "retrieval_top5": h["retrieval_top5"],
         "real_retrieval_top5": real["retrieval_top5"],

@@ -178,7 +178,7 @@ def test_a_promotion_in_mlflow_is_what_generate_uses_and_the_ledger_is_shared(cl
         "name = load_params().registry.model_name\n"
         f"print(len(ledger.by_model_version(conn, name, '{promoted}')), ledger.verify_ledger(conn))",
     )
-    assert seen_from_a.split(maxsplit=1) == [str(len(manifests)), "[]"]
+    assert seen_from_a.strip().split(maxsplit=1) == [str(len(manifests)), "[]"]
 
 
 def test_two_clones_generating_at_once_store_every_entry_once(clones, team, promoted):

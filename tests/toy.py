@@ -71,4 +71,5 @@ GATE_OPEN = {
     "max_cmmd_multiple": 1e9,
     "max_replication_rate": 1.0,
     "champion_max_drop": 10.0,
+    "judge_evaluator": False,  # a toy evaluator may be at chance: these builds test the plumbing, not merit
 }
