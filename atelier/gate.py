@@ -190,7 +190,9 @@ def _judged_by_people(checks: list[Check], h2h: dict | None, t: PromoteParams) -
     if not clear:
         return checks
     reason = f"reviewers clearly prefer the challenger (win rate interval [{h2h['low']:.2f}, {h2h['high']:.2f}])"
-    return [Check(c.figure, c.value, c.bar, c.rule, True, reason) if c.figure == EVALUATOR_FIGURE else c for c in checks]
+    return [
+        Check(c.figure, c.value, c.bar, c.rule, True, reason) if c.figure == EVALUATOR_FIGURE else c for c in checks
+    ]
 
 
 def preference_rule(checks: list[Check], h2h: dict | None, t: PromoteParams) -> tuple[list[Check], str]:
