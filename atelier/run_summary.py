@@ -61,6 +61,13 @@ FIGURES = [  # (label, generated key, real key, chance key, scale)
     ("diversity", "diversity", "real_diversity", None, "1 - mean pairwise cosine"),
     ("style accuracy (demo)", "style_accuracy", "real_style_accuracy", None, "fraction; chance 1/6"),
     ("palette accuracy (demo)", "palette_accuracy", "real_palette_accuracy", None, "fraction; chance 1/6"),
+    (
+        "colour agreement",
+        "colour_agreement",
+        "real_colour_agreement",
+        None,
+        "fraction of colour-naming prompts whose colour dominates the image (no learned model)",
+    ),
 ]
 
 

@@ -25,7 +25,7 @@ import time
 import pandas as pd
 import torch
 
-from atelier import paths
+from atelier import colours, paths
 from atelier.config import EvaluateParams, load_params
 from atelier.dataset import labels, load_images, split
 from atelier.embedding import embed_records
@@ -150,6 +150,11 @@ def prompt_similarity_floor(evaluator, tokenizer, train: pd.DataFrame, holdout: 
     return float(torch.quantile(nearest.double(), 0.01))
 
 
+def _arrays(images: torch.Tensor) -> list:
+    """A [N, 3, H, W] tensor in [0, 1] as N H x W x 3 arrays."""
+    return list(images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+
+
 def evaluate(
     pipeline, evaluator, eval_tokenizer, train: pd.DataFrame, holdout: pd.DataFrame, p: EvaluateParams, embed_train=None
 ) -> tuple[dict, dict]:
@@ -200,6 +205,16 @@ def evaluate(
             headline = {**scored, "images": images}
     if headline is None:
         raise ValueError(f"evaluate.headline_guidance={p.headline_guidance} is not in evaluate.guidance={p.guidance}")
+    # colour agreement (atelier/colours.py): no learned model, so it says something where the evaluator is blind
+    generated_colours = colours.agreement(_arrays(headline["images"]), generation_prompts)
+    real_colours = colours.agreement(_arrays(real_images), list(shown_real["caption"]))
+    report["colour_agreement"] = {
+        "generated": generated_colours["agreement"],
+        "real": real_colours["agreement"],
+        "generated_images": generated_colours["images"],
+        "real_images": real_colours["images"],
+        "method": "a prompt's basic colour terms among the image's dominant colours (CIELAB nearest, >= 12% of pixels)",
+    }
 
     # CMMD on the evaluator; replication on the generator's own CLIP, as generate checks each artwork
     train_eval_emb = (
@@ -267,6 +282,8 @@ def evaluate(
         "prompt_similarity_floor": floor,
         "figures_beating_real": len(report["warnings"]),
     }
+    report["headline"]["colour_agreement"] = report["colour_agreement"]["generated"]
+    report["headline"]["real_colour_agreement"] = report["colour_agreement"]["real"]
     for key in ("style_accuracy", "palette_accuracy"):  # the demo's extras, only where captions name them
         if key in h:
             report["headline"][key] = h[key]
