@@ -39,6 +39,7 @@ LONGEST_FIRST = [
     "test_end_to_end",
     "test_pretrained_clip",
     "test_lora_pipeline",
+    "test_team",
     "test_distributed",
     "test_checkpoint",
     "test_hostile_inputs",
