@@ -18,13 +18,11 @@ def project(tmp_path, cmd: str):
 
 
 def test_a_slow_stage_that_shows_progress_is_never_stopped(tmp_path):
-    code = "import time\nfor i in range(10):\n    print(i, flush=True); time.sleep(0.5)\nopen('out.txt', 'w').write('done')"
+    code = "import time\nfor i in range(10):\n    print(i, flush=True)\n    time.sleep(0.5)\nopen('out.txt', 'w')"
     (tmp_path / "slow.py").write_text(code)
     root = project(tmp_path, f"{sys.executable} slow.py")
-    dvc.repro(
-        "work", root=root, stall_s=4
-    )  # 5 s of work, no silence longer than 0.5 s (and a margin for a busy machine)
-    assert (root / "out.txt").read_text() == "x"
+    dvc.repro("work", root=root, stall_s=4)  # 5 s of work, no silence over 0.5 s, a margin for a busy machine
+    assert (root / "out.txt").exists()
 
 
 def test_a_stage_writing_checkpoints_is_progressing(tmp_path):
