@@ -97,15 +97,17 @@ def run_stages(root: Path) -> tuple[float, int]:
 
 
 def _probe(root: Path, probe: str) -> subprocess.CompletedProcess:
-    """Run Python code `probe` in a fresh process in the project copy `root`."""
-    return subprocess.run(
+    """Run Python code `probe` in a fresh process in the project copy `root`; its error output on failure."""
+    done = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=root,
         capture_output=True,
         text=True,
-        check=True,
         env={**os.environ, "ATELIER_QUIET": "1"},
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the stage probe in {root} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
 
 
 def stage_work(root: Path) -> float:
@@ -162,7 +164,8 @@ def main() -> dict:
         root = workspace(Path(tmp), "small", n)
         twin = copy_project(Path(tmp) / "twin")  # the same images, for the stage-work timings
         shutil.copytree(root / "data/sources/bench", twin / "data/sources/bench", copy_function=os.link)
-        shutil.copy2(root / "params.yaml", twin / "params.yaml")
+        for declared in ("params.yaml", "dvc.yaml"):  # the source and its dvc.yaml dep: ingest refuses it undeclared
+            shutil.copy2(root / declared, twin / declared)
         base = pillow_baseline(root / "data/sources/bench", Path(tmp) / "baseline")
         full, _ = run_stages(root)
         full_work = repeated_work(twin, None)
