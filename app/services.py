@@ -81,6 +81,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
+        self._mlflow_waiting = None  # set while the MLflow server starts (up() waits for it last)
 
     # -- state and secrets ------------------------------------------------------------------------------------------
     @property
@@ -197,6 +198,9 @@ class Services:
         for name in SERVICES:
             if name in needs:
                 starters[name](ports) if name != "worker" else self._worker()
+        if self._mlflow_waiting is not None:  # started before Prefect, ready meanwhile (both take seconds to import)
+            self._mlflow_waiting()
+            self._mlflow_waiting = None
         env = self.env()
         _write_secret(self.env_path, "".join(f"export {k}={v}\n" for k, v in sorted(env.items())))
         return self.status()
@@ -327,7 +331,9 @@ class Services:
             "1",
         ]
         pid = self._spawn("mlflow", cmd, server_env)
-        self._wait("mlflow", lambda: _http_ok(f"http://{HOST}:{ports['mlflow']}/health"), pid, 300)
+        self._mlflow_waiting = lambda: self._wait(
+            "mlflow", lambda: _http_ok(f"http://{HOST}:{ports['mlflow']}/health"), pid, 300
+        )
 
     def _prefect(self, ports: dict) -> None:
         pid = self.state().get("pids", {}).get("prefect")
