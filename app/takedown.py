@@ -100,12 +100,14 @@ def matching_records(data: bytes, hamming: int) -> pd.DataFrame:
 def affected_by_image(image: Path) -> dict:
     """Every record whose image matches the picture at `image`, and the versions and artworks that used any of them."""
     data = Path(image).read_bytes()
-    matches = matching_records(data, load_params().clean.near_duplicate_hamming)
+    hamming = load_params().clean.near_duplicate_hamming
+    matches = matching_records(data, hamming)
     ids = set(matches["record_id"])
     report = used_by(lambda records: records["record_id"].isin(ids))
     return {
         "target": str(image),
         "kind": "image",
+        "searched": f"every ingested record's sha256 and perceptual hash (within {hamming} bits), in every source",
         "sha256": hashlib.sha256(data).hexdigest(),
         "matches": [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in matches.to_dict("records")],
         "record_ids": sorted(ids),
@@ -161,7 +163,12 @@ def format_report(r: dict) -> str:
     """Plain-text answer for the rights holder."""
     dry = r.get("dry_run")
     lines = [f"{'Dry run: takedown' if dry else 'Takedown'} of {r['kind']} '{r['target']}' for model '{r['model']}':"]
-    if r["kind"] == "image":
+    if r["kind"] == "image" and not r["matches"]:
+        lines.append(
+            f"  no match found: searched {r['searched']}; a crop, a heavy edit or another photograph of the work "
+            "may not match, so this is not proof that the work was not used"
+        )
+    elif r["kind"] == "image":
         lines.append(f"  records whose image matches it: {len(r['matches'])} rows, {len(r['record_ids'])} record ids")
         lines += [
             f"    {m['record_id'][:16]} {m['source']}: {m['source_uri']} "
@@ -175,7 +182,7 @@ def format_report(r: dict) -> str:
             + (f" aliases: {', '.join(v['aliases'])}" if v["aliases"] else "")
             for v in r["versions"]
         ]
-    else:
+    elif r["kind"] != "image" or r["matches"]:
         lines.append("  no registered model version was trained on it")
     lines.append(f"  artworks those versions produced: {len(r['artworks'])}")
     lines += [f"    {a['id']} (version {a['model_version']})" for a in r["artworks"]]

@@ -162,6 +162,9 @@ def test_the_exact_bytes_match_and_an_unrelated_picture_matches_nothing(works, t
     other.write_bytes(encoded(picture(7), "PNG"))
     nothing = takedown.takedown(image=other, dry_run=True)
     assert nothing["matches"] == [] and nothing["versions"] == [] and nothing["artworks"] == []
+    said = takedown.format_report(nothing)  # a missed match is not stated as a fact about the models
+    assert "no match found: searched every ingested record's sha256 and perceptual hash" in said
+    assert "not proof that the work was not used" in said and "no registered model version was trained" not in said
 
 
 def test_a_dry_run_by_name_or_record_id_writes_nothing(works, tmp_path, capsys):
