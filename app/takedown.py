@@ -186,6 +186,10 @@ def format_report(r: dict) -> str:
         lines.append("  no registered model version was trained on it")
     lines.append(f"  artworks those versions produced: {len(r['artworks'])}")
     lines += [f"    {a['id']} (version {a['model_version']})" for a in r["artworks"]]
+    for key, what in (("citing", "published"), ("quarantined_citing", "quarantined")):
+        if key in r:
+            lines.append(f"  {what} artworks that cite it as a nearest training image: {len(r[key])}")
+            lines += [f"    {a['id']} (version {a['model_version']}; {', '.join(a['records'])})" for a in r[key]]
     if r["versions_with_unknown_data"]:
         lines.append(f"  versions whose training data could not be found: {r['versions_with_unknown_data']}")
     if dry:

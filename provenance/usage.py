@@ -15,7 +15,7 @@ def used_by(hits) -> dict:
     from registry import tracking
 
     name = load_params().registry.model_name
-    versions, artworks, unknown = [], [], []
+    versions, artworks, unknown, citing, quarantined = [], [], [], [], []
     conn = ledger.open_read_only()
     try:
         for v in tracking.all_versions(name):
@@ -25,15 +25,39 @@ def used_by(hits) -> dict:
             except (FileNotFoundError, TypeError):
                 unknown.append(v["version"])
                 continue
-            found = int(hits(records).sum())
+            mask = hits(records)
+            found = int(mask.sum())
             if found:
                 versions.append({"version": v["version"], "records": found, "aliases": v["aliases"]})
                 made = ledger.by_model_version(conn, name, v["version"]) if conn else []
                 artworks += [{"id": a["id"], "model_version": v["version"]} for a in made]
+                ids = set(records.loc[mask, "record_id"])
+                citing += [
+                    {"id": a["id"], "model_version": v["version"], "records": cited}
+                    for a in made
+                    if (cited := _cited(a["manifest"].get("nearest_training_images"), ids))
+                ]
+                quarantined += [
+                    {"id": q["id"], "model_version": v["version"], "records": cited}
+                    for q in (ledger.refusals(conn, name) if conn else [])
+                    if q["model_version"] == v["version"] and (cited := _cited(q["nearest"], ids))
+                ]
     finally:
         if conn:
             conn.close()
-    return {"model": name, "versions": versions, "artworks": artworks, "versions_with_unknown_data": unknown}
+    return {
+        "model": name,
+        "versions": versions,
+        "artworks": artworks,  # every artwork of those versions: the models that made them learnt from the work
+        "citing": citing,  # the published artworks that name the work among their nearest training images
+        "quarantined_citing": quarantined,  # the refused (quarantined) ones that do
+        "versions_with_unknown_data": unknown,
+    }
+
+
+def _cited(nearest: list | None, ids: set[str]) -> list[str]:
+    """The record ids of `ids` that a nearest-training-images list names."""
+    return sorted({item.get("record_id") for item in nearest or [] if item.get("record_id") in ids})
 
 
 def records_used_by(record_ids: list[str]) -> dict:

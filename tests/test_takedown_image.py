@@ -108,6 +108,24 @@ def works(tmp_path, monkeypatch, empty_store) -> dict:
         ledger.record(
             conn, manifest(f"art{version}", version=version) | {"model": {"name": NAME, "version": version}}, None
         )
+    cites = {"ana": ana["record_id"], "ben": ben["record_id"]}
+    for artwork_id, who in (("art1-ana", "ana"), ("art1-ben", "ben")):  # version 1 artworks naming a nearest work
+        made = manifest(artwork_id, version="1") | {"model": {"name": NAME, "version": "1"}}
+        ledger.record(conn, made | {"nearest_training_images": [{"record_id": cites[who], "similarity": 0.9}]}, None)
+    ledger.record_refusal(
+        conn,
+        {
+            "id": "q1".ljust(16, "0"),
+            "sha256_pixels": "q1".ljust(64, "0"),
+            "phash": "0" * 16,
+            "prompt": "a copy",
+            "seed": 1,
+            "model": {"name": NAME, "version": "1"},
+            "reason": "possible replication",
+            "nearest_training_images": [{"record_id": ana["record_id"], "similarity": 0.99}],
+            "created_at": "2026-12-01T00:00:00+00:00",
+        },
+    )
     conn.close()
     rights_holder_copy = tmp_path / "my-painting.jpg"  # smaller, re-encoded: not our bytes, nor the scrape's
     rights_holder_copy.write_bytes(encoded(picture(1).resize((180, 180), Image.LANCZOS), "JPEG", quality=80))
@@ -142,7 +160,9 @@ def test_a_resized_jpeg_of_a_work_finds_every_copy_and_the_versions_that_used_it
         ("scrape", "scrape/ana.jpg"),
     }
     assert [v["version"] for v in report["versions"]] == ["1"]
-    assert [a["id"] for a in report["artworks"]] == ["art1"]
+    assert sorted(a["id"] for a in report["artworks"]) == ["art1", "art1-ana", "art1-ben"]  # all of version 1's
+    assert [(a["id"], a["records"]) for a in report["citing"]] == [("art1-ana", [works["ana"]])]  # the ones citing it
+    assert [a["id"] for a in report["quarantined_citing"]] == ["q1".ljust(16, "0")]  # quarantined ones too
 
     assert cli.main(["takedown", "--image", str(works["copy"]), "--reason", "request from Ana Ruiz"]) == 0
     out = capsys.readouterr().out
