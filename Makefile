@@ -40,7 +40,7 @@ run: $(STAMP)
 test: $(STAMP) browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15
 
 # The Prefect UI on http://127.0.0.1:4200 and the MLflow UI on http://127.0.0.1:5000, until Ctrl-C.
 ui: $(STAMP)
