@@ -145,9 +145,12 @@ def test_a_second_clone_pulls_the_same_bytes(clones, team):
 
 
 PROMOTE_IN_MLFLOW = """
+import os
 from mlflow import MlflowClient
 from atelier.config import load_params
-c = MlflowClient()
+uri = os.environ["MLFLOW_TRACKING_URI"]  # the team's server, from team.env
+print({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}, file=__import__("sys").stderr)
+c = MlflowClient(tracking_uri=uri, registry_uri=uri)
 name = load_params().registry.model_name
 challenger = c.get_model_version_by_alias(name, "challenger")
 c.set_registered_model_alias(name, "champion", challenger.version)  # what the MLflow UI's alias editor calls
