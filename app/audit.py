@@ -591,14 +591,14 @@ def _ledger_problems(conn) -> list[str]:
 def _lineage_checks(m: dict) -> list[Check]:
     """The model version is registered with the recorded weights; DVC knows the data; the policy allows every record."""
     from atelier.config import load_params
-    from atelier.lineage import training_records, where_md5_is_recorded
+    from atelier.lineage import training_rows, where_md5_is_recorded
     from atelier.rights import decide, read_opt_outs
-    from registry import tracking
+    from registry import lookup
 
     checks = []
     model = m["model"]
     try:
-        version = tracking.get_version(model["name"], model["version"])
+        version = lookup.get_version(model["name"], model["version"])
         tags = version["tags"]
         same = tags.get("weights_sha256") == model["weights_sha256"] and version["run_id"] == model["run_id"]
         checks.append(
@@ -629,15 +629,13 @@ def _lineage_checks(m: dict) -> list[Check]:
         )
     )
     try:
-        records = training_records(md5)
+        records = training_rows(md5)
     except FileNotFoundError as exc:
         checks.append(Check("training licenses allowed", False, str(exc)))
         return checks
     policy, opt_outs = load_params().license.policy, read_opt_outs(paths.OPT_OUT)
     refused = [
-        (r["record_id"][:12], d["reason"])
-        for r in records.to_dict("records")
-        if (d := decide(r, policy, opt_outs))["decision"] != "train"
+        (r["record_id"][:12], d["reason"]) for r in records if (d := decide(r, policy, opt_outs))["decision"] != "train"
     ]
     checks.append(
         Check(

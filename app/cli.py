@@ -232,22 +232,29 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generate artworks for one prompt from the champion, each with its provenance manifest."""
-    from pathlib import Path
-
+    """Generate artworks for one prompt from the champion, each with its provenance manifest: through the checkout's
+    running studio (`atelier studio`) when there is one, else alone in this process."""
     from atelier import paths
-    from stages.generate import generate_artworks
+    from atelier.config import MAX_CANDIDATES
 
+    if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
+        print(f"atelier: --candidates must be 1 to {MAX_CANDIDATES} (got {args.candidates})", file=sys.stderr)
+        return 2
     out_dir = Path(args.out).resolve() if args.out else paths.ARTWORKS
-    manifests = generate_artworks(
-        [args.prompt],
-        seed=args.seed,
-        n=args.n,
-        steps=args.steps,
-        guidance=args.guidance,
-        negative_prompt=args.negative_prompt,
-        out_dir=out_dir,
-    )
+    manifests = None if args.no_studio else _generate_in_studio(args, out_dir)
+    if manifests is None:
+        from stages.generate import generate_artworks
+
+        manifests = generate_artworks(
+            [args.prompt],
+            seed=args.seed,
+            n=args.n,
+            steps=args.steps,
+            guidance=args.guidance,
+            negative_prompt=args.negative_prompt,
+            out_dir=out_dir,
+            candidates=args.candidates,
+        )
     published = [m for m in manifests if not m.get("quarantined")]
     for m in published:
         print(
@@ -262,6 +269,52 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 f"{(out_dir / m['file']).with_suffix('.quarantine.json').name})"
             )
     return 0 if published or not manifests else 4  # 4: every artwork was quarantined
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """`studio`: the warm generator (app/studio.py) until Ctrl-C."""
+    from app.studio import main as serve_studio
+
+    return serve_studio(args.host, args.port)
+
+
+def _generate_in_studio(args: argparse.Namespace, out_dir: Path) -> list[dict] | None:
+    """The manifests the running studio made for this request, or None when no studio answers (then generate alone).
+    A refusal the studio gives is this command's refusal: the same message and exit code as alone."""
+    from app import studio
+
+    found = studio.find()
+    if found is None:
+        return None
+    body = {
+        "prompt": args.prompt,
+        "seed": args.seed,
+        "n": args.n,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "negative_prompt": args.negative_prompt,
+        "candidates": args.candidates,
+        "out": str(out_dir),
+    }
+    try:
+        answer = studio.request(found, body)
+    except ConnectionError as exc:
+        print(f"atelier: {exc}; generating in this process", file=sys.stderr)
+        return None
+    except studio.StudioError as exc:
+        if exc.kind == "refused":
+            from stages.generate import PromptRefused
+
+            raise PromptRefused(str(exc)) from None
+        if exc.kind == "no_champion":
+            from stages.generate import NoChampion
+
+            raise NoChampion(str(exc)) from None
+        print(f"atelier: the studio at {found['url']} refused the request: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for warning in answer["warnings"]:
+        print(f"atelier: {warning}", file=sys.stderr)
+    return answer["manifests"]
 
 
 def _refuse_audit_options(args: argparse.Namespace) -> str | None:
@@ -388,9 +441,10 @@ def cmd_takedown(args: argparse.Namespace) -> int:
             reason=args.reason,
             image=None if args.image is None else Path(args.image),
             dry_run=args.dry_run,
+            creator=args.creator,
         )
-    except ValueError as exc:  # a picture that is not an image
-        print(f"atelier: takedown --image {args.image}: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a picture that is not an image, a target that is neither a record nor a creator
+        print(f"atelier: takedown {args.target or '--image ' + args.image}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -413,6 +467,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             reason=args.reason,
             by=args.by or "",
             dry_run=args.dry_run,
+            creator=args.creator,
         )
     except (ValueError, RawStoreKeyError) as exc:  # no reason, a picture that is not an image, the raw store's key
         print(f"atelier: forget: {exc}", file=sys.stderr)
@@ -560,7 +615,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: params.yaml)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--out", default=None, help="folder for the artworks and their gallery (default: artworks/)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="best-of-K: seeds per artwork (default: params.yaml generate.candidates)",
+    )
+    p.add_argument("--no-studio", action="store_true", help="generate in this process even when a studio runs")
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("studio", help="keep the champion loaded and make artworks for `atelier generate` in seconds")
+    p.add_argument("--host", default="127.0.0.1", help="loopback only (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8766, help="default: %(default)s (0: any free port)")
+    p.set_defaults(func=cmd_studio)
     p = sub.add_parser("audit", help="verify artworks' provenance, or the training set's licenses (--dataset)")
     p.add_argument("paths", nargs="*", help="artwork files (PNG, or a stripped copy in any image format)")
     p.add_argument("--dataset", action="store_true", help="audit the training set's licenses instead")
@@ -602,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only answer which versions and artworks used it: nothing is opted out or marked",
     )
     p.add_argument("--reason", default="takedown request")
+    p.add_argument("--creator", action="store_true", help="the target is a creator's name, even one not ingested yet")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_takedown)
     p = sub.add_parser(
@@ -614,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (kept in the tombstone, policy/erasures.csv)")
     p.add_argument("--by", help="who asked (stored as given)")
     p.add_argument("--dry-run", action="store_true", help="only find the records and the models: nothing is erased")
+    p.add_argument("--creator", action="store_true", help="the target is a creator's name, even one not ingested yet")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_forget)
     p = sub.add_parser(

@@ -57,7 +57,7 @@ REDACTED = "(erased)"
 MIN_NEEDLE = 8  # a personal string shorter than this is too common to search the cache for
 
 
-def find(target: str | None, image: Path | None) -> dict:
+def find(target: str | None, image: Path | None, creator: bool = False) -> dict:
     """The records to forget: {"kind", "target", "record_ids", "sources"} (sources: {source: rows found})."""
     raw = read_frame(paths.RAW_RECORDS, ["record_id", "source", "source_uri", "title", "creator", "license_raw"])
     if image is not None:
@@ -65,8 +65,8 @@ def find(target: str | None, image: Path | None) -> dict:
         matches = takedown.matching_records(data, load_params().clean.near_duplicate_hamming)
         ids = set(matches["record_id"]) | {hashlib.sha256(data).hexdigest()}
         kind, target = "image", str(image)
-    elif takedown.target_kind(target) == "record_id":
-        ids, kind = {target.strip().lower()}, "record_id"
+    elif (resolved := takedown.resolve_target(target, creator))[0] == "record_id":
+        ids, kind, target = {resolved[1]}, "record_id", resolved[1]
     else:
         hits = creator_matches(raw.to_dict("records"), target, read_opt_outs(paths.OPT_OUT))
         ids, kind = set(raw.loc[hits, "record_id"]), "creator"
@@ -238,7 +238,12 @@ def erase_ledger(record_ids: set[str], at: str, reason: str) -> dict:
 
 
 def forget(
-    target: str | None = None, image: Path | None = None, reason: str = "", by: str = "", dry_run: bool = False
+    target: str | None = None,
+    image: Path | None = None,
+    reason: str = "",
+    by: str = "",
+    dry_run: bool = False,
+    creator: bool = False,
 ) -> dict:
     """Find the records of `target` (record id or creator) or `image`, and unless `dry_run` erase them everywhere
     (see the module docstring); return what was found and done."""
@@ -246,7 +251,7 @@ def forget(
         raise ValueError("forget needs a creator name or record id, or --image FILE (one of them)")
     if not reason.strip():
         raise ValueError("forget needs --reason: why the record is erased (kept in the tombstone)")
-    report = find(target, image)
+    report = find(target, image, creator)
     ids = set(report["record_ids"])
     lineage = (
         used_by(lambda records: records["record_id"].isin(ids))

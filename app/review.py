@@ -493,7 +493,8 @@ def prepare(versions: list[str] | None, guidances: list[float] | None) -> dict:
     made = 0
     for version in versions:
         for guidance in guidances:
-            made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version))
+            # candidates=1: reviewers compare models on the same seed, never on each model's best of K
+            made += len(generate_artworks(prompts, seed=g.seed, guidance=guidance, version=version, candidates=1))
     conn = ledger.open_read_only()
     try:
         found = len(votes.pairs(conn)) if conn is not None else 0

@@ -23,15 +23,46 @@ from atelier.io import read_frame, write_text
 from atelier.rights import creator_matches, csv_cell, normalise_name, read_opt_outs
 from provenance.usage import used_by
 
-
-def target_kind(target: str) -> str:
-    """'record_id' for a 64-hex sha256, else 'creator'."""
-    return "record_id" if re.fullmatch(r"[0-9a-f]{64}", target.strip().lower()) else "creator"
+MIN_SHORT_ID = 8  # the tools print record ids shortened to 12 or 16 characters; fewer than 8 is too ambiguous
 
 
-def affected(target: str) -> dict:
+def resolve_target(target: str, creator: bool = False) -> tuple[str, str]:
+    """(kind, value) of a takedown or erasure target: ('record_id', the full sha256) for a record id or an unambiguous
+    prefix of one (the short ids the tools print), ('creator', the name) for a creator the ingested records or the
+    opt-out list know, or any name with `creator` (a creator not ingested yet). Anything else is refused with a
+    ValueError saying what to do: a mistyped id must never become an opt-out of a creator of that name."""
+    text = target.strip()
+    if creator:
+        if not text:
+            raise ValueError("the creator name is empty")
+        return "creator", text
+    low = text.lower()
+    if re.fullmatch(r"[0-9a-f]{64}", low):
+        return "record_id", low
+    raw = read_frame(paths.RAW_RECORDS, ["record_id", "creator"])
+    if re.fullmatch(rf"[0-9a-f]{{{MIN_SHORT_ID},63}}", low):
+        found = sorted({rid for rid in raw["record_id"] if rid.startswith(low)})
+        if len(found) == 1:
+            return "record_id", found[0]
+        if len(found) > 1:
+            raise ValueError(
+                f"'{text}' is the start of {len(found)} record ids ({', '.join(f[:16] for f in found[:3])}, ...); "
+                "give more of the id"
+            )
+    if any(creator_matches(raw.to_dict("records"), text, read_opt_outs(paths.OPT_OUT))) or (
+        normalise_name(text) in read_opt_outs(paths.OPT_OUT).names
+    ):
+        return "creator", text
+    raise ValueError(
+        f"'{text}' is neither a record id (64 hex characters, or the start of one, at least {MIN_SHORT_ID}) nor a "
+        "creator in the ingested records or the opt-out list; check it, or pass --creator to name a creator whose "
+        "works are not ingested yet"
+    )
+
+
+def affected(target: str, creator: bool = False) -> dict:
     """Model versions whose recorded training data holds the work/creator, and the artworks those versions made."""
-    kind = target_kind(target)
+    kind, target = resolve_target(target, creator)
     listed = read_opt_outs(paths.OPT_OUT) if kind == "creator" else None  # any spelling, and the list's aliases
 
     def hits(records: pd.DataFrame) -> pd.Series:
@@ -130,15 +161,21 @@ def add_opt_out(kind: str, value: str, reason: str) -> bool:
 
 
 def takedown(
-    target: str | None = None, reason: str = "takedown request", image: Path | None = None, dry_run: bool = False
+    target: str | None = None,
+    reason: str = "takedown request",
+    image: Path | None = None,
+    dry_run: bool = False,
+    creator: bool = False,
 ) -> dict:
-    """Answer the takedown question for a creator or record id (`target`) or a picture (`image`); unless `dry_run`,
-    record the opt-out (every matching record id, for a picture) and mark the affected model versions."""
+    """Answer the takedown question for a creator or record id (`target`; resolve_target's rules, `creator` for a
+    name not ingested yet) or a picture (`image`); unless `dry_run`, record the opt-out (every matching record id,
+    for a picture) and mark the affected model versions."""
     from registry import tracking
 
     if (target is None) == (image is None):
         raise ValueError("takedown needs a creator name or record id, or an image, not both")
-    report = affected_by_image(image) if image is not None else affected(target)
+    report = affected_by_image(image) if image is not None else affected(target, creator)
+    target = report["target"]
     report["dry_run"] = dry_run
     if dry_run:
         report["opt_out_added"] = False
@@ -184,8 +221,7 @@ def format_report(r: dict) -> str:
         ]
     elif r["kind"] != "image" or r["matches"]:
         lines.append("  no registered model version was trained on it")
-    lines.append(f"  artworks those versions produced: {len(r['artworks'])}")
-    lines += [f"    {a['id']} (version {a['model_version']})" for a in r["artworks"]]
+    lines.append(f"  artworks those versions produced (each by a model that learnt from it): {len(r['artworks'])}")
     for key, what in (("citing", "published"), ("quarantined_citing", "quarantined")):
         if key in r:
             lines.append(f"  {what} artworks that cite it as a nearest training image: {len(r[key])}")

@@ -286,6 +286,9 @@ class RegistryParams(Section):
     experiment: str
 
 
+MAX_CANDIDATES = 16  # best-of-K: at most this many seeds per artwork (K samples cost K times one)
+
+
 class GenerateParams(Section):
     prompts: list[str] = Field(min_length=1)
     seed: int
@@ -294,6 +297,9 @@ class GenerateParams(Section):
     negative_prompt: str = ""
     output_size: int = Field(ge=256)
     resampler: Literal["nearest", "bicubic", "lanczos"]
+    candidates: int = Field(
+        default=1, ge=1, le=MAX_CANDIDATES
+    )  # best-of-K: K seeds per artwork, the evaluator keeps the best
 
 
 class ComponentParams(Section):

@@ -124,6 +124,13 @@ def card(m: dict, index_dir: Path) -> str:
             f'{int(match["rank"])} of {int(match["of"])}<span class="scale">'
             f"{escape(match.get('meaning') or PROMPT_MATCH_MEANING)}</span></dd>"
         )
+    selection = checks.get("selection")
+    if selection:  # best-of-K: the figures above were selected on
+        match_row += (
+            f'<dt>Selected</dt><dd class="selection">best of {int(selection["candidates"])} seeds '
+            f"({', '.join(str(int(s)) for s in selection['seeds'])}): the prompt match was selected on"
+            f'<span class="scale">{escape(selection["rule"])}</span></dd>'
+        )
     nearest = "".join(
         f"<li>{escape(n['title'])} by {escape(n['creator'])} ({escape(n['license'])}): similarity "
         f"{float(n['similarity']):.2f}</li>"

@@ -35,7 +35,7 @@ def used_by(hits) -> dict:
                 citing += [
                     {"id": a["id"], "model_version": v["version"], "records": cited}
                     for a in made
-                    if (cited := _cited(a["manifest"].get("nearest_training_images"), ids))
+                    if (cited := _cited((a["manifest"].get("checks") or {}).get("nearest_training_images"), ids))
                 ]
                 quarantined += [
                     {"id": q["id"], "model_version": v["version"], "records": cited}

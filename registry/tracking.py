@@ -19,14 +19,10 @@ from mlflow.exceptions import MlflowException
 from atelier import components, paths
 from atelier.cards import card_sha256, model_card
 from atelier.config import load_params
+from registry.store import tracking_uri
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PIP_REQUIREMENTS = ["torch", "diffusers", "open-clip-torch", "safetensors", "pandas", "pillow", "transformers", "peft"]
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else the project's sqlite store (absolute, so DVC temp folders agree)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.MLFLOW_DB}"
 
 
 def client() -> MlflowClient:
@@ -295,9 +291,21 @@ def load_pyfunc(model_name: str, alias: str):
 
 
 def all_versions(model_name: str) -> list[dict]:
-    """Every registered version of a model, oldest first."""
-    found = client().search_model_versions(f"name = '{model_name}'")
-    return sorted((_describe(mv, None) for mv in found), key=lambda v: int(v["version"]))
+    """Every registered version of a model, oldest first, each with the aliases it holds (a version search returns
+    none: they are read from the registered model)."""
+    c = client()
+    found = c.search_model_versions(f"name = '{model_name}'")
+    try:
+        held = dict(c.get_registered_model(model_name).aliases or {})
+    except MlflowException:
+        held = {}
+    return sorted(
+        (
+            _describe(mv, None) | {"aliases": sorted(a for a, v in held.items() if str(v) == str(mv.version))}
+            for mv in found
+        ),
+        key=lambda v: int(v["version"]),
+    )
 
 
 def tag_promotion(model_name: str, version: str, by: str, at: str, reason: str, previous: str | None) -> None:

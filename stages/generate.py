@@ -56,6 +56,11 @@ PROMPT_MATCH_MEANING = (
     "evaluator; rank 1 is a match, anything else is a low prompt match"
 )
 NEAREST_SHOWN = 3
+SEED_STRIDE = 1_000_003  # best-of-K: candidate c of base seed s has seed s + c * SEED_STRIDE
+SELECTION_RULE = (
+    "best of K: K seeds sampled, the one whose image the evaluator finds closest to the prompt (cosine) kept; the "
+    "prompt match and CLIPScore were selected on, so they read higher than one sample's would"
+)
 DATASET_CARD_ARTIFACT = "cards/croissant.json"  # logged on the training run by registry/tracking.py
 CACHE_LAYOUT = 2  # 2: run files keep their folders (evaluation/eval.json); a cache of another layout is fetched again
 ATTRIBUTION_EMBED_MAX = 256 * 1024  # a longer attribution list is named by digest in the manifest, not embedded
@@ -320,6 +325,44 @@ def upscale(image: Image.Image, size: int, resampler: str) -> Image.Image:
     return image.resize((size, size), RESAMPLERS[resampler])
 
 
+def candidate_seeds(seed: int, candidates: int) -> list[int]:
+    """The seeds best-of-K tries for an artwork of base seed `seed`: the seed itself first, then steps of SEED_STRIDE,
+    so that the candidates of `--n` consecutive artworks never share a seed."""
+    return [seed + c * SEED_STRIDE for c in range(candidates)]
+
+
+def _evaluator_input(champ: Champion, small: Image.Image) -> torch.Tensor:
+    tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    return at_size(tensor, image_size(champ.evaluator))  # a LoRA base's resolution may differ from the CLIPs'
+
+
+def _best_of(
+    champ: Champion, prompt: str, seed: int, steps: int, guidance: float, negative_prompt: str, candidates: int
+) -> tuple[Image.Image, torch.Tensor, dict | None]:
+    """(the model's output, its evaluator embedding, the selection record or None for one candidate). Each candidate
+    is sampled alone, so the kept one has exactly the pixels its seed gives with K = 1."""
+    text = _text_embedding(champ, prompt)
+    tried = []
+    for s in candidate_seeds(seed, candidates):
+        small = champ.pipeline([prompt], seed=s, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
+        emb = encode_images(champ.evaluator, _evaluator_input(champ, small))  # the evaluator: match and CLIPScore
+        tried.append((float((emb @ text.T)[0, 0]), s, small, emb))
+    if candidates == 1:
+        return tried[0][2], tried[0][3], None
+    best = max(range(len(tried)), key=lambda i: tried[i][0])  # ties keep the earliest seed
+    return (
+        tried[best][2],
+        tried[best][3],
+        {
+            "candidates": candidates,
+            "seeds": [t[1] for t in tried],
+            "cosines": [round(t[0], 4) for t in tried],
+            "chosen_seed": tried[best][1],
+            "rule": SELECTION_RULE,
+        },
+    )
+
+
 def _training_image(champ: Champion, idx: int, similarity: float) -> dict:
     """One training image as the manifest lists it: record id, title, creator, licence, source, similarity."""
     r = champ.train.iloc[idx]
@@ -343,18 +386,19 @@ def make_artwork(
     out_dir: Path,
     params: Params | None = None,
     conn: sqlite3.Connection | None = None,
+    candidates: int = 1,
 ) -> dict:
     """Generate, check, describe and write one artwork (PNG with embedded manifest + sidecar); return the manifest.
+    With `candidates` K > 1, K seeds are sampled and the one the evaluator ranks best for the prompt is kept
+    (best-of-K); the seeds tried and their scores go into the manifest's `checks.selection`.
 
     A caller making many artworks passes `params` and an open ledger `conn` once, instead of one per artwork."""
     params = params or load_params()
     g, e = params.generate, params.evaluate
-    small = champ.pipeline([prompt], seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)[0]
+    small, eval_emb, selection = _best_of(champ, prompt, seed, steps, guidance, negative_prompt, candidates)
+    seed = selection["chosen_seed"] if selection else seed
     big = upscale(small, g.output_size, g.resampler)
-    tensor = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    tensor = at_size(tensor, image_size(champ.evaluator))  # a LoRA base's resolution may differ from the CLIPs'
-    img_emb = encode_images(champ.pipeline.clip_model, tensor)  # the generator's CLIP: replication, neighbours
-    eval_emb = encode_images(champ.evaluator, tensor)  # the evaluator: prompt match and CLIPScore
+    img_emb = encode_images(champ.pipeline.clip_model, _evaluator_input(champ, small))  # replication, neighbours
     score = float(clip_score(eval_emb, _text_embedding(champ, prompt))[0])
     match = prompt_match(champ, eval_emb, prompt)
     warnings = prompt_warnings(champ, prompt)
@@ -500,6 +544,7 @@ def make_artwork(
                 "phash_hamming_threshold": e.replication_phash_hamming,
             },
             "model_evaluation": {k.removeprefix("eval."): float(v) for k, v in tags.items() if k.startswith("eval.")},
+            **({"selection": selection} if selection else {}),
         },
         code_version=code_version(),
     )
@@ -549,56 +594,92 @@ def generate_artworks(
     negative_prompt: str | None = None,
     out_dir: Path | None = None,
     version: str | None = None,
+    candidates: int | None = None,
 ) -> list[dict]:
     """Generate `n` artworks per prompt from the champion (seeds seed, seed+1, ...); return their manifests. With
     `version`, from that registered version instead (a challenger, for reviewers to compare with the champion).
     Guidance: `guidance`, else the champion's preferred guidance when models/champion.json names one (reviewers'
-    votes, promote.follow_preferred_guidance), else params.yaml's.
+    votes, promote.follow_preferred_guidance), else params.yaml's. `candidates`: best-of-K (default params.yaml's).
 
     Every prompt is checked against the opt-outs before any model is loaded; a prompt far from the training data is
     warned about (on stderr and in the manifest) before it is generated."""
     params = load_params()
-    g = params.generate
     opted_out = opted_out_creators(paths.OPT_OUT)
     for prompt in prompts:
         check_prompt(prompt, opted_out)
-    if version is None:
-        champ = load_champion(params.registry.model_name)
-    else:
-        from registry import tracking
-
-        info = tracking.get_version(params.registry.model_name, version)
-        champ = load_version(
-            info,
-            "champion"
-            if "champion" in info["aliases"]
-            else ("challenger" if "challenger" in info["aliases"] else "none"),
+    champ = resolve_model(params, version)
+    conn = ledger.open_ledger()
+    try:
+        return make_artworks(
+            champ,
+            prompts,
+            seed,
+            n=n,
+            steps=steps,
+            guidance=guidance,
+            negative_prompt=negative_prompt,
+            out_dir=out_dir,
+            candidates=candidates,
+            params=params,
+            conn=conn,
         )
+    finally:
+        conn.close()
+
+
+def resolve_model(params: Params, version: str | None = None) -> Champion:
+    """The champion, or a registered `version` (its alias in the manifest: champion, challenger or none)."""
+    if version is None:
+        return load_champion(params.registry.model_name)
+    from registry import tracking
+
+    info = tracking.get_version(params.registry.model_name, version)
+    alias = next((a for a in ("champion", "challenger") if a in info["aliases"]), "none")
+    return load_version(info, alias)
+
+
+def make_artworks(
+    champ: Champion,
+    prompts: list[str],
+    seed: int,
+    *,
+    n: int = 1,
+    steps: int | None = None,
+    guidance: float | None = None,
+    negative_prompt: str | None = None,
+    out_dir: Path | None = None,
+    candidates: int | None = None,
+    params: Params,
+    conn: sqlite3.Connection,
+    warn=None,
+) -> list[dict]:
+    """The artworks of prompts already checked against the opt-outs, from a loaded model and an open ledger (the CLI
+    opens both per call, the studio once): made, sealed in the public log, counted on the registry, and the gallery
+    rewritten. `warn(prompt, text)` receives each prompt warning (default: printed on stderr)."""
+    g = params.generate
     if guidance is None:
         guidance = followed_guidance(champ.info["version"]) or g.guidance
     out_dir = out_dir or paths.ARTWORKS
+    warn = warn or (lambda prompt, text: print(f"atelier: warning for {prompt!r}: {text}", file=sys.stderr))
     manifests = []
-    conn = ledger.open_ledger()
-    try:
-        for prompt in prompts:
-            for warning in prompt_warnings(champ, prompt):
-                print(f"atelier: warning for {prompt!r}: {warning}", file=sys.stderr)
-            for j in range(n):
-                manifest = make_artwork(
-                    champ,
-                    prompt,
-                    seed + j,
-                    steps or g.steps,
-                    guidance,
-                    g.negative_prompt if negative_prompt is None else negative_prompt,
-                    out_dir,
-                    params=params,
-                    conn=conn,
-                )
-                manifests.append(summarise(manifest))
-        publiclog.seal(conn, ensure_signing_identity())  # the ledger's log now ends here: its head, signed
-    finally:
-        conn.close()
+    for prompt in prompts:
+        for warning in prompt_warnings(champ, prompt):
+            warn(prompt, warning)
+        for j in range(n):
+            manifest = make_artwork(
+                champ,
+                prompt,
+                seed + j,
+                steps or g.steps,
+                guidance,
+                g.negative_prompt if negative_prompt is None else negative_prompt,
+                out_dir,
+                params=params,
+                conn=conn,
+                candidates=candidates or g.candidates,
+            )
+            manifests.append(summarise(manifest))
+    publiclog.seal(conn, ensure_signing_identity())  # the ledger's log now ends here: its head, signed
     held = sum(bool(m.get("quarantined")) for m in manifests)
     if held:  # on the version's training run and the version, beside its evaluation
         from registry import tracking

@@ -531,6 +531,76 @@ def test_review_prepare_makes_pairs_reviewers_can_compare(built):
     assert nothing.returncode == 2 and "nothing to compare" in nothing.stderr
 
 
+def _start_studio(root: Path) -> subprocess.Popen:
+    """`atelier studio` on a free loopback port, waited for until its discovery file names a live process."""
+    import time
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "studio", "--port", "0"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    found = root / ".atelier" / "studio.json"
+    deadline = time.monotonic() + 300
+    while not (found.exists() and json.loads(found.read_text())["pid"] == proc.pid):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the studio did not start in 300 s"
+        time.sleep(0.2)
+    return proc
+
+
+def test_the_studio_makes_the_same_artwork_and_follows_the_champion(built, tmp_path):
+    """Issue 28, item 1: one artwork through a running studio and one made alone (--no-studio) for the same prompt and
+    seed are pixel-identical and each audits verified; a refused prompt is refused the same way; a champion alias moved
+    during the studio's life (a second registered version, as a person would in the MLflow UI) is used by the next
+    request."""
+    import numpy as np
+    from PIL import Image
+
+    name = "atelier-latent-diffusion"
+    code = f"""
+from registry import tracking
+v = tracking.get_version({name!r}, "1")
+mv = tracking.client().create_model_version({name!r}, v["source"], v["run_id"], tags=v["tags"])
+print(mv.version)
+"""
+    studio = _start_studio(built)
+    try:
+        made = {}
+        for where, extra in (("studio", ()), ("alone", ("--no-studio",))):
+            out = tmp_path / where
+            result = atelier(
+                built, "generate", "a red sailboat at dusk", "--seed", "41", "--steps", "2", "--out", str(out), *extra
+            )
+            assert result.returncode == 0, result.stderr
+            assert "generating in this process" not in result.stderr  # the studio answered
+            (made[where],) = out.glob("*.png")
+            audit_code, results = _audit(built, made[where])  # audited before the next makes the same artwork again
+            assert audit_code == 0 and results[0]["status"] == "verified", results
+        assert made["studio"].name == made["alone"].name
+        assert np.array_equal(np.asarray(Image.open(made["studio"])), np.asarray(Image.open(made["alone"])))
+        refused = atelier(built, "generate", "a spiral in the style of Marta Okafor")
+        assert refused.returncode == 3 and "opted out of AI training" in refused.stderr
+        second = in_workspace(built, code).strip()
+        assert atelier(built, "promote", "--version", second, "--reason", "studio test").returncode == 0
+        moved = atelier(
+            built, "generate", "a white cottage", "--seed", "42", "--steps", "2", "--out", str(tmp_path / "moved")
+        )
+        assert moved.returncode == 0, moved.stderr
+        assert f"model v{second}" in moved.stdout, moved.stdout
+        assert studio.poll() is None, "the request was not served by the studio"
+    finally:
+        studio.terminate()
+        log = studio.communicate(timeout=60)[0]
+        atelier(built, "promote", "--version", "1", "--reason", "studio test done")
+    assert f"version {second} loaded" in log, log
+    assert not (built / ".atelier" / "studio.json").exists()
+
+
 def _rss_mib(pid: int) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

@@ -108,10 +108,12 @@ def works(tmp_path, monkeypatch, empty_store) -> dict:
         ledger.record(
             conn, manifest(f"art{version}", version=version) | {"model": {"name": NAME, "version": version}}, None
         )
+    c.set_registered_model_alias(NAME, "champion", "1")
     cites = {"ana": ana["record_id"], "ben": ben["record_id"]}
     for artwork_id, who in (("art1-ana", "ana"), ("art1-ben", "ben")):  # version 1 artworks naming a nearest work
         made = manifest(artwork_id, version="1") | {"model": {"name": NAME, "version": "1"}}
-        ledger.record(conn, made | {"nearest_training_images": [{"record_id": cites[who], "similarity": 0.9}]}, None)
+        nearest = [{"record_id": cites[who], "similarity": 0.9}]  # where a manifest keeps them: under checks
+        ledger.record(conn, made | {"checks": made.get("checks", {}) | {"nearest_training_images": nearest}}, None)
     ledger.record_refusal(
         conn,
         {
@@ -159,7 +161,7 @@ def test_a_resized_jpeg_of_a_work_finds_every_copy_and_the_versions_that_used_it
         ("mirror", "mirror/ana.png"),
         ("scrape", "scrape/ana.jpg"),
     }
-    assert [v["version"] for v in report["versions"]] == ["1"]
+    assert [(v["version"], v["aliases"]) for v in report["versions"]] == [("1", ["champion"])]  # which is champion
     assert sorted(a["id"] for a in report["artworks"]) == ["art1", "art1-ana", "art1-ben"]  # all of version 1's
     assert [(a["id"], a["records"]) for a in report["citing"]] == [("art1-ana", [works["ana"]])]  # the ones citing it
     assert [a["id"] for a in report["quarantined_citing"]] == ["q1".ljust(16, "0")]  # quarantined ones too
@@ -202,3 +204,34 @@ def test_takedown_needs_exactly_one_of_a_name_and_a_picture(works, capsys):
     assert cli.main(["takedown", "Ana Ruiz", "--image", str(works["copy"])]) == 2
     assert cli.main(["takedown", "--image", str(works["copy"].with_name("missing.jpg"))]) == 2
     assert "one of them" in capsys.readouterr().err
+
+
+def test_the_light_registry_read_equals_mlflows(works):
+    """registry/lookup.py reads a version from the embedded store without MLflow: the same answer as MLflow's client
+    (tags, aliases, run), and a LookupError for a version that does not exist."""
+    from registry import lookup
+
+    for version in ("1", "2"):
+        assert lookup.get_version(NAME, version) == tracking.get_version(NAME, version)
+    assert lookup.get_version(NAME, "1")["aliases"] == ["champion"]
+    with pytest.raises(LookupError, match="no version 9"):
+        lookup.get_version(NAME, "9")
+
+
+def test_a_short_record_id_is_a_record_and_an_unknown_word_is_refused(works, tmp_path, capsys):
+    """The short ids the tools print are record ids, never creator names; an argument that is neither a known record
+    nor a known creator is refused (exit 2, nothing written) unless --creator says it is a name."""
+    before = written(tmp_path)
+    short = works["ana"][:12]
+    assert cli.main(["takedown", short, "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "record_id" and report["target"] == works["ana"]
+    assert [v["version"] for v in report["versions"]] == ["1"]
+    for unknown in ("74b789d23d6d", "Nobody We Know"):
+        assert cli.main(["takedown", unknown, "--reason", "a typo"]) == 2
+        assert "neither a record id" in capsys.readouterr().err
+    assert written(tmp_path) == before
+    assert cli.main(["takedown", "Nobody We Know", "--creator", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "creator"
+    assert cli.main(["takedown", "ben ode", "--dry-run", "--json"]) == 0  # a known creator, any spelling
+    assert [v["version"] for v in json.loads(capsys.readouterr().out)["versions"]] == ["1", "2"]

@@ -71,6 +71,20 @@ def test_both_uis_answer_and_mlflow_shows_aliases(prefect_server, mlflow_server,
     assert status == 200 and model["name"] == "atelier-ui-test"
     assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1", "challenger": "2"}
 
+    # the light registry read (registry/lookup.py, no MLflow import) gives what MLflow's client gives, over REST
+    from registry import lookup, tracking
+
+    client.set_model_version_tag("atelier-ui-test", "1", "weights_sha256", "ab" * 32)
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
+    try:
+        for version in ("1", "2"):
+            assert lookup.get_version("atelier-ui-test", version) == tracking.get_version("atelier-ui-test", version)
+        assert lookup.get_version("atelier-ui-test", "1")["aliases"] == ["champion"]
+        with pytest.raises(LookupError, match="no version 3"):
+            lookup.get_version("atelier-ui-test", "3")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+
 
 def test_served_deployment_runs_when_triggered(prefect_server, workspace, tmp_path):
     api = prefect_server.url + "/api"
