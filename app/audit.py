@@ -9,10 +9,12 @@ Two ways to audit:
 - **in the operator's workspace** (no `--bundle`): trust rests on the signing folder's CA certificate, the artwork is
   compared with its ledger row, and the lineage is followed (registry, DVC, the policy in force).
 
-The audit never creates keys: without an anchor it says so. Statuses: `verified` (every check passed), `recovered`
-(no valid credentials; found in the log or ledger by watermark or perceptual hash: never reported as verified),
-`failed` (a check failed, or nothing was found). A missing or renamed sidecar is a note, not a failure: the embedded
-signed manifest is enough.
+The audit never creates keys: without an anchor it says so. Each file gets one verdict (VERDICTS: its meaning and
+the exit code it gives): `verified`, `tampered` (its credentials or pixels do not hold), `failed` (the file holds,
+a record about it does not: registry, DVC, policy; or the file cannot be read), `recovered` (no credentials; its
+provenance found by watermark or perceptual hash, never reported as verified) and `not_atelier` (no credentials and
+no match: nothing says Atelier made it). A missing or renamed sidecar is a note, not a failure: the embedded signed
+manifest is enough.
 """
 
 from __future__ import annotations
@@ -107,6 +109,24 @@ def report_meta(context: Context) -> dict:
     }
 
 
+# verdict -> (exit code, meaning); a run's exit code is its most serious verdict's, in this order
+VERDICTS = {
+    "tampered": (1, "the file's content credentials or pixels do not hold: changed or re-signed after signing"),
+    "failed": (5, "the file holds, but a record about it does not (registry, DVC, policy), or it cannot be read"),
+    "recovered": (3, "no content credentials; the provenance was found by watermark or perceptual hash: not verified"),
+    "not_atelier": (4, "no content credentials and no match in the log: nothing says Atelier made it"),
+    "verified": (0, "every check passed under the trust anchor"),
+}
+# checks about the records an artwork names (its file is not in question when only these fail)
+RECORD_CHECKS = {"model in registry", "model not taken down", "training data known to DVC", "training licenses allowed"}
+
+
+def exit_code(results: list[dict]) -> int:
+    """The most serious verdict's exit code (VERDICTS' order); 0 when every file verified."""
+    found = {r["status"] for r in results}
+    return next((code for verdict, (code, _) in VERDICTS.items() if verdict in found), 0)
+
+
 def audit_artwork(path: Path, context: Context) -> dict:
     """Audit one artwork file; return {path, status, summary, checks, notes, manifest, attribution, marking}."""
     try:
@@ -155,10 +175,11 @@ def audit_artwork(path: Path, context: Context) -> dict:
             checks += _lineage_checks(manifest)
     ok = all(c.ok for c in checks)
     failed = [c.name for c in checks if not c.ok]
+    verdict = "verified" if ok else ("failed" if set(failed) <= RECORD_CHECKS else "tampered")
     return _result(
         path,
-        "verified" if ok else "failed",
-        "all checks passed, C2PA Trusted" if ok else f"failed: {', '.join(failed)}",
+        verdict,
+        "all checks passed, C2PA Trusted" if ok else f"{verdict}: {', '.join(failed)}",
         checks,
         notes,
         manifest,
@@ -504,8 +525,8 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
     if found is None:
         return _result(
             path,
-            "failed",
-            f"no content credentials and {how}",
+            "not_atelier",
+            f"not an Atelier artwork as far as {where} knows: no content credentials and {how}",
             [
                 Check("content credentials", False, "no C2PA manifest in the file"),
                 Check(f"recovery from {where}", False, how),
@@ -517,9 +538,17 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
     if expected is not None:
         method = manifest["artwork"]["watermark"].get("method")
         mark["watermark"] = {"expected": expected, **watermark.check(image, expected, method, WATERMARK_MAX_BITS)}
+    same = pixels_sha256(image) == manifest["artwork"]["sha256_pixels"]
     checks = [
         Check("content credentials", False, "no C2PA manifest in the file (stripped or re-encoded)"),
         Check(f"recovery from {where}", True, f"provenance of artwork {found['id']} recovered by {how}"),
+        Check(
+            "pixels as recorded",
+            same,
+            "the pixels are the recorded artwork's (only the credentials are gone)"
+            if same
+            else "the pixels differ from the recorded artwork's: edited, resized or re-encoded since",
+        ),
     ]
     if context.log_problems:
         checks.append(Check("log integrity", False, "; ".join(context.log_problems[:5])))
@@ -528,7 +557,8 @@ def _recovered(path: Path, image: Image.Image, context: Context) -> dict:
     return _result(
         path,
         "recovered",
-        f"not verified; provenance recovered from {where} by {how}",
+        f"not verified; provenance recovered from {where} by {how}"
+        + ("" if same else "; the pixels differ from the recorded artwork's"),
         checks,
         manifest=manifest,
         marking=mark,

@@ -17,7 +17,18 @@ import io
 from html import escape
 from pathlib import Path
 
-STATUSES = ("verified", "recovered", "failed")
+# the verdicts of app/audit.py (VERDICTS), in the order the summary shows them, with their legend
+STATUSES = ("verified", "recovered", "not_atelier", "failed", "tampered")
+LABELS = {"not_atelier": "not Atelier"}
+LEGEND = {
+    "verified": "every check passed under the trust anchor",
+    "recovered": "no content credentials; its provenance was found by watermark or perceptual hash, which is not a "
+    "verification (the checks say whether the pixels are still the recorded artwork's)",
+    "not_atelier": "no content credentials and no match in the log: nothing says Atelier made it (a person's "
+    "photograph, another tool's picture); the AI-marking checklist does not apply",
+    "failed": "the file holds, but a record it names does not (registry, DVC, licence policy), or it cannot be read",
+    "tampered": "the content credentials or the pixels do not hold: the file was changed or re-signed after signing",
+}
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 THUMBNAIL_PX = 128
 MET, PARTIAL, MISSING, NOT_CHECKED = "met", "partly met", "missing", "not checked"
@@ -159,8 +170,12 @@ def checklist_summary(points: list[dict]) -> str:
 # --- facts pulled out of a result -----------------------------------------------------------------------------------
 
 
+def label(status: object) -> str:
+    return LABELS.get(str(status), str(status))
+
+
 def counts(results: list[dict]) -> dict[str, int]:
-    """How many results are verified, recovered and failed (anything else counts as failed)."""
+    """How many results have each verdict (an unknown one counts as failed)."""
     out = dict.fromkeys(STATUSES, 0)
     for r in results:
         out[r.get("status") if r.get("status") in STATUSES else "failed"] += 1
@@ -241,10 +256,10 @@ def format_text(results: list[dict], meta: dict) -> str:
     lines = [
         "Atelier provenance audit",
         *_meta_lines(meta),
-        f"artworks: {len(results)} (verified {n['verified']}, recovered {n['recovered']}, failed {n['failed']})",
+        f"artworks: {len(results)} ({', '.join(f'{label(s)} {n[s]}' for s in STATUSES)})",
     ]
     for r in results:
-        lines += ["", f"{r.get('path')}: {str(r.get('status')).upper()} - {r.get('summary', '')}"]
+        lines += ["", f"{r.get('path')}: {label(r.get('status')).upper()} - {r.get('summary', '')}"]
         lines += [
             f"  [{'ok' if c.get('ok') else 'FAIL'}] {c.get('name')}: {c.get('detail')}" for c in r.get("checks") or []
         ]
@@ -259,9 +274,13 @@ def format_text(results: list[dict], meta: dict) -> str:
             if r.get("manifest")
             else ["  no manifest found or recovered: credits, usage terms and AI disclosure unknown"]
         )
+        if r.get("status") == "not_atelier":
+            lines.append("  EU AI Act Art. 50(2): not applicable (nothing says this is an AI-generated artwork)")
+            continue
         points = eu_checklist(r)
         lines.append(f"  EU AI Act Art. 50(2): {checklist_summary(points)}")
         lines += [f"    [{p['state']}] {p['point']}: {p['detail']}" for p in points]
+    lines += ["", "verdicts:"] + [f"  {label(v)}: {meaning}" for v, meaning in LEGEND.items()]
     return "\n".join(lines)
 
 
@@ -280,6 +299,7 @@ h3{font-size:.78rem;text-transform:uppercase;letter-spacing:.06em;color:#5b6475;
 .tile{flex:1;border-radius:8px;padding:.8rem 1rem;background:#f7f8fa;border-left:5px solid #98a2b3}
 .tile b{display:block;font-size:1.9rem;line-height:1.1}
 .tile.verified{border-color:#1e7b45}.tile.recovered{border-color:#b86e00}.tile.failed{border-color:#b42318}
+.tile.tampered{border-color:#7a1010}.tile.not_atelier{border-color:#667085}
 table{width:100%;border-collapse:collapse}
 th,td{text-align:left;vertical-align:top;padding:.38rem .6rem;border-bottom:1px solid #e6e9ee}
 th{font-weight:600;color:#3d4555}
@@ -291,8 +311,11 @@ background:#f7f8fa;display:flex;align-items:center;justify-content:center;color:
 .badge{display:inline-block;padding:.05rem .65rem;border-radius:99px;font-size:.75rem;font-weight:700;
 text-transform:uppercase;letter-spacing:.05em;color:#fff;background:#667085}
 .badge.verified{background:#1e7b45}.badge.recovered{background:#b86e00}.badge.failed{background:#b42318}
+.badge.tampered{background:#7a1010}.badge.not_atelier{background:#667085}
 .card.verified{border-top:5px solid #1e7b45}.card.recovered{border-top:5px solid #b86e00}
-.card.failed{border-top:5px solid #b42318}
+.card.failed{border-top:5px solid #b42318}.card.tampered{border-top:5px solid #7a1010}
+.card.not_atelier{border-top:5px solid #667085}
+dl.legend{display:grid;grid-template-columns:8rem 1fr;gap:.3rem .8rem;margin:0}
 .summary{margin:.4rem 0 0}
 table.checks td:nth-child(2),table.checklist td:nth-child(2){width:17rem}
 table.checklist td:nth-child(3){white-space:nowrap}
@@ -390,7 +413,7 @@ def _card(n: int, r: dict) -> str:
     return (
         f'<section class="card {status}" id="artwork-{n}"><div class="head">{thumb}<div>'
         f"<h2>{escape(str(r.get('path', '(no path)')))}</h2>"
-        f'<span class="badge {status}">{escape(str(r.get("status", "unknown")))}</span>'
+        f'<span class="badge {status}">{escape(label(r.get("status", "unknown")))}</span>'
         f'<p class="summary">{escape(str(r.get("summary", "")))}</p></div></div>'
         + (f"<h3>Artwork</h3><dl>{facts}</dl>" if facts else "")
         + f"<h3>Checks</h3>{_checks_table(r.get('checks') or [])}"
@@ -406,21 +429,31 @@ def _card(n: int, r: dict) -> str:
             f'<dt>Source type</dt><dd class="mono">{escape(source_type)}</dd></dl>'
         )
         + (f"<h3>Attribution list</h3><pre>{escape(str(attribution))}</pre>" if attribution else "")
-        + f"<h3>EU AI Act Article 50(2): marking</h3>{_checklist_table(eu_checklist(r))}</section>"
+        + (
+            '<h3>EU AI Act Article 50(2): marking</h3><p class="unchecked">Not applicable: nothing says this is an '
+            "AI-generated artwork.</p></section>"
+            if r.get("status") == "not_atelier"
+            else f"<h3>EU AI Act Article 50(2): marking</h3>{_checklist_table(eu_checklist(r))}</section>"
+        )
     )
 
 
 def format_html(results: list[dict], meta: dict) -> str:
     """The report as one self-contained HTML page (summary, then a card per artwork); every value escaped."""
     n = counts(results)
-    tiles = "".join(f'<div class="tile {s}"><b>{n[s]}</b>{s}</div>' for s in STATUSES)
+    tiles = "".join(f'<div class="tile {s}"><b>{n[s]}</b>{escape(label(s))}</div>' for s in STATUSES)
     index = "".join(
         f'<tr><td>{i}</td><td class="mono"><a href="#artwork-{i}">'
         f"{escape(Path(str(r.get('path', ''))).name)}</a></td>"
+        f'<td class="mono artwork-id">{escape(str((r.get("manifest") or {}).get("id") or "–"))}</td>'
         f'<td><span class="badge {_status_class(r.get("status"))}">'
-        f"{escape(str(r.get('status', 'unknown')))}</span></td><td>{_checklist_marks(eu_checklist(r))}</td>"
+        f"{escape(label(r.get('status', 'unknown')))}</span></td>"
+        f"<td>{'' if r.get('status') == 'not_atelier' else _checklist_marks(eu_checklist(r))}</td>"
         f"<td>{escape(str(r.get('summary', '')))}</td></tr>"
         for i, r in enumerate(results, start=1)
+    )
+    legend = "".join(
+        f'<dt><span class="badge {v}">{escape(label(v))}</span></dt><dd>{escape(m)}</dd>' for v, m in LEGEND.items()
     )
     body = (
         "<h1>Atelier provenance audit</h1>"
@@ -428,18 +461,17 @@ def format_html(results: list[dict], meta: dict) -> str:
         "credentials, watermark, ledger and lineage.</p>"
         f'<section class="sheet"><h3 style="margin-top:0">Summary</h3><div class="tiles">{tiles}</div>'
         f"{_meta_table(meta)}"
+        f'<h3>Verdicts</h3><dl class="legend">{legend}</dl>'
         + (
-            f'<h3>Artworks</h3><table class="index"><tr><th>#</th><th>File</th><th>Status</th>'
+            f'<h3>Artworks</h3><table class="index"><tr><th>#</th><th>File</th><th>Artwork id</th><th>Verdict</th>'
             f"<th>Art. 50(2) a–e</th><th>Summary</th></tr>{index}</table>"
             if results
             else "<p>No artworks were audited.</p>"
         )
         + "</section>"
         + "".join(_card(i, r) for i, r in enumerate(results, start=1))
-        + "<footer><p><b>verified</b>: every check passed. <b>recovered</b>: the file carries no valid "
-        "credentials; its provenance was found by watermark or perceptual hash, which is not a verification. "
-        "<b>failed</b>: a check failed or nothing was found. Checklist marks: ✓ met, ◐ partly met, "
-        "✗ missing, – not checked (never counted as met).</p></footer>"
+        + "<footer><p>Checklist marks: ✓ met, ◐ partly met, ✗ missing, – not checked (never counted as met)."
+        "</p></footer>"
     )
     return _page("Atelier audit", body)
 

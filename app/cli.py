@@ -379,7 +379,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
                 return 2
         return 0 if not report["problems"] else 1
-    from app.audit import audit_files, open_context, report_meta
+    from app.audit import audit_files, exit_code, open_context, report_meta
 
     try:  # the trust anchor and records: an unusable signing folder or bundle is a message, not a traceback
         context = open_context(lineage=not args.no_lineage, bundle=Path(args.bundle) if args.bundle else None)
@@ -395,7 +395,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"atelier: could not write the HTML report {args.html}: {exc}", file=sys.stderr)
             return 2
-    return 0 if all(r["status"] == "verified" for r in results) else 1
+    return exit_code(results)  # 0 verified, 1 tampered, 5 failed, 3 recovered, 4 not an Atelier artwork
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import time
 from atelier import paths
 from atelier.io import write_json
 from bench import (
+    best_of_k,
     clip_embedding,
     evaluation,
     faces,
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "ledger_audit": ledger_audit.main,
     "evaluation": evaluation.main,
     "generate_latency": generate_latency.main,
+    "best_of_k": best_of_k.main,
     "faces": faces.main,
     "rawstore": rawstore.main,
     "resolution_scale": resolution_scale.main,

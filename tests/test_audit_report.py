@@ -288,7 +288,7 @@ def test_text_report_opens_with_the_summary_and_lists_each_artwork(tmp_path):
     text = format_text(results(tmp_path), META)
     head = text.splitlines()[:6]
     assert head[0] == "Atelier provenance audit" and "date: 2026-12-01T10:00:00+00:00" in head
-    assert "artworks: 4 (verified 1, recovered 1, failed 2)" in head
+    assert "artworks: 4 (verified 1, recovered 1, not Atelier 0, failed 2, tampered 0)" in head
     assert "tool: Atelier 0123abc" in head and "trust anchor: operator signing folder" in head
     assert "  note: sidecar missing: the embedded manifest is enough" in text
     assert "usage terms: Non-commercial use only." in text and "credits: creators: 2; works: 2" in text

@@ -222,6 +222,7 @@ def one_pixel_changed(png: bytes) -> bytes:
 def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
     import io
 
+    import numpy as np
     from PIL import Image
 
     from provenance.keys import create_signing_identity
@@ -246,30 +247,51 @@ def test_tampering_is_detected_with_a_specific_reason(built, tmp_path):
         return result
 
     r = audited("pixel.png", one_pixel_changed(png))
-    assert r["status"] == "failed" and "assertion.dataHash.mismatch" in r["summary"] + json.dumps(r["checks"])
+    assert r["status"] == "tampered" and "assertion.dataHash.mismatch" in r["summary"] + json.dumps(r["checks"])
 
     prompt = manifest["artwork"]["generator"]["prompt"].encode()
     edited = [(k, d.replace(prompt, prompt.upper()) if k == b"caBX" else d) for k, d in chunks(png)]
     r = audited("manifest.png", assemble(edited))
-    assert r["status"] == "failed" and "Invalid" in json.dumps(r["checks"])
+    assert r["status"] == "tampered" and "Invalid" in json.dumps(r["checks"])
 
     r = audited(
         "sidecar.png", png, sidecar={**manifest, "id": manifest["id"], "model": {**manifest["model"], "version": "99"}}
     )
-    assert r["status"] == "failed" and any(c["name"] == "sidecar copy" and not c["ok"] for c in r["checks"])
+    assert r["status"] == "tampered" and any(c["name"] == "sidecar copy" and not c["ok"] for c in r["checks"])
 
     stranger = create_signing_identity(tmp_path / "stranger", "Someone Else")
     plain = Image.open(io.BytesIO(png)).convert("RGB")
     buf = io.BytesIO()
     plain.save(buf, format="PNG")
     r = audited("other-key.png", sign_png(buf.getvalue(), manifest, stranger, artwork_terms(manifest)))
-    assert r["status"] == "failed" and "signingCredential.untrusted" in json.dumps(r["checks"])
+    assert r["status"] == "tampered" and "signingCredential.untrusted" in json.dumps(r["checks"])
 
     buf = io.BytesIO()
     plain.save(buf, format="JPEG", quality=85)
     r = audited("stripped.jpg", buf.getvalue(), sidecar=None)
     assert r["status"] == "recovered" and r["manifest"]["id"] == manifest["id"]
-    assert "not verified" in r["summary"]
+    assert "not verified" in r["summary"] and "pixels differ" in r["summary"]  # a JPEG is not the recorded pixels
+
+    # issue 29, item 7: distinct verdicts and exit codes; a one-pixel edit kept signed is tampered, stripped of its
+    # credentials it is recovered with its pixels said to differ; a person's photograph is not an Atelier artwork
+    stripped_edit = io.BytesIO()
+    Image.open(io.BytesIO(one_pixel_changed(png))).convert("RGB").save(stripped_edit, format="PNG")
+    r = audited("pixel-stripped.png", stripped_edit.getvalue(), sidecar=None)
+    assert r["status"] == "recovered" and "pixels differ" in r["summary"]
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(photo, "JPEG")
+    (folder / "photo.jpg").write_bytes(photo.getvalue())
+    codes = {}
+    for name in ("pixel.png", "pixel-stripped.png", "photo.jpg"):
+        result = atelier(built, "audit", "--json", str(folder / name))
+        codes[name], (r,) = result.returncode, json.loads(result.stdout)
+        assert (
+            r["status"]
+            == {"pixel.png": "tampered", "pixel-stripped.png": "recovered", "photo.jpg": "not_atelier"}[name]
+        )
+    assert codes == {"pixel.png": 1, "pixel-stripped.png": 3, "photo.jpg": 4}
+    text = atelier(built, "audit", str(folder / "photo.jpg")).stdout
+    assert "NOT ATELIER" in text and "0 of 5" not in text and "not applicable" in text
 
 
 def test_an_outsider_verifies_with_the_published_bundle_alone(built, tmp_path):
