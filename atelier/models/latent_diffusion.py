@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -16,8 +17,14 @@ from tqdm import tqdm
 from atelier.checkpoint import Checkpointer, TrainState
 from atelier.config import SUPPORTED_RESOLUTIONS, AutoencoderParams, DiffusionParams
 from atelier.distributed import Group
-from atelier.models.clip import (image_size, load_clip, progress_disabled, refuse_other_resolution, save_clip_bundle,
-                                 text_token_states)
+from atelier.models.clip import (
+    image_size,
+    load_clip,
+    progress_disabled,
+    refuse_other_resolution,
+    save_clip_bundle,
+    text_token_states,
+)
 
 LATENT_CHANNELS = 4
 # The autoencoder's channels per block for each training resolution (clean.resolution). Each block but the last halves
@@ -73,7 +80,7 @@ def _ema_buffer(weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.T
         flat = torch.cat([q.detach().reshape(-1) for q in weights])
     views, offset = [], 0
     for q in weights:
-        views.append(flat[offset: offset + q.numel()].view(q.shape))
+        views.append(flat[offset : offset + q.numel()].view(q.shape))
         offset += q.numel()
     return flat, views
 
@@ -96,10 +103,16 @@ def train_autoencoder(
     SUPPORTED_RESOLUTIONS; return (vae, latent scale).
 
     With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != images.shape[-2] \
-            or images.shape[-1] not in SUPPORTED_RESOLUTIONS:
-        raise ValueError(f"expected images [N, 3, R, R] in [0, 1] with R (clean.resolution) one of "
-                         f"{list(SUPPORTED_RESOLUTIONS)}, got {tuple(images.shape)}")
+    if (
+        images.ndim != 4
+        or images.shape[1] != 3
+        or images.shape[-1] != images.shape[-2]
+        or images.shape[-1] not in SUPPORTED_RESOLUTIONS
+    ):
+        raise ValueError(
+            f"expected images [N, 3, R, R] in [0, 1] with R (clean.resolution) one of "
+            f"{list(SUPPORTED_RESOLUTIONS)}, got {tuple(images.shape)}"
+        )
     torch.manual_seed(p.seed)
     vae = build_autoencoder(images.shape[-1])
     vae.train()
@@ -107,11 +120,23 @@ def train_autoencoder(
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, AE_WARMUP_STEPS))
     g = torch.Generator().manual_seed(p.seed)
-    state = TrainState(p.steps, modules={"vae": vae}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
-                       checkpoint=checkpoint, on_step=on_step)
+    state = TrainState(
+        p.steps,
+        modules={"vae": vae},
+        optimizer=opt,
+        scheduler=lr_sched,
+        generators={"batches": g},
+        checkpoint=checkpoint,
+        on_step=on_step,
+    )
     state.resume()
-    for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train autoencoder",
-                  disable=progress_disabled()):
+    for _ in tqdm(
+        range(state.step, p.steps),
+        initial=state.step,
+        total=p.steps,
+        desc="train autoencoder",
+        disable=progress_disabled(),
+    ):
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
         x = _random_flip(pixels[idx], g)
         posterior = vae.encode(x).latent_dist
@@ -138,7 +163,10 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch
     side = int(vae.config.sample_size)
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
         raise ValueError(f"this autoencoder encodes images [N, 3, {side}, {side}], got {tuple(images.shape)}")
-    out = [vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean for i in range(0, len(images), batch_size)]
+    out = [
+        vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out) * scale
 
 
@@ -149,6 +177,14 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, scale: float) -> t
     if latents.ndim != 4 or tuple(latents.shape[-2:]) != (side, side):
         raise ValueError(f"this autoencoder decodes latents [N, C, {side}, {side}], got {tuple(latents.shape)}")
     return ((vae.decode(latents / scale).sample.clamp(-1, 1) + 1) / 2).float()
+
+
+def mixed_precision(device: torch.device):
+    """bf16 autocast on a CUDA device (the UNet's matmuls and convolutions at tensor-core speed, the loss and the
+    optimiser state in float32); nothing on the CPU, where the results stay bit-identical to a float32 run."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------------------------------------------ UNet
@@ -249,13 +285,26 @@ def train_unet(
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, p.warmup_steps))
     g = torch.Generator().manual_seed(p.seed)
-    state = TrainState(p.steps, modules={"unet": unet}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
-                       tensors={"ema": ema}, checkpoint=checkpoint, on_step=on_step)
+    state = TrainState(
+        p.steps,
+        modules={"unet": unet},
+        optimizer=opt,
+        scheduler=lr_sched,
+        generators={"batches": g},
+        tensors={"ema": ema},
+        checkpoint=checkpoint,
+        on_step=on_step,
+    )
     state.resume()
     group.same(state.step, "the step to resume from")
     mine = group.share(p.batch_size)
-    for step in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train unet",
-                     disable=progress_disabled() or not group.is_main):
+    for step in tqdm(
+        range(state.step, p.steps),
+        initial=state.step,
+        total=p.steps,
+        desc="train unet",
+        disable=progress_disabled() or not group.is_main,
+    ):
         # the whole global batch's draws, in the same order on every rank; then this rank's share of them
         idx = torch.randperm(len(latents), generator=g)[: p.batch_size]
         flip = torch.rand(len(idx), generator=g) < 0.5 if flipped_latents is not None else None
@@ -273,7 +322,8 @@ def train_unet(
         if flip is not None:
             x0 = torch.where(flip.to(device).view(-1, 1, 1, 1), flipped_latents[idx], x0)
         xt = sched.add_noise(x0, noise, t)
-        pred = model(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample
+        with mixed_precision(device):
+            pred = model(xt, t, encoder_hidden_states=states[cond], class_labels=pooled_in[cond]).sample.float()
         target = noise if p.prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
         ac = alphas_cumprod.to(device)[t]
         weight = min_snr_weight(ac / (1 - ac), p.min_snr_gamma, p.prediction_type, snr_plus_one)
@@ -288,8 +338,13 @@ def train_unet(
             with torch.no_grad():  # ema = ema * decay + weights * (1 - decay), per element as diffusers' EMAModel
                 ema_flat.mul_(decay)  # one call over the whole buffer: the same products as one per tensor
                 torch._foreach_add_(ema, weights, alpha=1 - decay)
-        state.record({"unet_loss": group.mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
-                      "lr": lr_sched.get_last_lr()[0]})
+        state.record(
+            {
+                "unet_loss": group.mean(loss.detach()).item(),
+                "grad_norm": grad_norm.item(),
+                "lr": lr_sched.get_last_lr()[0],
+            }
+        )
     if not group.is_main:
         return None
     with torch.no_grad():
@@ -331,8 +386,9 @@ def _check_parts(vae: AutoencoderKL, unet: UNet2DConditionModel, clip_model: ope
     }
     for what, (got, want) in found.items():
         if got != want:
-            raise ValueError(f"pipeline parts disagree: {what} is {got}, expected {want} for the pipeline's "
-                             f"resolution {resolution}")
+            raise ValueError(
+                f"pipeline parts disagree: {what} is {got}, expected {want} for the pipeline's resolution {resolution}"
+            )
 
 
 def _drop_load_path(config_file: Path) -> None:
@@ -362,6 +418,15 @@ class LatentDiffusionPipeline:
         _check_parts(vae, unet, clip_model, config["resolution"])
         self.vae, self.unet, self.scheduler = vae.eval(), unet.eval(), scheduler
         self.clip_model, self.tokenizer, self.config = clip_model.eval(), tokenizer, dict(config)
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "LatentDiffusionPipeline":
+        """Sample on `device` (the autoencoder and UNet move; the CLIP text tower stays on the CPU, its states are
+        moved per call). On CUDA the UNet runs under bf16 autocast: the pixels then differ from the CPU's."""
+        self.device = torch.device(device)
+        self.vae.to(self.device)
+        self.unet.to(self.device)
+        return self
 
     def save_pretrained(self, folder: str | Path) -> dict[str, str]:
         """Write vae/, unet/, scheduler/ (safetensors), clip/ bundle and atelier_config.json; return file sha256s."""
@@ -372,8 +437,11 @@ class LatentDiffusionPipeline:
         self.vae.save_pretrained(folder / "vae", safe_serialization=True)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
-        for config_file in (folder / "vae" / "config.json", folder / "unet" / "config.json",
-                            folder / "scheduler" / "scheduler_config.json"):
+        for config_file in (
+            folder / "vae" / "config.json",
+            folder / "unet" / "config.json",
+            folder / "scheduler" / "scheduler_config.json",
+        ):
             _drop_load_path(config_file)
         save_clip_bundle(self.clip_model, self.config["clip_model_cfg"], folder / "clip")
         (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
@@ -436,9 +504,10 @@ class LatentDiffusionPipeline:
         # One text at a time: batched matmuls may round differently with batch composition, and we promise that
         # image i depends only on its own prompt, seed and index.
         encoded = [text_token_states(self.clip_model, self.tokenizer, [text]) for text in distinct]
-        states = torch.cat([e[0] for e in encoded])
+        dev = self.device
+        states = torch.cat([e[0] for e in encoded]).to(dev)
         pooled = torch.cat([e[1] for e in encoded])
-        pooled = pooled * self.config["pooled_scale"]
+        pooled = (pooled * self.config["pooled_scale"]).to(dev)
         ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False, set_alpha_to_one=True)
         ddim.set_timesteps(steps)
         side = latent_size(self.vae.config)
@@ -447,18 +516,25 @@ class LatentDiffusionPipeline:
         out = []
         for start in range(0, len(prompts), batch_size):
             chunk = list(range(start, min(start + batch_size, len(prompts))))
-            x = torch.stack([
-                torch.randn(latent_shape, generator=torch.Generator().manual_seed(image_seed(seed, i))) for i in chunk
-            ]) * ddim.init_noise_sigma
+            x = (
+                torch.stack(
+                    [
+                        torch.randn(latent_shape, generator=torch.Generator().manual_seed(image_seed(seed, i)))
+                        for i in chunk
+                    ]
+                ).to(dev)
+                * ddim.init_noise_sigma
+            )  # drawn on the CPU: the same noise on every device
             pos = torch.tensor([distinct.index(prompts[i]) for i in chunk])
-            cond = torch.cat([torch.full_like(pos, neg), pos])
+            cond = torch.cat([torch.full_like(pos, neg), pos]).to(dev)
             for t in ddim.timesteps:
                 model_in = torch.cat([x, x])
-                pred = self.unet(model_in, t, encoder_hidden_states=states[cond], class_labels=pooled[cond]).sample
-                uncond, text = pred.chunk(2)
+                with mixed_precision(dev):
+                    pred = self.unet(model_in, t, encoder_hidden_states=states[cond], class_labels=pooled[cond]).sample
+                uncond, text = pred.float().chunk(2)
                 pred = uncond + guidance * (text - uncond)
                 x = ddim.step(pred, t, x).prev_sample
-            out.append(decode_latents(self.vae, x, self.config["latent_scale"]))
+            out.append(decode_latents(self.vae, x, self.config["latent_scale"]).cpu())
         return torch.cat(out)
 
 
