@@ -17,14 +17,8 @@ from tqdm import tqdm
 from atelier.checkpoint import Checkpointer, TrainState
 from atelier.config import SUPPORTED_RESOLUTIONS, AutoencoderParams, DiffusionParams
 from atelier.distributed import Group
-from atelier.models.clip import (
-    image_size,
-    load_clip,
-    progress_disabled,
-    refuse_other_resolution,
-    save_clip_bundle,
-    text_token_states,
-)
+from atelier.models.clip import (image_size, load_clip, progress_disabled, refuse_other_resolution, save_clip_bundle,
+                                 text_token_states)
 
 LATENT_CHANNELS = 4
 # The autoencoder's channels per block for each training resolution (clean.resolution). Each block but the last halves
@@ -80,7 +74,7 @@ def _ema_buffer(weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.T
         flat = torch.cat([q.detach().reshape(-1) for q in weights])
     views, offset = [], 0
     for q in weights:
-        views.append(flat[offset : offset + q.numel()].view(q.shape))
+        views.append(flat[offset: offset + q.numel()].view(q.shape))
         offset += q.numel()
     return flat, views
 
@@ -103,16 +97,10 @@ def train_autoencoder(
     SUPPORTED_RESOLUTIONS; return (vae, latent scale).
 
     With a `checkpoint`, resumes from its last checkpoint and saves one periodically (atelier/checkpoint.py)."""
-    if (
-        images.ndim != 4
-        or images.shape[1] != 3
-        or images.shape[-1] != images.shape[-2]
-        or images.shape[-1] not in SUPPORTED_RESOLUTIONS
-    ):
-        raise ValueError(
-            f"expected images [N, 3, R, R] in [0, 1] with R (clean.resolution) one of "
-            f"{list(SUPPORTED_RESOLUTIONS)}, got {tuple(images.shape)}"
-        )
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != images.shape[-2] \
+            or images.shape[-1] not in SUPPORTED_RESOLUTIONS:
+        raise ValueError(f"expected images [N, 3, R, R] in [0, 1] with R (clean.resolution) one of "
+                         f"{list(SUPPORTED_RESOLUTIONS)}, got {tuple(images.shape)}")
     torch.manual_seed(p.seed)
     vae = build_autoencoder(images.shape[-1])
     vae.train()
@@ -120,23 +108,11 @@ def train_autoencoder(
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, AE_WARMUP_STEPS))
     g = torch.Generator().manual_seed(p.seed)
-    state = TrainState(
-        p.steps,
-        modules={"vae": vae},
-        optimizer=opt,
-        scheduler=lr_sched,
-        generators={"batches": g},
-        checkpoint=checkpoint,
-        on_step=on_step,
-    )
+    state = TrainState(p.steps, modules={"vae": vae}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
+                       checkpoint=checkpoint, on_step=on_step)
     state.resume()
-    for _ in tqdm(
-        range(state.step, p.steps),
-        initial=state.step,
-        total=p.steps,
-        desc="train autoencoder",
-        disable=progress_disabled(),
-    ):
+    for _ in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train autoencoder",
+                  disable=progress_disabled()):
         idx = torch.randperm(len(pixels), generator=g)[: p.batch_size]
         x = _random_flip(pixels[idx], g)
         posterior = vae.encode(x).latent_dist
@@ -163,10 +139,7 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, scale: float, batch
     side = int(vae.config.sample_size)
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
         raise ValueError(f"this autoencoder encodes images [N, 3, {side}, {side}], got {tuple(images.shape)}")
-    out = [
-        vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean
-        for i in range(0, len(images), batch_size)
-    ]
+    out = [vae.encode(images[i : i + batch_size].float() * 2 - 1).latent_dist.mean for i in range(0, len(images), batch_size)]
     return torch.cat(out) * scale
 
 
@@ -285,26 +258,13 @@ def train_unet(
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, p.steps, p.warmup_steps))
     g = torch.Generator().manual_seed(p.seed)
-    state = TrainState(
-        p.steps,
-        modules={"unet": unet},
-        optimizer=opt,
-        scheduler=lr_sched,
-        generators={"batches": g},
-        tensors={"ema": ema},
-        checkpoint=checkpoint,
-        on_step=on_step,
-    )
+    state = TrainState(p.steps, modules={"unet": unet}, optimizer=opt, scheduler=lr_sched, generators={"batches": g},
+                       tensors={"ema": ema}, checkpoint=checkpoint, on_step=on_step)
     state.resume()
     group.same(state.step, "the step to resume from")
     mine = group.share(p.batch_size)
-    for step in tqdm(
-        range(state.step, p.steps),
-        initial=state.step,
-        total=p.steps,
-        desc="train unet",
-        disable=progress_disabled() or not group.is_main,
-    ):
+    for step in tqdm(range(state.step, p.steps), initial=state.step, total=p.steps, desc="train unet",
+                     disable=progress_disabled() or not group.is_main):
         # the whole global batch's draws, in the same order on every rank; then this rank's share of them
         idx = torch.randperm(len(latents), generator=g)[: p.batch_size]
         flip = torch.rand(len(idx), generator=g) < 0.5 if flipped_latents is not None else None
@@ -338,13 +298,8 @@ def train_unet(
             with torch.no_grad():  # ema = ema * decay + weights * (1 - decay), per element as diffusers' EMAModel
                 ema_flat.mul_(decay)  # one call over the whole buffer: the same products as one per tensor
                 torch._foreach_add_(ema, weights, alpha=1 - decay)
-        state.record(
-            {
-                "unet_loss": group.mean(loss.detach()).item(),
-                "grad_norm": grad_norm.item(),
-                "lr": lr_sched.get_last_lr()[0],
-            }
-        )
+        state.record({"unet_loss": group.mean(loss.detach()).item(), "grad_norm": grad_norm.item(),
+                      "lr": lr_sched.get_last_lr()[0]})
     if not group.is_main:
         return None
     with torch.no_grad():
@@ -386,9 +341,8 @@ def _check_parts(vae: AutoencoderKL, unet: UNet2DConditionModel, clip_model: ope
     }
     for what, (got, want) in found.items():
         if got != want:
-            raise ValueError(
-                f"pipeline parts disagree: {what} is {got}, expected {want} for the pipeline's resolution {resolution}"
-            )
+            raise ValueError(f"pipeline parts disagree: {what} is {got}, expected {want} for the pipeline's "
+                             f"resolution {resolution}")
 
 
 def _drop_load_path(config_file: Path) -> None:
@@ -437,11 +391,8 @@ class LatentDiffusionPipeline:
         self.vae.save_pretrained(folder / "vae", safe_serialization=True)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
-        for config_file in (
-            folder / "vae" / "config.json",
-            folder / "unet" / "config.json",
-            folder / "scheduler" / "scheduler_config.json",
-        ):
+        for config_file in (folder / "vae" / "config.json", folder / "unet" / "config.json",
+                            folder / "scheduler" / "scheduler_config.json"):
             _drop_load_path(config_file)
         save_clip_bundle(self.clip_model, self.config["clip_model_cfg"], folder / "clip")
         (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
@@ -516,15 +467,9 @@ class LatentDiffusionPipeline:
         out = []
         for start in range(0, len(prompts), batch_size):
             chunk = list(range(start, min(start + batch_size, len(prompts))))
-            x = (
-                torch.stack(
-                    [
-                        torch.randn(latent_shape, generator=torch.Generator().manual_seed(image_seed(seed, i)))
-                        for i in chunk
-                    ]
-                ).to(dev)
-                * ddim.init_noise_sigma
-            )  # drawn on the CPU: the same noise on every device
+            x = torch.stack([
+                torch.randn(latent_shape, generator=torch.Generator().manual_seed(image_seed(seed, i))) for i in chunk
+            ]).to(dev) * ddim.init_noise_sigma  # drawn on the CPU: the same noise on every device
             pos = torch.tensor([distinct.index(prompts[i]) for i in chunk])
             cond = torch.cat([torch.full_like(pos, neg), pos]).to(dev)
             for t in ddim.timesteps:
