@@ -4,8 +4,9 @@ read, hash, decode, perceptual hash, resize and PNG write; peak memory at two si
 Runs the real stage processes (`python -m stages.ingest`, `python -m stages.clean`) in a scratch copy of the
 project, on the engine params.yaml names (2 local processes by default). The incremental run is timed twice: as the
 two stage processes, and as the stages' work in one process whose imports are done (the interpreter start and the
-imports, about a second, do not depend on the data). Sizes: ATELIER_BENCH_IMAGES (10,000) and
-ATELIER_BENCH_IMAGES_LARGE (50,000, for the memory comparison).
+imports, about a second, do not depend on the data). Two baselines: the Pillow loop without face detection, and the
+same-work loop that also detects faces (dlib, the same bounded size). Sizes: ATELIER_BENCH_IMAGES (2,000) and
+ATELIER_BENCH_IMAGES_LARGE (50,000, for the memory comparison, at 10,000 and 50,000 records).
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ import time
 from pathlib import Path
 
 import imagehash
+import numpy as np
 from PIL import Image, ImageDraw
 
+from atelier import faces
 from atelier.declared import add_source
 from tests.workspace import copy_project, edit_params
 
 SIZE = int(os.environ.get("ATELIER_BENCH_SIZE", 512))  # generated images for throughput: SIZExSIZE JPEG, q90
 
 REPEATS = 3  # stage-work timings are the median of this many runs from the same state
+MEMORY_SMALL = 10_000  # records of the smaller memory run
 SMALL = 48  # for the memory comparison at 10,000 and 50,000 records: tiny images, the records are what count
 RESOLUTION = 32  # the training resolution clean writes
 
@@ -83,6 +87,31 @@ def pillow_baseline(folder: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def same_work_baseline(folder: Path, out: Path) -> float:
+    """pillow_baseline plus what clean does besides (issue 28, item 7): face detection with dlib's HOG frontal
+    detector on a grey copy at the same bounded size, upsampled once (atelier/faces.py's settings), written plainly."""
+    import dlib
+
+    detector = dlib.get_frontal_face_detector()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for line in (folder / "metadata.jsonl").open():
+        data = (folder / json.loads(line)["file_name"]).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        imagehash.phash(img)
+        side = max(img.size)
+        scale = min(faces.DETECT_MAX_SIDE, max(faces.DETECT_MIN_SIDE, side)) / side
+        grey = img.convert("L").resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        detector.run(np.asarray(grey), 1, faces.SCORE_THRESHOLD)
+        scale = RESOLUTION / min(img.size)
+        img = img.resize(
+            (max(RESOLUTION, round(img.width * scale)), max(RESOLUTION, round(img.height * scale))), Image.LANCZOS
+        )
+        img.crop((0, 0, RESOLUTION, RESOLUTION)).save(out / f"{digest}.png")
+    return time.perf_counter() - start
+
+
 def run_stages(root: Path) -> tuple[float, int]:
     """Wall seconds of ingest then clean in `root`, and the peak RSS (MiB) of any one of their processes."""
     probe = (
@@ -124,6 +153,12 @@ def stage_work(root: Path) -> float:
     return float(done.stdout.split()[-1])
 
 
+def params_faces(root: Path) -> str:
+    import yaml
+
+    return yaml.safe_load((root / "params.yaml").read_text())["clean"]["faces"]
+
+
 def workspace(tmp: Path, name: str, n: int, size: int = SIZE) -> Path:
     root = copy_project(tmp / name)
     source = root / "data/sources/bench"
@@ -158,7 +193,7 @@ def save_outputs(root: Path, state: Path) -> None:
 
 
 def main() -> dict:
-    n = int(os.environ.get("ATELIER_BENCH_IMAGES", 10_000))
+    n = int(os.environ.get("ATELIER_BENCH_IMAGES", 2_000))  # with face detection on, 10,000 take minutes per run
     n_large = int(os.environ.get("ATELIER_BENCH_IMAGES_LARGE", 50_000))
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp:
         root = workspace(Path(tmp), "small", n)
@@ -167,6 +202,7 @@ def main() -> dict:
         for declared in ("params.yaml", "dvc.yaml"):  # the source and its dvc.yaml dep: ingest refuses it undeclared
             shutil.copy2(root / declared, twin / declared)
         base = pillow_baseline(root / "data/sources/bench", Path(tmp) / "baseline")
+        same = same_work_baseline(root / "data/sources/bench", Path(tmp) / "same-work")
         full, _ = run_stages(root)
         full_work = repeated_work(twin, None)
         save_outputs(twin, Path(tmp) / "after-full")
@@ -179,6 +215,9 @@ def main() -> dict:
             "baseline_images_per_s": n / base,
             "atelier_images_per_s": n / full,
             "ratio": base / full,
+            "same_work_images_per_s": n / same,
+            "same_work_ratio": same / full,
+            "faces": params_faces(root),
             "incremental_s": incremental,
             "full_s": full,
             "incremental_fraction": incremental / full,
@@ -187,8 +226,10 @@ def main() -> dict:
             "incremental_work_fraction": incremental_work / full_work,
         }
         print(
-            f"ingest+clean of {n:,} images: {n / full:,.0f} images/s ({full:.1f} s); single-process Pillow loop "
-            f"{n / base:,.0f} images/s ({base:.1f} s); ratio {base / full:.2f}"
+            f"ingest+clean of {n:,} images (clean.faces: {results['faces']}): {n / full:,.0f} images/s ({full:.1f} s); "
+            f"single-process Pillow loop without face detection {n / base:,.0f} images/s ({base:.1f} s), ratio "
+            f"{base / full:.2f}; the same-work loop (with dlib face detection) {n / same:,.0f} images/s "
+            f"({same:.1f} s), ratio {same / full:.2f}"
         )
         print(
             f"incremental run with 1% new images: stage work (median of {REPEATS}) {incremental_work:.2f} s = "
@@ -197,7 +238,7 @@ def main() -> dict:
         )
         if not n_large:  # ATELIER_BENCH_IMAGES_LARGE=0: throughput and incremental only
             return results
-        small = workspace(Path(tmp), "memory-small", n, size=SMALL)
+        small = workspace(Path(tmp), "memory-small", MEMORY_SMALL, size=SMALL)
         _, peak = run_stages(small)
         large = workspace(Path(tmp), "memory-large", n_large, size=SMALL)
         _, peak_large = run_stages(large)
@@ -205,7 +246,7 @@ def main() -> dict:
             peak_rss_mib=peak, images_large=n_large, peak_rss_large_mib=peak_large, memory_ratio=peak_large / peak
         )
         print(
-            f"peak memory (largest process): {peak} MiB at {n:,} records, {peak_large} MiB at {n_large:,} "
+            f"peak memory (largest process): {peak} MiB at {MEMORY_SMALL:,} records, {peak_large} MiB at {n_large:,} "
             f"records; ratio {peak_large / peak:.2f}"
         )
     return results
