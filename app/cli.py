@@ -271,6 +271,76 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0 if published or not manifests else 4  # 4: every artwork was quarantined
 
 
+def cmd_rights(args: argparse.Namespace) -> int:
+    """`rights serve`: the rights holders' desk; `rights queue ...`: the operator's decisions; `rights lookup`."""
+    import getpass
+    import json
+
+    from app import rights_desk
+    from provenance import ledger
+    from provenance import rights_requests as requests
+
+    if args.rights_command == "serve":
+        return rights_desk.main(args.host, args.port, args.public)
+    conn = ledger.open_ledger()
+    try:
+        if args.rights_command == "lookup":
+            if (args.image is None) == (args.name is None):
+                print("atelier: rights lookup needs a picture or --name (one of them)", file=sys.stderr)
+                return 2
+            try:
+                index = rights_desk.WorkIndex()
+                found = (
+                    rights_desk.lookup_image(conn, index, Path(args.image).read_bytes())
+                    if args.image
+                    else rights_desk.lookup_name(conn, index, args.name)
+                )
+            except (OSError, ValueError, rights_desk.Refused) as exc:
+                print(f"atelier: rights lookup: {getattr(exc, 'message', exc)}", file=sys.stderr)
+                return 2
+            print(json.dumps(found, indent=2, default=str) if args.json else rights_desk.format_lookup(found))
+            return 0
+        action = args.queue_command
+        if action == "list":
+            for r in requests.listed(conn, args.state):
+                works = f"{len(r['record_ids'])} works"
+                print(f"{r['ref']}  {r['state']:<9}  {r['kind']:<8}  {works}  filed {r['created_at']}")
+            return 0
+        if action == "advance":
+            for r in rights_desk.advance(conn):
+                print(f"{r['ref']}: {r['state']} ({r['history'][-1]['reason']})")
+            return 0
+        found = requests.by_ref(conn, args.ref)
+        if found is None:
+            print(f"atelier: no request with reference {args.ref} (see `atelier rights queue list`)", file=sys.stderr)
+            return 2
+        by = args.by or getpass.getuser()
+        try:
+            if action == "show":
+                print(json.dumps({k: v for k, v in found.items() if k != "id"}, indent=2))
+                return 0
+            if action == "approve":
+                if found["state"] == "received" and not args.unverified:
+                    print(
+                        f"atelier: request {found['ref']} is not verified (its requester has not proved control of "
+                        "the work); decide with --unverified if you are sure",
+                        file=sys.stderr,
+                    )
+                    return 2
+                done = rights_desk.apply(conn, found, by, args.reason or "")
+            elif action == "reject":
+                done = requests.move(conn, found["id"], "rejected", by, args.reason or "")
+            else:  # applied: a credit correction done by hand
+                done = requests.move(conn, found["id"], "applied", by, args.reason or "corrected by hand")
+        except requests.RequestError as exc:
+            print(f"atelier: {exc}", file=sys.stderr)
+            return 2
+        print(f"{done['ref']}: {done['state']}")
+        return 0
+    finally:
+        conn.close()
+
+
 def cmd_studio(args: argparse.Namespace) -> int:
     """`studio`: the warm generator (app/studio.py) until Ctrl-C."""
     from app.studio import main as serve_studio
@@ -623,6 +693,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-studio", action="store_true", help="generate in this process even when a studio runs")
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("rights", help="the rights holders' desk: lookups, requests, the operator's queue")
+    rights_sub = p.add_subparsers(dest="rights_command", required=True)
+    r = rights_sub.add_parser("serve", help="serve the public lookup and request pages until Ctrl-C")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8767)
+    r.add_argument("--public", action="store_true", help="allow a non-loopback --host")
+    r.set_defaults(func=cmd_rights)
+    r = rights_sub.add_parser("lookup", help="was this work used? (a picture, or --name)")
+    r.add_argument("image", nargs="?", help="a picture of the work")
+    r.add_argument("--name", help="a creator's name, alias or profile URL")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rights)
+    r = rights_sub.add_parser("queue", help="the operator's queue: list, show, approve, reject, applied, advance")
+    queue_sub = r.add_subparsers(dest="queue_command", required=True)
+    q = queue_sub.add_parser("list")
+    q.add_argument(
+        "--state", choices=["received", "verified", "approved", "rejected", "applied", "retrained", "withdrawn"]
+    )
+    q.set_defaults(func=cmd_rights)
+    for name in ("show", "approve", "reject", "applied"):
+        q = queue_sub.add_parser(name)
+        q.add_argument("ref", help="the request's reference (16 hex digits, from `list`)")
+        q.add_argument("--reason", required=name == "reject", help="why (the requester reads it)")
+        q.add_argument("--by", help="who decided (default: the OS user)")
+        q.add_argument("--unverified", action="store_true", help="approve a request whose claim was not verified")
+        q.set_defaults(func=cmd_rights)
+    queue_sub.add_parser("advance", help="record retrained versions and withdrawn artworks").set_defaults(
+        func=cmd_rights
+    )
     p = sub.add_parser("studio", help="keep the champion loaded and make artworks for `atelier generate` in seconds")
     p.add_argument("--host", default="127.0.0.1", help="loopback only (default: %(default)s)")
     p.add_argument("--port", type=int, default=8766, help="default: %(default)s (0: any free port)")

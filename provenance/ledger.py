@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS promotions (
 );
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY,             -- 1, 2, 3, ... in the order of the writes
-    kind TEXT NOT NULL,                  -- 'artwork', 'refusal', 'promotion' or 'erasure'
+    kind TEXT NOT NULL,                  -- 'artwork', 'refusal', 'promotion', 'erasure' or 'request'
     key TEXT NOT NULL,                   -- the artwork or refusal id, or the promotion seq
     entry TEXT NOT NULL,                 -- canonical JSON of what was recorded
     entry_sha256 TEXT NOT NULL,
@@ -120,6 +120,23 @@ CREATE TABLE IF NOT EXISTS log (
     hash TEXT NOT NULL                   -- sha256 of seq, kind, key, prev and entry_sha256 (see the docstring)
 );
 CREATE INDEX IF NOT EXISTS log_by_key ON log (kind, key, seq);
+CREATE TABLE IF NOT EXISTS rights_requests (
+    id TEXT PRIMARY KEY,                 -- the request's secret (its link), never in the log
+    ref TEXT NOT NULL UNIQUE,            -- its public reference: sha256(id)[:16], the log's key
+    kind TEXT NOT NULL,                  -- opt_out, takedown, erasure or credit
+    state TEXT NOT NULL,                 -- received, verified, approved, rejected, applied, retrained, withdrawn
+    record_ids TEXT NOT NULL,            -- JSON list of the training records it concerns
+    creator TEXT,                        -- the creator named by the requester, if any
+    contact TEXT NOT NULL,               -- how to reach the requester: private, never published
+    message TEXT NOT NULL,               -- what the requester wrote: private
+    image_sha256 TEXT,                   -- the uploaded picture's hashes (filed requests only, never the picture)
+    image_phash TEXT,
+    verify_token TEXT NOT NULL,          -- what the requester places at the work's source to prove control
+    history TEXT NOT NULL,               -- JSON list of {state, at, by, reason}
+    facts TEXT NOT NULL,                 -- JSON: what applying it found and did (versions, artworks)
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
 # One statement each (their bodies hold semicolons): the log is append-only.
 TRIGGERS = (
@@ -128,13 +145,30 @@ TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS log_no_delete BEFORE DELETE ON log "
     "BEGIN SELECT RAISE(ABORT, 'the ledger log is append-only: its entries are never deleted'); END",
 )
-KINDS = ("artwork", "refusal", "promotion", "erasure")
+KINDS = ("artwork", "refusal", "promotion", "erasure", "request")  # request: provenance/rights_requests.py
 ERASED_ENTRY = "erased"  # the text of a log entry whose content an erasure removed (see erase_record)
 ERASED_VALUE = "(erased)"  # a personal field of a nearest-training-image item, once erased
 ERASED_FIELDS = ("title", "creator", "source")
 GENESIS = "0" * 64  # the prev of the first entry
 
 COLUMNS = ("id", "sha256_pixels", "phash", "watermark_id", "manifest", "model_name", "model_version", "created_at")
+RIGHTS_REQUEST_COLUMNS = (
+    "id",
+    "ref",
+    "kind",
+    "state",
+    "record_ids",
+    "creator",
+    "contact",
+    "message",
+    "image_sha256",
+    "image_phash",
+    "verify_token",
+    "history",
+    "facts",
+    "created_at",
+    "updated_at",
+)
 
 
 def location() -> Path | str:
@@ -549,11 +583,24 @@ def verify_ledger(conn: sqlite3.Connection) -> list[str]:
                         f"(seq {logged['seq']}) in {', '.join(changed)}: the row was edited outside the "
                         "ledger code; the log entry holds what was recorded"
                     )
+        for row in conn.execute("SELECT ref, kind, state, record_ids FROM rights_requests ORDER BY ref"):
+            logged = latest.pop(("request", row["ref"]), None)
+            if logged is None:
+                problems.append(f"request {row['ref']}: its row has no log entry: it was added outside the ledger code")
+            elif "entry" in logged:
+                now = {"kind": row["kind"], "state": row["state"], "records": len(json.loads(row["record_ids"]))}
+                changed = sorted(k for k, v in now.items() if logged["entry"].get(k) != v)
+                if changed:
+                    problems.append(
+                        f"request {row['ref']}: its row differs from its log entry (seq {logged['seq']}) in "
+                        f"{', '.join(changed)}: the row was edited outside the ledger code"
+                    )
         for (kind, _key), e in latest.items():
             if kind == "erasure":
                 continue  # an erasure has no row: its entry is the record
+            table = "rights_requests" if kind == "request" else f"{kind}s"
             problems.append(
-                f"{entry_name(e)} has no row in the {kind}s table: the row was deleted outside the ledger code"
+                f"{entry_name(e)} has no row in the {table} table: the row was deleted outside the ledger code"
             )
     return problems
 
@@ -563,6 +610,7 @@ MIGRATED_TABLES = {  # table -> its columns, in the order a migration copies the
     "artworks": COLUMNS,
     "refusals": REFUSAL_COLUMNS,
     "promotions": ("seq", "model_name", "version", "promoted_by", "promoted_at", "reason", "previous_champion"),
+    "rights_requests": RIGHTS_REQUEST_COLUMNS,
     "log": ("seq", "kind", "key", "entry", "entry_sha256", "prev", "hash"),
 }
 
@@ -700,6 +748,14 @@ def _promotion_entry(row, nonce: str) -> dict:
         "previous_champion": row["previous_champion"],
         "nonce": nonce,
     }
+
+
+def append(conn: sqlite3.Connection, kind: str, key: str, entry: dict) -> None:
+    """Append an entry of one of KINDS for a module that keeps its own table in the ledger's database (the rights
+    requests): inside that module's transaction(), beside its row."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown log kind {kind!r}")
+    _append(conn, kind, key, entry)
 
 
 def _append(conn: sqlite3.Connection, kind: str, key: str, entry: dict) -> None:

@@ -75,6 +75,23 @@ CREATE TABLE IF NOT EXISTS log (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_by_key ON log (kind, key, seq);
+CREATE TABLE IF NOT EXISTS rights_requests (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    ref TEXT COLLATE "C" NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    record_ids TEXT NOT NULL,
+    creator TEXT,
+    contact TEXT NOT NULL,
+    message TEXT NOT NULL,
+    image_sha256 TEXT,
+    image_phash TEXT,
+    verify_token TEXT NOT NULL,
+    history TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 CREATE OR REPLACE FUNCTION phash_distance(a TEXT, b TEXT) RETURNS INTEGER
     LANGUAGE SQL IMMUTABLE STRICT
     AS $$ SELECT bit_count(('x' || a)::bit(64) # ('x' || b)::bit(64))::INTEGER $$;
