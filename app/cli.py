@@ -277,6 +277,7 @@ def cmd_rights(args: argparse.Namespace) -> int:
     import json
 
     from app import rights_desk
+    from atelier.config import load_params
     from provenance import ledger
     from provenance import rights_requests as requests
 
@@ -289,7 +290,7 @@ def cmd_rights(args: argparse.Namespace) -> int:
                 print("atelier: rights lookup needs a picture or --name (one of them)", file=sys.stderr)
                 return 2
             try:
-                index = rights_desk.WorkIndex()
+                index = requests.WorkIndex(load_params().registry.model_name)
                 found = (
                     rights_desk.lookup_image(conn, index, Path(args.image).read_bytes())
                     if args.image
@@ -307,7 +308,7 @@ def cmd_rights(args: argparse.Namespace) -> int:
                 print(f"{r['ref']}  {r['state']:<9}  {r['kind']:<8}  {works}  filed {r['created_at']}")
             return 0
         if action == "advance":
-            for r in rights_desk.advance(conn):
+            for r in requests.advance(conn, load_params().registry.model_name):
                 print(f"{r['ref']}: {r['state']} ({r['history'][-1]['reason']})")
             return 0
         found = requests.by_ref(conn, args.ref)

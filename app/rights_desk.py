@@ -48,6 +48,7 @@ from atelier import paths
 from atelier.config import load_params
 from provenance import ledger
 from provenance import rights_requests as requests
+from provenance.rights_requests import WorkIndex
 
 MAX_UPLOAD = 20 * 1024 * 1024  # a picture to look up
 MAX_FORM = 64 * 1024  # a filing form
@@ -78,57 +79,6 @@ class Refused(Exception):
 
 
 # ---- what the records say about works ----
-
-
-class WorkIndex:
-    """Which versions trained on which records, and which artworks cite which records: rebuilt when the registry's
-    versions or the ledger's log change (checked at most every REFRESH_S seconds)."""
-
-    REFRESH_S = 2.0
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.key: tuple | None = None
-        self.checked = 0.0
-        self.model = load_params().registry.model_name
-        self.versions: list[dict] = []
-        self.citing: dict[str, list[dict]] = {}
-        self.quarantined: dict[str, list[dict]] = {}
-
-    def current(self, conn) -> WorkIndex:
-        with self.lock:
-            if time.monotonic() - self.checked < self.REFRESH_S and self.key is not None:
-                return self
-            from registry import tracking
-
-            found = tracking.all_versions(self.model)
-            key = (tuple((v["version"], v["tags"].get("dataset_md5"), tuple(v["aliases"])) for v in found),)
-            key += (ledger.log_head(conn),)
-            if key != self.key:
-                self._build(conn, found)
-                self.key = key
-            self.checked = time.monotonic()
-            return self
-
-    def _build(self, conn, found: list[dict]) -> None:
-        from atelier.lineage import training_rows
-
-        versions = []
-        for v in found:
-            try:
-                ids = {r["record_id"] for r in training_rows(v["tags"].get("dataset_md5") or "")}
-            except (FileNotFoundError, TypeError):
-                ids = None  # its training data is not here: said so in the answer
-            versions.append({"version": v["version"], "aliases": v["aliases"], "record_ids": ids, "tags": v["tags"]})
-        citing: dict[str, list[dict]] = {}
-        for a in ledger.by_model_version(conn, self.model):
-            for item in (a["manifest"].get("checks") or {}).get("nearest_training_images") or []:
-                citing.setdefault(item.get("record_id"), []).append({"id": a["id"], "version": a["model_version"]})
-        quarantined: dict[str, list[dict]] = {}
-        for q in ledger.refusals(conn, self.model):
-            for item in q["nearest"] or []:
-                quarantined.setdefault(item.get("record_id"), []).append({"id": q["id"], "version": q["model_version"]})
-        self.versions, self.citing, self.quarantined = versions, citing, quarantined
 
 
 def _raw(columns: list[str]):
@@ -321,54 +271,12 @@ def apply(conn, request: dict, by: str, reason: str) -> dict:
                 takedown.add_opt_out("record_id", rid, why)
         if request["creator"] and not request["record_ids"]:
             takedown.add_opt_out("creator", request["creator"], why)
-    index = WorkIndex().current(conn)
+    index = WorkIndex(load_params().registry.model_name).current(conn)
     facts = {
         "versions_at_apply": [v["version"] for v in index.versions],
         "citing_at_apply": sorted({a["id"] for rid in request["record_ids"] for a in index.citing.get(rid, [])}),
     }
     return requests.move(conn, request["id"], "applied", by, "policy updated; the next run retrains", facts)
-
-
-def advance(conn) -> list[dict]:
-    """Move applied requests whose works a newer version no longer trained on to `retrained` (naming that version),
-    then withdraw the artworks that cite a taken-down work; return the requests moved."""
-    index = WorkIndex().current(conn)
-    moved = []
-    for r in requests.listed(conn, "applied"):
-        before = {int(v) for v in r["facts"].get("versions_at_apply", [])}
-        newer = [
-            v
-            for v in index.versions
-            if int(v["version"]) > max(before, default=0)
-            and v["record_ids"] is not None
-            and not set(r["record_ids"]) & v["record_ids"]
-        ]
-        if newer:
-            version = newer[0]["version"]
-            r = requests.move(
-                conn,
-                r["id"],
-                "retrained",
-                "pipeline",
-                f"version {version} trained without it",
-                {"retrained_version": version},
-            )
-            moved.append(r)
-    for r in requests.listed(conn, "retrained"):
-        if r["kind"] != "takedown":
-            continue
-        withdrawn = r["facts"].get("citing_at_apply", [])
-        moved.append(
-            requests.move(
-                conn,
-                r["id"],
-                "withdrawn",
-                "pipeline",
-                f"{len(withdrawn)} artworks withdrawn",
-                {"withdrawn_artworks": withdrawn},
-            )
-        )
-    return moved
 
 
 # ---- the HTTP face ----
@@ -399,7 +307,7 @@ class RightsServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, host: str, port: int, lookups_per_min: int = 120, filings_per_hour: int = 30):
-        self.index = WorkIndex()
+        self.index = WorkIndex(load_params().registry.model_name)
         self.forms: dict[str, tuple[str, float]] = {}  # one-time form token -> (cookie, issued at)
         self.forms_lock = threading.Lock()
         self.lookups = RateLimit(lookups_per_min, 60)

@@ -160,6 +160,25 @@ def publish_summary(root: str) -> dict:
     return summary
 
 
+@task(name="rights-requests", task_run_name="rights-requests", cache_policy=NO_CACHE, timeout_seconds=300)
+def advance_rights_requests(root: str) -> list[dict]:
+    """The rights holders' approved requests that this run answered: a new version trained without their works
+    (retrained), and the artworks citing a taken-down work withdrawn (provenance/rights_requests.py advance)."""
+    code = (
+        "import json; from atelier.config import load_params; from provenance import ledger, rights_requests; "
+        "c = ledger.open_ledger(); "
+        "print(json.dumps([{k: r[k] for k in ('ref', 'kind', 'state')} "
+        "for r in rights_requests.advance(c, load_params().registry.model_name)]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"advancing the rights requests in {root} failed:\n{proc.stderr.strip()[-3000:]}")
+    moved = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in moved:
+        get_run_logger().info("rights request %s (%s) is now %s", r["ref"], r["kind"], r["state"])
+    return moved
+
+
 @flow(name="dataset-to-artwork", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict[str, str]:
     """Run dvc.yaml's stages in order, one task each, up to `upto`; publish the summary; return DVC output per stage."""
@@ -186,6 +205,8 @@ def dataset_to_artwork(root: str | None = None, upto: str | None = None) -> dict
         )
         for stage in select(stage_names(where), upto):  # strictly one at a time: one DVC command per workspace
             outputs[stage] = stage_task(stage)(stage, str(where), force=recheck and stage == "ingest")
+        if "train_diffusion" in outputs:  # a new version may answer the rights holders' approved requests
+            advance_rights_requests(str(where))
         if team:  # what this run produced reaches the team's remote, or the run is marked unpublished
             get_run_logger().info("dvc push to %s:\n%s", team.dvc_remote, dvc.push(where).strip())
     publish_summary(str(where))

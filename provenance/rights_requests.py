@@ -24,6 +24,8 @@ import json
 import secrets
 import sqlite3
 import statistics
+import threading
+import time
 from datetime import UTC, datetime
 
 from provenance import ledger
@@ -206,3 +208,100 @@ def _decoded(row: dict) -> dict:
         "history": json.loads(row["history"]),
         "facts": json.loads(row["facts"]),
     }
+
+
+# ---- what the records say: versions and citing artworks, and the lifecycle's later states ----
+
+
+class WorkIndex:
+    """Which versions trained on which records, and which artworks cite which records: rebuilt when the registry's
+    versions or the ledger's log change (checked at most every REFRESH_S seconds)."""
+
+    REFRESH_S = 2.0
+
+    def __init__(self, model: str) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple | None = None
+        self.checked = 0.0
+        self.model = model
+        self.versions: list[dict] = []
+        self.citing: dict[str, list[dict]] = {}
+        self.quarantined: dict[str, list[dict]] = {}
+
+    def current(self, conn) -> WorkIndex:
+        with self.lock:
+            if time.monotonic() - self.checked < self.REFRESH_S and self.key is not None:
+                return self
+            from registry import tracking
+
+            found = tracking.all_versions(self.model)
+            key = (tuple((v["version"], v["tags"].get("dataset_md5"), tuple(v["aliases"])) for v in found),)
+            key += (ledger.log_head(conn),)
+            if key != self.key:
+                self._build(conn, found)
+                self.key = key
+            self.checked = time.monotonic()
+            return self
+
+    def _build(self, conn, found: list[dict]) -> None:
+        from atelier.lineage import training_rows
+
+        versions = []
+        for v in found:
+            try:
+                ids = {r["record_id"] for r in training_rows(v["tags"].get("dataset_md5") or "")}
+            except (FileNotFoundError, TypeError):
+                ids = None  # its training data is not here: said so in the answer
+            versions.append({"version": v["version"], "aliases": v["aliases"], "record_ids": ids, "tags": v["tags"]})
+        citing: dict[str, list[dict]] = {}
+        for a in ledger.by_model_version(conn, self.model):
+            for item in (a["manifest"].get("checks") or {}).get("nearest_training_images") or []:
+                citing.setdefault(item.get("record_id"), []).append({"id": a["id"], "version": a["model_version"]})
+        quarantined: dict[str, list[dict]] = {}
+        for q in ledger.refusals(conn, self.model):
+            for item in q["nearest"] or []:
+                quarantined.setdefault(item.get("record_id"), []).append({"id": q["id"], "version": q["model_version"]})
+        self.versions, self.citing, self.quarantined = versions, citing, quarantined
+
+
+def advance(conn, model: str) -> list[dict]:
+    """Move applied requests whose works a newer version of `model` no longer trained on to `retrained` (naming that
+    version), then withdraw the artworks that cite a taken-down work; return the requests moved. Run at the end of
+    every pipeline run (flows/pipeline.py) and by `atelier rights queue advance`."""
+    index = WorkIndex(model).current(conn)
+    moved = []
+    for r in listed(conn, "applied"):
+        before = {int(v) for v in r["facts"].get("versions_at_apply", [])}
+        newer = [
+            v
+            for v in index.versions
+            if int(v["version"]) > max(before, default=0)
+            and v["record_ids"] is not None
+            and not set(r["record_ids"]) & v["record_ids"]
+        ]
+        if newer:
+            version = newer[0]["version"]
+            r = move(
+                conn,
+                r["id"],
+                "retrained",
+                "pipeline",
+                f"version {version} trained without it",
+                {"retrained_version": version},
+            )
+            moved.append(r)
+    for r in listed(conn, "retrained"):
+        if r["kind"] != "takedown":
+            continue
+        withdrawn = r["facts"].get("citing_at_apply", [])
+        moved.append(
+            move(
+                conn,
+                r["id"],
+                "withdrawn",
+                "pipeline",
+                f"{len(withdrawn)} artworks withdrawn",
+                {"withdrawn_artworks": withdrawn},
+            )
+        )
+    return moved
