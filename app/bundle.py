@@ -9,6 +9,10 @@ Layout (every path relative, every file listed with its sha256 in index.json):
     datasets/<dvc md5>/croissant.json           the training set's card (Croissant 1.1 with RAI fields)
     datasets/<dvc md5>/DATASHEET.md             its readable datasheet
     datasets/<dvc md5>/ATTRIBUTION.md           who must be credited
+    datasets/<dvc md5>/training-works.jsonl     the training works: record id (the sha256 of the work's file),
+                                                creator, licence, perceptual hash, credited; no other field
+    rights/transparency.json                    rights holders' requests: counts by kind and state, median days
+    README.md                                   how to verify an artwork and look up a work with this folder alone
     log/entries.jsonl, log/head.json            the ledger's public log and its signed head
     index.json                                  what is here, the tool version, the anchor's fingerprint
 
@@ -26,7 +30,7 @@ from pathlib import Path
 from atelier import paths
 from atelier.io import write_bytes, write_json, write_text
 from atelier.version import code_version
-from provenance import credentials, ledger, publiclog, signed_json
+from provenance import credentials, ledger, publiclog, rights_requests, signed_json
 from provenance.keys import ensure_signing_identity
 
 SCHEMA = "atelier.bundle/1"
@@ -38,6 +42,32 @@ DATASET_FILES = {
     "DATASHEET.md": "cards/DATASHEET.md",
     "ATTRIBUTION.md": "ATTRIBUTION.md",
 }
+
+
+TRAINING_WORKS = "training-works.jsonl"
+TRAINING_WORK_FIELDS = ("record_id", "creator", "license_spdx", "phash", "credited")
+README = """# Atelier verification bundle: {model}
+
+Everything here is public: the trust anchor (a CA certificate, never a key), the signed model credentials and cards,
+the training sets' cards and the index of their works, the ledger's public log with its signed head, and the rights
+holders' transparency report. `index.json` lists every file with its sha256, signed under the anchor.
+
+## Verify an artwork
+
+    pip install "atelier[audit]"        # c2pa, Pillow, cryptography: no torch, MLflow or Prefect
+    atelier audit --bundle THIS_FOLDER ARTWORK.png [--html report.html]
+
+Verdicts and exit codes: verified 0, tampered 1, failed 5 (a record it names does not hold), recovered 3 (no
+credentials; found in the log by watermark or perceptual hash), not an Atelier artwork 4.
+
+## Was my work used?
+
+    atelier rights lookup --bundle THIS_FOLDER MY_WORK.png      # or --name "My Name"
+
+`datasets/<md5>/training-works.jsonl` lists each training set's works by record id (the sha256 of the work's file),
+creator, licence and perceptual hash; `models/<name>/v<N>/model-credential.json` names the training set (its md5)
+of each model version. A crop or a heavy edit may not match: no match is not proof that a work was not used.
+"""
 
 
 class BundleError(ValueError):
@@ -83,11 +113,14 @@ def publish(folder: Path, model_name: str | None = None) -> dict:
         for target, artifact in DATASET_FILES.items():
             if artifact in fetched:
                 write_bytes(data_dir / target, fetched[artifact].read_bytes())
+        _training_works(info["tags"]["dataset_md5"], data_dir / TRAINING_WORKS)
     conn = ledger.open_ledger()
     try:
         entries = publiclog.export_public_log(conn, folder / LOG, identity)
+        write_json(folder / "rights" / "transparency.json", rights_requests.transparency(conn))
     finally:
         conn.close()
+    write_text(folder / "README.md", README.format(model=model_name))
     files = {
         p.relative_to(folder).as_posix(): _sha256(p.read_bytes())
         for p in sorted(folder.rglob("*"))
@@ -181,6 +214,18 @@ def _index_problems(folder: Path, anchor_pem: str) -> list[str]:
         elif _sha256(path.read_bytes()) != sha:
             problems.append(f"{name} differs from the sha256 in index.json")
     return problems
+
+
+def _training_works(dataset_md5: str, out: Path) -> None:
+    """The training set's works, one JSON line each (TRAINING_WORK_FIELDS only), when its records are here."""
+    from atelier.lineage import training_rows
+
+    try:
+        rows = training_rows(dataset_md5)
+    except FileNotFoundError:
+        return  # the records of an old version are not here: its card and attribution list still are
+    lines = [json.dumps({k: r.get(k) for k in TRAINING_WORK_FIELDS}, sort_keys=True) for r in rows]
+    write_text(out, "\n".join(sorted(lines)) + "\n")
 
 
 def _sha256(data: bytes) -> str:

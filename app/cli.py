@@ -289,6 +289,23 @@ def cmd_rights(args: argparse.Namespace) -> int:
             if (args.image is None) == (args.name is None):
                 print("atelier: rights lookup needs a picture or --name (one of them)", file=sys.stderr)
                 return 2
+            if args.bundle:
+                try:
+                    data = Path(args.image).read_bytes() if args.image else None
+                    found = rights_desk.lookup_bundle(Path(args.bundle), data, args.name)
+                except (OSError, ValueError, KeyError) as exc:
+                    print(f"atelier: rights lookup --bundle {args.bundle}: {exc}", file=sys.stderr)
+                    return 2
+                if args.json:
+                    print(json.dumps(found, indent=2))
+                elif not found["works"]:
+                    print(f"no match found; searched {found['searched']}; no match is not proof of no use")
+                for w in [] if args.json else found["works"]:
+                    print(
+                        f"{w['record_id'][:16]} {w.get('creator') or 'creator not recorded'} ({w['license_spdx']}): "
+                        f"trained versions {', '.join(w['versions']) or 'none'}; {w['match']}"
+                    )
+                return 0
             try:
                 index = requests.WorkIndex(load_params().registry.model_name)
                 found = (
@@ -704,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rights_sub.add_parser("lookup", help="was this work used? (a picture, or --name)")
     r.add_argument("image", nargs="?", help="a picture of the work")
     r.add_argument("--name", help="a creator's name, alias or profile URL")
+    r.add_argument("--bundle", metavar="DIR", help="look up in a published bundle alone (no workspace needed)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_rights)
     r = rights_sub.add_parser("queue", help="the operator's queue: list, show, approve, reject, applied, advance")

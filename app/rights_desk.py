@@ -42,6 +42,7 @@ from html import escape
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from atelier import paths
@@ -159,6 +160,48 @@ def lookup_name(conn, index: WorkIndex, name: str) -> dict:
     hits = creator_matches(raw.to_dict("records"), name, read_opt_outs(paths.OPT_OUT))
     rows = [_plain(r) | {"match": "creator"} for r in raw[hits].to_dict("records")]
     return describe(conn, index, rows) | {"query": {"kind": "name", "name": name}}
+
+
+def lookup_bundle(folder: Path, data: bytes | None = None, name: str | None = None, hamming: int = 4) -> dict:
+    """The lookup from a published bundle alone (an outsider's copy, no workspace): the works of every training set
+    whose record id is the picture's sha256 or whose perceptual hash is within `hamming` bits of it, or whose creator
+    is `name` (the same normalisation as the licence stage); each with the model versions that trained on it."""
+    from app import takedown
+    from atelier.rights import normalise_name
+
+    folder = Path(folder)
+    versions: dict[str, list[str]] = {}  # dataset md5 -> versions trained on it
+    for cred in sorted(folder.glob("models/*/v*/model-credential.json")):
+        payload = json.loads(cred.read_text(encoding="utf-8"))["payload"]
+        md5 = payload["training_data"]["dvc_md5"]
+        versions.setdefault(md5, []).append(cred.parent.name.removeprefix("v"))
+    if data is not None:
+        sha, query = hashlib.sha256(data).hexdigest(), int(takedown.image_phash(data), 16)
+    wanted = normalise_name(name) if name is not None else None
+    found: dict[str, dict] = {}
+    for works in sorted(folder.glob("datasets/*/training-works.jsonl")):
+        md5 = works.parent.name
+        for line in works.read_text(encoding="utf-8").splitlines():
+            w = json.loads(line)
+            if data is not None:
+                bits = bin(int(w["phash"], 16) ^ query).count("1") if w.get("phash") else 99
+                match = "the same bytes" if w["record_id"] == sha else f"perceptual hash within {bits} bits"
+                if w["record_id"] != sha and bits > hamming:
+                    continue
+            elif not w.get("creator") or normalise_name(w["creator"]) != wanted:
+                continue
+            else:
+                match = "creator"
+            entry = found.setdefault(w["record_id"], w | {"match": match, "versions": []})
+            entry["versions"] = sorted(set(entry["versions"]) | set(versions.get(md5, [])), key=int)
+    return {
+        "query": {"kind": "image" if data is not None else "name"},
+        "works": list(found.values()),
+        "searched": f"the training works of every dataset in {folder.name} by sha256 and perceptual hash (within "
+        f"{hamming} bits)"
+        if data is not None
+        else f"the training works of every dataset in {folder.name} by creator",
+    }
 
 
 def _plain(row: dict) -> dict:

@@ -434,6 +434,39 @@ def test_an_outsider_verifies_with_the_published_bundle_alone(built, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 2 and "no trust anchor" in proc.stderr and "Traceback" not in proc.stderr
+
+    # issue 29, item 7: an artist learns from the bundle alone whether a work trained a model (the training works'
+    # index: record id = the sha256 of the work's file, creator, licence, perceptual hash), and the bundle says how
+    import hashlib
+
+    trained = {
+        json.loads(line)["record_id"]
+        for f in (outside / "bundle").glob("datasets/*/training-works.jsonl")
+        for line in f.read_text().splitlines()
+    }
+    work = next(
+        f
+        for f in sorted((built / "data/sources/scenes").glob("*.*"))
+        if hashlib.sha256(f.read_bytes()).hexdigest() in trained
+    )
+    shutil.copy(work, outside / "my-work")
+    foreign = outside / "foreign.png"
+    Image.fromarray(__import__("numpy").random.default_rng(5).integers(0, 255, (64, 64, 3), dtype="uint8")).save(
+        foreign
+    )
+    for target, expected in (("my-work", "trained versions 1"), ("foreign.png", "no match found")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.cli", "rights", "lookup", "--bundle", "bundle", target],
+            cwd=outside,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0 and expected in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    readme = (outside / "bundle" / "README.md").read_text()
+    assert "atelier audit --bundle" in readme and "rights lookup --bundle" in readme
+    assert json.loads((outside / "bundle" / "rights" / "transparency.json").read_text())["requests"] == 0
     assert not list(home.iterdir())
 
 
