@@ -32,6 +32,7 @@ import email.parser
 import email.policy
 import hashlib
 import json
+import os
 import re
 import secrets
 import sys
@@ -55,6 +56,7 @@ MAX_UPLOAD = 20 * 1024 * 1024  # a picture to look up
 MAX_FORM = 64 * 1024  # a filing form
 MAX_DRAIN = 1024 * 1024
 FORM_COOKIE = "atelier_form"
+OPERATOR_COOKIE = "atelier_operator"
 FORM_TTL_S = 3600
 MAX_FORMS = 10_000  # one-time tokens held at once (the oldest expire first)
 VERIFY_META = "atelier-rights"  # <meta name="atelier-rights" content="TOKEN"> at the work's source URL
@@ -355,6 +357,7 @@ class RightsServer(ThreadingHTTPServer):
         self.forms_lock = threading.Lock()
         self.lookups = RateLimit(lookups_per_min, 60)
         self.filings = RateLimit(filings_per_hour, 3600)
+        self.operator_token = secrets.token_urlsafe(32)  # the operator's pages: `Authorization: Bearer <token>`
         conn = ledger.open_ledger()  # created once, with the requests table
         conn.close()
         super().__init__((host, port), Handler)
@@ -446,6 +449,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._html(_results(found, self._form()))
         if method == "POST" and path == "/request":
             return self._file()
+        if path in ("/operator", "/operator/decide"):
+            return self._operator(method, path, query.get("token"))
         match = re.fullmatch(r"/request/([^/]+)(/verify)?", path)
         if match:
             request_id = match.group(1)
@@ -586,6 +591,46 @@ class Handler(BaseHTTPRequestHandler):
 
         made = self._with(filed)
         return HTTPStatus.SEE_OTHER, "text/plain", b"filed", {"Location": f"/request/{made['id']}?new=1"}
+
+    def _operator(self, method: str, path: str, in_url: str | None):
+        """The operator's queue as a page: only with the server's operator token (kept 0600 in
+        .atelier/rights-operator.json), as `Authorization: Bearer <token>`, or opened once as /operator?token=...
+        (which sets an HttpOnly cookie and drops the token from the address); the same decisions as the CLI's."""
+        token = self.server.operator_token
+        if in_url is not None and secrets.compare_digest(in_url, token):
+            cookie = f"{OPERATOR_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/operator"
+            return HTTPStatus.SEE_OTHER, "text/plain", b"", {"Location": "/operator", "Set-Cookie": cookie}
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie") or "")
+        except CookieError:
+            jar = SimpleCookie()
+        given = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or (
+            jar[OPERATOR_COOKIE].value if OPERATOR_COOKIE in jar else ""
+        )
+        if not given or not secrets.compare_digest(given, token):
+            raise Refused(HTTPStatus.NOT_FOUND, "no such page")  # the operator's pages do not admit they exist
+        if method == "GET" and path == "/operator":
+            return self._html(_operator_page(self._with(requests.listed), self._form()))
+        if method != "POST":
+            raise Refused(HTTPStatus.NOT_FOUND, "no such page")
+        fields = self._checked_form()
+        ref, action, reason = fields.get("ref", ""), fields.get("action"), fields.get("reason", "")
+
+        def decided(conn):
+            found = requests.by_ref(conn, ref)
+            if found is None:
+                raise Refused(HTTPStatus.NOT_FOUND, "no such request")
+            try:
+                if action == "approve":
+                    return apply(conn, found, "operator (page)", reason)
+                if action == "reject":
+                    return requests.move(conn, found["id"], "rejected", "operator (page)", reason)
+            except requests.RequestError as exc:
+                raise Refused(HTTPStatus.CONFLICT, str(exc)) from None
+            raise Refused(HTTPStatus.BAD_REQUEST, "approve or reject")
+
+        self._with(decided)
+        return HTTPStatus.SEE_OTHER, "text/plain", b"decided", {"Location": "/operator"}
 
     def _verify(self, request_id: str):
         self._checked_form()
@@ -735,6 +780,29 @@ def _request_page(r: dict, form: str, fresh: bool) -> str:
     ).decode()
 
 
+def _operator_page(listed: list[dict], form: str) -> str:
+    rows = "".join(
+        f'<tr><td class="mono">{escape(r["ref"])}</td><td>{escape(r["kind"])}</td><td class="state">'
+        f"{escape(r['state'])}</td><td>{len(r['record_ids'])}</td><td>{escape(r['contact'])}</td>"
+        f"<td>{escape(r['message'][:300])}</td><td>"
+        + (
+            f'<form method="post" action="/operator/decide"><input type="hidden" name="form" value="{escape(form)}">'
+            f'<input type="hidden" name="ref" value="{escape(r["ref"])}"><input type="text" name="reason" '
+            'placeholder="reason" maxlength="500"><button name="action" value="approve">approve</button>'
+            '<button name="action" value="reject">reject</button></form>'
+            if r["state"] in ("received", "verified")
+            else ""
+        )
+        + "</td></tr>"
+        for r in listed
+    )
+    return _page(
+        "Operator's queue",
+        '<div class="box"><p>One form per page load: reload after each decision.</p><table><tr><th>Ref</th>'
+        f"<th>Kind</th><th>State</th><th>Works</th><th>Contact</th><th>Message</th><th></th></tr>{rows}</table></div>",
+    ).decode()
+
+
 def _transparency_page(t: dict) -> str:
     from provenance.rights_requests import KINDS, STATES
 
@@ -763,6 +831,15 @@ def main(host: str, port: int, public: bool) -> int:
         print(f"atelier: rights serve binds loopback unless --public (got --host {host})", file=sys.stderr)
         return 2
     server = make_server(host, port)
-    print(f"rights desk on {server.url}/ (Ctrl-C stops)", flush=True)
+    keep = paths.ROOT / ".atelier" / "rights-operator.json"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": server.url + "/operator", "token": server.operator_token}, f)
+    print(
+        f"rights desk on {server.url}/ (Ctrl-C stops); the operator's queue: {server.url}/operator with the bearer "
+        f"token in {paths.relative(keep)}",
+        flush=True,
+    )
     serve_until_stopped(server)
     return 0

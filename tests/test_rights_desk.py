@@ -30,6 +30,7 @@ from provenance import ledger, publiclog
 from provenance import rights_requests as requests
 from registry import tracking
 from tests.browser import ARTIFACTS, webdriver_session
+from tests.test_review import _click_and_wait
 from tests.test_takedown_image import NAME, encoded, picture, works  # noqa: F401 (the fixture)
 
 
@@ -79,7 +80,7 @@ class Client:
     """A browser's worth of HTTP: keeps the form cookie, reads the one-time form token from each page."""
 
     def __init__(self, base: str):
-        self.base, self.cookie = base, None
+        self.base, self.cookie, self.jar = base, None, {}
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
@@ -91,9 +92,9 @@ class Client:
                 status, got, text = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
             status, got, text = exc.code, exc.headers, exc.read()
-        if got.get("Set-Cookie"):
-            jar = SimpleCookie(got["Set-Cookie"])
-            self.cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
+        for header in got.get_all("Set-Cookie") or []:
+            self.jar.update({k: m.value for k, m in SimpleCookie(header).items()})
+        self.cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items()) or None
         return status, got, text.decode("utf-8", "replace")
 
     def form_token(self, page: str) -> str:
@@ -354,22 +355,22 @@ def test_a_rights_holder_in_a_browser_looks_up_files_and_follows_a_request(desk)
         browser.get(desk["url"] + "/")
         browser.save_screenshot(str(ARTIFACTS / "rights-lookup.png"))
         browser.find_element("id", "image").send_keys(str(desk["copy"]))
-        browser.find_element("css selector", "form button").click()
+        _click_and_wait(browser, "form button")
         answer = browser.find_element("id", "answer").text
         assert desk["ana"][:16] in answer and "champion" in answer
         browser.save_screenshot(str(ARTIFACTS / "rights-found.png"))
         browser.find_element("id", "contact").send_keys("ana@example.org")
-        browser.find_element("css selector", "form[action='/request'] button").click()
+        _click_and_wait(browser, "form[action='/request'] button")
         assert "Prove that the work is yours" in browser.page_source, browser.page_source[-1500:]
         assert browser.find_element("id", "state").text.lower() == "received"
         token = browser.find_element("id", "token").text
         browser.save_screenshot(str(ARTIFACTS / "rights-request.png"))
         desk["host"].pages["/works/ana-museum.html"] = f'<meta name="atelier-rights" content="{token}">'.encode()
-        browser.find_element("css selector", "form[action$='/verify'] button").click()
+        _click_and_wait(browser, "form[action$='/verify'] button")
         assert browser.find_element("id", "state").text.lower() == "verified"
         browser.get(desk["url"] + "/")
         browser.find_element("id", "image").send_keys(str(_foreign(desk)))
-        browser.find_element("css selector", "form button").click()
+        _click_and_wait(browser, "form button")
         assert "No match found" in browser.find_element("id", "answer").text
         browser.get(desk["url"] + "/transparency")
         browser.save_screenshot(str(ARTIFACTS / "rights-transparency.png"))
@@ -380,3 +381,22 @@ def _foreign(desk) -> Path:
     path = desk["copy"].parent / "foreign.png"
     path.write_bytes(encoded(picture(99), "PNG"))
     return path
+
+
+def test_the_operators_page_needs_the_token_and_decides_as_the_cli_does(desk):
+    browser = Client(desk["url"])
+    _, page = browser.lookup(name="Ben Ode")
+    assert browser.file(page, kind="opt_out")[0] == 303
+    assert browser.call("GET", "/operator")[0] == 404  # no token: the page does not admit it exists
+    assert browser.call("GET", "/operator", headers={"Authorization": "Bearer wrong"})[0] == 404
+    operator = Client(desk["url"])
+    status, got, _ = operator.call("GET", "/operator?token=" + desk["server"].operator_token)
+    assert status == 303 and got["Location"] == "/operator"  # the token leaves the address, a cookie keeps it
+    status, _, queue = operator.call("GET", "/operator")
+    assert status == 200 and "ana@example.org" in queue
+    ref = requests.listed(ledger.open_ledger())[0]["ref"]
+    fields = [("form", operator.form_token(queue)), ("ref", ref), ("action", "approve"), ("reason", "by page")]
+    status, _, _ = operator.post_form("/operator/decide", fields)
+    assert status == 303
+    assert requests.by_ref(ledger.open_ledger(), ref)["state"] == "applied"
+    assert desk["ben"] in opt_outs()
