@@ -268,6 +268,8 @@ def advance(conn, model: str) -> list[dict]:
     """Move applied requests whose works a newer version of `model` no longer trained on to `retrained` (naming that
     version), then withdraw the artworks that cite a taken-down work; return the requests moved. Run at the end of
     every pipeline run (flows/pipeline.py) and by `atelier rights queue advance`."""
+    if not conn.execute("SELECT 1 FROM rights_requests WHERE state IN ('applied', 'retrained') LIMIT 1").fetchone():
+        return []  # nothing waits on a run: the registry is not even asked (every pipeline run calls this)
     index = WorkIndex(model).current(conn)
     moved = []
     for r in listed(conn, "applied"):

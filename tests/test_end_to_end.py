@@ -95,14 +95,12 @@ def test_artworks_carry_complete_manifests(built):
     assert (built / "reports/samples.png").stat().st_size > 0
 
 
-def test_same_prompt_and_seed_give_the_same_pixels(built):
-    """Seeds 11 and 12 from one process, then seed 11 again from another: the same artwork file (the same pixels
-    get the same id), and another seed gives another."""
+def test_another_seed_gives_another_artwork(built):
+    """Seeds 11 and 12 from one process: two artworks. (The same prompt and seed from two processes give the same
+    pixels: the studio test below makes one in the studio's process and one alone.)"""
     first = atelier(built, "generate", "a golden stripes composition", "--seed", "11", "--n", "2", "--steps", "2")
-    second = atelier(built, "generate", "a golden stripes composition", "--seed", "11", "--steps", "2")
-    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.returncode == 0, first.stderr
     seed_11, seed_12 = (line.split()[0] for line in first.stdout.splitlines()[:2])
-    assert second.stdout.split()[0] == seed_11
     assert seed_12 != seed_11
 
 
