@@ -6,6 +6,7 @@ artworks). `python -m bench NAME...` runs only the named ones."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -49,13 +50,29 @@ BENCHMARKS = {
     "watermark_robustness": watermark_robustness.main,
 }
 
+
+def isolated(benchmark) -> dict:
+    """Run one benchmark, then put back the environment and atelier.paths as they were: a benchmark that points the
+    signing folder, the data key or the ledger at its scratch folder must not leave the next one there (a generate
+    process started later would sign with a throwaway identity and refuse to seal the project's ledger)."""
+    env = dict(os.environ)
+    saved = {k: getattr(paths, k) for k in dir(paths) if k.isupper()}
+    try:
+        return benchmark()
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        for k, v in saved.items():
+            setattr(paths, k, v)
+
+
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)
     results, start = {}, time.perf_counter()
     for name in chosen:
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
-        results[name] = {**BENCHMARKS[name](), "wall_s": round(time.perf_counter() - began, 1)}
+        results[name] = {**isolated(BENCHMARKS[name]), "wall_s": round(time.perf_counter() - began, 1)}
     write_json(paths.REPORTS / "bench.json", results)
     print(
         f"\nall benchmarks: {time.perf_counter() - start:.0f} s; figures in {paths.relative(paths.REPORTS)}/bench.json"
