@@ -116,14 +116,14 @@ def main() -> dict:
                 conn.close()
                 for k, v in saved.items():
                     setattr(paths, k, v)
-            results[n] = {
+            results[f"{n}_records"] = {
                 "image_median_ms": by_image[0] * 1000,
                 "image_p95_ms": by_image[1] * 1000,
                 "name_median_ms": by_name[0] * 1000,
                 "name_p95_ms": by_name[1] * 1000,
                 "bare_sha256_median_ms": bare[0] * 1000,
             }
-            r = results[n]
+            r = results[f"{n}_records"]
             print(
                 f"rights lookup at {n:,} records: by picture median {r['image_median_ms']:.0f} ms (p95 "
                 f"{r['image_p95_ms']:.0f}), by name median {r['name_median_ms']:.0f} ms (p95 {r['name_p95_ms']:.0f}); "
