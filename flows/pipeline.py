@@ -140,18 +140,23 @@ def summary_markdown(summary: dict, root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _json_in_root(root: str, code: str, what: str):
+    """Run Python `code` in root's own Python, as the DVC stages run (atelier.paths resolves against the package that
+    is imported there), and return the JSON its last line prints; RuntimeError naming `what` when it fails."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} in {root} failed:\n{proc.stderr.strip()[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE, timeout_seconds=300)
 def publish_summary(root: str) -> dict:
     """Read atelier.run_summary.pipeline_summary() for `root` and publish it as the `atelier-run-summary` artifact."""
-    # In root's own Python, as the DVC stages run: atelier.paths resolves against the package that is imported.
     code = (
         "import json; from atelier.run_summary import pipeline_summary; "
         "print(json.dumps(pipeline_summary(), default=str))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reading the run summary in {root} failed:\n{proc.stderr.strip()[-3000:]}")
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = _json_in_root(root, code, "reading the run summary")
     create_markdown_artifact(
         key=SUMMARY_KEY,
         markdown=summary_markdown(summary, Path(root)),
@@ -170,10 +175,7 @@ def advance_rights_requests(root: str) -> list[dict]:
         "print(json.dumps([{k: r[k] for k in ('ref', 'kind', 'state')} "
         "for r in rights_requests.advance(c, load_params().registry.model_name)]))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"advancing the rights requests in {root} failed:\n{proc.stderr.strip()[-3000:]}")
-    moved = json.loads(proc.stdout.strip().splitlines()[-1])
+    moved = _json_in_root(root, code, "advancing the rights requests")
     for r in moved:
         get_run_logger().info("rights request %s (%s) is now %s", r["ref"], r["kind"], r["state"])
     return moved
